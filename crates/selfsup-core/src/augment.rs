@@ -1,0 +1,84 @@
+//! Images on the CPU and the [`Augmentation`] / [`ViewGenerator`] traits.
+
+use rand::RngCore;
+
+/// One image on the CPU: channel-major (`[C, H, W]`) `f32` values, in `[0, 1]` until normalized.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Image {
+    /// Number of channels (1 for grayscale, 3 for RGB).
+    pub channels: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Width in pixels.
+    pub width: usize,
+    /// `channels * height * width` values, channel-major.
+    pub data: Vec<f32>,
+}
+
+impl Image {
+    /// A new image; panics only on a programming error (length mismatch).
+    pub fn new(channels: usize, height: usize, width: usize, data: Vec<f32>) -> Self {
+        assert_eq!(data.len(), channels * height * width, "image data length");
+        Self {
+            channels,
+            height,
+            width,
+            data,
+        }
+    }
+
+    /// An image of zeros.
+    pub fn zeros(channels: usize, height: usize, width: usize) -> Self {
+        Self::new(
+            channels,
+            height,
+            width,
+            vec![0.0; channels * height * width],
+        )
+    }
+
+    /// From 8-bit channel-major pixels, scaled to `[0, 1]`.
+    pub fn from_u8(channels: usize, height: usize, width: usize, bytes: &[u8]) -> Self {
+        Self::new(
+            channels,
+            height,
+            width,
+            bytes.iter().map(|&b| b as f32 / 255.0).collect(),
+        )
+    }
+
+    /// Index of pixel `(c, y, x)` in `data`.
+    #[inline]
+    pub fn idx(&self, c: usize, y: usize, x: usize) -> usize {
+        (c * self.height + y) * self.width + x
+    }
+
+    /// Value of pixel `(c, y, x)`.
+    #[inline]
+    pub fn get(&self, c: usize, y: usize, x: usize) -> f32 {
+        self.data[self.idx(c, y, x)]
+    }
+
+    /// One channel's plane.
+    pub fn plane(&self, c: usize) -> &[f32] {
+        let n = self.height * self.width;
+        &self.data[c * n..(c + 1) * n]
+    }
+}
+
+/// A random transformation of one image, drawing its randomness from `rng` only,
+/// so a seeded `rng` reproduces it.
+pub trait Augmentation: Send + Sync {
+    /// Transforms `image`.
+    fn apply(&self, image: Image, rng: &mut dyn RngCore) -> Image;
+}
+
+/// Turns one image into the views a method trains on (2 for SimCLR, 2 global + K local for
+/// DINO). Every view of a given index has the same shape.
+pub trait ViewGenerator: Send + Sync {
+    /// The views of `image`, in a fixed order.
+    fn views(&self, image: &Image, rng: &mut dyn RngCore) -> Vec<Image>;
+
+    /// How many views each image gives.
+    fn num_views(&self) -> usize;
+}

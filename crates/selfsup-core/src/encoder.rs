@@ -1,0 +1,22 @@
+//! The [`Encoder`] trait: images in, features out.
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+
+/// A backbone that turns a batch of images `[N, C, H, W]` into features.
+///
+/// Every method is written against this trait, so any backbone (ResNet, ViT, a user's own)
+/// serves any method whose needs it meets.
+pub trait Encoder: Module {
+    /// Pooled features `[N, output_dim()]`: what kNN, linear probes and projection heads use.
+    fn features(&self, images: Tensor<4>) -> Tensor<2>;
+
+    /// Width of the pooled features.
+    fn output_dim(&self) -> usize;
+
+    /// Token features `[N, T, D]` for transformer encoders (MAE, DINO attention);
+    /// `None` for convolutional backbones.
+    fn tokens(&self, _images: Tensor<4>) -> Option<Tensor<3>> {
+        None
+    }
+}

@@ -1,0 +1,33 @@
+//! # selfsup-core
+//!
+//! The pieces every selfsup method plugs into: the [`Encoder`], [`Augmentation`] /
+//! [`ViewGenerator`] and [`Objective`] traits, and the shared engine: the [`Trainer`] loop,
+//! optimizers (SGD, AdamW, LARS), schedules, global-norm clipping, the [`Ema`] teacher,
+//! checkpoints, device choice, errors and config.
+
+pub mod augment;
+pub mod checkpoint;
+pub mod config;
+pub mod device;
+pub mod ema;
+pub mod encoder;
+pub mod error;
+pub mod grads;
+pub mod metrics;
+pub mod objective;
+pub mod optim;
+pub mod schedule;
+pub mod seed;
+pub mod trainer;
+
+pub use augment::{Augmentation, Image, ViewGenerator};
+pub use config::{OptimizerConfig, OptimizerKind, ScheduleConfig, TrainConfig};
+pub use device::DeviceSpec;
+pub use ema::Ema;
+pub use encoder::Encoder;
+pub use error::{Error, Result};
+pub use objective::{LossOutput, Objective, StepInfo};
+pub use trainer::{BatchSource, TrainOutcome, Trainer};
+
+/// burn, re-exported so method crates and users build against the same version.
+pub use burn;

@@ -1,0 +1,59 @@
+//! The per-run metrics log: one JSON object per line, appended, so a resumed run continues it.
+
+use crate::error::{Error, Result};
+use serde_json::{Map, Value};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Appends records to `metrics.jsonl`.
+pub struct MetricsLog {
+    path: PathBuf,
+    file: File,
+}
+
+impl MetricsLog {
+    /// Opens (creating or appending to) the log at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(Self { path, file })
+    }
+
+    /// Writes one record of named values.
+    pub fn write(&mut self, fields: &[(&str, Value)]) -> Result<()> {
+        let mut m = Map::new();
+        for (k, v) in fields {
+            m.insert((*k).to_string(), v.clone());
+        }
+        let line = Value::Object(m).to_string();
+        writeln!(self.file, "{line}").map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Drops records with `step` at or beyond `step`: a resumed run rewrites those steps.
+    pub fn truncate_from(path: impl AsRef<Path>, step: usize) -> Result<()> {
+        let path = path.as_ref();
+        if !path.exists() {
+            return Ok(());
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<Value>(l)
+                    .ok()
+                    .and_then(|v| v.get("step").and_then(Value::as_u64))
+                    .is_none_or(|s| (s as usize) < step)
+            })
+            .collect();
+        let mut out = kept.join("\n");
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        std::fs::write(path, out).map_err(|e| Error::io(path, e))
+    }
+}

@@ -1,0 +1,85 @@
+//! The [`Objective`] trait: what a method computes from a batch, for the engine to minimise.
+
+use burn::module::{Module, ParamId};
+use burn::tensor::Tensor;
+
+/// Where training stands, handed to the objective at each step.
+#[derive(Clone, Copy, Debug)]
+pub struct StepInfo {
+    /// Global optimizer step, from 0.
+    pub step: usize,
+    /// Current epoch, from 0.
+    pub epoch: usize,
+    /// Total steps of the run.
+    pub total_steps: usize,
+    /// Steps in one epoch.
+    pub steps_per_epoch: usize,
+}
+
+impl StepInfo {
+    /// Fraction of training done, in `[0, 1]`: what momentum and temperature schedules follow.
+    pub fn progress(&self) -> f64 {
+        if self.total_steps == 0 {
+            0.0
+        } else {
+            self.step as f64 / self.total_steps as f64
+        }
+    }
+}
+
+/// A method's loss for one phase of a step, with extra scalars to log.
+pub struct LossOutput {
+    /// The scalar loss `[1]` to minimise.
+    pub loss: Tensor<1>,
+    /// Named scalars for the metrics log (accuracy of a pretext task, entropy, ...).
+    pub metrics: Vec<(String, f64)>,
+}
+
+impl LossOutput {
+    /// A loss with no extra metrics.
+    pub fn new(loss: Tensor<1>) -> Self {
+        Self {
+            loss,
+            metrics: Vec::new(),
+        }
+    }
+}
+
+/// A self-supervised method as the engine sees it.
+///
+/// A step runs `phases()` phases; each computes a loss, back-propagates it, and steps the
+/// optimizer of that phase over the parameters `phase_params` names (all by default).
+/// One phase serves SimCLR, MAE, DINO, CLIP and RotNet; a GAN uses two (discriminator,
+/// then generator), each with its own optimizer. EMA teachers and loss centres are updated
+/// in `after_step`, outside the gradient graph.
+pub trait Objective {
+    /// The trainable network(s), on an autodiff device.
+    type Model: Module;
+    /// What one step consumes (views of images, images and captions, ...).
+    type Batch;
+
+    /// The method's name, for logs and checkpoints.
+    fn name(&self) -> &str;
+
+    /// How many optimizer phases a step has.
+    fn phases(&self) -> usize {
+        1
+    }
+
+    /// The loss of `phase` on `batch`.
+    fn loss(
+        &mut self,
+        model: &Self::Model,
+        batch: &Self::Batch,
+        phase: usize,
+        info: &StepInfo,
+    ) -> LossOutput;
+
+    /// The parameters `phase` updates; `None` means all of them.
+    fn phase_params(&self, _model: &Self::Model, _phase: usize) -> Option<Vec<ParamId>> {
+        None
+    }
+
+    /// Called after every optimizer step with the updated model (EMA teachers, centres).
+    fn after_step(&mut self, _model: &Self::Model, _info: &StepInfo) {}
+}

@@ -1,0 +1,281 @@
+//! Our optimizers: SGD (PyTorch semantics), AdamW and LARS behind burn's [`Optimizer`] trait.
+//!
+//! Written here rather than taken from burn because burn's SGD dampens momentum by default,
+//! burn has no LARS, and we want one rule for every optimizer: parameters of rank 1 (biases
+//! and normalization weights) get neither weight decay nor LARS adaptation.
+
+use crate::config::{OptimizerConfig, OptimizerKind};
+use burn::optim::{ModuleOptimizer, Optimizer, RecordState, StateSink, StateSource};
+use burn::tensor::{Device, Tensor};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Per-parameter state: a momentum buffer (or Adam's first moment) and Adam's second moment.
+#[derive(Clone)]
+pub struct ParamState<const D: usize> {
+    /// Momentum buffer, or AdamW's first moment.
+    pub m: Option<Tensor<D>>,
+    /// AdamW's second moment.
+    pub v: Option<Tensor<D>>,
+}
+
+impl<const D: usize> RecordState for ParamState<D> {
+    fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
+        if let Some(m) = &self.m {
+            out.push_tensor(prefix, "m", m.clone().into_data());
+        }
+        if let Some(v) = &self.v {
+            out.push_tensor(prefix, "v", v.clone().into_data());
+        }
+    }
+
+    fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
+        Some(Self {
+            m: src
+                .take_tensor(prefix, "m")
+                .map(|d| Tensor::from_data(d, device)),
+            v: src
+                .take_tensor(prefix, "v")
+                .map(|d| Tensor::from_data(d, device)),
+        })
+    }
+}
+
+/// SGD, AdamW or LARS, as configured by [`OptimizerConfig`].
+///
+/// AdamW's bias correction needs the step count; it is shared through [`StepCounter`] so the
+/// per-parameter state holds only tensors and resuming restores it from the trainer's step.
+#[derive(Clone)]
+pub struct SelfsupOptimizer {
+    config: OptimizerConfig,
+    step: StepCounter,
+}
+
+/// The 1-based count of optimizer steps taken, shared between the trainer and the optimizer.
+#[derive(Clone, Default, Debug)]
+pub struct StepCounter(Arc<AtomicU64>);
+
+impl StepCounter {
+    /// Sets the count of steps taken so far, including the one about to run.
+    pub fn set(&self, steps: u64) {
+        self.0.store(steps, Ordering::Relaxed)
+    }
+    /// Current count.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl SelfsupOptimizer {
+    /// A new optimizer and the counter the trainer advances.
+    pub fn new(config: OptimizerConfig) -> (Self, StepCounter) {
+        let step = StepCounter::default();
+        (
+            Self {
+                config,
+                step: step.clone(),
+            },
+            step,
+        )
+    }
+
+    /// Wrapped for whole modules.
+    pub fn module_optimizer(config: OptimizerConfig) -> (ModuleOptimizer, StepCounter) {
+        let (opt, step) = Self::new(config);
+        (ModuleOptimizer::from(opt), step)
+    }
+}
+
+/// L2 norm of a tensor as a `[1]` tensor (no device sync).
+fn norm<const D: usize>(t: Tensor<D>) -> Tensor<1> {
+    t.square().sum().sqrt()
+}
+
+/// Broadcastable `[1, .., 1]` view of a one-element tensor.
+fn bcast<const D: usize>(s: Tensor<1>) -> Tensor<D> {
+    s.reshape([1; D])
+}
+
+impl Optimizer for SelfsupOptimizer {
+    type State<const D: usize> = ParamState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: f64,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        let c = &self.config;
+        let decayed = D > 1 && c.weight_decay > 0.0;
+        let (m, v) = match state {
+            Some(s) => (s.m, s.v),
+            None => (None, None),
+        };
+        match c.kind {
+            OptimizerKind::Sgd | OptimizerKind::Lars => {
+                let mut g = grad;
+                if c.kind == OptimizerKind::Lars && D > 1 {
+                    // trust = eta * |w| / (|g| + wd * |w|), 1 where either norm is zero.
+                    let wn = norm(tensor.clone());
+                    let gn = norm(g.clone());
+                    let ratio = wn
+                        .clone()
+                        .mul_scalar(c.trust_coefficient)
+                        .div(gn.clone().add(wn.clone().mul_scalar(c.weight_decay)));
+                    let ok = wn.greater_elem(0.0).bool_and(gn.greater_elem(0.0));
+                    let trust = ratio.ones_like().mask_where(ok, ratio);
+                    if decayed {
+                        g = g.add(tensor.clone().mul_scalar(c.weight_decay));
+                    }
+                    g = g.mul(bcast::<D>(trust));
+                } else if decayed {
+                    g = g.add(tensor.clone().mul_scalar(c.weight_decay));
+                }
+                let (update, m) = if c.momentum > 0.0 {
+                    let buf = match m {
+                        Some(buf) => buf.mul_scalar(c.momentum).add(g.clone()),
+                        None => g.clone(),
+                    };
+                    let update = if c.nesterov {
+                        g.add(buf.clone().mul_scalar(c.momentum))
+                    } else {
+                        buf.clone()
+                    };
+                    (update, Some(buf))
+                } else {
+                    (g, None)
+                };
+                (
+                    tensor.sub(update.mul_scalar(lr)),
+                    Some(ParamState { m, v: None }),
+                )
+            }
+            OptimizerKind::Adamw => {
+                let t = self.step.get().max(1) as i32;
+                let (b1, b2) = (c.beta1, c.beta2);
+                let m = match m {
+                    Some(m) => m.mul_scalar(b1).add(grad.clone().mul_scalar(1.0 - b1)),
+                    None => grad.clone().mul_scalar(1.0 - b1),
+                };
+                let v = match v {
+                    Some(v) => v.mul_scalar(b2).add(grad.square().mul_scalar(1.0 - b2)),
+                    None => grad.square().mul_scalar(1.0 - b2),
+                };
+                let bc1 = 1.0 - b1.powi(t);
+                let bc2 = 1.0 - b2.powi(t);
+                let update = m
+                    .clone()
+                    .div_scalar(bc1)
+                    .div(v.clone().div_scalar(bc2).sqrt().add_scalar(c.eps));
+                let mut w = tensor;
+                if decayed {
+                    w = w.mul_scalar(1.0 - lr * c.weight_decay);
+                }
+                (
+                    w.sub(update.mul_scalar(lr)),
+                    Some(ParamState {
+                        m: Some(m),
+                        v: Some(v),
+                    }),
+                )
+            }
+        }
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        ParamState {
+            m: state.m.map(|t| t.to_device(device)),
+            v: state.v.map(|t| t.to_device(device)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    fn t2(v: [[f32; 2]; 2]) -> Tensor<2> {
+        Tensor::from_data(TensorData::from(v), &Device::flex())
+    }
+
+    fn vals<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().to_vec::<f32>().unwrap()
+    }
+
+    fn close(a: &[f32], b: &[f32]) {
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < 1e-5, "{a:?} vs {b:?}");
+        }
+    }
+
+    fn cfg(kind: OptimizerKind) -> OptimizerConfig {
+        OptimizerConfig {
+            kind,
+            lr: 0.1,
+            weight_decay: 0.0,
+            momentum: 0.9,
+            nesterov: false,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn sgd_momentum_matches_pytorch_without_dampening() {
+        let (opt, _) = SelfsupOptimizer::new(cfg(OptimizerKind::Sgd));
+        let w = t2([[1.0, 2.0], [3.0, 4.0]]);
+        let g = t2([[1.0, 1.0], [1.0, 1.0]]);
+        let (w, s) = opt.step(0.1, w, g.clone(), None);
+        close(&vals(w.clone()), &[0.9, 1.9, 2.9, 3.9]);
+        // buf = 0.9 * 1 + 1 = 1.9 -> w -= 0.19
+        let (w, _) = opt.step(0.1, w, g, s);
+        close(&vals(w), &[0.71, 1.71, 2.71, 3.71]);
+    }
+
+    #[test]
+    fn nesterov_and_weight_decay_skip_rank_one() {
+        let mut c = cfg(OptimizerKind::Sgd);
+        c.nesterov = true;
+        c.weight_decay = 0.5;
+        let (opt, _) = SelfsupOptimizer::new(c);
+        // rank 2: g' = 1 + 0.5 * 2 = 2; buf = 2; update = 2 + 0.9 * 2 = 3.8
+        let (w, _) = opt.step(0.1, t2([[2.0, 2.0], [2.0, 2.0]]), t2([[1.0; 2]; 2]), None);
+        close(&vals(w), &[1.62; 4]);
+        // rank 1: no decay: update = 1 + 0.9 = 1.9
+        let b: Tensor<1> = Tensor::from_data(TensorData::from([2.0f32]), &Device::flex());
+        let g: Tensor<1> = Tensor::from_data(TensorData::from([1.0f32]), &Device::flex());
+        let (b, _) = opt.step(0.1, b, g, None);
+        close(&vals(b), &[1.81]);
+    }
+
+    #[test]
+    fn adamw_first_step_moves_by_lr() {
+        let mut c = cfg(OptimizerKind::Adamw);
+        c.weight_decay = 0.1;
+        let (opt, step) = SelfsupOptimizer::new(c);
+        step.set(1);
+        // Bias-corrected first step is lr * sign(g) (up to eps); decay: w *= 1 - lr * wd.
+        let (w, _) = opt.step(
+            0.1,
+            t2([[1.0, 1.0], [1.0, 1.0]]),
+            t2([[2.0, -3.0], [0.5, -0.1]]),
+            None,
+        );
+        close(&vals(w), &[0.89, 1.09, 0.89, 1.09]);
+    }
+
+    #[test]
+    fn lars_scales_by_trust_ratio() {
+        let mut c = cfg(OptimizerKind::Lars);
+        c.momentum = 0.0;
+        c.trust_coefficient = 0.01;
+        let (opt, _) = SelfsupOptimizer::new(c);
+        // |w| = 4 (all 2), |g| = 2 (all 1): trust = 0.01 * 4 / 2 = 0.02; w -= 0.1 * 0.02 * 1
+        let (w, _) = opt.step(0.1, t2([[2.0; 2]; 2]), t2([[1.0; 2]; 2]), None);
+        close(&vals(w), &[1.998; 4]);
+        // zero weights: trust 1
+        let (w, _) = opt.step(0.1, t2([[0.0; 2]; 2]), t2([[1.0; 2]; 2]), None);
+        close(&vals(w), &[-0.1; 4]);
+    }
+}

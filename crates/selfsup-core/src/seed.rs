@@ -1,0 +1,31 @@
+//! Seeded random streams: every random draw of a run comes from `(seed, purpose, a, b)`, so
+//! results do not depend on thread scheduling and a resumed run draws what it would have.
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// Mixes the parts into one 64-bit seed (SplitMix64 finalizer over each part).
+pub fn mix(parts: &[u64]) -> u64 {
+    let mut h: u64 = 0x9E37_79B9_7F4A_7C15;
+    for &p in parts {
+        let mut z = h ^ p.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        h = z ^ (z >> 31);
+    }
+    h
+}
+
+/// A generator for one purpose of one run (`stream` names the purpose).
+pub fn rng(seed: u64, stream: u64, a: u64, b: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(mix(&[seed, stream, a, b]))
+}
+
+/// Stream of the per-epoch shuffles.
+pub const STREAM_SHUFFLE: u64 = 1;
+/// Stream of the per-image augmentations.
+pub const STREAM_AUGMENT: u64 = 2;
+/// Stream of weight initialization.
+pub const STREAM_INIT: u64 = 3;
+/// Stream of objective-owned randomness (masks, permutations).
+pub const STREAM_OBJECTIVE: u64 = 4;

@@ -1,0 +1,297 @@
+//! The one training loop every method runs through.
+//!
+//! Our own loop rather than burn-train's `Learner`: methods need several optimizer phases
+//! (GAN), EMA teachers updated between steps (DINO), per-step generated labels (RotNet) and
+//! bit-exact resume of the data order; a plain loop over [`Objective`] serves all of them
+//! with less machinery than adapting the Learner to each.
+
+use crate::checkpoint::{self, CheckpointState};
+use crate::config::TrainConfig;
+use crate::error::{Error, Result};
+use crate::grads;
+use crate::metrics::MetricsLog;
+use crate::objective::{Objective, StepInfo};
+use crate::optim::{SelfsupOptimizer, StepCounter};
+use crate::schedule::LrSchedule;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Where batches come from: a deterministic function of `(epoch, index)`.
+pub trait BatchSource {
+    /// What one step consumes.
+    type Batch;
+    /// Batches in one epoch.
+    fn steps_per_epoch(&self) -> usize;
+    /// Images in one batch (for images/s).
+    fn batch_size(&self) -> usize;
+    /// Batch `index` of `epoch`; the same arguments give the same batch.
+    fn batch(&self, epoch: usize, index: usize) -> Result<Self::Batch>;
+}
+
+/// Called at the end of every epoch with the model; returns named values to log
+/// (the online kNN monitor).
+pub type EpochHook<'a, M> = dyn FnMut(usize, &M) -> Result<Vec<(String, f64)>> + 'a;
+
+/// What a finished run returns.
+pub struct TrainOutcome<M> {
+    /// The trained model.
+    pub model: M,
+    /// Steps completed (including those done before a resume).
+    pub steps: usize,
+    /// Mean loss of the last logged window.
+    pub last_loss: f64,
+    /// Training throughput of this process, images per second.
+    pub images_per_sec: f64,
+    /// The final checkpoint folder.
+    pub checkpoint: PathBuf,
+}
+
+/// Runs an [`Objective`] over a [`BatchSource`] with the configured optimizer and schedule.
+pub struct Trainer {
+    config: TrainConfig,
+    run_dir: PathBuf,
+    progress: bool,
+}
+
+impl Trainer {
+    /// A trainer writing checkpoints and `metrics.jsonl` under `run_dir`.
+    pub fn new(config: TrainConfig, run_dir: impl AsRef<Path>) -> Result<Self> {
+        config.validate()?;
+        let run_dir = run_dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+        Ok(Self {
+            config,
+            run_dir,
+            progress: true,
+        })
+    }
+
+    /// Shows or hides the progress bar (hidden anyway when stderr is not a terminal).
+    pub fn with_progress(mut self, show: bool) -> Self {
+        self.progress = show;
+        self
+    }
+
+    /// The run folder.
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// Trains `model`; with `resume`, continues from the newest checkpoint in the run folder
+    /// with the same schedule and data order.
+    pub fn fit<O, S>(
+        &self,
+        objective: &mut O,
+        mut model: O::Model,
+        source: &S,
+        resume: bool,
+        mut on_epoch: Option<&mut EpochHook<'_, O::Model>>,
+    ) -> Result<TrainOutcome<O::Model>>
+    where
+        O: Objective,
+        S: BatchSource<Batch = O::Batch>,
+    {
+        let cfg = &self.config;
+        let spe = source.steps_per_epoch();
+        if spe == 0 {
+            return Err(Error::Invalid(format!(
+                "the dataset gives no full batch of {} images; lower train.batch_size",
+                cfg.batch_size
+            )));
+        }
+        let mut total = cfg.epochs * spe;
+        if cfg.max_steps > 0 {
+            total = total.min(cfg.max_steps);
+        }
+        let phases = objective.phases();
+        let (mut optims, counters): (Vec<ModuleOptimizer>, Vec<StepCounter>) = (0..phases)
+            .map(|_| SelfsupOptimizer::module_optimizer(cfg.optimizer.clone()))
+            .unzip();
+        let schedule = LrSchedule::new(&cfg.schedule, cfg.optimizer.lr, spe, total);
+        let metrics_path = self.run_dir.join("metrics.jsonl");
+
+        let mut start = 0;
+        let mut skipped = 0;
+        if resume {
+            if let Some(dir) = checkpoint::latest(&self.run_dir)? {
+                let st = checkpoint::read_state(&dir)?;
+                if st.method != objective.name() || st.steps_per_epoch != spe {
+                    return Err(Error::checkpoint(
+                        &dir,
+                        format!(
+                            "written by method `{}` with {} steps per epoch; this run is `{}` with {}: use the same config and data, or another --out",
+                            st.method,
+                            st.steps_per_epoch,
+                            objective.name(),
+                            spe
+                        ),
+                    ));
+                }
+                model = checkpoint::load_model(&dir, model)?;
+                optims = checkpoint::load_optims(&dir, optims)?;
+                start = st.step;
+                skipped = st.skipped_steps;
+                MetricsLog::truncate_from(&metrics_path, start)?;
+                tracing::info!("resuming from {} at step {start}", dir.display());
+            } else {
+                tracing::info!(
+                    "no checkpoint in {}; starting afresh",
+                    self.run_dir.display()
+                );
+            }
+        } else if checkpoint::latest(&self.run_dir)?.is_some() {
+            return Err(Error::Invalid(format!(
+                "{} already holds checkpoints: pass --resume to continue it, or choose another --out",
+                self.run_dir.display()
+            )));
+        } else if metrics_path.exists() {
+            std::fs::remove_file(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
+        }
+        let mut log = MetricsLog::open(&metrics_path)?;
+
+        let bar = if self.progress {
+            ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr())
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
+            )
+            .expect("valid template"),
+        );
+        bar.set_prefix(objective.name().to_string());
+        bar.set_position(start as u64);
+
+        let t0 = Instant::now();
+        let mut window = (0.0, 0usize);
+        let mut last_loss = f64::NAN;
+        let mut last_ckpt = None;
+        for step in start..total {
+            let (epoch, index) = (step / spe, step % spe);
+            let info = StepInfo {
+                step,
+                epoch,
+                total_steps: total,
+                steps_per_epoch: spe,
+            };
+            let lr = schedule.lr(step);
+            let batch = source.batch(epoch, index)?;
+            let mut extra = Vec::new();
+            let mut step_loss = 0.0;
+            let mut skip = false;
+            for phase in 0..phases {
+                let out = objective.loss(&model, &batch, phase, &info);
+                let value = out.loss.clone().into_scalar::<f64>();
+                if !value.is_finite() {
+                    if cfg.skip_nonfinite {
+                        skip = true;
+                        break;
+                    }
+                    return Err(Error::NonFinite {
+                        step,
+                        what: format!("{} loss", objective.name()),
+                        value,
+                    });
+                }
+                step_loss += value;
+                extra.extend(out.metrics);
+                let mut raw = out.loss.backward();
+                let mut g = match objective.phase_params(&model, phase) {
+                    Some(ids) => GradientsParams::from_params(&mut raw, &model, &ids),
+                    None => GradientsParams::from_grads(raw, &model),
+                };
+                if cfg.grad_clip_norm > 0.0 {
+                    let norm = grads::clip_global_norm(&model, &mut g, cfg.grad_clip_norm);
+                    if !norm.is_finite() {
+                        return Err(Error::NonFinite {
+                            step,
+                            what: "gradient norm".into(),
+                            value: norm,
+                        });
+                    }
+                    extra.push((format!("grad_norm_{phase}"), norm));
+                }
+                counters[phase].set(step as u64 + 1 - skipped as u64);
+                model = optims[phase].step(lr, model, g);
+            }
+            if skip {
+                skipped += 1;
+                tracing::warn!("step {step}: non-finite loss, step skipped ({skipped} so far)");
+            } else {
+                objective.after_step(&model, &info);
+                window.0 += step_loss;
+                window.1 += 1;
+            }
+            let done = step + 1;
+            if done % cfg.log_every == 0 || done == total {
+                let mean = if window.1 > 0 {
+                    window.0 / window.1 as f64
+                } else {
+                    f64::NAN
+                };
+                last_loss = mean;
+                let elapsed = t0.elapsed().as_secs_f64().max(1e-9);
+                let ips = (done - start) as f64 * source.batch_size() as f64 / elapsed;
+                let mut fields = vec![
+                    ("step", json!(done)),
+                    ("epoch", json!(epoch)),
+                    ("loss", json!(mean)),
+                    ("lr", json!(lr)),
+                    ("images_per_sec", json!(ips)),
+                ];
+                for (k, v) in &extra {
+                    fields.push((k.as_str(), json!(v)));
+                }
+                log.write(&fields)?;
+                bar.set_message(format!("loss {mean:.4} lr {lr:.3e} {ips:.0} img/s"));
+                window = (0.0, 0);
+            }
+            bar.set_position(done as u64);
+            let epoch_end = done % spe == 0;
+            if epoch_end && let Some(hook) = on_epoch.as_mut() {
+                let values = hook(epoch, &model)?;
+                if !values.is_empty() {
+                    let mut fields = vec![("step", json!(done)), ("epoch", json!(epoch))];
+                    for (k, v) in &values {
+                        fields.push((k.as_str(), json!(v)));
+                    }
+                    log.write(&fields)?;
+                    let text: Vec<String> =
+                        values.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+                    bar.println(format!("epoch {}: {}", epoch + 1, text.join(", ")));
+                }
+            }
+            let periodic = cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0;
+            if periodic || done == total {
+                let state = CheckpointState {
+                    method: objective.name().to_string(),
+                    step: done,
+                    steps_per_epoch: spe,
+                    total_steps: total,
+                    skipped_steps: skipped,
+                };
+                last_ckpt = Some(checkpoint::save(&self.run_dir, &model, &optims, &state)?);
+                checkpoint::prune(&self.run_dir, cfg.keep_checkpoints)?;
+            }
+        }
+        bar.finish_and_clear();
+        let elapsed = t0.elapsed().as_secs_f64().max(1e-9);
+        let checkpoint = match last_ckpt {
+            Some(c) => c,
+            None => checkpoint::latest(&self.run_dir)?.ok_or_else(|| {
+                Error::Invalid(format!("{}: nothing to train", self.run_dir.display()))
+            })?,
+        };
+        Ok(TrainOutcome {
+            model,
+            steps: total,
+            last_loss,
+            images_per_sec: (total - start) as f64 * source.batch_size() as f64 / elapsed,
+            checkpoint,
+        })
+    }
+}
