@@ -1,0 +1,749 @@
+//! Augmentations on [`Image`]s, each a small [`Augmentation`], and [`Pipeline`]s of them.
+//!
+//! All randomness comes from the `rng` argument, so a seeded generator reproduces a view.
+//! Values stay in `[0, 1]` until [`Normalize`].
+
+use rand::{Rng, RngCore};
+use selfsup_core::config::ensure;
+use selfsup_core::{Augmentation, Image, Result, ViewGenerator};
+use serde::{Deserialize, Serialize};
+
+fn coin(rng: &mut dyn RngCore, p: f32) -> bool {
+    p > 0.0 && (p >= 1.0 || rng.random::<f32>() < p)
+}
+
+fn uniform(rng: &mut dyn RngCore, lo: f32, hi: f32) -> f32 {
+    if hi > lo {
+        lo + (hi - lo) * rng.random::<f32>()
+    } else {
+        lo
+    }
+}
+
+/// Bilinear resampling of the region `(top, left, h, w)` of `img` to `out_h` x `out_w`
+/// (half-pixel centres, as PyTorch's `align_corners=False`).
+pub fn resize_region(
+    img: &Image,
+    top: f32,
+    left: f32,
+    h: f32,
+    w: f32,
+    out_h: usize,
+    out_w: usize,
+) -> Image {
+    let mut out = Image::zeros(img.channels, out_h, out_w);
+    let (sy, sx) = (h / out_h as f32, w / out_w as f32);
+    let (ih, iw) = (img.height as isize, img.width as isize);
+    for oy in 0..out_h {
+        let y = (top + (oy as f32 + 0.5) * sy - 0.5).clamp(0.0, (ih - 1) as f32);
+        let y0 = y.floor() as isize;
+        let y1 = (y0 + 1).min(ih - 1);
+        let fy = y - y0 as f32;
+        for ox in 0..out_w {
+            let x = (left + (ox as f32 + 0.5) * sx - 0.5).clamp(0.0, (iw - 1) as f32);
+            let x0 = x.floor() as isize;
+            let x1 = (x0 + 1).min(iw - 1);
+            let fx = x - x0 as f32;
+            for c in 0..img.channels {
+                let g = |yy: isize, xx: isize| img.get(c, yy as usize, xx as usize);
+                let top_v = g(y0, x0) * (1.0 - fx) + g(y0, x1) * fx;
+                let bot_v = g(y1, x0) * (1.0 - fx) + g(y1, x1) * fx;
+                let i = out.idx(c, oy, ox);
+                out.data[i] = top_v * (1.0 - fy) + bot_v * fy;
+            }
+        }
+    }
+    out
+}
+
+/// Crops a random region of random area and aspect ratio and resizes it to `size` x `size`.
+/// Works for any input size: a region smaller than `size` is enlarged.
+#[derive(Clone, Debug)]
+pub struct RandomResizedCrop {
+    /// Output side length.
+    pub size: usize,
+    /// Range of the crop's area as a fraction of the image's.
+    pub scale: (f32, f32),
+    /// Range of the crop's aspect ratio (width / height).
+    pub ratio: (f32, f32),
+}
+
+impl Augmentation for RandomResizedCrop {
+    fn apply(&self, img: Image, rng: &mut dyn RngCore) -> Image {
+        let (hh, ww) = (img.height as f32, img.width as f32);
+        let area = hh * ww;
+        let (lr0, lr1) = (self.ratio.0.ln(), self.ratio.1.ln());
+        for _ in 0..10 {
+            let target = area * uniform(rng, self.scale.0, self.scale.1);
+            let aspect = uniform(rng, lr0, lr1).exp();
+            let w = (target * aspect).sqrt().round();
+            let h = (target / aspect).sqrt().round();
+            if w >= 1.0 && h >= 1.0 && w <= ww && h <= hh {
+                let top = (rng.random::<f32>() * (hh - h + 1.0)).floor().min(hh - h);
+                let left = (rng.random::<f32>() * (ww - w + 1.0)).floor().min(ww - w);
+                return resize_region(&img, top, left, h, w, self.size, self.size);
+            }
+        }
+        // Fallback: the largest centred crop within the ratio bounds.
+        let r = ww / hh;
+        let (w, h) = if r < self.ratio.0 {
+            (ww, (ww / self.ratio.0).round().max(1.0))
+        } else if r > self.ratio.1 {
+            ((hh * self.ratio.1).round().max(1.0), hh)
+        } else {
+            (ww, hh)
+        };
+        resize_region(
+            &img,
+            ((hh - h) / 2.0).floor(),
+            ((ww - w) / 2.0).floor(),
+            h,
+            w,
+            self.size,
+            self.size,
+        )
+    }
+}
+
+/// Resizes the whole image to `size` x `size` (evaluation).
+#[derive(Clone, Debug)]
+pub struct Resize {
+    /// Output side length.
+    pub size: usize,
+}
+
+impl Augmentation for Resize {
+    fn apply(&self, img: Image, _rng: &mut dyn RngCore) -> Image {
+        if img.height == self.size && img.width == self.size {
+            return img;
+        }
+        let (h, w) = (img.height as f32, img.width as f32);
+        resize_region(&img, 0.0, 0.0, h, w, self.size, self.size)
+    }
+}
+
+/// Mirrors the image left-right with probability `p`.
+#[derive(Clone, Debug)]
+pub struct HorizontalFlip {
+    /// Probability of flipping.
+    pub p: f32,
+}
+
+impl Augmentation for HorizontalFlip {
+    fn apply(&self, mut img: Image, rng: &mut dyn RngCore) -> Image {
+        if coin(rng, self.p) {
+            let w = img.width;
+            for row in img.data.chunks_mut(w) {
+                row.reverse();
+            }
+        }
+        img
+    }
+}
+
+fn luminance(img: &Image) -> Vec<f32> {
+    if img.channels == 3 {
+        let (r, g, b) = (img.plane(0), img.plane(1), img.plane(2));
+        r.iter()
+            .zip(g)
+            .zip(b)
+            .map(|((r, g), b)| 0.299 * r + 0.587 * g + 0.114 * b)
+            .collect()
+    } else {
+        img.plane(0).to_vec()
+    }
+}
+
+fn blend_with(img: &mut Image, other: &[f32], factor: f32) {
+    let hw = img.height * img.width;
+    for c in 0..img.channels {
+        for (p, o) in img.data[c * hw..(c + 1) * hw].iter_mut().zip(other) {
+            *p = (factor * *p + (1.0 - factor) * o).clamp(0.0, 1.0);
+        }
+    }
+}
+
+fn shift_hue(img: &mut Image, shift: f32) {
+    let hw = img.height * img.width;
+    for p in 0..hw {
+        let (r, g, b) = (img.data[p], img.data[hw + p], img.data[2 * hw + p]);
+        let max = r.max(g).max(b);
+        let min = r.min(g).min(b);
+        let d = max - min;
+        if d <= 0.0 {
+            continue;
+        }
+        let mut h = if max == r {
+            ((g - b) / d).rem_euclid(6.0)
+        } else if max == g {
+            (b - r) / d + 2.0
+        } else {
+            (r - g) / d + 4.0
+        } / 6.0;
+        h = (h + shift).rem_euclid(1.0);
+        let (s, v) = (d / max, max);
+        let hh = h * 6.0;
+        let i = hh.floor();
+        let f = hh - i;
+        let (pp, q, t) = (v * (1.0 - s), v * (1.0 - s * f), v * (1.0 - s * (1.0 - f)));
+        let (r, g, b) = match i as i32 % 6 {
+            0 => (v, t, pp),
+            1 => (q, v, pp),
+            2 => (pp, v, t),
+            3 => (pp, q, v),
+            4 => (t, pp, v),
+            _ => (v, pp, q),
+        };
+        img.data[p] = r;
+        img.data[hw + p] = g;
+        img.data[2 * hw + p] = b;
+    }
+}
+
+/// Random brightness, contrast, saturation and hue, in random order, with probability `p`.
+/// Saturation and hue leave single-channel images unchanged.
+#[derive(Clone, Debug)]
+pub struct ColorJitter {
+    /// Probability of jittering at all.
+    pub p: f32,
+    /// Brightness factor drawn from `[1 - b, 1 + b]`.
+    pub brightness: f32,
+    /// Contrast factor drawn from `[1 - c, 1 + c]`.
+    pub contrast: f32,
+    /// Saturation factor drawn from `[1 - s, 1 + s]`.
+    pub saturation: f32,
+    /// Hue shift drawn from `[-h, h]` (fraction of the colour wheel, at most 0.5).
+    pub hue: f32,
+}
+
+impl Augmentation for ColorJitter {
+    fn apply(&self, mut img: Image, rng: &mut dyn RngCore) -> Image {
+        if !coin(rng, self.p) {
+            return img;
+        }
+        let mut order = [0usize, 1, 2, 3];
+        for i in (1..4).rev() {
+            let j = rng.random_range(0..=i);
+            order.swap(i, j);
+        }
+        for op in order {
+            match op {
+                0 if self.brightness > 0.0 => {
+                    let f = uniform(rng, (1.0 - self.brightness).max(0.0), 1.0 + self.brightness);
+                    img.data
+                        .iter_mut()
+                        .for_each(|v| *v = (*v * f).clamp(0.0, 1.0));
+                }
+                1 if self.contrast > 0.0 => {
+                    let f = uniform(rng, (1.0 - self.contrast).max(0.0), 1.0 + self.contrast);
+                    let l = luminance(&img);
+                    let mean = l.iter().sum::<f32>() / l.len().max(1) as f32;
+                    let m = vec![mean; l.len()];
+                    blend_with(&mut img, &m, f);
+                }
+                2 if self.saturation > 0.0 && img.channels == 3 => {
+                    let f = uniform(rng, (1.0 - self.saturation).max(0.0), 1.0 + self.saturation);
+                    let l = luminance(&img);
+                    blend_with(&mut img, &l, f);
+                }
+                3 if self.hue > 0.0 && img.channels == 3 => {
+                    let s = uniform(rng, -self.hue, self.hue);
+                    shift_hue(&mut img, s);
+                }
+                _ => {}
+            }
+        }
+        img
+    }
+}
+
+/// Replaces the colours by their luminance (kept as 3 channels) with probability `p`.
+#[derive(Clone, Debug)]
+pub struct RandomGrayscale {
+    /// Probability of graying.
+    pub p: f32,
+}
+
+impl Augmentation for RandomGrayscale {
+    fn apply(&self, mut img: Image, rng: &mut dyn RngCore) -> Image {
+        if coin(rng, self.p) && img.channels == 3 {
+            let l = luminance(&img);
+            let hw = l.len();
+            for c in 0..3 {
+                img.data[c * hw..(c + 1) * hw].copy_from_slice(&l);
+            }
+        }
+        img
+    }
+}
+
+/// Separable Gaussian blur with `sigma` drawn from a range, with probability `p`.
+/// The kernel spans about a tenth of the image (at least 3 pixels), as in SimCLR.
+#[derive(Clone, Debug)]
+pub struct GaussianBlur {
+    /// Probability of blurring.
+    pub p: f32,
+    /// Range of the standard deviation, in pixels.
+    pub sigma: (f32, f32),
+}
+
+fn reflect(i: isize, n: isize) -> usize {
+    if n == 1 {
+        return 0;
+    }
+    let period = 2 * (n - 1);
+    let m = i.rem_euclid(period);
+    (if m >= n { period - m } else { m }) as usize
+}
+
+impl Augmentation for GaussianBlur {
+    fn apply(&self, img: Image, rng: &mut dyn RngCore) -> Image {
+        if !coin(rng, self.p) {
+            return img;
+        }
+        let sigma = uniform(rng, self.sigma.0, self.sigma.1).max(1e-3);
+        let side = img.height.min(img.width);
+        let radius = (((side as f32 * 0.1).round() as isize) / 2).max(1);
+        let k: Vec<f32> = (-radius..=radius)
+            .map(|d| (-(d * d) as f32 / (2.0 * sigma * sigma)).exp())
+            .collect();
+        let sum: f32 = k.iter().sum();
+        let k: Vec<f32> = k.iter().map(|v| v / sum).collect();
+        let (h, w) = (img.height as isize, img.width as isize);
+        let mut tmp = img.clone();
+        for c in 0..img.channels {
+            for y in 0..h {
+                for x in 0..w {
+                    let mut acc = 0.0;
+                    for (t, kv) in k.iter().enumerate() {
+                        let xx = reflect(x + t as isize - radius, w);
+                        acc += kv * img.get(c, y as usize, xx);
+                    }
+                    let i = tmp.idx(c, y as usize, x as usize);
+                    tmp.data[i] = acc;
+                }
+            }
+        }
+        let mut out = tmp.clone();
+        for c in 0..img.channels {
+            for y in 0..h {
+                for x in 0..w {
+                    let mut acc = 0.0;
+                    for (t, kv) in k.iter().enumerate() {
+                        let yy = reflect(y + t as isize - radius, h);
+                        acc += kv * tmp.get(c, yy, x as usize);
+                    }
+                    let i = out.idx(c, y as usize, x as usize);
+                    out.data[i] = acc;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Inverts values at or above `threshold` with probability `p`.
+#[derive(Clone, Debug)]
+pub struct Solarize {
+    /// Probability of solarizing.
+    pub p: f32,
+    /// Values at or above this are inverted.
+    pub threshold: f32,
+}
+
+impl Augmentation for Solarize {
+    fn apply(&self, mut img: Image, rng: &mut dyn RngCore) -> Image {
+        if coin(rng, self.p) {
+            img.data.iter_mut().for_each(|v| {
+                if *v >= self.threshold {
+                    *v = 1.0 - *v
+                }
+            });
+        }
+        img
+    }
+}
+
+/// Subtracts a per-channel mean and divides by a per-channel standard deviation.
+#[derive(Clone, Debug)]
+pub struct Normalize {
+    /// Per-channel mean.
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation.
+    pub std: Vec<f32>,
+}
+
+impl Augmentation for Normalize {
+    fn apply(&self, mut img: Image, _rng: &mut dyn RngCore) -> Image {
+        let hw = img.height * img.width;
+        for c in 0..img.channels {
+            let (m, s) = (self.mean[c % self.mean.len()], self.std[c % self.std.len()]);
+            img.data[c * hw..(c + 1) * hw]
+                .iter_mut()
+                .for_each(|v| *v = (*v - m) / s);
+        }
+        img
+    }
+}
+
+/// Augmentations applied in order.
+#[derive(Default)]
+pub struct Pipeline(pub Vec<Box<dyn Augmentation>>);
+
+impl Pipeline {
+    /// Appends a step.
+    pub fn then(mut self, a: impl Augmentation + 'static) -> Self {
+        self.0.push(Box::new(a));
+        self
+    }
+}
+
+impl Augmentation for Pipeline {
+    fn apply(&self, mut img: Image, rng: &mut dyn RngCore) -> Image {
+        for a in &self.0 {
+            img = a.apply(img, rng);
+        }
+        img
+    }
+}
+
+/// Settings of one view pipeline: the SimCLR augmentations, each with its probability.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AugmentConfig {
+    /// Output side length of the random resized crop (0: the image's own size).
+    pub crop_size: usize,
+    /// Smallest crop area, as a fraction of the image.
+    pub crop_min_scale: f32,
+    /// Largest crop area, as a fraction of the image.
+    pub crop_max_scale: f32,
+    /// Probability of a horizontal flip.
+    pub flip_prob: f32,
+    /// Probability of colour jitter.
+    pub jitter_prob: f32,
+    /// Colour jitter brightness strength.
+    pub brightness: f32,
+    /// Colour jitter contrast strength.
+    pub contrast: f32,
+    /// Colour jitter saturation strength.
+    pub saturation: f32,
+    /// Colour jitter hue strength (at most 0.5).
+    pub hue: f32,
+    /// Probability of random grayscale.
+    pub grayscale_prob: f32,
+    /// Probability of Gaussian blur.
+    pub blur_prob: f32,
+    /// Smallest blur sigma, pixels.
+    pub blur_sigma_min: f32,
+    /// Largest blur sigma, pixels.
+    pub blur_sigma_max: f32,
+    /// Probability of solarization.
+    pub solarize_prob: f32,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        Self::simclr()
+    }
+}
+
+impl AugmentConfig {
+    /// SimCLR's augmentations as used for small images (solo-learn's CIFAR preset): no blur,
+    /// since blurring a 32-pixel image destroys it.
+    pub fn simclr() -> Self {
+        Self {
+            crop_size: 0,
+            crop_min_scale: 0.08,
+            crop_max_scale: 1.0,
+            flip_prob: 0.5,
+            jitter_prob: 0.8,
+            brightness: 0.4,
+            contrast: 0.4,
+            saturation: 0.2,
+            hue: 0.1,
+            grayscale_prob: 0.2,
+            blur_prob: 0.0,
+            blur_sigma_min: 0.1,
+            blur_sigma_max: 2.0,
+            solarize_prob: 0.0,
+        }
+    }
+
+    /// Checks ranges, naming fields under `prefix` (for example `augment`).
+    pub fn validate(&self, prefix: &str) -> Result<()> {
+        let f = |n: &str| format!("{prefix}.{n}");
+        for (name, p) in [
+            ("flip_prob", self.flip_prob),
+            ("jitter_prob", self.jitter_prob),
+            ("grayscale_prob", self.grayscale_prob),
+            ("blur_prob", self.blur_prob),
+            ("solarize_prob", self.solarize_prob),
+        ] {
+            ensure((0.0..=1.0).contains(&p), &f(name), || {
+                format!("{p} is a probability: use a value in [0, 1]")
+            })?;
+        }
+        ensure(
+            0.0 < self.crop_min_scale
+                && self.crop_min_scale <= self.crop_max_scale
+                && self.crop_max_scale <= 1.0,
+            &f("crop_min_scale"),
+            || {
+                format!(
+                    "need 0 < crop_min_scale ({}) <= crop_max_scale ({}) <= 1",
+                    self.crop_min_scale, self.crop_max_scale
+                )
+            },
+        )?;
+        for (name, v) in [
+            ("brightness", self.brightness),
+            ("contrast", self.contrast),
+            ("saturation", self.saturation),
+        ] {
+            ensure(v.is_finite() && v >= 0.0, &f(name), || {
+                format!("{v} must be >= 0")
+            })?;
+        }
+        ensure((0.0..=0.5).contains(&self.hue), &f("hue"), || {
+            format!("{} must be in [0, 0.5]", self.hue)
+        })?;
+        ensure(
+            0.0 < self.blur_sigma_min && self.blur_sigma_min <= self.blur_sigma_max,
+            &f("blur_sigma_min"),
+            || "need 0 < blur_sigma_min <= blur_sigma_max".into(),
+        )
+    }
+
+    /// The pipeline for images of side `image_size`, ending with normalization.
+    pub fn pipeline(&self, image_size: usize, mean: Vec<f32>, std: Vec<f32>) -> Pipeline {
+        let size = if self.crop_size == 0 {
+            image_size
+        } else {
+            self.crop_size
+        };
+        Pipeline::default()
+            .then(RandomResizedCrop {
+                size,
+                scale: (self.crop_min_scale, self.crop_max_scale),
+                ratio: (3.0 / 4.0, 4.0 / 3.0),
+            })
+            .then(HorizontalFlip { p: self.flip_prob })
+            .then(ColorJitter {
+                p: self.jitter_prob,
+                brightness: self.brightness,
+                contrast: self.contrast,
+                saturation: self.saturation,
+                hue: self.hue,
+            })
+            .then(RandomGrayscale {
+                p: self.grayscale_prob,
+            })
+            .then(GaussianBlur {
+                p: self.blur_prob,
+                sigma: (self.blur_sigma_min, self.blur_sigma_max),
+            })
+            .then(Solarize {
+                p: self.solarize_prob,
+                threshold: 0.5,
+            })
+            .then(Normalize { mean, std })
+    }
+}
+
+/// The evaluation transform: resize to `size` (if needed), then normalize.
+pub fn eval_pipeline(size: usize, mean: Vec<f32>, std: Vec<f32>) -> Pipeline {
+    Pipeline::default()
+        .then(Resize { size })
+        .then(Normalize { mean, std })
+}
+
+/// Views from several pipelines: `count` views from each, in order (2 x global then K x local
+/// for DINO; 2 of one pipeline for SimCLR).
+#[derive(Default)]
+pub struct MultiView {
+    groups: Vec<(Pipeline, usize)>,
+}
+
+impl MultiView {
+    /// Adds `count` views drawn through `pipeline`.
+    pub fn with(mut self, pipeline: Pipeline, count: usize) -> Self {
+        self.groups.push((pipeline, count));
+        self
+    }
+}
+
+impl ViewGenerator for MultiView {
+    fn views(&self, image: &Image, rng: &mut dyn RngCore) -> Vec<Image> {
+        let mut out = Vec::with_capacity(self.num_views());
+        for (p, n) in &self.groups {
+            for _ in 0..*n {
+                out.push(p.apply(image.clone(), rng));
+            }
+        }
+        out
+    }
+
+    fn num_views(&self) -> usize {
+        self.groups.iter().map(|(_, n)| n).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    fn rng(s: u64) -> ChaCha8Rng {
+        ChaCha8Rng::seed_from_u64(s)
+    }
+
+    fn ramp(c: usize, h: usize, w: usize) -> Image {
+        let n = c * h * w;
+        Image::new(c, h, w, (0..n).map(|i| i as f32 / n as f32).collect())
+    }
+
+    fn in_unit(img: &Image) -> bool {
+        img.data.iter().all(|v| (0.0..=1.0).contains(v))
+    }
+
+    #[test]
+    fn crop_shapes_any_input_size() {
+        let crop = RandomResizedCrop {
+            size: 16,
+            scale: (0.08, 1.0),
+            ratio: (0.75, 4.0 / 3.0),
+        };
+        for (h, w) in [(1, 1), (3, 50), (28, 28), (40, 7)] {
+            let out = crop.apply(ramp(3, h, w), &mut rng(1));
+            assert_eq!((out.channels, out.height, out.width), (3, 16, 16));
+            assert!(in_unit(&out));
+        }
+    }
+
+    #[test]
+    fn full_crop_of_same_size_is_identity() {
+        let img = ramp(1, 8, 8);
+        let out = resize_region(&img, 0.0, 0.0, 8.0, 8.0, 8, 8);
+        assert_eq!(out, img);
+    }
+
+    #[test]
+    fn flip_mirrors_rows() {
+        let img = Image::new(1, 1, 3, vec![0.1, 0.2, 0.3]);
+        let out = HorizontalFlip { p: 1.0 }.apply(img.clone(), &mut rng(0));
+        assert_eq!(out.data, vec![0.3, 0.2, 0.1]);
+        assert_eq!(
+            HorizontalFlip { p: 0.0 }.apply(img.clone(), &mut rng(0)),
+            img
+        );
+    }
+
+    #[test]
+    fn jitter_gray_blur_solarize_keep_range_and_shape() {
+        let img = ramp(3, 12, 12);
+        let augs: Vec<Box<dyn Augmentation>> = vec![
+            Box::new(ColorJitter {
+                p: 1.0,
+                brightness: 0.8,
+                contrast: 0.8,
+                saturation: 0.8,
+                hue: 0.5,
+            }),
+            Box::new(RandomGrayscale { p: 1.0 }),
+            Box::new(GaussianBlur {
+                p: 1.0,
+                sigma: (0.1, 2.0),
+            }),
+            Box::new(Solarize {
+                p: 1.0,
+                threshold: 0.5,
+            }),
+        ];
+        for a in &augs {
+            for s in 0..5 {
+                let out = a.apply(img.clone(), &mut rng(s));
+                assert_eq!((out.channels, out.height, out.width), (3, 12, 12));
+                assert!(in_unit(&out));
+            }
+        }
+        let g = RandomGrayscale { p: 1.0 }.apply(img.clone(), &mut rng(0));
+        assert_eq!(g.plane(0), g.plane(2));
+        let gray1 = ColorJitter {
+            p: 1.0,
+            brightness: 0.0,
+            contrast: 0.0,
+            saturation: 0.9,
+            hue: 0.4,
+        }
+        .apply(ramp(1, 4, 4), &mut rng(0));
+        assert_eq!(gray1, ramp(1, 4, 4));
+    }
+
+    #[test]
+    fn hue_shift_of_full_turn_is_identity() {
+        let mut img = Image::new(3, 1, 2, vec![0.9, 0.1, 0.2, 0.5, 0.3, 0.8]);
+        let orig = img.clone();
+        shift_hue(&mut img, 1.0);
+        for (a, b) in img.data.iter().zip(&orig.data) {
+            assert!((a - b).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn solarize_and_normalize_values() {
+        let img = Image::new(1, 1, 3, vec![0.2, 0.5, 0.9]);
+        let s = Solarize {
+            p: 1.0,
+            threshold: 0.5,
+        }
+        .apply(img, &mut rng(0));
+        assert_eq!(s.data, vec![0.2, 0.5, 0.100000024]);
+        let n = Normalize {
+            mean: vec![0.5],
+            std: vec![0.25],
+        }
+        .apply(s, &mut rng(0));
+        assert!((n.data[0] + 1.2).abs() < 1e-6);
+    }
+
+    #[test]
+    fn blur_of_constant_is_constant() {
+        let img = Image::new(1, 10, 10, vec![0.7; 100]);
+        let out = GaussianBlur {
+            p: 1.0,
+            sigma: (1.0, 1.0),
+        }
+        .apply(img, &mut rng(0));
+        assert!(out.data.iter().all(|v| (v - 0.7).abs() < 1e-5));
+    }
+
+    #[test]
+    fn simclr_views_are_seeded_and_distinct() {
+        let views = MultiView::default().with(
+            AugmentConfig::simclr().pipeline(28, vec![0.5], vec![0.5]),
+            2,
+        );
+        let img = ramp(1, 28, 28);
+        let a = views.views(&img, &mut rng(7));
+        let b = views.views(&img, &mut rng(7));
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 2);
+        assert_ne!(a[0], a[1]);
+        assert_eq!((a[0].height, a[0].width), (28, 28));
+    }
+
+    #[test]
+    fn bad_probability_names_field() {
+        let c = AugmentConfig {
+            flip_prob: 1.5,
+            ..AugmentConfig::simclr()
+        };
+        assert!(
+            c.validate("augment")
+                .unwrap_err()
+                .to_string()
+                .contains("augment.flip_prob")
+        );
+    }
+}

@@ -1,0 +1,159 @@
+//! [`ImageSet`]: images of one size held in memory as bytes, with optional labels.
+
+use selfsup_core::{Error, Image, Result};
+
+/// A set of same-sized images, stored as 8-bit channel-major pixels, with optional labels.
+#[derive(Clone, Debug)]
+pub struct ImageSet {
+    /// Channels per image (1 or 3).
+    pub channels: usize,
+    /// Height of every image.
+    pub height: usize,
+    /// Width of every image.
+    pub width: usize,
+    /// `len() * channels * height * width` bytes.
+    pub pixels: Vec<u8>,
+    /// One class index per image, when known.
+    pub labels: Option<Vec<usize>>,
+    /// Class names, indexed by label (may be empty when unknown).
+    pub class_names: Vec<String>,
+}
+
+impl ImageSet {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        let n = self.channels * self.height * self.width;
+        if n == 0 { 0 } else { self.pixels.len() / n }
+    }
+
+    /// Whether the set holds no image.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of one image.
+    pub fn image_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// The raw bytes of image `i`.
+    pub fn bytes(&self, i: usize) -> &[u8] {
+        let n = self.image_len();
+        &self.pixels[i * n..(i + 1) * n]
+    }
+
+    /// Image `i` as `[0, 1]` floats.
+    pub fn image(&self, i: usize) -> Image {
+        Image::from_u8(self.channels, self.height, self.width, self.bytes(i))
+    }
+
+    /// Number of classes (`max label + 1`, or the number of class names).
+    pub fn num_classes(&self) -> usize {
+        let from_labels = self
+            .labels
+            .as_ref()
+            .and_then(|l| l.iter().max().map(|m| m + 1))
+            .unwrap_or(0);
+        from_labels.max(self.class_names.len())
+    }
+
+    /// The same images with `channels` channels: gray is repeated to RGB, RGB is reduced to
+    /// luminance (ITU-R 601).
+    pub fn with_channels(mut self, channels: usize) -> Result<Self> {
+        if channels == self.channels {
+            return Ok(self);
+        }
+        let hw = self.height * self.width;
+        let n = self.len();
+        let mut out = Vec::with_capacity(n * channels * hw);
+        match (self.channels, channels) {
+            (1, 3) => {
+                for i in 0..n {
+                    let img = &self.pixels[i * hw..(i + 1) * hw];
+                    for _ in 0..3 {
+                        out.extend_from_slice(img);
+                    }
+                }
+            }
+            (3, 1) => {
+                for i in 0..n {
+                    let img = &self.pixels[i * 3 * hw..(i + 1) * 3 * hw];
+                    for p in 0..hw {
+                        let y = 0.299 * img[p] as f32
+                            + 0.587 * img[hw + p] as f32
+                            + 0.114 * img[2 * hw + p] as f32;
+                        out.push(y.round().clamp(0.0, 255.0) as u8);
+                    }
+                }
+            }
+            (from, to) => {
+                return Err(Error::config(
+                    "data.channels",
+                    format!("cannot convert {from}-channel images to {to} channels; use 1 or 3"),
+                ));
+            }
+        }
+        self.pixels = out;
+        self.channels = channels;
+        Ok(self)
+    }
+
+    /// The subset at `indices`, in that order.
+    pub fn subset(&self, indices: &[usize]) -> Self {
+        let mut pixels = Vec::with_capacity(indices.len() * self.image_len());
+        for &i in indices {
+            pixels.extend_from_slice(self.bytes(i));
+        }
+        Self {
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            pixels,
+            labels: self
+                .labels
+                .as_ref()
+                .map(|l| indices.iter().map(|&i| l[i]).collect()),
+            class_names: self.class_names.clone(),
+        }
+    }
+
+    /// The first `n` images (all if fewer).
+    pub fn take(&self, n: usize) -> Self {
+        let idx: Vec<usize> = (0..n.min(self.len())).collect();
+        self.subset(&idx)
+    }
+
+    /// Per-channel mean and standard deviation of the pixel values in `[0, 1]`.
+    pub fn channel_stats(&self) -> (Vec<f32>, Vec<f32>) {
+        let hw = self.height * self.width;
+        let mut sum = vec![0f64; self.channels];
+        let mut sq = vec![0f64; self.channels];
+        for i in 0..self.len() {
+            let img = self.bytes(i);
+            for c in 0..self.channels {
+                for &b in &img[c * hw..(c + 1) * hw] {
+                    let v = b as f64 / 255.0;
+                    sum[c] += v;
+                    sq[c] += v * v;
+                }
+            }
+        }
+        let count = (self.len() * hw).max(1) as f64;
+        let mean: Vec<f32> = sum.iter().map(|s| (s / count) as f32).collect();
+        let std = sq
+            .iter()
+            .zip(&mean)
+            .map(|(q, &m)| ((q / count - (m as f64).powi(2)).max(1e-12).sqrt() as f32).max(1e-3))
+            .collect();
+        (mean, std)
+    }
+}
+
+/// A training split and, when the source has one, a labelled test split.
+#[derive(Clone, Debug)]
+pub struct Splits {
+    /// Images to pretrain on.
+    pub train: ImageSet,
+    /// Held-out images for evaluation.
+    pub test: Option<ImageSet>,
+}

@@ -1,0 +1,166 @@
+//! Image folders: class subfolders (labelled) or a flat folder of images (unlabelled).
+
+use crate::dataset::ImageSet;
+use rayon::prelude::*;
+use selfsup_core::{Error, Result};
+use std::path::{Path, PathBuf};
+
+const EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "bmp"];
+
+fn is_image(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .map(|e| e.map(|e| e.path()).map_err(|e| Error::io(dir, e)))
+        .collect::<Result<_>>()?;
+    v.sort();
+    Ok(v)
+}
+
+/// Decodes one image file, resized to `size`x`size` with `channels` channels (1 or 3).
+pub fn decode(path: &Path, size: usize, channels: usize) -> Result<Vec<u8>> {
+    let img = image::ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?
+        .decode()
+        .map_err(|e| Error::format(path, format!("cannot decode image: {e}")))?;
+    let img = img.resize_exact(
+        size as u32,
+        size as u32,
+        image::imageops::FilterType::Triangle,
+    );
+    let hw = size * size;
+    Ok(if channels == 1 {
+        img.to_luma8().into_raw()
+    } else {
+        let rgb = img.to_rgb8().into_raw();
+        let mut out = vec![0u8; 3 * hw];
+        for p in 0..hw {
+            for c in 0..3 {
+                out[c * hw + p] = rgb[p * 3 + c];
+            }
+        }
+        out
+    })
+}
+
+/// Loads a folder: with subfolders, each subfolder is a class (sorted by name); without, the
+/// images are unlabelled. Images are resized to `size` pixels square.
+pub fn load(dir: &Path, size: usize, channels: usize) -> Result<ImageSet> {
+    if !dir.is_dir() {
+        return Err(Error::io(
+            dir,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such folder"),
+        ));
+    }
+    if size == 0 {
+        return Err(Error::config("data.image_size", "must be at least 1"));
+    }
+    let entries = read_dir_sorted(dir)?;
+    let classes: Vec<PathBuf> = entries.iter().filter(|p| p.is_dir()).cloned().collect();
+    let mut files: Vec<(PathBuf, Option<usize>)> = Vec::new();
+    if classes.is_empty() {
+        files.extend(
+            entries
+                .into_iter()
+                .filter(|p| is_image(p))
+                .map(|p| (p, None)),
+        );
+    } else {
+        for (label, c) in classes.iter().enumerate() {
+            for p in read_dir_sorted(c)? {
+                if is_image(&p) {
+                    files.push((p, Some(label)));
+                }
+            }
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: no images found (looked for {} files, directly or in class subfolders)",
+            dir.display(),
+            EXTENSIONS.join(", ")
+        )));
+    }
+    let decoded: Vec<Vec<u8>> = files
+        .par_iter()
+        .map(|(p, _)| decode(p, size, channels))
+        .collect::<Result<_>>()?;
+    let labelled = !classes.is_empty();
+    Ok(ImageSet {
+        channels,
+        height: size,
+        width: size,
+        pixels: decoded.concat(),
+        labels: labelled.then(|| files.iter().map(|(_, l)| l.unwrap_or(0)).collect()),
+        class_names: classes
+            .iter()
+            .map(|c| {
+                c.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_png(p: &Path, w: u32, h: u32, v: u8) {
+        image::RgbImage::from_pixel(w, h, image::Rgb([v, v / 2, 255 - v]))
+            .save(p)
+            .unwrap();
+    }
+
+    #[test]
+    fn class_subfolders_give_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        for (c, v) in [("cat", 10u8), ("dog", 200)] {
+            std::fs::create_dir(dir.path().join(c)).unwrap();
+            write_png(&dir.path().join(c).join("a.png"), 8, 6, v);
+            write_png(&dir.path().join(c).join("b.png"), 5, 5, v);
+        }
+        let s = load(dir.path(), 4, 3).unwrap();
+        assert_eq!(s.len(), 4);
+        assert_eq!(s.labels, Some(vec![0, 0, 1, 1]));
+        assert_eq!(s.class_names, vec!["cat", "dog"]);
+        assert_eq!(s.bytes(3)[0], 200);
+        assert_eq!(s.bytes(3)[2 * 16], 55);
+    }
+
+    #[test]
+    fn flat_folder_is_unlabelled_and_grayscale_works() {
+        let dir = tempfile::tempdir().unwrap();
+        write_png(&dir.path().join("x.png"), 3, 3, 100);
+        let s = load(dir.path(), 3, 1).unwrap();
+        assert!(s.labels.is_none());
+        assert_eq!(s.pixels.len(), 9);
+    }
+
+    #[test]
+    fn corrupt_image_and_empty_folder_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load(dir.path(), 4, 3).unwrap_err().to_string();
+        assert!(err.contains("no images"), "{err}");
+        std::fs::write(
+            dir.path().join("broken.png"),
+            b"\x89PNG\r\n\x1a\nnot really",
+        )
+        .unwrap();
+        let err = load(dir.path(), 4, 3).unwrap_err().to_string();
+        assert!(err.contains("broken.png"), "{err}");
+        let err = load(Path::new("/no/such/dir"), 4, 3)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/no/such/dir"), "{err}");
+    }
+}
