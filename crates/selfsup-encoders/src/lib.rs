@@ -1,1 +1,123 @@
-//! selfsup-encoders
+//! # selfsup-encoders
+//!
+//! Backbones implementing [`selfsup_core::Encoder`] (ResNet-18/34/50, a small ConvNet) and
+//! projection heads. [`Backbone`] picks one at run time from an [`EncoderConfig`].
+
+pub mod convnet;
+pub mod head;
+pub mod resnet;
+
+pub use convnet::ConvNet;
+pub use head::{HeadConfig, ProjectionHead};
+pub use resnet::{ResNet, ResNetDepth};
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use selfsup_core::config::ensure;
+use selfsup_core::{Encoder, Result};
+use serde::{Deserialize, Serialize};
+
+/// Which backbone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// ResNet-18.
+    Resnet18,
+    /// ResNet-34.
+    Resnet34,
+    /// ResNet-50.
+    Resnet50,
+    /// The small ConvNet (fast on a CPU).
+    Convnet,
+}
+
+/// Backbone settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EncoderConfig {
+    /// `resnet18`, `resnet34`, `resnet50` or `convnet`.
+    pub arch: Arch,
+    /// ResNet: 3x3 stride-1 stem without max-pool, for images of about 32 pixels.
+    pub cifar_stem: bool,
+    /// ConvNet: base width (features = 4 x width).
+    pub width: usize,
+}
+
+impl Default for EncoderConfig {
+    fn default() -> Self {
+        Self {
+            arch: Arch::Resnet18,
+            cifar_stem: true,
+            width: 32,
+        }
+    }
+}
+
+impl EncoderConfig {
+    /// Checks the ranges, naming the field.
+    pub fn validate(&self) -> Result<()> {
+        ensure(self.width >= 1, "encoder.width", || "must be at least 1".into())
+    }
+
+    /// Builds the backbone for `channels`-channel images on `device`.
+    pub fn init(&self, channels: usize, device: &Device) -> Backbone {
+        match self.arch {
+            Arch::Resnet18 => Backbone::ResNet(ResNet::new(ResNetDepth::R18, channels, self.cifar_stem, device)),
+            Arch::Resnet34 => Backbone::ResNet(ResNet::new(ResNetDepth::R34, channels, self.cifar_stem, device)),
+            Arch::Resnet50 => Backbone::ResNet(ResNet::new(ResNetDepth::R50, channels, self.cifar_stem, device)),
+            Arch::Convnet => Backbone::ConvNet(ConvNet::new(channels, self.width, device)),
+        }
+    }
+}
+
+/// A backbone chosen at run time.
+#[derive(Module, Debug)]
+pub enum Backbone {
+    /// A ResNet.
+    ResNet(ResNet),
+    /// The small ConvNet.
+    ConvNet(ConvNet),
+}
+
+impl Encoder for Backbone {
+    fn features(&self, images: Tensor<4>) -> Tensor<2> {
+        match self {
+            Backbone::ResNet(m) => m.features(images),
+            Backbone::ConvNet(m) => m.features(images),
+        }
+    }
+
+    fn output_dim(&self) -> usize {
+        match self {
+            Backbone::ResNet(m) => m.output_dim(),
+            Backbone::ConvNet(m) => m.output_dim(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_shapes() {
+        let dev = Device::flex();
+        let x: Tensor<4> = Tensor::zeros([2, 3, 32, 32], &dev);
+        for (arch, dim) in [(Arch::Resnet18, 512), (Arch::Resnet34, 512), (Arch::Resnet50, 2048), (Arch::Convnet, 128)] {
+            let m = EncoderConfig { arch, ..Default::default() }.init(3, &dev);
+            assert_eq!(m.output_dim(), dim);
+            assert_eq!(m.features(x.clone()).dims(), [2, dim], "{arch:?}");
+        }
+        let imagenet = EncoderConfig { cifar_stem: false, ..Default::default() }.init(1, &dev);
+        assert_eq!(imagenet.features(Tensor::zeros([1, 1, 64, 64], &dev)).dims(), [1, 512]);
+    }
+
+    #[test]
+    fn head_shapes() {
+        let dev = Device::flex();
+        let h = ProjectionHead::new(&HeadConfig { output_batch_norm: true, ..Default::default() }, 128, &dev);
+        assert_eq!(h.forward(Tensor::ones([4, 128], &dev)).dims(), [4, 128]);
+        let h1 = ProjectionHead::new(&HeadConfig { layers: 1, output_dim: 7, ..Default::default() }, 16, &dev);
+        assert_eq!(h1.forward(Tensor::ones([3, 16], &dev)).dims(), [3, 7]);
+    }
+}

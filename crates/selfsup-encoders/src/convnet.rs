@@ -1,0 +1,41 @@
+//! A small ConvNet for quick CPU runs: four 3x3 conv + BatchNorm + ReLU layers.
+
+use crate::resnet::{ConvBn, global_avg_pool};
+use burn::module::Module;
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+use selfsup_core::Encoder;
+
+/// Channels `c -> w -> 2w -> 4w -> 4w`, strides 1, 2, 2, 2, then global average pooling:
+/// `4w` features. With `w = 32` this is the net measured in `shared/notes/cpu-performance.md`.
+#[derive(Module, Debug)]
+pub struct ConvNet {
+    layers: Vec<ConvBn>,
+    dim: usize,
+}
+
+impl ConvNet {
+    /// A ConvNet of base width `width` for `channels`-channel images.
+    pub fn new(channels: usize, width: usize, device: &Device) -> Self {
+        let chans = [channels, width, 2 * width, 4 * width, 4 * width];
+        let strides = [1, 2, 2, 2];
+        let layers = (0..4)
+            .map(|i| ConvBn::new(chans[i], chans[i + 1], 3, strides[i], device))
+            .collect();
+        Self { layers, dim: 4 * width }
+    }
+}
+
+impl Encoder for ConvNet {
+    fn features(&self, images: Tensor<4>) -> Tensor<2> {
+        let mut x = images;
+        for l in &self.layers {
+            x = relu(l.forward(x));
+        }
+        global_avg_pool(x)
+    }
+
+    fn output_dim(&self) -> usize {
+        self.dim
+    }
+}

@@ -1,0 +1,76 @@
+//! Projection heads: MLPs with optional BatchNorm, as in SimCLR.
+
+use burn::module::Module;
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Shape of a projection head.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeadConfig {
+    /// Width of the hidden layers.
+    pub hidden_dim: usize,
+    /// Width of the output (the embedding the loss sees).
+    pub output_dim: usize,
+    /// Number of linear layers (at least 1).
+    pub layers: usize,
+    /// BatchNorm after each hidden linear layer.
+    pub batch_norm: bool,
+    /// BatchNorm (without affine shift) on the output as well (SimCLR v2).
+    pub output_batch_norm: bool,
+}
+
+impl Default for HeadConfig {
+    fn default() -> Self {
+        Self {
+            hidden_dim: 512,
+            output_dim: 128,
+            layers: 2,
+            batch_norm: true,
+            output_batch_norm: false,
+        }
+    }
+}
+
+/// `Linear -> [BN] -> ReLU` repeated, then a last `Linear -> [BN]`.
+#[derive(Module, Debug)]
+pub struct ProjectionHead {
+    linears: Vec<Linear>,
+    norms: Vec<Option<BatchNorm>>,
+}
+
+impl ProjectionHead {
+    /// A head from `input_dim` features.
+    pub fn new(cfg: &HeadConfig, input_dim: usize, device: &Device) -> Self {
+        let n = cfg.layers.max(1);
+        let mut linears = Vec::new();
+        let mut norms = Vec::new();
+        let mut d = input_dim;
+        for i in 0..n {
+            let last = i + 1 == n;
+            let out = if last { cfg.output_dim } else { cfg.hidden_dim };
+            let bn = if last { cfg.output_batch_norm } else { cfg.batch_norm };
+            linears.push(LinearConfig::new(d, out).with_bias(!bn).init(device));
+            norms.push(bn.then(|| BatchNormConfig::new(out).init(device)));
+            d = out;
+        }
+        Self { linears, norms }
+    }
+
+    /// Projects `[N, D]` features to `[N, output_dim]`.
+    pub fn forward(&self, mut x: Tensor<2>) -> Tensor<2> {
+        let n = self.linears.len();
+        for (i, (l, bn)) in self.linears.iter().zip(&self.norms).enumerate() {
+            x = l.forward(x);
+            if let Some(bn) = bn {
+                x = bn.forward(x);
+            }
+            if i + 1 < n {
+                x = relu(x);
+            }
+        }
+        x
+    }
+}
