@@ -1,13 +1,13 @@
 //! The [`Encoder`] trait: images in, features out.
 
-use burn::module::Module;
+use burn::module::{Module, ModuleDisplay};
 use burn::tensor::Tensor;
 
 /// A backbone that turns a batch of images `[N, C, H, W]` into features.
 ///
 /// Every method is written against this trait, so any backbone (ResNet, ViT, a user's own)
 /// serves any method whose needs it meets.
-pub trait Encoder: Module {
+pub trait Encoder: Module + ModuleDisplay {
     /// Pooled features `[N, output_dim()]`: what kNN, linear probes and projection heads use.
     fn features(&self, images: Tensor<4>) -> Tensor<2>;
 

@@ -201,7 +201,7 @@ mod tests {
     }
 
     fn vals<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().to_vec::<f32>().unwrap()
+        t.into_data().try_to_vec::<f32>().unwrap()
     }
 
     fn close(a: &[f32], b: &[f32]) {

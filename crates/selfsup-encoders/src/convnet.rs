@@ -22,7 +22,10 @@ impl ConvNet {
         let layers = (0..4)
             .map(|i| ConvBn::new(chans[i], chans[i + 1], 3, strides[i], device))
             .collect();
-        Self { layers, dim: 4 * width }
+        Self {
+            layers,
+            dim: 4 * width,
+        }
     }
 }
 

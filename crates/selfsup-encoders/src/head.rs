@@ -51,7 +51,11 @@ impl ProjectionHead {
         for i in 0..n {
             let last = i + 1 == n;
             let out = if last { cfg.output_dim } else { cfg.hidden_dim };
-            let bn = if last { cfg.output_batch_norm } else { cfg.batch_norm };
+            let bn = if last {
+                cfg.output_batch_norm
+            } else {
+                cfg.batch_norm
+            };
             linears.push(LinearConfig::new(d, out).with_bias(!bn).init(device));
             norms.push(bn.then(|| BatchNormConfig::new(out).init(device)));
             d = out;

@@ -56,15 +56,32 @@ impl Default for EncoderConfig {
 impl EncoderConfig {
     /// Checks the ranges, naming the field.
     pub fn validate(&self) -> Result<()> {
-        ensure(self.width >= 1, "encoder.width", || "must be at least 1".into())
+        ensure(self.width >= 1, "encoder.width", || {
+            "must be at least 1".into()
+        })
     }
 
     /// Builds the backbone for `channels`-channel images on `device`.
     pub fn init(&self, channels: usize, device: &Device) -> Backbone {
         match self.arch {
-            Arch::Resnet18 => Backbone::ResNet(ResNet::new(ResNetDepth::R18, channels, self.cifar_stem, device)),
-            Arch::Resnet34 => Backbone::ResNet(ResNet::new(ResNetDepth::R34, channels, self.cifar_stem, device)),
-            Arch::Resnet50 => Backbone::ResNet(ResNet::new(ResNetDepth::R50, channels, self.cifar_stem, device)),
+            Arch::Resnet18 => Backbone::ResNet(ResNet::new(
+                ResNetDepth::R18,
+                channels,
+                self.cifar_stem,
+                device,
+            )),
+            Arch::Resnet34 => Backbone::ResNet(ResNet::new(
+                ResNetDepth::R34,
+                channels,
+                self.cifar_stem,
+                device,
+            )),
+            Arch::Resnet50 => Backbone::ResNet(ResNet::new(
+                ResNetDepth::R50,
+                channels,
+                self.cifar_stem,
+                device,
+            )),
             Arch::Convnet => Backbone::ConvNet(ConvNet::new(channels, self.width, device)),
         }
     }
@@ -103,21 +120,54 @@ mod tests {
     fn output_shapes() {
         let dev = Device::flex();
         let x: Tensor<4> = Tensor::zeros([2, 3, 32, 32], &dev);
-        for (arch, dim) in [(Arch::Resnet18, 512), (Arch::Resnet34, 512), (Arch::Resnet50, 2048), (Arch::Convnet, 128)] {
-            let m = EncoderConfig { arch, ..Default::default() }.init(3, &dev);
+        for (arch, dim) in [
+            (Arch::Resnet18, 512),
+            (Arch::Resnet34, 512),
+            (Arch::Resnet50, 2048),
+            (Arch::Convnet, 128),
+        ] {
+            let m = EncoderConfig {
+                arch,
+                ..Default::default()
+            }
+            .init(3, &dev);
             assert_eq!(m.output_dim(), dim);
             assert_eq!(m.features(x.clone()).dims(), [2, dim], "{arch:?}");
         }
-        let imagenet = EncoderConfig { cifar_stem: false, ..Default::default() }.init(1, &dev);
-        assert_eq!(imagenet.features(Tensor::zeros([1, 1, 64, 64], &dev)).dims(), [1, 512]);
+        let imagenet = EncoderConfig {
+            cifar_stem: false,
+            ..Default::default()
+        }
+        .init(1, &dev);
+        assert_eq!(
+            imagenet
+                .features(Tensor::zeros([1, 1, 64, 64], &dev))
+                .dims(),
+            [1, 512]
+        );
     }
 
     #[test]
     fn head_shapes() {
         let dev = Device::flex();
-        let h = ProjectionHead::new(&HeadConfig { output_batch_norm: true, ..Default::default() }, 128, &dev);
+        let h = ProjectionHead::new(
+            &HeadConfig {
+                output_batch_norm: true,
+                ..Default::default()
+            },
+            128,
+            &dev,
+        );
         assert_eq!(h.forward(Tensor::ones([4, 128], &dev)).dims(), [4, 128]);
-        let h1 = ProjectionHead::new(&HeadConfig { layers: 1, output_dim: 7, ..Default::default() }, 16, &dev);
+        let h1 = ProjectionHead::new(
+            &HeadConfig {
+                layers: 1,
+                output_dim: 7,
+                ..Default::default()
+            },
+            16,
+            &dev,
+        );
         assert_eq!(h1.forward(Tensor::ones([3, 16], &dev)).dims(), [3, 7]);
     }
 }

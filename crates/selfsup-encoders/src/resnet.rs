@@ -2,8 +2,8 @@
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use selfsup_core::Encoder;
@@ -135,7 +135,8 @@ impl ResNet {
             for i in 0..n {
                 let stride = if i == 0 && stage > 0 { 2 } else { 1 };
                 let cout = width * expansion;
-                let down = (stride != 1 || cin != cout).then(|| ConvBn::new(cin, cout, 1, stride, device));
+                let down =
+                    (stride != 1 || cin != cout).then(|| ConvBn::new(cin, cout, 1, stride, device));
                 blocks.push(if bottleneck {
                     Block::Bottleneck(Bottleneck {
                         c1: ConvBn::new(cin, width, 1, 1, device),
@@ -153,7 +154,12 @@ impl ResNet {
                 cin = cout;
             }
         }
-        Self { stem, pool, blocks, dim: cin }
+        Self {
+            stem,
+            pool,
+            blocks,
+            dim: cin,
+        }
     }
 
     /// The last feature map `[N, D, h, w]`.
