@@ -1,1 +1,154 @@
-fn main() {}
+//! `selfsup`: pretrain self-supervised encoders, evaluate them, print configs.
+
+use clap::{Parser, Subcommand};
+use selfsup_cli::{Method, RunConfig, eval_knn, pretrain};
+use selfsup_core::{DeviceSpec, Result};
+use selfsup_data::DataSpec;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+// burn's CPU backend allocates and frees large buffers every step; glibc's allocator returns
+// them to the kernel and page-faults them back. mimalloc keeps them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "selfsup", version, about = "Self-supervised visual representation learning on burn")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Pretrain an encoder without labels, then report kNN accuracy on the test split.
+    Pretrain {
+        /// The method.
+        #[arg(long, value_enum, default_value = "simclr")]
+        method: Method,
+        /// A TOML config (see `selfsup config`); flags below override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data: sample, fashion-mnist:PATH, mnist:PATH, cifar10:PATH, cifar100:PATH, folder:PATH.
+        #[arg(long)]
+        data: Option<DataSpec>,
+        /// Device: flex (CPU), wgpu, cuda:N.
+        #[arg(long)]
+        device: Option<DeviceSpec>,
+        /// Number of epochs.
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Images per step.
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Stop after this many steps in total.
+        #[arg(long)]
+        max_steps: Option<usize>,
+        /// Random seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Run folder for checkpoints, metrics and the final encoder.
+        #[arg(long, default_value = "runs/simclr")]
+        out: PathBuf,
+        /// Continue the run in --out from its newest checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// Hide the progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Evaluate a pretrained encoder.
+    Eval {
+        #[command(subcommand)]
+        what: EvalCommand,
+    },
+    /// Print the default config of a method as TOML.
+    Config {
+        /// The method.
+        #[arg(long, value_enum, default_value = "simclr")]
+        method: Method,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Weighted kNN top-1 on the test split (with the raw-pixel baseline).
+    Knn {
+        /// A run folder of `selfsup pretrain`, or one of its checkpoints/step-N folders.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Data to evaluate on (default: the run's own).
+        #[arg(long)]
+        data: Option<DataSpec>,
+        /// Neighbours (default: the run's config, 200).
+        #[arg(long)]
+        k: Option<usize>,
+        /// Device: flex (CPU), wgpu, cuda:N.
+        #[arg(long)]
+        device: Option<DeviceSpec>,
+    },
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Pretrain { method, config, data, device, epochs, batch_size, max_steps, seed, out, resume, quiet } => {
+            let saved = out.join(selfsup_cli::pretrain::CONFIG_FILE);
+            let mut cfg = match (&config, resume && saved.is_file()) {
+                (Some(path), _) => RunConfig::load(path)?,
+                (None, true) => RunConfig::load(&saved)?,
+                (None, false) => RunConfig::preset(method),
+            };
+            if let Some(d) = data {
+                if d != cfg.data.spec {
+                    cfg.data.mean.clear();
+                    cfg.data.std.clear();
+                }
+                cfg.data.spec = d;
+            }
+            if let Some(d) = device {
+                cfg.device = d;
+            }
+            if let Some(e) = epochs {
+                cfg.train.epochs = e;
+            }
+            if let Some(b) = batch_size {
+                cfg.train.batch_size = b;
+            }
+            if let Some(m) = max_steps {
+                cfg.train.max_steps = m;
+            }
+            if let Some(s) = seed {
+                cfg.train.seed = s;
+            }
+            let report = pretrain(cfg, &out, resume, !quiet)?;
+            println!(
+                "trained {} steps in {:.0} s ({:.0} images/s), final loss {:.4}; encoder in {}",
+                report.steps,
+                report.train_seconds,
+                report.images_per_sec,
+                report.final_loss,
+                out.join(selfsup_cli::pretrain::ENCODER_FILE).display()
+            );
+            Ok(())
+        }
+        Command::Eval { what: EvalCommand::Knn { checkpoint, data, k, device } } => eval_knn(&checkpoint, data, k, device).map(|_| ()),
+        Command::Config { method } => {
+            print!("{}", RunConfig::preset(method).to_toml()?);
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

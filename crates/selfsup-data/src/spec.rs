@@ -2,7 +2,7 @@
 //! `cifar10:PATH`, `cifar100:PATH`, `folder:PATH`.
 
 use crate::cifar::{self, Cifar};
-use crate::dataset::Splits;
+use crate::dataset::{ImageSet, Splits};
 use crate::idx::{self, FASHION_CLASSES};
 use crate::{folder, sample};
 use selfsup_core::config::ensure;
@@ -109,6 +109,10 @@ pub struct DataConfig {
     pub max_train: usize,
     /// Use at most this many test images (0: all).
     pub max_test: usize,
+    /// Per-channel mean for normalization (empty: measured on the training split).
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation for normalization (empty: measured on the training split).
+    pub std: Vec<f32>,
 }
 
 impl Default for DataConfig {
@@ -120,6 +124,8 @@ impl Default for DataConfig {
             holdout: 0.1,
             max_train: 0,
             max_test: 0,
+            mean: Vec::new(),
+            std: Vec::new(),
         }
     }
 }
@@ -135,7 +141,28 @@ impl DataConfig {
         })?;
         ensure((0.0..1.0).contains(&self.holdout), "data.holdout", || {
             format!("{} must be in [0, 1)", self.holdout)
-        })
+        })?;
+        ensure(self.mean.len() == self.std.len(), "data.std", || {
+            format!(
+                "{} values for {} means: give both or neither",
+                self.std.len(),
+                self.mean.len()
+            )
+        })?;
+        ensure(
+            self.std.iter().all(|s| s.is_finite() && *s > 0.0),
+            "data.std",
+            || "every value must be > 0".into(),
+        )
+    }
+
+    /// Fills `mean` and `std` from `train` when they are not set for its channel count.
+    pub fn resolve_normalization(&mut self, train: &ImageSet) {
+        if self.mean.len() != train.channels {
+            let (m, s) = train.channel_stats();
+            self.mean = m;
+            self.std = s;
+        }
     }
 
     /// Loads the splits, converting channels and truncating as configured. `seed` picks the

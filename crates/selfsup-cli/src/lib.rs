@@ -1,0 +1,9 @@
+//! The library behind the `selfsup` command, so tests and other tools can run it in-process.
+
+pub mod evaluate;
+pub mod pretrain;
+pub mod run_config;
+
+pub use evaluate::{KnnReport, eval_knn};
+pub use pretrain::{PretrainReport, pretrain};
+pub use run_config::{Method, RunConfig};

@@ -1,0 +1,141 @@
+//! The full configuration of a run, as written to `RUN_DIR/config.toml`.
+
+use clap::ValueEnum;
+use selfsup_contrastive::SimClrConfig;
+use selfsup_core::config::{from_toml, to_toml};
+use selfsup_core::{DeviceSpec, Error, OptimizerKind, Result, TrainConfig};
+use selfsup_data::{AugmentConfig, DataConfig};
+use selfsup_encoders::{Arch, EncoderConfig};
+use selfsup_eval::KnnConfig;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The pretraining methods this binary knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// SimCLR: two views, NT-Xent.
+    Simclr,
+}
+
+/// Everything a run needs; every key has a default, unknown keys are rejected.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// The pretraining method.
+    pub method: Method,
+    /// Compute device: `flex` (CPU), `wgpu` or `cuda:N`.
+    pub device: DeviceSpec,
+    /// The images.
+    pub data: DataConfig,
+    /// The augmentations of each view.
+    pub augment: AugmentConfig,
+    /// The backbone.
+    pub encoder: EncoderConfig,
+    /// The training loop.
+    pub train: TrainConfig,
+    /// SimCLR's settings.
+    pub simclr: SimClrConfig,
+    /// The kNN evaluation.
+    pub knn: KnnConfig,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self::preset(Method::Simclr)
+    }
+}
+
+impl RunConfig {
+    /// The default config of `method`: sized to finish the embedded sample in a few minutes on
+    /// a 2-core CPU.
+    pub fn preset(method: Method) -> Self {
+        let mut train = TrainConfig {
+            epochs: 15,
+            batch_size: 256,
+            checkpoint_every: 100,
+            ..TrainConfig::default()
+        };
+        train.optimizer.kind = OptimizerKind::Lars;
+        train.optimizer.lr = 0.6;
+        train.optimizer.weight_decay = 1e-5;
+        train.optimizer.momentum = 0.9;
+        train.optimizer.trust_coefficient = 0.02;
+        train.schedule.warmup_epochs = 1.0;
+        Self {
+            method,
+            device: DeviceSpec::Flex,
+            data: DataConfig::default(),
+            augment: AugmentConfig {
+                crop_min_scale: 0.2,
+                ..AugmentConfig::simclr()
+            },
+            encoder: EncoderConfig {
+                arch: Arch::Convnet,
+                width: 32,
+                cifar_stem: true,
+            },
+            train,
+            simclr: SimClrConfig::default(),
+            knn: KnnConfig::default(),
+        }
+    }
+
+    /// Reads a TOML file; keys it leaves out keep the defaults of its `method`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let cfg: RunConfig = from_toml(&text, &path.display().to_string())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Writes the config as TOML.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, self.to_toml()?).map_err(|e| Error::io(path, e))
+    }
+
+    /// The config as TOML text.
+    pub fn to_toml(&self) -> Result<String> {
+        to_toml(self)
+    }
+
+    /// Checks every section, naming the first field out of range.
+    pub fn validate(&self) -> Result<()> {
+        self.data.validate()?;
+        self.augment.validate("augment")?;
+        self.encoder.validate()?;
+        self.train.validate()?;
+        self.simclr.validate()?;
+        self.knn.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preset_roundtrips_through_toml() {
+        let c = RunConfig::preset(Method::Simclr);
+        c.validate().unwrap();
+        let back: RunConfig = from_toml(&c.to_toml().unwrap(), "x").unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[simclr]\ntemperature = 0.0\n").unwrap();
+        let e = RunConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("simclr.temperature"), "{e}");
+        std::fs::write(&p, "[train]\nepochs = 2\nbogus = 1\n").unwrap();
+        let e = RunConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+        std::fs::write(&p, "[train.optimizer]\nlr = -1.0\n").unwrap();
+        let e = RunConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("train.optimizer.lr"), "{e}");
+        let e = RunConfig::load(&dir.path().join("missing.toml")).unwrap_err().to_string();
+        assert!(e.contains("missing.toml"), "{e}");
+    }
+}
