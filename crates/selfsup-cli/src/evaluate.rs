@@ -50,8 +50,8 @@ pub fn knn_report(cfg: &RunConfig, encoder: &Backbone, train: &ImageSet, test: &
     let encoder_acc = acc(encoder)?;
     let raw = knn_accuracy(raw_pixels(train, &device), &train_labels, raw_pixels(test, &device), &test_labels, classes, &cfg.knn)?;
     let random_init = if random_baseline {
-        device.seed(seed::mix(&[cfg.train.seed, seed::STREAM_INIT, 1]));
-        let random = cfg.encoder.init(train.channels, &device).valid();
+        // Another seed than the pretrained encoder's initial weights.
+        let random = seed::init_module(&device, cfg.train.seed ^ 0x5eed, |d| cfg.encoder.init(train.channels, d)).valid();
         Some(acc(&random)?)
     } else {
         None

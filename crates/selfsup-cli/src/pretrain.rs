@@ -4,7 +4,7 @@ use crate::evaluate::{KnnReport, knn_report};
 use crate::run_config::{Method, RunConfig};
 use burn::module::Module;
 use selfsup_contrastive::{SimClr, SimClrModel};
-use selfsup_core::{Error, Result, Trainer};
+use selfsup_core::{Error, Result, Trainer, seed};
 use selfsup_data::{MultiView, ViewLoader};
 use selfsup_encoders::Backbone;
 use serde::Serialize;
@@ -44,9 +44,6 @@ fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<
 pub fn pretrain(mut cfg: RunConfig, out: &Path, resume: bool, progress: bool) -> Result<PretrainReport> {
     cfg.validate()?;
     let device = cfg.device.train_device()?;
-    let plain = cfg.device.device()?;
-    device.seed(cfg.train.seed);
-    plain.seed(cfg.train.seed);
 
     let splits = cfg.data.load(cfg.train.seed)?;
     if splits.train.len() < cfg.train.batch_size {
@@ -88,7 +85,9 @@ pub fn pretrain(mut cfg: RunConfig, out: &Path, resume: bool, progress: bool) ->
             let pipeline = cfg.augment.pipeline(size, cfg.data.mean.clone(), cfg.data.std.clone());
             let views = MultiView::default().with(pipeline, 2);
             let loader = ViewLoader::new(train.clone(), Arc::new(views), cfg.train.batch_size, cfg.train.seed, device.clone());
-            let model = SimClrModel::new(cfg.encoder.init(channels, &device), &cfg.simclr, &device);
+            let model = seed::init_module(&device, cfg.train.seed, |d| {
+                SimClrModel::new(cfg.encoder.init(channels, d), &cfg.simclr, d)
+            });
             let mut objective = SimClr::<Backbone>::new(&cfg.simclr);
             let o = trainer.fit(&mut objective, model, &loader, resume, None)?;
             (o.model.encoder.valid(), o.steps, o.last_loss, o.images_per_sec)

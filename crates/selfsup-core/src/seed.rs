@@ -29,3 +29,31 @@ pub const STREAM_AUGMENT: u64 = 2;
 pub const STREAM_INIT: u64 = 3;
 /// Stream of objective-owned randomness (masks, permutations).
 pub const STREAM_OBJECTIVE: u64 = 4;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor};
+use std::sync::Mutex;
+
+static INIT_LOCK: Mutex<()> = Mutex::new(());
+
+struct Materialize;
+
+impl ModuleVisitor for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
+    }
+}
+
+/// Builds a module with weights drawn from `seed`, reproducibly.
+///
+/// burn draws initial weights from the device's global generator, and lazily: at a
+/// parameter's first use. This seeds the device, builds the module and touches every
+/// parameter while holding a process-wide lock, so the weights depend on `seed` only, not
+/// on what other threads draw or when the module is first used.
+pub fn init_module<M: Module>(device: &Device, seed: u64, build: impl FnOnce(&Device) -> M) -> M {
+    let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    device.seed(mix(&[seed, STREAM_INIT]));
+    let module = build(device);
+    module.visit(&mut Materialize);
+    module
+}
