@@ -29,29 +29,55 @@ pub struct KnnReport {
 }
 
 fn labels(set: &ImageSet, what: &str) -> Result<Vec<usize>> {
-    set.labels
-        .clone()
-        .ok_or_else(|| Error::Invalid(format!("the {what} split has no labels, so kNN cannot be measured")))
+    set.labels.clone().ok_or_else(|| {
+        Error::Invalid(format!(
+            "the {what} split has no labels, so kNN cannot be measured"
+        ))
+    })
 }
 
 /// kNN of `encoder` (an inference copy) from `train` to `test`, with baselines.
-pub fn knn_report(cfg: &RunConfig, encoder: &Backbone, train: &ImageSet, test: &ImageSet, random_baseline: bool) -> Result<KnnReport> {
+pub fn knn_report(
+    cfg: &RunConfig,
+    encoder: &Backbone,
+    train: &ImageSet,
+    test: &ImageSet,
+    random_baseline: bool,
+) -> Result<KnnReport> {
     let device = cfg.device.device()?;
     let train_labels = labels(train, "training")?;
     let test_labels = labels(test, "test")?;
     let classes = train.num_classes().max(test.num_classes());
-    let size = if cfg.augment.crop_size == 0 { train.height } else { cfg.augment.crop_size };
-    let tf = EvalTransform { size, mean: cfg.data.mean.clone(), std: cfg.data.std.clone() };
+    let size = if cfg.augment.crop_size == 0 {
+        train.height
+    } else {
+        cfg.augment.crop_size
+    };
+    let tf = EvalTransform {
+        size,
+        mean: cfg.data.mean.clone(),
+        std: cfg.data.std.clone(),
+    };
     let acc = |e: &Backbone| -> Result<f64> {
         let a = extract(e, train, &tf, 512, &device);
         let b = extract(e, test, &tf, 512, &device);
         knn_accuracy(a, &train_labels, b, &test_labels, classes, &cfg.knn)
     };
     let encoder_acc = acc(encoder)?;
-    let raw = knn_accuracy(raw_pixels(train, &device), &train_labels, raw_pixels(test, &device), &test_labels, classes, &cfg.knn)?;
+    let raw = knn_accuracy(
+        raw_pixels(train, &tf, &device),
+        &train_labels,
+        raw_pixels(test, &tf, &device),
+        &test_labels,
+        classes,
+        &cfg.knn,
+    )?;
     let random_init = if random_baseline {
         // Another seed than the pretrained encoder's initial weights.
-        let random = seed::init_module(&device, cfg.train.seed ^ 0x5eed, |d| cfg.encoder.init(train.channels, d)).valid();
+        let random = seed::init_module(&device, cfg.train.seed ^ 0x5eed, |d| {
+            cfg.encoder.init(train.channels, d)
+        })
+        .valid();
         Some(acc(&random)?)
     } else {
         None
@@ -70,8 +96,15 @@ pub fn knn_report(cfg: &RunConfig, encoder: &Backbone, train: &ImageSet, test: &
 
 /// Prints the kNN table.
 pub fn print_report(r: &KnnReport) {
-    println!("kNN top-1 (k={}, {} train -> {} test images):", r.k, r.train_images, r.test_images);
-    println!("  {:<24} {:>6.2} %", "pretrained encoder", 100.0 * r.encoder);
+    println!(
+        "kNN top-1 (k={}, {} train -> {} test images):",
+        r.k, r.train_images, r.test_images
+    );
+    println!(
+        "  {:<24} {:>6.2} %",
+        "pretrained encoder",
+        100.0 * r.encoder
+    );
     if let Some(x) = r.random_init {
         println!("  {:<24} {:>6.2} %", "random-init encoder", 100.0 * x);
     }
@@ -91,7 +124,9 @@ fn locate(checkpoint: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
     }
     Err(Error::checkpoint(
         checkpoint,
-        format!("neither a run folder with {ENCODER_FILE} nor a checkpoints/step-N folder; pass the --out folder of `selfsup pretrain`"),
+        format!(
+            "neither a run folder with {ENCODER_FILE} nor a checkpoints/step-N folder; pass the --out folder of `selfsup pretrain`"
+        ),
     ))
 }
 
@@ -99,12 +134,18 @@ fn locate(checkpoint: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
 pub fn load_encoder(checkpoint: &Path, device: &Device) -> Result<(RunConfig, Backbone)> {
     let (run, step) = locate(checkpoint)?;
     let cfg = RunConfig::load(&run.join(CONFIG_FILE))?;
-    let channels = if cfg.data.mean.is_empty() { 1 } else { cfg.data.mean.len() };
+    let channels = if cfg.data.mean.is_empty() {
+        1
+    } else {
+        cfg.data.mean.len()
+    };
     let fresh = cfg.encoder.init(channels, device);
     let encoder = match step {
         None => {
             let p = run.join(ENCODER_FILE);
-            fresh.try_load_file(&p).map_err(|e| Error::checkpoint(&p, e.to_string()))?
+            fresh
+                .try_load_file(&p)
+                .map_err(|e| Error::checkpoint(&p, e.to_string()))?
         }
         Some(dir) => {
             let model = selfsup_contrastive::SimClrModel::new(fresh, &cfg.simclr, device);
@@ -115,7 +156,12 @@ pub fn load_encoder(checkpoint: &Path, device: &Device) -> Result<(RunConfig, Ba
 }
 
 /// `selfsup eval knn`: the encoder of `checkpoint` on `data` (default: the run's own data).
-pub fn eval_knn(checkpoint: &Path, data: Option<selfsup_data::DataSpec>, k: Option<usize>, device: Option<selfsup_core::DeviceSpec>) -> Result<KnnReport> {
+pub fn eval_knn(
+    checkpoint: &Path,
+    data: Option<selfsup_data::DataSpec>,
+    k: Option<usize>,
+    device: Option<selfsup_core::DeviceSpec>,
+) -> Result<KnnReport> {
     let dev_spec = device.unwrap_or_default();
     let (mut cfg, encoder) = load_encoder(checkpoint, &dev_spec.device()?)?;
     cfg.device = dev_spec;
@@ -130,9 +176,16 @@ pub fn eval_knn(checkpoint: &Path, data: Option<selfsup_data::DataSpec>, k: Opti
     let mut data_cfg = cfg.data.clone();
     data_cfg.channels = channels;
     let splits = data_cfg.load(cfg.train.seed)?;
-    let test = splits
-        .test
-        .ok_or_else(|| Error::Invalid(format!("{} has no test split to evaluate on", cfg.data.spec)))?;
-    eprintln!("selfsup: {} encoder output width {}", checkpoint.display(), encoder.output_dim());
+    let test = splits.test.ok_or_else(|| {
+        Error::Invalid(format!(
+            "{} has no test split to evaluate on",
+            cfg.data.spec
+        ))
+    })?;
+    eprintln!(
+        "selfsup: {} encoder output width {}",
+        checkpoint.display(),
+        encoder.output_dim()
+    );
     knn_report(&cfg, &encoder, &splits.train, &test, false)
 }

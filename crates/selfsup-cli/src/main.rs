@@ -13,7 +13,11 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "selfsup", version, about = "Self-supervised visual representation learning on burn")]
+#[command(
+    name = "selfsup",
+    version,
+    about = "Self-supervised visual representation learning on burn"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -91,7 +95,19 @@ enum EvalCommand {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Pretrain { method, config, data, device, epochs, batch_size, max_steps, seed, out, resume, quiet } => {
+        Command::Pretrain {
+            method,
+            config,
+            data,
+            device,
+            epochs,
+            batch_size,
+            max_steps,
+            seed,
+            out,
+            resume,
+            quiet,
+        } => {
             let saved = out.join(selfsup_cli::pretrain::CONFIG_FILE);
             let mut cfg = match (&config, resume && saved.is_file()) {
                 (Some(path), _) => RunConfig::load(path)?,
@@ -131,7 +147,15 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Eval { what: EvalCommand::Knn { checkpoint, data, k, device } } => eval_knn(&checkpoint, data, k, device).map(|_| ()),
+        Command::Eval {
+            what:
+                EvalCommand::Knn {
+                    checkpoint,
+                    data,
+                    k,
+                    device,
+                },
+        } => eval_knn(&checkpoint, data, k, device).map(|_| ()),
         Command::Config { method } => {
             print!("{}", RunConfig::preset(method).to_toml()?);
             Ok(())
@@ -141,7 +165,9 @@ fn run(cli: Cli) -> Result<()> {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()) {

@@ -41,7 +41,12 @@ fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<
 }
 
 /// Runs pretraining as configured, writing everything under `out`.
-pub fn pretrain(mut cfg: RunConfig, out: &Path, resume: bool, progress: bool) -> Result<PretrainReport> {
+pub fn pretrain(
+    mut cfg: RunConfig,
+    out: &Path,
+    resume: bool,
+    progress: bool,
+) -> Result<PretrainReport> {
     cfg.validate()?;
     let device = cfg.device.train_device()?;
 
@@ -61,7 +66,11 @@ pub fn pretrain(mut cfg: RunConfig, out: &Path, resume: bool, progress: bool) ->
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     cfg.save(&out.join(CONFIG_FILE))?;
 
-    let size = if cfg.augment.crop_size == 0 { splits.train.height } else { cfg.augment.crop_size };
+    let size = if cfg.augment.crop_size == 0 {
+        splits.train.height
+    } else {
+        cfg.augment.crop_size
+    };
     let channels = splits.train.channels;
     let train = Arc::new(splits.train);
     eprintln!(
@@ -82,22 +91,48 @@ pub fn pretrain(mut cfg: RunConfig, out: &Path, resume: bool, progress: bool) ->
     let start = std::time::Instant::now();
     let (encoder, steps, last_loss, ips) = match cfg.method {
         Method::Simclr => {
-            let pipeline = cfg.augment.pipeline(size, cfg.data.mean.clone(), cfg.data.std.clone());
+            let pipeline = cfg
+                .augment
+                .pipeline(size, cfg.data.mean.clone(), cfg.data.std.clone());
             let views = MultiView::default().with(pipeline, 2);
-            let loader = ViewLoader::new(train.clone(), Arc::new(views), cfg.train.batch_size, cfg.train.seed, device.clone());
+            let loader = ViewLoader::new(
+                train.clone(),
+                Arc::new(views),
+                cfg.train.batch_size,
+                cfg.train.seed,
+                device.clone(),
+            );
             let model = seed::init_module(&device, cfg.train.seed, |d| {
                 SimClrModel::new(cfg.encoder.init(channels, d), &cfg.simclr, d)
             });
             let mut objective = SimClr::<Backbone>::new(&cfg.simclr);
             let o = trainer.fit(&mut objective, model, &loader, resume, None)?;
-            (o.model.encoder.valid(), o.steps, o.last_loss, o.images_per_sec)
+            (
+                o.model.encoder.valid(),
+                o.steps,
+                o.last_loss,
+                o.images_per_sec,
+            )
         }
     };
     let secs = start.elapsed().as_secs_f64();
     write_atomic(&out.join(ENCODER_FILE), |p| {
-        encoder.clone().save_file(p).map_err(|e| Error::checkpoint(p, e.to_string()))
+        encoder
+            .clone()
+            .save_file(p)
+            .map_err(|e| Error::checkpoint(p, e.to_string()))
     })?;
-    finish(cfg, out, &encoder, &train, splits.test.as_ref(), steps, last_loss, ips, secs)
+    finish(
+        cfg,
+        out,
+        &encoder,
+        &train,
+        splits.test.as_ref(),
+        steps,
+        last_loss,
+        ips,
+        secs,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -113,14 +148,24 @@ fn finish(
     train_seconds: f64,
 ) -> Result<PretrainReport> {
     let knn = match test {
-        Some(test) if test.labels.is_some() && train.labels.is_some() => Some(knn_report(&cfg, encoder, train, test, true)?),
+        Some(test) if test.labels.is_some() && train.labels.is_some() => {
+            Some(knn_report(&cfg, encoder, train, test, true)?)
+        }
         _ => {
             eprintln!("selfsup: no labelled test split, so no kNN accuracy");
             None
         }
     };
-    let report = PretrainReport { run_dir: out.to_path_buf(), steps, final_loss, images_per_sec, train_seconds, knn };
+    let report = PretrainReport {
+        run_dir: out.to_path_buf(),
+        steps,
+        final_loss,
+        images_per_sec,
+        train_seconds,
+        knn,
+    };
     let json = serde_json::to_string_pretty(&report).expect("report serializes");
-    std::fs::write(out.join("results.json"), json).map_err(|e| Error::io(out.join("results.json"), e))?;
+    std::fs::write(out.join("results.json"), json)
+        .map_err(|e| Error::io(out.join("results.json"), e))?;
     Ok(report)
 }

@@ -135,7 +135,9 @@ mod tests {
         std::fs::write(&p, "[train.optimizer]\nlr = -1.0\n").unwrap();
         let e = RunConfig::load(&p).unwrap_err().to_string();
         assert!(e.contains("train.optimizer.lr"), "{e}");
-        let e = RunConfig::load(&dir.path().join("missing.toml")).unwrap_err().to_string();
+        let e = RunConfig::load(&dir.path().join("missing.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing.toml"), "{e}");
     }
 }

@@ -50,8 +50,10 @@ pub fn save<M: Module>(
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    // `valid()` first: it folds BatchNorm running statistics updated in this step into the
+    // record; a plain visit would save their last synced value.
     model
-        .clone()
+        .valid()
         .save_file(tmp.join(MODEL))
         .map_err(|e| Error::checkpoint(tmp.join(MODEL), e.to_string()))?;
     for (i, o) in optims.iter().enumerate() {

@@ -54,7 +54,8 @@ impl<M: Module> Ema<M> {
     /// Moves the teacher towards the student: `t <- m t + (1 - m) s`.
     pub fn update(&mut self, student: &M, momentum: f64) {
         let mut c = Collect(Vec::new());
-        student.visit(&mut c);
+        // `valid()` syncs BatchNorm running statistics before they are read.
+        student.valid().visit(&mut c);
         let mut blend = Blend {
             student: c.0.into_iter(),
             momentum,
@@ -66,5 +67,39 @@ impl<M: Module> Ema<M> {
     /// The teacher network.
     pub fn teacher(&self) -> &M {
         &self.teacher
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::{Linear, LinearConfig};
+    use burn::tensor::Device;
+
+    fn weight(l: &Linear) -> Vec<f32> {
+        l.weight.val().into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn teacher_starts_equal_and_moves_by_momentum() {
+        let dev = Device::flex();
+        let student = crate::seed::init_module(&dev, 1, |d| LinearConfig::new(2, 2).init(d));
+        let mut ema = Ema::new(
+            crate::seed::init_module(&dev, 2, |d| LinearConfig::new(2, 2).init(d)),
+            &student,
+        );
+        assert_eq!(weight(ema.teacher()), weight(&student));
+        let moved = student.clone().map(&mut Blend {
+            student: vec![Tensor::<1>::ones([4], &dev), Tensor::<1>::ones([2], &dev)].into_iter(),
+            momentum: 0.0,
+        });
+        let before = weight(ema.teacher());
+        ema.update(&moved, 0.75);
+        let after = weight(ema.teacher());
+        for (a, b) in after.iter().zip(&before) {
+            assert!((a - (0.75 * b + 0.25)).abs() < 1e-6);
+        }
+        // The student is untouched by teacher updates.
+        assert_eq!(weight(&student), before);
     }
 }

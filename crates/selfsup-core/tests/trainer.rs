@@ -3,7 +3,10 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor, TensorData};
-use selfsup_core::{BatchSource, Error, LossOutput, Objective, OptimizerKind, Result, StepInfo, TrainConfig, Trainer, checkpoint, seed};
+use selfsup_core::{
+    BatchSource, Error, LossOutput, Objective, OptimizerKind, Result, StepInfo, TrainConfig,
+    Trainer, checkpoint, seed,
+};
 
 #[derive(Module, Debug)]
 struct Toy {
@@ -49,7 +52,14 @@ impl BatchSource for Data {
 }
 
 fn config(kind: OptimizerKind) -> TrainConfig {
-    let mut c = TrainConfig { epochs: 3, batch_size: 8, checkpoint_every: 5, keep_checkpoints: 10, log_every: 2, ..Default::default() };
+    let mut c = TrainConfig {
+        epochs: 3,
+        batch_size: 8,
+        checkpoint_every: 5,
+        keep_checkpoints: 10,
+        log_every: 2,
+        ..Default::default()
+    };
     c.optimizer.kind = kind;
     c.optimizer.lr = 0.05;
     c.optimizer.trust_coefficient = 0.5;
@@ -58,13 +68,16 @@ fn config(kind: OptimizerKind) -> TrainConfig {
 }
 
 fn model(device: &Device) -> Toy {
-    seed::init_module(device, 7, |d| Toy { lin: LinearConfig::new(3, 3).init(d) })
+    seed::init_module(device, 7, |d| Toy {
+        lin: LinearConfig::new(3, 3).init(d),
+    })
 }
 
 struct Flat(Vec<f32>);
 impl ModuleVisitor for Flat {
     fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-        self.0.extend(p.val().into_data().try_to_vec::<f32>().unwrap());
+        self.0
+            .extend(p.val().into_data().try_to_vec::<f32>().unwrap());
     }
 }
 
@@ -76,23 +89,62 @@ fn weights(m: &Toy) -> Vec<f32> {
 
 #[test]
 fn loss_decreases_and_resume_is_exact() {
-    for kind in [OptimizerKind::Sgd, OptimizerKind::Adamw, OptimizerKind::Lars] {
+    for kind in [
+        OptimizerKind::Sgd,
+        OptimizerKind::Adamw,
+        OptimizerKind::Lars,
+    ] {
         let device = Device::flex().autodiff();
         let dir = tempfile::tempdir().unwrap();
-        let full = Trainer::new(config(kind), dir.path().join("a")).unwrap().with_progress(false);
-        let a = full.fit(&mut Regress { poison_at: None }, model(&device), &Data(device.clone()), false, None).unwrap();
+        let full = Trainer::new(config(kind), dir.path().join("a"))
+            .unwrap()
+            .with_progress(false);
+        let a = full
+            .fit(
+                &mut Regress { poison_at: None },
+                model(&device),
+                &Data(device.clone()),
+                false,
+                None,
+            )
+            .unwrap();
         assert_eq!(a.steps, 12);
         let first: f64 = {
             let text = std::fs::read_to_string(dir.path().join("a/metrics.jsonl")).unwrap();
             let line = text.lines().next().unwrap();
-            line.split("\"loss\":").nth(1).unwrap().split(',').next().unwrap().parse().unwrap()
+            line.split("\"loss\":")
+                .nth(1)
+                .unwrap()
+                .split(',')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
         };
-        assert!(a.last_loss < first, "{kind:?}: loss {first} -> {}", a.last_loss);
+        assert!(
+            a.last_loss < first,
+            "{kind:?}: loss {first} -> {}",
+            a.last_loss
+        );
 
         // Same seed, fresh run: bit-identical weights.
-        let again = Trainer::new(config(kind), dir.path().join("c")).unwrap().with_progress(false);
-        let c = again.fit(&mut Regress { poison_at: None }, model(&device), &Data(device.clone()), false, None).unwrap();
-        assert_eq!(weights(&a.model), weights(&c.model), "{kind:?}: seeded runs differ");
+        let again = Trainer::new(config(kind), dir.path().join("c"))
+            .unwrap()
+            .with_progress(false);
+        let c = again
+            .fit(
+                &mut Regress { poison_at: None },
+                model(&device),
+                &Data(device.clone()),
+                false,
+                None,
+            )
+            .unwrap();
+        assert_eq!(
+            weights(&a.model),
+            weights(&c.model),
+            "{kind:?}: seeded runs differ"
+        );
 
         // Interrupted after step 5: only that checkpoint survives; resuming gives the same weights.
         let b_dir = dir.path().join("b");
@@ -104,9 +156,23 @@ fn loss_decreases_and_resume_is_exact() {
             let f = f.unwrap().path();
             std::fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
         }
-        let resumed = Trainer::new(config(kind), &b_dir).unwrap().with_progress(false);
-        let b = resumed.fit(&mut Regress { poison_at: None }, model(&device), &Data(device.clone()), true, None).unwrap();
-        assert_eq!(weights(&a.model), weights(&b.model), "{kind:?}: resume differs");
+        let resumed = Trainer::new(config(kind), &b_dir)
+            .unwrap()
+            .with_progress(false);
+        let b = resumed
+            .fit(
+                &mut Regress { poison_at: None },
+                model(&device),
+                &Data(device.clone()),
+                true,
+                None,
+            )
+            .unwrap();
+        assert_eq!(
+            weights(&a.model),
+            weights(&b.model),
+            "{kind:?}: resume differs"
+        );
     }
 }
 
@@ -114,8 +180,19 @@ fn loss_decreases_and_resume_is_exact() {
 fn nan_loss_stops_with_the_step_and_leaves_no_checkpoint() {
     let device = Device::flex().autodiff();
     let dir = tempfile::tempdir().unwrap();
-    let t = Trainer::new(config(OptimizerKind::Sgd), dir.path()).unwrap().with_progress(false);
-    let err = t.fit(&mut Regress { poison_at: Some(3) }, model(&device), &Data(device.clone()), false, None).err().unwrap();
+    let t = Trainer::new(config(OptimizerKind::Sgd), dir.path())
+        .unwrap()
+        .with_progress(false);
+    let err = t
+        .fit(
+            &mut Regress { poison_at: Some(3) },
+            model(&device),
+            &Data(device.clone()),
+            false,
+            None,
+        )
+        .err()
+        .unwrap();
     assert!(matches!(err, Error::NonFinite { step: 3, .. }), "{err}");
     assert!(err.to_string().contains("step 3"));
     assert!(checkpoint::latest(dir.path()).unwrap().is_none());
@@ -124,7 +201,15 @@ fn nan_loss_stops_with_the_step_and_leaves_no_checkpoint() {
     c.skip_nonfinite = true;
     let dir2 = tempfile::tempdir().unwrap();
     let t = Trainer::new(c, dir2.path()).unwrap().with_progress(false);
-    let out = t.fit(&mut Regress { poison_at: Some(3) }, model(&device), &Data(device.clone()), false, None).unwrap();
+    let out = t
+        .fit(
+            &mut Regress { poison_at: Some(3) },
+            model(&device),
+            &Data(device.clone()),
+            false,
+            None,
+        )
+        .unwrap();
     assert_eq!(out.steps, 12);
     let st = checkpoint::read_state(&checkpoint::latest(dir2.path()).unwrap().unwrap()).unwrap();
     assert_eq!(st.skipped_steps, 1);
@@ -136,11 +221,36 @@ fn existing_run_needs_resume_and_bad_config_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(OptimizerKind::Sgd);
     c.epochs = 1;
-    Trainer::new(c.clone(), dir.path()).unwrap().with_progress(false)
-        .fit(&mut Regress { poison_at: None }, model(&device), &Data(device.clone()), false, None).unwrap();
-    let err = Trainer::new(c.clone(), dir.path()).unwrap().with_progress(false)
-        .fit(&mut Regress { poison_at: None }, model(&device), &Data(device.clone()), false, None).err().unwrap();
+    Trainer::new(c.clone(), dir.path())
+        .unwrap()
+        .with_progress(false)
+        .fit(
+            &mut Regress { poison_at: None },
+            model(&device),
+            &Data(device.clone()),
+            false,
+            None,
+        )
+        .unwrap();
+    let err = Trainer::new(c.clone(), dir.path())
+        .unwrap()
+        .with_progress(false)
+        .fit(
+            &mut Regress { poison_at: None },
+            model(&device),
+            &Data(device.clone()),
+            false,
+            None,
+        )
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("--resume"), "{err}");
     c.optimizer.lr = 0.0;
-    assert!(Trainer::new(c, dir.path()).err().unwrap().to_string().contains("train.optimizer.lr"));
+    assert!(
+        Trainer::new(c, dir.path())
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("train.optimizer.lr")
+    );
 }

@@ -1,6 +1,6 @@
 //! Frozen features of a labelled image set, and the raw-pixel baseline.
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use selfsup_core::Encoder;
 use selfsup_data::ImageSet;
 use selfsup_data::augment::eval_pipeline;
@@ -38,9 +38,10 @@ pub fn extract<E: Encoder>(
     Tensor::cat(parts, 0)
 }
 
-/// Raw pixels as features: each image flattened, centred by its set's mean image.
-pub fn raw_pixels(data: &ImageSet, device: &Device) -> Tensor<2> {
-    let d = data.image_len();
-    let v: Vec<f32> = data.pixels.iter().map(|&b| b as f32 / 255.0).collect();
-    Tensor::from_data(TensorData::new(v, [data.len(), d]), device)
+/// Raw pixels as features: each image as the encoder would see it (resized and normalized
+/// by `tf`), flattened.
+pub fn raw_pixels(data: &ImageSet, tf: &EvalTransform, device: &Device) -> Tensor<2> {
+    let pipeline = eval_pipeline(tf.size, tf.mean.clone(), tf.std.clone());
+    let x = eval_batch(data, 0..data.len(), &pipeline, device);
+    x.flatten(1, 3)
 }

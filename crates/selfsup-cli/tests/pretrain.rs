@@ -1,0 +1,150 @@
+//! End-to-end: a tiny SimCLR run on the embedded sample checkpoints, resumes to the same
+//! weights as an uninterrupted run, and is evaluated by `selfsup eval knn`.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor};
+use selfsup_cli::{Method, RunConfig, eval_knn, pretrain};
+use selfsup_core::checkpoint;
+use selfsup_encoders::Arch;
+use std::path::Path;
+use std::process::Command;
+
+fn tiny() -> RunConfig {
+    let mut c = RunConfig::preset(Method::Simclr);
+    c.data.max_train = 96;
+    c.data.max_test = 40;
+    c.encoder.arch = Arch::Convnet;
+    c.encoder.width = 4;
+    c.simclr.head.hidden_dim = 16;
+    c.simclr.head.output_dim = 8;
+    c.train.batch_size = 32;
+    c.train.epochs = 2;
+    c.train.checkpoint_every = 2;
+    c.train.keep_checkpoints = 10;
+    c.train.log_every = 1;
+    c.knn.k = 5;
+    c
+}
+
+struct Flat(Vec<f32>);
+impl ModuleVisitor for Flat {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        self.0
+            .extend(p.val().into_data().try_to_vec::<f32>().unwrap());
+    }
+}
+
+fn same(a: &[f32], b: &[f32]) -> Result<(), String> {
+    if a.len() != b.len() {
+        return Err(format!("{} vs {} values", a.len(), b.len()));
+    }
+    let diff: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+    if diff.is_empty() {
+        Ok(())
+    } else {
+        let i = diff[0];
+        Err(format!(
+            "{} of {} values differ; first at {i}: {} vs {}",
+            diff.len(),
+            a.len(),
+            a[i],
+            b[i]
+        ))
+    }
+}
+
+fn encoder_weights(run: &Path) -> Vec<f32> {
+    let (_, enc) = selfsup_cli::evaluate::load_encoder(run, &Device::flex()).unwrap();
+    let mut f = Flat(Vec::new());
+    enc.visit(&mut f);
+    f.0
+}
+
+#[test]
+fn pretrain_checkpoints_resumes_and_evaluates() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let report = pretrain(tiny(), &a, false, false).unwrap();
+    assert_eq!(report.steps, 6);
+    assert!(report.final_loss.is_finite());
+    let knn = report.knn.unwrap();
+    assert!((0.0..=1.0).contains(&knn.encoder) && knn.random_init.is_some());
+    for f in [
+        "config.toml",
+        "encoder.bpk",
+        "metrics.jsonl",
+        "results.json",
+    ] {
+        assert!(a.join(f).is_file(), "{f} missing");
+    }
+    let steps: Vec<_> = checkpoint::list(&a).unwrap();
+    assert_eq!(steps.len(), 3, "{steps:?}");
+
+    // Interrupt after step 2: keep only that checkpoint, then resume.
+    let b = dir.path().join("b");
+    let src = &steps[0];
+    let dst = checkpoint::checkpoints_dir(&b).join(src.file_name().unwrap());
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in std::fs::read_dir(src).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
+    }
+    let resumed = pretrain(tiny(), &b, true, false).unwrap();
+    assert_eq!(resumed.steps, 6);
+    same(&encoder_weights(&a), &encoder_weights(&b))
+        .expect("resumed run differs from uninterrupted run");
+
+    // The same seed from scratch gives the same weights.
+    let c = dir.path().join("c");
+    pretrain(tiny(), &c, false, false).unwrap();
+    same(&encoder_weights(&a), &encoder_weights(&c)).expect("same seed, different weights");
+
+    // Evaluating the run folder and a step checkpoint.
+    let r = eval_knn(&a, None, Some(5), None).unwrap();
+    assert!((r.encoder - knn.encoder).abs() < 1e-9);
+    eval_knn(&steps[1], None, Some(5), None).unwrap();
+}
+
+#[test]
+fn cli_reports_bad_input_clearly() {
+    let exe = env!("CARGO_BIN_EXE_selfsup");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let o = Command::new(exe).args(args).output().unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (ok, err, _) = run(&[
+        "pretrain",
+        "--data",
+        "fashion-mnist:/no/such/dir",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("/no/such/dir"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let (ok, err, _) = run(&["pretrain", "--device", "tpu"]);
+    assert!(!ok && err.contains("tpu"), "{err}");
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[simclr]\ntemperature = 0\n").unwrap();
+    let (ok, err, _) = run(&[
+        "pretrain",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        dir.path().join("r").to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("temperature"), "{err}");
+    let (ok, err, _) = run(&["eval", "knn", "--checkpoint", dir.path().to_str().unwrap()]);
+    assert!(!ok && err.contains("checkpoint"), "{err}");
+    let (ok, _, out) = run(&["config", "--method", "simclr"]);
+    assert!(
+        ok && out.contains("[train.optimizer]") && out.contains("temperature"),
+        "{out}"
+    );
+    let parsed: RunConfig = selfsup_core::config::from_toml(&out, "stdout").unwrap();
+    assert_eq!(parsed, RunConfig::preset(Method::Simclr));
+}
