@@ -6,21 +6,16 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A compute device named on the command line or in a config.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum DeviceSpec {
     /// burn's pure-Rust CPU backend; the default, always built.
+    #[default]
     Flex,
     /// The `wgpu` backend (Vulkan, Metal, DirectX); needs the `wgpu` cargo feature.
     Wgpu,
     /// The CUDA GPU with this index; needs the `cuda` cargo feature.
     Cuda(usize),
-}
-
-impl Default for DeviceSpec {
-    fn default() -> Self {
-        DeviceSpec::Flex
-    }
 }
 
 impl FromStr for DeviceSpec {

@@ -53,7 +53,7 @@ pub fn parse_batch(
     labels: &mut Vec<usize>,
 ) -> Result<()> {
     let rec = kind.label_bytes() + IMAGE;
-    if bytes.is_empty() || bytes.len() % rec != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(rec) {
         return Err(Error::format(
             path,
             format!(

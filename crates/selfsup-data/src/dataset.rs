@@ -23,7 +23,7 @@ impl ImageSet {
     /// Number of images.
     pub fn len(&self) -> usize {
         let n = self.channels * self.height * self.width;
-        if n == 0 { 0 } else { self.pixels.len() / n }
+        self.pixels.len().checked_div(n).unwrap_or(0)
     }
 
     /// Whether the set holds no image.

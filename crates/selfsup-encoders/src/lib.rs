@@ -88,6 +88,7 @@ impl EncoderConfig {
 }
 
 /// A backbone chosen at run time.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Backbone {
     /// A ResNet.

@@ -53,6 +53,8 @@ pub struct Bottleneck {
 }
 
 /// A residual block of either kind.
+// Built once per network; the size difference costs nothing and burn's derive has no Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Block {
     /// ResNet-18/34 block.
