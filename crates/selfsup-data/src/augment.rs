@@ -414,31 +414,31 @@ pub struct AugmentConfig {
     /// Output side length of the random resized crop (0: the image's own size).
     pub crop_size: usize,
     /// Smallest crop area, as a fraction of the image.
-    pub crop_min_scale: f32,
+    pub crop_min_scale: f64,
     /// Largest crop area, as a fraction of the image.
-    pub crop_max_scale: f32,
+    pub crop_max_scale: f64,
     /// Probability of a horizontal flip.
-    pub flip_prob: f32,
+    pub flip_prob: f64,
     /// Probability of colour jitter.
-    pub jitter_prob: f32,
+    pub jitter_prob: f64,
     /// Colour jitter brightness strength.
-    pub brightness: f32,
+    pub brightness: f64,
     /// Colour jitter contrast strength.
-    pub contrast: f32,
+    pub contrast: f64,
     /// Colour jitter saturation strength.
-    pub saturation: f32,
+    pub saturation: f64,
     /// Colour jitter hue strength (at most 0.5).
-    pub hue: f32,
+    pub hue: f64,
     /// Probability of random grayscale.
-    pub grayscale_prob: f32,
+    pub grayscale_prob: f64,
     /// Probability of Gaussian blur.
-    pub blur_prob: f32,
+    pub blur_prob: f64,
     /// Smallest blur sigma, pixels.
-    pub blur_sigma_min: f32,
+    pub blur_sigma_min: f64,
     /// Largest blur sigma, pixels.
-    pub blur_sigma_max: f32,
+    pub blur_sigma_max: f64,
     /// Probability of solarization.
-    pub solarize_prob: f32,
+    pub solarize_prob: f64,
 }
 
 impl Default for AugmentConfig {
@@ -524,26 +524,28 @@ impl AugmentConfig {
         Pipeline::default()
             .then(RandomResizedCrop {
                 size,
-                scale: (self.crop_min_scale, self.crop_max_scale),
+                scale: (self.crop_min_scale as f32, self.crop_max_scale as f32),
                 ratio: (3.0 / 4.0, 4.0 / 3.0),
             })
-            .then(HorizontalFlip { p: self.flip_prob })
+            .then(HorizontalFlip {
+                p: self.flip_prob as f32,
+            })
             .then(ColorJitter {
-                p: self.jitter_prob,
-                brightness: self.brightness,
-                contrast: self.contrast,
-                saturation: self.saturation,
-                hue: self.hue,
+                p: self.jitter_prob as f32,
+                brightness: self.brightness as f32,
+                contrast: self.contrast as f32,
+                saturation: self.saturation as f32,
+                hue: self.hue as f32,
             })
             .then(RandomGrayscale {
-                p: self.grayscale_prob,
+                p: self.grayscale_prob as f32,
             })
             .then(GaussianBlur {
-                p: self.blur_prob,
-                sigma: (self.blur_sigma_min, self.blur_sigma_max),
+                p: self.blur_prob as f32,
+                sigma: (self.blur_sigma_min as f32, self.blur_sigma_max as f32),
             })
             .then(Solarize {
-                p: self.solarize_prob,
+                p: self.solarize_prob as f32,
                 threshold: 0.5,
             })
             .then(Normalize { mean, std })
