@@ -137,8 +137,12 @@ fn run(cli: Cli) -> Result<()> {
                 cfg.train.seed = s;
             }
             let report = pretrain(cfg, &out, resume, !quiet)?;
+            let peak = report
+                .peak_rss_mib
+                .map(|m| format!(", peak memory {m:.0} MiB"))
+                .unwrap_or_default();
             println!(
-                "trained {} steps in {:.0} s ({:.0} images/s), final loss {:.4}; encoder in {}",
+                "trained {} steps in {:.0} s ({:.0} images/s{peak}), final loss {:.4}; encoder in {}",
                 report.steps,
                 report.train_seconds,
                 report.images_per_sec,

@@ -29,8 +29,18 @@ pub struct PretrainReport {
     pub images_per_sec: f64,
     /// Seconds spent training in this process.
     pub train_seconds: f64,
+    /// Peak resident memory of this process in MiB (Linux; `None` elsewhere).
+    pub peak_rss_mib: Option<f64>,
     /// kNN on the test split, when it has labels.
     pub knn: Option<KnnReport>,
+}
+
+/// Peak resident set size of this process, from `/proc/self/status` (`VmHWM`).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename.
@@ -162,6 +172,7 @@ fn finish(
         final_loss,
         images_per_sec,
         train_seconds,
+        peak_rss_mib: peak_rss_mib(),
         knn,
     };
     let json = serde_json::to_string_pretty(&report).expect("report serializes");
