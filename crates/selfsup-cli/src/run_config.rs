@@ -52,7 +52,7 @@ impl RunConfig {
     pub fn preset(method: Method) -> Self {
         let mut train = TrainConfig {
             epochs: 15,
-            batch_size: 256,
+            batch_size: 128,
             checkpoint_every: 100,
             ..TrainConfig::default()
         };
