@@ -170,6 +170,9 @@ impl Trainer {
         let mut window = (0.0, 0usize);
         let mut last_loss = f64::NAN;
         let mut last_ckpt = None;
+        let mut last_msg = String::new();
+        // Without a terminal the bar is hidden; a line per epoch keeps redirected logs useful.
+        let epoch_lines = self.progress && bar.is_hidden();
         for step in start..total {
             let (epoch, index) = (step / spe, step % spe);
             let info = StepInfo {
@@ -247,11 +250,20 @@ impl Trainer {
                     fields.push((k.as_str(), json!(v)));
                 }
                 log.write(&fields)?;
-                bar.set_message(format!("loss {mean:.4} lr {lr:.3e} {ips:.0} img/s"));
+                last_msg = format!("loss {mean:.4} lr {lr:.3e} {ips:.0} img/s");
+                bar.set_message(last_msg.clone());
                 window = (0.0, 0);
             }
             bar.set_position(done as u64);
             let epoch_end = done % spe == 0;
+            if epoch_end && epoch_lines {
+                eprintln!(
+                    "{} epoch {}/{}: {last_msg}",
+                    objective.name(),
+                    epoch + 1,
+                    total.div_ceil(spe)
+                );
+            }
             if epoch_end && let Some(hook) = on_epoch.as_mut() {
                 let values = hook(epoch, &model)?;
                 if !values.is_empty() {
