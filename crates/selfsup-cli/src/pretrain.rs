@@ -35,14 +35,6 @@ pub struct PretrainReport {
     pub knn: Option<KnnReport>,
 }
 
-/// Peak resident set size of this process, from `/proc/self/status` (`VmHWM`).
-pub fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
 /// Writes `bytes` to `path` through a temporary file and a rename.
 fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let tmp = path.with_extension("partial");
@@ -172,7 +164,7 @@ fn finish(
         final_loss,
         images_per_sec,
         train_seconds,
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib: selfsup_core::metrics::peak_rss_mib(),
         knn,
     };
     let json = serde_json::to_string_pretty(&report).expect("report serializes");

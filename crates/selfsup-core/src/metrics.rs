@@ -57,3 +57,12 @@ impl MetricsLog {
         std::fs::write(path, out).map_err(|e| Error::io(path, e))
     }
 }
+
+/// Peak resident memory of this process in MiB, from `/proc/self/status` (`VmHWM`);
+/// `None` where that file does not exist (not Linux).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}

@@ -309,37 +309,36 @@ impl Augmentation for GaussianBlur {
             .collect();
         let sum: f32 = k.iter().sum();
         let k: Vec<f32> = k.iter().map(|v| v / sum).collect();
-        let (h, w) = (img.height as isize, img.width as isize);
-        let mut tmp = img.clone();
-        for c in 0..img.channels {
-            for y in 0..h {
-                for x in 0..w {
-                    let mut acc = 0.0;
-                    for (t, kv) in k.iter().enumerate() {
-                        let xx = reflect(x + t as isize - radius, w);
-                        acc += kv * img.get(c, y as usize, xx);
-                    }
-                    let i = tmp.idx(c, y as usize, x as usize);
-                    tmp.data[i] = acc;
-                }
-            }
-        }
-        let mut out = tmp.clone();
-        for c in 0..img.channels {
-            for y in 0..h {
-                for x in 0..w {
-                    let mut acc = 0.0;
-                    for (t, kv) in k.iter().enumerate() {
-                        let yy = reflect(y + t as isize - radius, h);
-                        acc += kv * tmp.get(c, yy, x as usize);
-                    }
-                    let i = out.idx(c, y as usize, x as usize);
-                    out.data[i] = acc;
-                }
-            }
-        }
-        out
+        let rows = blur_pass(&img, &k, false);
+        blur_pass(&rows, &k, true)
     }
+}
+
+/// One separable pass of the kernel `k` (odd length), along columns if `vertical`, else rows,
+/// with reflected borders.
+fn blur_pass(img: &Image, k: &[f32], vertical: bool) -> Image {
+    let radius = (k.len() / 2) as isize;
+    let (h, w) = (img.height, img.width);
+    let mut out = img.clone();
+    for c in 0..img.channels {
+        for y in 0..h {
+            for x in 0..w {
+                let mut acc = 0.0;
+                for (t, kv) in k.iter().enumerate() {
+                    let d = t as isize - radius;
+                    let v = if vertical {
+                        img.get(c, reflect(y as isize + d, h as isize), x)
+                    } else {
+                        img.get(c, y, reflect(x as isize + d, w as isize))
+                    };
+                    acc += kv * v;
+                }
+                let i = out.idx(c, y, x);
+                out.data[i] = acc;
+            }
+        }
+    }
+    out
 }
 
 /// Inverts values at or above `threshold` with probability `p`.

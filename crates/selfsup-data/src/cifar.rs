@@ -30,6 +30,24 @@ pub enum Cifar {
 }
 
 impl Cifar {
+    /// The folder name in the archive, the training files and the test file.
+    pub fn files(self) -> (&'static str, &'static [&'static str], &'static str) {
+        match self {
+            Cifar::Ten => (
+                "cifar-10-batches-bin",
+                &[
+                    "data_batch_1.bin",
+                    "data_batch_2.bin",
+                    "data_batch_3.bin",
+                    "data_batch_4.bin",
+                    "data_batch_5.bin",
+                ],
+                "test_batch.bin",
+            ),
+            Cifar::Hundred => ("cifar-100-binary", &["train.bin"], "test.bin"),
+        }
+    }
+
     fn label_bytes(self) -> usize {
         match self {
             Cifar::Ten => 1,
@@ -103,20 +121,7 @@ fn load_files(files: &[PathBuf], kind: Cifar) -> Result<ImageSet> {
 
 /// Loads CIFAR from the folder of binary batches (or its parent, as unpacked from the archive).
 pub fn load_dir(dir: &Path, kind: Cifar) -> Result<Splits> {
-    let (sub, train, test): (&str, Vec<&str>, &str) = match kind {
-        Cifar::Ten => (
-            "cifar-10-batches-bin",
-            vec![
-                "data_batch_1.bin",
-                "data_batch_2.bin",
-                "data_batch_3.bin",
-                "data_batch_4.bin",
-                "data_batch_5.bin",
-            ],
-            "test_batch.bin",
-        ),
-        Cifar::Hundred => ("cifar-100-binary", vec!["train.bin"], "test.bin"),
-    };
+    let (sub, train, test) = kind.files();
     let base = if dir.join(sub).is_dir() {
         dir.join(sub)
     } else {
