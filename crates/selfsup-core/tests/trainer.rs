@@ -5,8 +5,9 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use selfsup_core::{
     BatchSource, Error, LossOutput, Objective, OptimizerKind, Result, StepInfo, TrainConfig,
-    Trainer, checkpoint, seed,
+    TrainOutcome, Trainer, checkpoint, seed,
 };
+use std::path::Path;
 
 #[derive(Module, Debug)]
 struct Toy {
@@ -87,6 +88,23 @@ fn weights(m: &Toy) -> Vec<f32> {
     f.0
 }
 
+/// Trains a fresh toy model with `cfg` in `dir`.
+fn run(
+    cfg: TrainConfig,
+    dir: &Path,
+    poison_at: Option<usize>,
+    resume: bool,
+) -> Result<TrainOutcome<Toy>> {
+    let device = Device::flex().autodiff();
+    Trainer::new(cfg, dir)?.with_progress(false).fit(
+        &mut Regress { poison_at },
+        model(&device),
+        &Data(device.clone()),
+        resume,
+        None,
+    )
+}
+
 #[test]
 fn loss_decreases_and_resume_is_exact() {
     for kind in [
@@ -94,20 +112,8 @@ fn loss_decreases_and_resume_is_exact() {
         OptimizerKind::Adamw,
         OptimizerKind::Lars,
     ] {
-        let device = Device::flex().autodiff();
         let dir = tempfile::tempdir().unwrap();
-        let full = Trainer::new(config(kind), dir.path().join("a"))
-            .unwrap()
-            .with_progress(false);
-        let a = full
-            .fit(
-                &mut Regress { poison_at: None },
-                model(&device),
-                &Data(device.clone()),
-                false,
-                None,
-            )
-            .unwrap();
+        let a = run(config(kind), &dir.path().join("a"), None, false).unwrap();
         assert_eq!(a.steps, 12);
         let first: f64 = {
             let text = std::fs::read_to_string(dir.path().join("a/metrics.jsonl")).unwrap();
@@ -128,18 +134,7 @@ fn loss_decreases_and_resume_is_exact() {
         );
 
         // Same seed, fresh run: bit-identical weights.
-        let again = Trainer::new(config(kind), dir.path().join("c"))
-            .unwrap()
-            .with_progress(false);
-        let c = again
-            .fit(
-                &mut Regress { poison_at: None },
-                model(&device),
-                &Data(device.clone()),
-                false,
-                None,
-            )
-            .unwrap();
+        let c = run(config(kind), &dir.path().join("c"), None, false).unwrap();
         assert_eq!(
             weights(&a.model),
             weights(&c.model),
@@ -156,18 +151,7 @@ fn loss_decreases_and_resume_is_exact() {
             let f = f.unwrap().path();
             std::fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
         }
-        let resumed = Trainer::new(config(kind), &b_dir)
-            .unwrap()
-            .with_progress(false);
-        let b = resumed
-            .fit(
-                &mut Regress { poison_at: None },
-                model(&device),
-                &Data(device.clone()),
-                true,
-                None,
-            )
-            .unwrap();
+        let b = run(config(kind), &b_dir, None, true).unwrap();
         assert_eq!(
             weights(&a.model),
             weights(&b.model),
@@ -178,19 +162,8 @@ fn loss_decreases_and_resume_is_exact() {
 
 #[test]
 fn nan_loss_stops_with_the_step_and_leaves_no_checkpoint() {
-    let device = Device::flex().autodiff();
     let dir = tempfile::tempdir().unwrap();
-    let t = Trainer::new(config(OptimizerKind::Sgd), dir.path())
-        .unwrap()
-        .with_progress(false);
-    let err = t
-        .fit(
-            &mut Regress { poison_at: Some(3) },
-            model(&device),
-            &Data(device.clone()),
-            false,
-            None,
-        )
+    let err = run(config(OptimizerKind::Sgd), dir.path(), Some(3), false)
         .err()
         .unwrap();
     assert!(matches!(err, Error::NonFinite { step: 3, .. }), "{err}");
@@ -200,16 +173,7 @@ fn nan_loss_stops_with_the_step_and_leaves_no_checkpoint() {
     let mut c = config(OptimizerKind::Sgd);
     c.skip_nonfinite = true;
     let dir2 = tempfile::tempdir().unwrap();
-    let t = Trainer::new(c, dir2.path()).unwrap().with_progress(false);
-    let out = t
-        .fit(
-            &mut Regress { poison_at: Some(3) },
-            model(&device),
-            &Data(device.clone()),
-            false,
-            None,
-        )
-        .unwrap();
+    let out = run(c, dir2.path(), Some(3), false).unwrap();
     assert_eq!(out.steps, 12);
     let st = checkpoint::read_state(&checkpoint::latest(dir2.path()).unwrap().unwrap()).unwrap();
     assert_eq!(st.skipped_steps, 1);
@@ -217,40 +181,13 @@ fn nan_loss_stops_with_the_step_and_leaves_no_checkpoint() {
 
 #[test]
 fn existing_run_needs_resume_and_bad_config_is_refused() {
-    let device = Device::flex().autodiff();
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(OptimizerKind::Sgd);
     c.epochs = 1;
-    Trainer::new(c.clone(), dir.path())
-        .unwrap()
-        .with_progress(false)
-        .fit(
-            &mut Regress { poison_at: None },
-            model(&device),
-            &Data(device.clone()),
-            false,
-            None,
-        )
-        .unwrap();
-    let err = Trainer::new(c.clone(), dir.path())
-        .unwrap()
-        .with_progress(false)
-        .fit(
-            &mut Regress { poison_at: None },
-            model(&device),
-            &Data(device.clone()),
-            false,
-            None,
-        )
-        .err()
-        .unwrap();
+    run(c.clone(), dir.path(), None, false).unwrap();
+    let err = run(c.clone(), dir.path(), None, false).err().unwrap();
     assert!(err.to_string().contains("--resume"), "{err}");
     c.optimizer.lr = 0.0;
-    assert!(
-        Trainer::new(c, dir.path())
-            .err()
-            .unwrap()
-            .to_string()
-            .contains("train.optimizer.lr")
-    );
+    let err = run(c, dir.path(), None, false).err().unwrap();
+    assert!(err.to_string().contains("train.optimizer.lr"), "{err}");
 }
