@@ -76,7 +76,11 @@ impl RunConfig {
                 cifar_stem: true,
             },
             train,
-            simclr: SimClrConfig::default(),
+            // 0.1 measured slightly better than 0.2 on the sample (77.6 against 77.3 % kNN).
+            simclr: SimClrConfig {
+                temperature: 0.1,
+                ..SimClrConfig::default()
+            },
             knn: KnnConfig::default(),
         }
     }
