@@ -35,7 +35,7 @@ pub struct PretrainReport {
     pub knn: Option<KnnReport>,
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
+/// Writes `path` through `write` into a temporary file, then renames it into place.
 fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let tmp = path.with_extension("partial");
     write(&tmp)?;
