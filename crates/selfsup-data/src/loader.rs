@@ -7,7 +7,7 @@ use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use selfsup_core::seed::{self, STREAM_AUGMENT, STREAM_SHUFFLE};
 use selfsup_core::{Augmentation, BatchSource, Image, Result, ViewGenerator};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Stacks same-shaped images into a `[N, C, H, W]` tensor on `device`.
 pub fn stack(images: &[Image], device: &Device) -> Tensor<4> {
@@ -37,6 +37,8 @@ pub struct ViewLoader {
     batch_size: usize,
     seed: u64,
     device: Device,
+    /// The shuffle of the epoch last asked for, so each step does not reshuffle the dataset.
+    order: Mutex<Option<(usize, Arc<Vec<usize>>)>>,
 }
 
 impl ViewLoader {
@@ -54,6 +56,7 @@ impl ViewLoader {
             batch_size,
             seed,
             device,
+            order: Mutex::new(None),
         }
     }
 
@@ -76,7 +79,17 @@ impl BatchSource for ViewLoader {
     }
 
     fn batch(&self, epoch: usize, index: usize) -> Result<Self::Batch> {
-        let order = epoch_order(self.data.len(), self.seed, epoch);
+        let order = {
+            let mut cached = self.order.lock().unwrap_or_else(|e| e.into_inner());
+            match cached.as_ref() {
+                Some((e, o)) if *e == epoch => o.clone(),
+                _ => {
+                    let o = Arc::new(epoch_order(self.data.len(), self.seed, epoch));
+                    *cached = Some((epoch, o.clone()));
+                    o
+                }
+            }
+        };
         let ids = &order[index * self.batch_size..(index + 1) * self.batch_size];
         let per_image: Vec<Vec<Image>> = ids
             .par_iter()
