@@ -123,6 +123,43 @@ impl ImageSet {
         self.subset(&idx)
     }
 
+    /// A class-balanced fraction of the labelled images, as in the semi-supervised protocol of
+    /// SimCLR: from each class, `round(fraction * count)` images (at least one), drawn by
+    /// `seed`, in their original order.
+    pub fn label_fraction(&self, fraction: f64, seed_value: u64) -> Result<Self> {
+        use rand::seq::SliceRandom;
+        let labels = self
+            .labels
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("a label fraction needs a labelled dataset".into()))?;
+        if !(fraction > 0.0 && fraction <= 1.0) {
+            return Err(Error::config(
+                "finetune.fraction",
+                format!("{fraction} must be in (0, 1]"),
+            ));
+        }
+        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); self.num_classes()];
+        for (i, &l) in labels.iter().enumerate() {
+            by_class[l].push(i);
+        }
+        let mut keep = Vec::new();
+        for (c, mut members) in by_class.into_iter().enumerate() {
+            if members.is_empty() {
+                continue;
+            }
+            let n = ((members.len() as f64 * fraction).round() as usize).clamp(1, members.len());
+            members.shuffle(&mut selfsup_core::seed::rng(
+                seed_value,
+                selfsup_core::seed::STREAM_SHUFFLE,
+                u64::MAX - 1,
+                c as u64,
+            ));
+            keep.extend_from_slice(&members[..n]);
+        }
+        keep.sort_unstable();
+        Ok(self.subset(&keep))
+    }
+
     /// Per-channel mean and standard deviation of the pixel values in `[0, 1]`.
     pub fn channel_stats(&self) -> (Vec<f32>, Vec<f32>) {
         let hw = self.height * self.width;
@@ -156,4 +193,47 @@ pub struct Splits {
     pub train: ImageSet,
     /// Held-out images for evaluation.
     pub test: Option<ImageSet>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labelled(labels: Vec<usize>) -> ImageSet {
+        ImageSet {
+            channels: 1,
+            height: 1,
+            width: 1,
+            pixels: (0..labels.len()).map(|i| i as u8).collect(),
+            labels: Some(labels),
+            class_names: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn label_fraction_is_balanced_and_seeded() {
+        // 100 of class 0, 30 of class 1, 2 of class 2.
+        let mut l = vec![0; 100];
+        l.extend(vec![1; 30]);
+        l.extend(vec![2; 2]);
+        let set = labelled(l);
+        let a = set.label_fraction(0.1, 3).unwrap();
+        let counts = |s: &ImageSet| {
+            let mut c = [0; 3];
+            for &x in s.labels.as_ref().unwrap() {
+                c[x] += 1;
+            }
+            c
+        };
+        assert_eq!(counts(&a), [10, 3, 1]);
+        assert_eq!(a.pixels, set.label_fraction(0.1, 3).unwrap().pixels);
+        assert_ne!(a.pixels, set.label_fraction(0.1, 4).unwrap().pixels);
+        // Each kept image keeps its own label (pixel i was image i).
+        for (p, l) in a.pixels.iter().zip(a.labels.as_ref().unwrap()) {
+            assert_eq!(set.labels.as_ref().unwrap()[*p as usize], *l);
+        }
+        assert_eq!(set.label_fraction(1.0, 0).unwrap().len(), 132);
+        let e = set.label_fraction(0.0, 0).unwrap_err().to_string();
+        assert!(e.contains("finetune.fraction"), "{e}");
+    }
 }

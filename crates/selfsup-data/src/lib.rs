@@ -14,5 +14,5 @@ pub mod spec;
 
 pub use augment::{AugmentConfig, MultiView, Pipeline};
 pub use dataset::{ImageSet, Splits};
-pub use loader::ViewLoader;
+pub use loader::{LabelledBatch, LabelledLoader, ViewLoader};
 pub use spec::{DataConfig, DataSpec};

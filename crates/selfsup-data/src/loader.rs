@@ -2,7 +2,7 @@
 
 use crate::augment::Pipeline;
 use crate::dataset::ImageSet;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use selfsup_core::seed::{self, STREAM_AUGMENT, STREAM_SHUFFLE};
@@ -60,6 +60,24 @@ impl ViewLoader {
         }
     }
 
+    /// Indices into the dataset of the images in batch `index` of `epoch`.
+    pub fn batch_ids(&self, epoch: usize, index: usize) -> Vec<usize> {
+        let order = self.order(epoch);
+        order[index * self.batch_size..(index + 1) * self.batch_size].to_vec()
+    }
+
+    fn order(&self, epoch: usize) -> Arc<Vec<usize>> {
+        let mut cached = self.order.lock().unwrap_or_else(|e| e.into_inner());
+        match cached.as_ref() {
+            Some((e, o)) if *e == epoch => o.clone(),
+            _ => {
+                let o = Arc::new(epoch_order(self.data.len(), self.seed, epoch));
+                *cached = Some((epoch, o.clone()));
+                o
+            }
+        }
+    }
+
     /// The views of one image at `epoch`, exactly as the training batches draw them.
     pub fn image_views(&self, epoch: usize, image: usize) -> Vec<Image> {
         let mut rng = seed::rng(self.seed, STREAM_AUGMENT, epoch as u64, image as u64);
@@ -79,18 +97,7 @@ impl BatchSource for ViewLoader {
     }
 
     fn batch(&self, epoch: usize, index: usize) -> Result<Self::Batch> {
-        let order = {
-            let mut cached = self.order.lock().unwrap_or_else(|e| e.into_inner());
-            match cached.as_ref() {
-                Some((e, o)) if *e == epoch => o.clone(),
-                _ => {
-                    let o = Arc::new(epoch_order(self.data.len(), self.seed, epoch));
-                    *cached = Some((epoch, o.clone()));
-                    o
-                }
-            }
-        };
-        let ids = &order[index * self.batch_size..(index + 1) * self.batch_size];
+        let ids = self.batch_ids(epoch, index);
         let per_image: Vec<Vec<Image>> = ids
             .par_iter()
             .map(|&i| self.image_views(epoch, i))
@@ -102,6 +109,65 @@ impl BatchSource for ViewLoader {
                 stack(&imgs, &self.device)
             })
             .collect())
+    }
+}
+
+/// One augmented view of each image with its label, for supervised fine-tuning.
+pub struct LabelledBatch {
+    /// `[B, C, H, W]` images.
+    pub images: Tensor<4>,
+    /// `[B]` class indices.
+    pub labels: Tensor<1, Int>,
+}
+
+/// Serves [`LabelledBatch`]es: a [`ViewLoader`] of one view, plus the images' labels.
+pub struct LabelledLoader {
+    inner: ViewLoader,
+    labels: Vec<usize>,
+    device: Device,
+}
+
+impl LabelledLoader {
+    /// A loader over the labelled `data` with one `pipeline` view per image.
+    pub fn new(
+        data: Arc<ImageSet>,
+        pipeline: Pipeline,
+        batch_size: usize,
+        seed: u64,
+        device: Device,
+    ) -> Result<Self> {
+        let labels = data.labels.clone().ok_or_else(|| {
+            selfsup_core::Error::Invalid("supervised training needs a labelled dataset".into())
+        })?;
+        let views = crate::augment::MultiView::default().with(pipeline, 1);
+        Ok(Self {
+            inner: ViewLoader::new(data, Arc::new(views), batch_size, seed, device.clone()),
+            labels,
+            device,
+        })
+    }
+}
+
+impl BatchSource for LabelledLoader {
+    type Batch = LabelledBatch;
+
+    fn steps_per_epoch(&self) -> usize {
+        self.inner.steps_per_epoch()
+    }
+
+    fn batch_size(&self) -> usize {
+        self.inner.batch_size()
+    }
+
+    fn batch(&self, epoch: usize, index: usize) -> Result<LabelledBatch> {
+        let ids = self.inner.batch_ids(epoch, index);
+        let images = self.inner.batch(epoch, index)?.remove(0);
+        let labels: Vec<i64> = ids.iter().map(|&i| self.labels[i] as i64).collect();
+        let n = labels.len();
+        Ok(LabelledBatch {
+            images,
+            labels: Tensor::from_data(TensorData::new(labels, [n]), &self.device),
+        })
     }
 }
 
@@ -148,6 +214,27 @@ mod tests {
         assert_eq!(x[0].to_data(), y[0].to_data());
         let z = loader(2).batch(2, 3).unwrap();
         assert_ne!(x[0].to_data(), z[0].to_data());
+    }
+
+    #[test]
+    fn labelled_batches_carry_the_right_labels() {
+        let data = Arc::new(crate::sample::load().unwrap().test.unwrap());
+        let pipe = AugmentConfig::simclr().pipeline(28, vec![0.3], vec![0.3]);
+        let l = LabelledLoader::new(data.clone(), pipe, 16, 5, Device::flex()).unwrap();
+        let b = l.batch(1, 2).unwrap();
+        assert_eq!(b.images.dims(), [16, 1, 28, 28]);
+        let got = b
+            .labels
+            .into_data()
+            .convert::<i64>()
+            .to_vec::<i64>()
+            .unwrap();
+        let ids = l.inner.batch_ids(1, 2);
+        let want: Vec<i64> = ids
+            .iter()
+            .map(|&i| data.labels.as_ref().unwrap()[i] as i64)
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]
