@@ -227,7 +227,7 @@ mod tests {
             .labels
             .into_data()
             .convert::<i64>()
-            .to_vec::<i64>()
+            .try_to_vec::<i64>()
             .unwrap();
         let ids = l.inner.batch_ids(1, 2);
         let want: Vec<i64> = ids
