@@ -1,114 +1,200 @@
-//! kNN evaluation of an encoder, with the raw-pixel and random-init baselines beside it.
+//! Evaluation of a run's encoder (kNN, linear probe, fine-tuning), with the raw-pixel and
+//! random-init baselines beside it, and the `selfsup eval` commands.
 
 use crate::pretrain::{CONFIG_FILE, ENCODER_FILE};
 use crate::run_config::RunConfig;
 use burn::module::Module;
-use burn::tensor::Device;
-use selfsup_core::{Encoder, Error, Result, seed};
-use selfsup_data::ImageSet;
+use burn::tensor::{Device, Tensor};
+use selfsup_core::{DeviceSpec, Encoder, Error, Result, seed};
+use selfsup_data::{DataSpec, ImageSet};
 use selfsup_encoders::Backbone;
-use selfsup_eval::{EvalTransform, extract, knn_accuracy, raw_pixels};
-use serde::Serialize;
+use selfsup_eval::{
+    Accuracy, EvalTransform, FinetuneReport, extract, finetune, knn_accuracy, linear_probe,
+    raw_pixels,
+};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// kNN top-1 accuracies on a test split.
-#[derive(Clone, Debug, Serialize)]
-pub struct KnnReport {
-    /// The trained encoder's features.
-    pub encoder: f64,
-    /// Raw pixels.
-    pub raw_pixels: f64,
-    /// The same architecture with random weights, when computed.
-    pub random_init: Option<f64>,
-    /// Training images that voted.
+/// Row name of the pretrained encoder.
+pub const PRETRAINED: &str = "pretrained";
+/// Row name of the random-init baseline.
+pub const RANDOM_INIT: &str = "random init";
+/// Row name of the raw-pixel baseline.
+pub const RAW_PIXELS: &str = "raw pixels";
+
+/// One kind of features and how well they classify.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EvalRow {
+    /// Which features: [`PRETRAINED`], [`RANDOM_INIT`] or [`RAW_PIXELS`].
+    pub features: String,
+    /// Width of the features.
+    pub dim: usize,
+    /// Weighted-kNN top-1, when measured.
+    pub knn_top1: Option<f64>,
+    /// Linear-probe accuracy on the test split, when measured.
+    pub linear: Option<Accuracy>,
+}
+
+/// Frozen-feature evaluation on a test split: the encoder and its baselines.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// The pretrained encoder first, then the baselines.
+    pub rows: Vec<EvalRow>,
+    /// Labelled training images the kNN and the probe learn from.
     pub train_images: usize,
-    /// Test images classified.
+    /// Test images scored.
     pub test_images: usize,
-    /// Neighbours.
+    /// kNN neighbours.
     pub k: usize,
+    /// Seconds the evaluation took.
+    pub seconds: f64,
+}
+
+impl EvalReport {
+    /// The row of `features`.
+    pub fn row(&self, features: &str) -> Option<&EvalRow> {
+        self.rows.iter().find(|r| r.features == features)
+    }
+
+    /// The table in Markdown.
+    pub fn markdown(&self) -> String {
+        let pct = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{:.2}", 100.0 * v));
+        let mut s = format!(
+            "| features | dim | kNN top-1 (k={}) | linear top-1 | linear top-5 |\n|---|---:|---:|---:|---:|\n",
+            self.k
+        );
+        for r in &self.rows {
+            s += &format!(
+                "| {} | {} | {} | {} | {} |\n",
+                r.features,
+                r.dim,
+                pct(r.knn_top1),
+                pct(r.linear.map(|a| a.top1)),
+                pct(r.linear.map(|a| a.top5)),
+            );
+        }
+        s
+    }
+
+    /// Prints the table.
+    pub fn print(&self) {
+        println!(
+            "frozen features, {} train -> {} test images (accuracy in %):",
+            self.train_images, self.test_images
+        );
+        print!("{}", self.markdown());
+    }
+}
+
+/// What [`evaluate`] measures.
+#[derive(Clone, Copy, Debug)]
+pub struct EvalPlan {
+    /// Weighted kNN.
+    pub knn: bool,
+    /// Linear probe.
+    pub linear: bool,
+    /// Raw-pixel and random-init rows beside the encoder.
+    pub baselines: bool,
 }
 
 fn labels(set: &ImageSet, what: &str) -> Result<Vec<usize>> {
     set.labels.clone().ok_or_else(|| {
         Error::Invalid(format!(
-            "the {what} split has no labels, so kNN cannot be measured"
+            "the {what} split has no labels, so the features cannot be scored"
         ))
     })
 }
 
-/// kNN of `encoder` (an inference copy) from `train` to `test`, with baselines.
-pub fn knn_report(
+/// How a run's images are fed to the encoder for evaluation.
+pub fn eval_transform(cfg: &RunConfig, images: &ImageSet) -> EvalTransform {
+    EvalTransform {
+        size: if cfg.augment.crop_size == 0 {
+            images.height
+        } else {
+            cfg.augment.crop_size
+        },
+        mean: cfg.data.mean.clone(),
+        std: cfg.data.std.clone(),
+    }
+}
+
+/// A random-init encoder of the run's architecture (another seed than the pretrained
+/// encoder's initial weights), as an inference copy.
+pub fn random_encoder(cfg: &RunConfig, channels: usize, device: &Device) -> Backbone {
+    seed::init_module(device, cfg.train.seed ^ 0x5eed, |d| {
+        cfg.encoder.init(channels, d)
+    })
+    .valid()
+}
+
+/// Scores frozen features of `encoder` (an inference copy) from `train` to `test`, with the
+/// baselines when `plan` asks, and prints the table.
+pub fn evaluate(
     cfg: &RunConfig,
     encoder: &Backbone,
     train: &ImageSet,
     test: &ImageSet,
-    random_baseline: bool,
-) -> Result<KnnReport> {
+    plan: EvalPlan,
+) -> Result<EvalReport> {
+    let start = std::time::Instant::now();
     let device = cfg.device.device()?;
     let train_labels = labels(train, "training")?;
     let test_labels = labels(test, "test")?;
     let classes = train.num_classes().max(test.num_classes());
-    let size = if cfg.augment.crop_size == 0 {
-        train.height
-    } else {
-        cfg.augment.crop_size
-    };
-    let tf = EvalTransform {
-        size,
-        mean: cfg.data.mean.clone(),
-        std: cfg.data.std.clone(),
-    };
-    let acc = |e: &Backbone| -> Result<f64> {
-        let a = extract(e, train, &tf, 512, &device);
-        let b = extract(e, test, &tf, 512, &device);
-        knn_accuracy(a, &train_labels, b, &test_labels, classes, &cfg.knn)
-    };
-    let encoder_acc = acc(encoder)?;
-    let raw = knn_accuracy(
-        raw_pixels(train, &tf, &device),
-        &train_labels,
-        raw_pixels(test, &tf, &device),
-        &test_labels,
-        classes,
-        &cfg.knn,
-    )?;
-    let random_init = if random_baseline {
-        // Another seed than the pretrained encoder's initial weights.
-        let random = seed::init_module(&device, cfg.train.seed ^ 0x5eed, |d| {
-            cfg.encoder.init(train.channels, d)
+    let tf = eval_transform(cfg, train);
+    let score = |name: &str, a: Tensor<2>, b: Tensor<2>| -> Result<EvalRow> {
+        let dim = a.dims()[1];
+        let knn_top1 = if plan.knn {
+            Some(knn_accuracy(
+                a.clone(),
+                &train_labels,
+                b.clone(),
+                &test_labels,
+                classes,
+                &cfg.knn,
+            )?)
+        } else {
+            None
+        };
+        let linear = if plan.linear {
+            Some(linear_probe(a, &train_labels, b, &test_labels, classes, &cfg.linear)?.test)
+        } else {
+            None
+        };
+        Ok(EvalRow {
+            features: name.to_string(),
+            dim,
+            knn_top1,
+            linear,
         })
-        .valid();
-        Some(acc(&random)?)
-    } else {
-        None
     };
-    let report = KnnReport {
-        encoder: encoder_acc,
-        raw_pixels: raw,
-        random_init,
+    let mut rows = vec![score(
+        PRETRAINED,
+        extract(encoder, train, &tf, 512, &device),
+        extract(encoder, test, &tf, 512, &device),
+    )?];
+    if plan.baselines {
+        let random = random_encoder(cfg, train.channels, &device);
+        rows.push(score(
+            RANDOM_INIT,
+            extract(&random, train, &tf, 512, &device),
+            extract(&random, test, &tf, 512, &device),
+        )?);
+        rows.push(score(
+            RAW_PIXELS,
+            raw_pixels(train, &tf, &device),
+            raw_pixels(test, &tf, &device),
+        )?);
+    }
+    let report = EvalReport {
+        rows,
         train_images: train.len(),
         test_images: test.len(),
         k: cfg.knn.k,
+        seconds: start.elapsed().as_secs_f64(),
     };
-    print_report(&report);
+    report.print();
     Ok(report)
-}
-
-/// Prints the kNN table.
-pub fn print_report(r: &KnnReport) {
-    println!(
-        "kNN top-1 (k={}, {} train -> {} test images):",
-        r.k, r.train_images, r.test_images
-    );
-    println!(
-        "  {:<24} {:>6.2} %",
-        "pretrained encoder",
-        100.0 * r.encoder
-    );
-    if let Some(x) = r.random_init {
-        println!("  {:<24} {:>6.2} %", "random-init encoder", 100.0 * x);
-    }
-    println!("  {:<24} {:>6.2} %", "raw pixels", 100.0 * r.raw_pixels);
 }
 
 /// The run folder and encoder weights a `--checkpoint` argument names: a run folder (with
@@ -130,8 +216,8 @@ fn locate(checkpoint: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
     ))
 }
 
-/// Loads the encoder of a run (or of one of its step checkpoints) on `device`.
-pub fn load_encoder(checkpoint: &Path, device: &Device) -> Result<(RunConfig, Backbone)> {
+/// Loads the trainable encoder of a run (or of one of its step checkpoints) on `device`.
+pub fn load_trainable_encoder(checkpoint: &Path, device: &Device) -> Result<(RunConfig, Backbone)> {
     let (run, step) = locate(checkpoint)?;
     let cfg = RunConfig::load(&run.join(CONFIG_FILE))?;
     let channels = if cfg.data.mean.is_empty() {
@@ -152,29 +238,46 @@ pub fn load_encoder(checkpoint: &Path, device: &Device) -> Result<(RunConfig, Ba
             selfsup_core::checkpoint::load_model(&dir, model)?.encoder
         }
     };
-    Ok((cfg, encoder.valid()))
+    Ok((cfg, encoder))
 }
 
-/// `selfsup eval knn`: the encoder of `checkpoint` on `data` (default: the run's own data).
-pub fn eval_knn(
-    checkpoint: &Path,
-    data: Option<selfsup_data::DataSpec>,
-    k: Option<usize>,
-    device: Option<selfsup_core::DeviceSpec>,
-) -> Result<KnnReport> {
-    let dev_spec = device.unwrap_or_default();
-    let (mut cfg, encoder) = load_encoder(checkpoint, &dev_spec.device()?)?;
+/// Loads the encoder of a run (or of one of its step checkpoints) on `device`, for inference.
+pub fn load_encoder(checkpoint: &Path, device: &Device) -> Result<(RunConfig, Backbone)> {
+    let (cfg, enc) = load_trainable_encoder(checkpoint, device)?;
+    Ok((cfg, enc.valid()))
+}
+
+/// The options every `selfsup eval` command shares.
+#[derive(Clone, Debug, Default)]
+pub struct EvalArgs {
+    /// A run folder or one of its step checkpoints.
+    pub checkpoint: PathBuf,
+    /// Data to evaluate on (default: the run's own).
+    pub data: Option<DataSpec>,
+    /// Device (default: flex).
+    pub device: Option<DeviceSpec>,
+}
+
+/// The run's config (with `args` applied), its encoder on the evaluation device (trainable
+/// when `trainable`), and the training and test splits.
+pub fn open_run(
+    args: &EvalArgs,
+    trainable: bool,
+) -> Result<(RunConfig, Backbone, ImageSet, ImageSet)> {
+    let dev_spec = args.device.clone().unwrap_or_default();
+    let device = if trainable {
+        dev_spec.train_device()?
+    } else {
+        dev_spec.device()?
+    };
+    let (mut cfg, encoder) = load_trainable_encoder(&args.checkpoint, &device)?;
+    let encoder = if trainable { encoder } else { encoder.valid() };
     cfg.device = dev_spec;
-    if let Some(d) = data {
-        cfg.data.spec = d;
+    if let Some(d) = &args.data {
+        cfg.data.spec = d.clone();
     }
-    if let Some(k) = k {
-        cfg.knn.k = k;
-    }
-    cfg.knn.validate()?;
-    let channels = cfg.data.mean.len();
     let mut data_cfg = cfg.data.clone();
-    data_cfg.channels = channels;
+    data_cfg.channels = cfg.data.mean.len();
     let splits = data_cfg.load(cfg.train.seed)?;
     let test = splits.test.ok_or_else(|| {
         Error::Invalid(format!(
@@ -183,9 +286,111 @@ pub fn eval_knn(
         ))
     })?;
     eprintln!(
-        "selfsup: {} encoder output width {}",
-        checkpoint.display(),
-        encoder.output_dim()
+        "selfsup: {} encoder output width {}, {} train / {} test images",
+        args.checkpoint.display(),
+        encoder.output_dim(),
+        splits.train.len(),
+        test.len()
     );
-    knn_report(&cfg, &encoder, &splits.train, &test, false)
+    Ok((cfg, encoder, splits.train, test))
+}
+
+/// Writes `value` as pretty JSON to `path`.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let json = serde_json::to_string_pretty(value).expect("report serializes");
+    std::fs::write(path, json).map_err(|e| Error::io(path, e))
+}
+
+/// The run folder of a `--checkpoint` argument.
+pub fn run_dir(checkpoint: &Path) -> Result<PathBuf> {
+    Ok(locate(checkpoint)?.0)
+}
+
+/// `selfsup eval knn` / `selfsup eval linear`: frozen features of the run's encoder, with the
+/// baselines when `baselines`; the report is also written to `RUN/eval-{knn,linear}.json`.
+pub fn eval_frozen(
+    args: &EvalArgs,
+    plan: EvalPlan,
+    k: Option<usize>,
+    linear_epochs: Option<usize>,
+) -> Result<EvalReport> {
+    let (mut cfg, encoder, train, test) = open_run(args, false)?;
+    if let Some(k) = k {
+        cfg.knn.k = k;
+    }
+    if let Some(e) = linear_epochs {
+        cfg.linear.epochs = e;
+    }
+    cfg.knn.validate()?;
+    cfg.linear.validate()?;
+    let report = evaluate(&cfg, &encoder, &train, &test, plan)?;
+    let name = if plan.linear {
+        "eval-linear.json"
+    } else {
+        "eval-knn.json"
+    };
+    write_json(&run_dir(&args.checkpoint)?.join(name), &report)?;
+    Ok(report)
+}
+
+/// File in a run folder holding the fine-tuning results.
+pub const FINETUNE_FILE: &str = "finetune.json";
+
+/// `selfsup eval finetune`: fine-tunes a copy of the run's encoder on each label fraction
+/// (in `RUN/finetune-P/`), prints and writes `RUN/finetune.json`.
+pub fn eval_finetune(
+    args: &EvalArgs,
+    fractions: Option<Vec<f64>>,
+    epochs: Option<usize>,
+    progress: bool,
+) -> Result<Vec<FinetuneReport>> {
+    let (mut cfg, _, train, test) = open_run(args, false)?;
+    if let Some(f) = fractions {
+        cfg.finetune.fractions = f;
+    }
+    if let Some(e) = epochs {
+        cfg.finetune.train.epochs = e;
+    }
+    cfg.finetune.validate()?;
+    let run = run_dir(&args.checkpoint)?;
+    let device = cfg.device.train_device()?;
+    let tf = eval_transform(&cfg, &train);
+    let mut out = Vec::new();
+    for &fraction in &cfg.finetune.fractions {
+        // A fresh copy of the pretrained weights for each fraction.
+        let (_, encoder) = load_trainable_encoder(&args.checkpoint, &device)?;
+        let dir = run.join(format!("finetune-{}", fraction_name(fraction)));
+        let r = finetune(
+            encoder,
+            &train,
+            &test,
+            fraction,
+            &cfg.finetune,
+            &tf,
+            &dir,
+            &device,
+            progress,
+        )?;
+        println!(
+            "fine-tuned on {:>5.1} % of the labels ({} images) in {:.0} s: top-1 {:.2} %, top-5 {:.2} %",
+            100.0 * fraction,
+            r.labelled_images,
+            r.seconds,
+            100.0 * r.test.top1,
+            100.0 * r.test.top5
+        );
+        out.push(r);
+    }
+    write_json(&run.join(FINETUNE_FILE), &out)?;
+    Ok(out)
+}
+
+/// `0.01` -> `1pct`, `0.005` -> `0.5pct`.
+fn fraction_name(f: f64) -> String {
+    let p = 100.0 * f;
+    if (p - p.round()).abs() < 1e-9 {
+        format!("{}pct", p.round() as i64)
+    } else {
+        format!("{p}pct")
+    }
 }

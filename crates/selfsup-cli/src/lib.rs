@@ -4,6 +4,6 @@ pub mod evaluate;
 pub mod pretrain;
 pub mod run_config;
 
-pub use evaluate::{KnnReport, eval_knn};
+pub use evaluate::{EvalArgs, EvalPlan, EvalReport, eval_finetune, eval_frozen};
 pub use pretrain::{PretrainReport, pretrain};
 pub use run_config::{Method, RunConfig};

@@ -1,7 +1,7 @@
 //! `selfsup`: pretrain self-supervised encoders, evaluate them, print configs.
 
 use clap::{Parser, Subcommand};
-use selfsup_cli::{Method, RunConfig, eval_knn, pretrain};
+use selfsup_cli::{EvalArgs, EvalPlan, Method, RunConfig, eval_finetune, eval_frozen, pretrain};
 use selfsup_core::{DeviceSpec, Result};
 use selfsup_data::DataSpec;
 use std::path::PathBuf;
@@ -25,7 +25,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Pretrain an encoder without labels, then report kNN accuracy on the test split.
+    /// Pretrain an encoder without labels, then score it (kNN, linear probe) on the test split.
     Pretrain {
         /// The method.
         #[arg(long, value_enum, default_value = "simclr")]
@@ -74,22 +74,66 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct EvalOpts {
+    /// A run folder of `selfsup pretrain`, or one of its checkpoints/step-N folders.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Data to evaluate on (default: the run's own).
+    #[arg(long)]
+    data: Option<DataSpec>,
+    /// Device: flex (CPU), wgpu, cuda:N.
+    #[arg(long)]
+    device: Option<DeviceSpec>,
+}
+
+impl EvalOpts {
+    fn args(self) -> EvalArgs {
+        EvalArgs {
+            checkpoint: self.checkpoint,
+            data: self.data,
+            device: self.device,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum EvalCommand {
-    /// Weighted kNN top-1 on the test split (with the raw-pixel baseline).
+    /// Weighted kNN top-1 on the test split, beside raw pixels and a random-init encoder.
     Knn {
-        /// A run folder of `selfsup pretrain`, or one of its checkpoints/step-N folders.
-        #[arg(long)]
-        checkpoint: PathBuf,
-        /// Data to evaluate on (default: the run's own).
-        #[arg(long)]
-        data: Option<DataSpec>,
+        #[command(flatten)]
+        opts: EvalOpts,
         /// Neighbours (default: the run's config, 200).
         #[arg(long)]
         k: Option<usize>,
-        /// Device: flex (CPU), wgpu, cuda:N.
+        /// Leave out the raw-pixel and random-init rows.
         #[arg(long)]
-        device: Option<DeviceSpec>,
+        no_baselines: bool,
+    },
+    /// kNN and a linear probe on frozen features (top-1 and top-5), beside the baselines.
+    Linear {
+        #[command(flatten)]
+        opts: EvalOpts,
+        /// Epochs of the linear classifier (default: the run's config, 30).
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Leave out the raw-pixel and random-init rows.
+        #[arg(long)]
+        no_baselines: bool,
+    },
+    /// Fine-tune the encoder with a linear head on fractions of the labels.
+    Finetune {
+        #[command(flatten)]
+        opts: EvalOpts,
+        /// Label fractions, comma-separated (default: the run's config, 0.01,0.1).
+        #[arg(long, value_delimiter = ',')]
+        fractions: Option<Vec<f64>>,
+        /// Epochs per fine-tuning run (default: the run's config, 20).
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Hide the progress bar.
+        #[arg(long)]
+        quiet: bool,
     },
 }
 
@@ -151,15 +195,38 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Eval {
-            what:
-                EvalCommand::Knn {
-                    checkpoint,
-                    data,
-                    k,
-                    device,
-                },
-        } => eval_knn(&checkpoint, data, k, device).map(|_| ()),
+        Command::Eval { what } => match what {
+            EvalCommand::Knn {
+                opts,
+                k,
+                no_baselines,
+            } => {
+                let plan = EvalPlan {
+                    knn: true,
+                    linear: false,
+                    baselines: !no_baselines,
+                };
+                eval_frozen(&opts.args(), plan, k, None).map(|_| ())
+            }
+            EvalCommand::Linear {
+                opts,
+                epochs,
+                no_baselines,
+            } => {
+                let plan = EvalPlan {
+                    knn: true,
+                    linear: true,
+                    baselines: !no_baselines,
+                };
+                eval_frozen(&opts.args(), plan, None, epochs).map(|_| ())
+            }
+            EvalCommand::Finetune {
+                opts,
+                fractions,
+                epochs,
+                quiet,
+            } => eval_finetune(&opts.args(), fractions, epochs, !quiet).map(|_| ()),
+        },
         Command::Config { method } => {
             print!("{}", RunConfig::preset(method).to_toml()?);
             Ok(())

@@ -1,11 +1,11 @@
 //! `selfsup pretrain`: train a method on a data spec, then report kNN accuracy.
 
-use crate::evaluate::{KnnReport, knn_report};
+use crate::evaluate::{EvalPlan, EvalReport, eval_transform, evaluate, write_json};
 use crate::run_config::{Method, RunConfig};
 use burn::module::Module;
 use selfsup_contrastive::{SimClr, SimClrModel};
 use selfsup_core::{Error, Result, Trainer, seed};
-use selfsup_data::{MultiView, ViewLoader};
+use selfsup_data::{ImageSet, MultiView, ViewLoader};
 use selfsup_encoders::Backbone;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 /// File name of the final encoder weights in a run folder.
 pub const ENCODER_FILE: &str = "encoder.bpk";
+/// File name of the pretraining report in a run folder.
+pub const RESULTS_FILE: &str = "results.json";
 /// File name of the resolved config in a run folder.
 pub const CONFIG_FILE: &str = "config.toml";
 
@@ -31,8 +33,8 @@ pub struct PretrainReport {
     pub train_seconds: f64,
     /// Peak resident memory of this process in MiB (Linux; `None` elsewhere).
     pub peak_rss_mib: Option<f64>,
-    /// kNN on the test split, when it has labels.
-    pub knn: Option<KnnReport>,
+    /// Frozen-feature evaluation on the test split, when it has labels.
+    pub eval: Option<EvalReport>,
 }
 
 /// Writes `path` through `write` into a temporary file, then renames it into place.
@@ -108,7 +110,11 @@ pub fn pretrain(
                 SimClrModel::new(cfg.encoder.init(channels, d), &cfg.simclr, d)
             });
             let mut objective = SimClr::<Backbone>::new(&cfg.simclr);
-            let o = trainer.fit(&mut objective, model, &loader, resume, None)?;
+            let mut monitor = Monitor::new(&cfg, &train, splits.test.as_ref())?;
+            let mut hook = |epoch: usize, m: &SimClrModel<Backbone>| {
+                monitor.run(epoch, &m.encoder.clone().valid())
+            };
+            let o = trainer.fit(&mut objective, model, &loader, resume, Some(&mut hook))?;
             (
                 o.model.encoder.valid(),
                 o.steps,
@@ -149,12 +155,20 @@ fn finish(
     images_per_sec: f64,
     train_seconds: f64,
 ) -> Result<PretrainReport> {
-    let knn = match test {
-        Some(test) if test.labels.is_some() && train.labels.is_some() => {
-            Some(knn_report(&cfg, encoder, train, test, true)?)
-        }
+    let eval = match test {
+        Some(test) if test.labels.is_some() && train.labels.is_some() => Some(evaluate(
+            &cfg,
+            encoder,
+            train,
+            test,
+            EvalPlan {
+                knn: true,
+                linear: cfg.eval.linear,
+                baselines: cfg.eval.baselines,
+            },
+        )?),
         _ => {
-            eprintln!("selfsup: no labelled test split, so no kNN accuracy");
+            eprintln!("selfsup: no labelled test split, so no accuracy to report");
             None
         }
     };
@@ -165,10 +179,66 @@ fn finish(
         images_per_sec,
         train_seconds,
         peak_rss_mib: selfsup_core::metrics::peak_rss_mib(),
-        knn,
+        eval,
     };
-    let json = serde_json::to_string_pretty(&report).expect("report serializes");
-    std::fs::write(out.join("results.json"), json)
-        .map_err(|e| Error::io(out.join("results.json"), e))?;
+    write_json(&out.join(RESULTS_FILE), &report)?;
     Ok(report)
+}
+
+/// The online kNN monitor: every `eval.monitor_every` epochs, kNN top-1 of the current
+/// encoder on (a part of) the labelled test split, logged with the losses.
+struct Monitor {
+    every: usize,
+    data: Option<(ImageSet, Vec<usize>, ImageSet, Vec<usize>, usize)>,
+    tf: selfsup_eval::EvalTransform,
+    knn: selfsup_eval::KnnConfig,
+    device: burn::tensor::Device,
+}
+
+impl Monitor {
+    fn new(cfg: &RunConfig, train: &ImageSet, test: Option<&ImageSet>) -> Result<Self> {
+        let take = |s: &ImageSet, n: usize| if n == 0 { s.clone() } else { s.take(n) };
+        let data = match (cfg.eval.monitor_every, test, &train.labels) {
+            (0, _, _) | (_, None, _) | (_, _, None) => None,
+            (_, Some(test), Some(_)) if test.labels.is_some() => {
+                // A class-balanced part of the training set votes, so a sorted dataset
+                // still has every class.
+                let n = train.len();
+                let frac = if cfg.eval.monitor_train == 0 || cfg.eval.monitor_train >= n {
+                    1.0
+                } else {
+                    cfg.eval.monitor_train as f64 / n as f64
+                };
+                let tr = train.label_fraction(frac, cfg.train.seed)?;
+                let te = take(test, cfg.eval.monitor_test);
+                let (trl, tel) = (
+                    tr.labels.clone().unwrap_or_default(),
+                    te.labels.clone().unwrap_or_default(),
+                );
+                let classes = tr.num_classes().max(te.num_classes());
+                Some((tr, trl, te, tel, classes))
+            }
+            _ => None,
+        };
+        Ok(Self {
+            every: cfg.eval.monitor_every,
+            data,
+            tf: eval_transform(cfg, train),
+            knn: cfg.knn.clone(),
+            device: cfg.device.device()?,
+        })
+    }
+
+    fn run(&mut self, epoch: usize, encoder: &Backbone) -> Result<Vec<(String, f64)>> {
+        let Some((tr, trl, te, tel, classes)) = &self.data else {
+            return Ok(Vec::new());
+        };
+        if (epoch + 1) % self.every != 0 {
+            return Ok(Vec::new());
+        }
+        let a = selfsup_eval::extract(encoder, tr, &self.tf, 512, &self.device);
+        let b = selfsup_eval::extract(encoder, te, &self.tf, 512, &self.device);
+        let acc = selfsup_eval::knn_accuracy(a, trl, b, tel, *classes, &self.knn)?;
+        Ok(vec![("knn_top1".to_string(), acc)])
+    }
 }

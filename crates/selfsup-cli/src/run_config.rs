@@ -6,7 +6,7 @@ use selfsup_core::config::{from_toml, to_toml};
 use selfsup_core::{DeviceSpec, Error, OptimizerKind, Result, TrainConfig};
 use selfsup_data::{AugmentConfig, DataConfig};
 use selfsup_encoders::{Arch, EncoderConfig};
-use selfsup_eval::KnnConfig;
+use selfsup_eval::{FinetuneConfig, KnnConfig, LinearProbeConfig};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -38,6 +38,40 @@ pub struct RunConfig {
     pub simclr: SimClrConfig,
     /// The kNN evaluation.
     pub knn: KnnConfig,
+    /// The linear probe.
+    pub linear: LinearProbeConfig,
+    /// Fine-tuning (`selfsup eval finetune`).
+    pub finetune: FinetuneConfig,
+    /// What runs during and after pretraining.
+    pub eval: EvalConfig,
+}
+
+/// Evaluation during and after pretraining.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Online monitor: kNN top-1 on the test split every this many epochs (0: never).
+    pub monitor_every: usize,
+    /// Training images the monitor's kNN votes with (0: all).
+    pub monitor_train: usize,
+    /// Test images the monitor scores (0: all).
+    pub monitor_test: usize,
+    /// Run the linear probe after pretraining (kNN always runs).
+    pub linear: bool,
+    /// Score the raw-pixel and random-init baselines beside the encoder.
+    pub baselines: bool,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            monitor_every: 1,
+            monitor_train: 10_000,
+            monitor_test: 2_000,
+            linear: true,
+            baselines: true,
+        }
+    }
 }
 
 impl Default for RunConfig {
@@ -82,6 +116,9 @@ impl RunConfig {
                 ..SimClrConfig::default()
             },
             knn: KnnConfig::default(),
+            linear: LinearProbeConfig::default(),
+            finetune: FinetuneConfig::default(),
+            eval: EvalConfig::default(),
         }
     }
 
@@ -110,7 +147,9 @@ impl RunConfig {
         self.encoder.validate()?;
         self.train.validate()?;
         self.simclr.validate()?;
-        self.knn.validate()
+        self.knn.validate()?;
+        self.linear.validate()?;
+        self.finetune.validate()
     }
 }
 

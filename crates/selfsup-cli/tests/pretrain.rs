@@ -3,7 +3,8 @@
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
-use selfsup_cli::{Method, RunConfig, eval_knn, pretrain};
+use selfsup_cli::evaluate::{PRETRAINED, RANDOM_INIT, RAW_PIXELS};
+use selfsup_cli::{EvalArgs, EvalPlan, Method, RunConfig, eval_finetune, eval_frozen, pretrain};
 use selfsup_core::checkpoint;
 use selfsup_encoders::Arch;
 use std::path::Path;
@@ -23,6 +24,9 @@ fn tiny() -> RunConfig {
     c.train.keep_checkpoints = 10;
     c.train.log_every = 1;
     c.knn.k = 5;
+    c.linear.epochs = 3;
+    c.finetune.train.epochs = 1;
+    c.finetune.train.batch_size = 16;
     c
 }
 
@@ -67,8 +71,16 @@ fn pretrain_checkpoints_resumes_and_evaluates() {
     let report = pretrain(tiny(), &a, false, false).unwrap();
     assert_eq!(report.steps, 6);
     assert!(report.final_loss.is_finite());
-    let knn = report.knn.unwrap();
-    assert!((0.0..=1.0).contains(&knn.encoder) && knn.random_init.is_some());
+    let eval = report.eval.unwrap();
+    let knn = eval.row(PRETRAINED).unwrap().knn_top1.unwrap();
+    assert!((0.0..=1.0).contains(&knn));
+    for row in [RANDOM_INIT, RAW_PIXELS] {
+        let r = eval.row(row).unwrap();
+        assert!(r.knn_top1.is_some() && r.linear.is_some(), "{r:?}");
+    }
+    // The online monitor logged kNN once per epoch.
+    let metrics = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.matches("knn_top1").count(), 2, "{metrics}");
     for f in [
         "config.toml",
         "encoder.bpk",
@@ -100,9 +112,41 @@ fn pretrain_checkpoints_resumes_and_evaluates() {
     same(&encoder_weights(&a), &encoder_weights(&c)).expect("same seed, different weights");
 
     // Evaluating the run folder and a step checkpoint.
-    let r = eval_knn(&a, None, Some(5), None).unwrap();
-    assert!((r.encoder - knn.encoder).abs() < 1e-9);
-    eval_knn(&steps[1], None, Some(5), None).unwrap();
+    let args = |c: &Path| EvalArgs {
+        checkpoint: c.to_path_buf(),
+        ..EvalArgs::default()
+    };
+    let knn_only = EvalPlan {
+        knn: true,
+        linear: false,
+        baselines: false,
+    };
+    let r = eval_frozen(&args(&a), knn_only, Some(5), None).unwrap();
+    assert_eq!(r.rows.len(), 1);
+    assert!((r.row(PRETRAINED).unwrap().knn_top1.unwrap() - knn).abs() < 1e-9);
+    eval_frozen(&args(&steps[1]), knn_only, Some(5), None).unwrap();
+    // The same linear probe, from the saved encoder, gives the same numbers.
+    let lin = eval_frozen(
+        &args(&a),
+        EvalPlan {
+            linear: true,
+            ..knn_only
+        },
+        Some(5),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        lin.row(PRETRAINED).unwrap().linear,
+        eval.row(PRETRAINED).unwrap().linear
+    );
+    assert!(a.join("eval-linear.json").is_file());
+    let ft = eval_finetune(&args(&a), Some(vec![0.1, 0.5]), None, false).unwrap();
+    assert_eq!(ft.len(), 2);
+    // 96 training images: 10 % is about one per class, 50 % about five.
+    assert!(ft[0].labelled_images < ft[1].labelled_images);
+    assert!(a.join("finetune-10pct/metrics.jsonl").is_file());
+    assert!(a.join("finetune.json").is_file());
 }
 
 #[test]
