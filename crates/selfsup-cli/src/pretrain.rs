@@ -187,9 +187,12 @@ fn finish(
 
 /// The online kNN monitor: every `eval.monitor_every` epochs, kNN top-1 of the current
 /// encoder on (a part of) the labelled test split, logged with the losses.
+/// Training images and labels, test images and labels, classes.
+type MonitorData = (ImageSet, Vec<usize>, ImageSet, Vec<usize>, usize);
+
 struct Monitor {
     every: usize,
-    data: Option<(ImageSet, Vec<usize>, ImageSet, Vec<usize>, usize)>,
+    data: Option<MonitorData>,
     tf: selfsup_eval::EvalTransform,
     knn: selfsup_eval::KnnConfig,
     device: burn::tensor::Device,
@@ -233,7 +236,7 @@ impl Monitor {
         let Some((tr, trl, te, tel, classes)) = &self.data else {
             return Ok(Vec::new());
         };
-        if (epoch + 1) % self.every != 0 {
+        if !(epoch + 1).is_multiple_of(self.every) {
             return Ok(Vec::new());
         }
         let a = selfsup_eval::extract(encoder, tr, &self.tf, 512, &self.device);
