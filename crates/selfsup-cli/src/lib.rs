@@ -2,8 +2,10 @@
 
 pub mod evaluate;
 pub mod pretrain;
+pub mod report;
 pub mod run_config;
 
 pub use evaluate::{EvalArgs, EvalPlan, EvalReport, eval_finetune, eval_frozen};
 pub use pretrain::{PretrainReport, pretrain};
+pub use report::{ReportFiles, report};
 pub use run_config::{Method, RunConfig};

@@ -66,6 +66,21 @@ enum Command {
         #[command(subcommand)]
         what: EvalCommand,
     },
+    /// Pictures and a Markdown summary of a run: loss and lr curves, the kNN monitor, a PCA
+    /// of the test embeddings, the evaluation tables.
+    Report {
+        /// The run folder (`--out` of `selfsup pretrain`).
+        run: PathBuf,
+        /// Where to write (default: RUN/report).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Test images in the embedding picture (0: none).
+        #[arg(long, default_value_t = 2000)]
+        points: usize,
+        /// Device: flex (CPU), wgpu, cuda:N.
+        #[arg(long)]
+        device: Option<DeviceSpec>,
+    },
     /// Print the default config of a method as TOML.
     Config {
         /// The method.
@@ -227,6 +242,19 @@ fn run(cli: Cli) -> Result<()> {
                 quiet,
             } => eval_finetune(&opts.args(), fractions, epochs, !quiet).map(|_| ()),
         },
+        Command::Report {
+            run,
+            out,
+            points,
+            device,
+        } => {
+            let files = selfsup_cli::report(&run, out.as_deref(), points, device)?;
+            println!("wrote {}", files.summary.display());
+            for p in files.pictures {
+                println!("wrote {}", p.display());
+            }
+            Ok(())
+        }
         Command::Config { method } => {
             print!("{}", RunConfig::preset(method).to_toml()?);
             Ok(())

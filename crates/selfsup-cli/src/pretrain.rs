@@ -7,7 +7,7 @@ use selfsup_contrastive::{SimClr, SimClrModel};
 use selfsup_core::{Error, Result, Trainer, seed};
 use selfsup_data::{ImageSet, MultiView, ViewLoader};
 use selfsup_encoders::Backbone;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,7 +19,7 @@ pub const RESULTS_FILE: &str = "results.json";
 pub const CONFIG_FILE: &str = "config.toml";
 
 /// What a pretraining run reports.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PretrainReport {
     /// The run folder.
     pub run_dir: PathBuf,

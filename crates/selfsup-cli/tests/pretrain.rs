@@ -147,6 +147,29 @@ fn pretrain_checkpoints_resumes_and_evaluates() {
     assert!(ft[0].labelled_images < ft[1].labelled_images);
     assert!(a.join("finetune-10pct/metrics.jsonl").is_file());
     assert!(a.join("finetune.json").is_file());
+
+    // The report: curves, the monitor, the embedding and a summary with every table.
+    let files = selfsup_cli::report(&a, None, 30, None).unwrap();
+    let names: Vec<_> = files
+        .pictures
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["loss.png", "knn.png", "embedding.png"]);
+    for p in &files.pictures {
+        let img = image::open(p).unwrap();
+        assert!(img.width() >= 400 && img.height() >= 300);
+    }
+    let md = std::fs::read_to_string(&files.summary).unwrap();
+    for want in [
+        "random init",
+        "raw pixels",
+        "Fine-tuning",
+        "embedding.png",
+        "kNN monitor",
+    ] {
+        assert!(md.contains(want), "{want} missing from\n{md}");
+    }
 }
 
 #[test]

@@ -1,0 +1,268 @@
+//! `selfsup report RUN_DIR`: pictures and a Markdown summary of a run.
+
+use crate::evaluate::{EvalArgs, FINETUNE_FILE, open_run};
+use crate::pretrain::{CONFIG_FILE, PretrainReport, RESULTS_FILE};
+use crate::run_config::RunConfig;
+use selfsup_core::{Error, Result};
+use selfsup_eval::FinetuneReport;
+use selfsup_report::{Series, line_chart, pca_2d, scatter_chart};
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// What `selfsup report` wrote.
+#[derive(Clone, Debug)]
+pub struct ReportFiles {
+    /// The Markdown summary.
+    pub summary: PathBuf,
+    /// Every PNG written.
+    pub pictures: Vec<PathBuf>,
+}
+
+/// The logged curves of a run: per-step loss and learning rate, per-epoch monitor values.
+#[derive(Clone, Debug, Default)]
+pub struct Curves {
+    /// `(step, loss)`.
+    pub loss: Vec<(f64, f64)>,
+    /// `(step, lr)`.
+    pub lr: Vec<(f64, f64)>,
+    /// `(epoch, kNN top-1)` of the online monitor, epochs counted from 1.
+    pub knn: Vec<(f64, f64)>,
+}
+
+/// Reads `metrics.jsonl`, naming the file and line of anything unreadable.
+pub fn read_curves(path: &Path) -> Result<Curves> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut c = Curves::default();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(line)
+            .map_err(|e| Error::format(path, format!("line {}: {e}", i + 1)))?;
+        let num = |k: &str| v.get(k).and_then(Value::as_f64);
+        if let (Some(step), Some(loss)) = (num("step"), num("loss")) {
+            c.loss.push((step, loss));
+            if let Some(lr) = num("lr") {
+                c.lr.push((step, lr));
+            }
+        }
+        if let (Some(epoch), Some(knn)) = (num("epoch"), num("knn_top1")) {
+            c.knn.push((epoch + 1.0, 100.0 * knn));
+        }
+    }
+    Ok(c)
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::format(path, e.to_string()))
+}
+
+/// Writes `loss.png`, `knn.png` (when the monitor ran), `embedding.png` (PCA of up to
+/// `points` test embeddings, when the data has a labelled test split) and `report.md` into
+/// `out` (default `RUN/report`).
+pub fn report(
+    run: &Path,
+    out: Option<&Path>,
+    points: usize,
+    device: Option<selfsup_core::DeviceSpec>,
+) -> Result<ReportFiles> {
+    let cfg = RunConfig::load(&run.join(CONFIG_FILE))?;
+    let out = out.map_or_else(|| run.join("report"), Path::to_path_buf);
+    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    let curves = read_curves(&run.join("metrics.jsonl"))?;
+    let results: Option<PretrainReport> = read_json(&run.join(RESULTS_FILE))?;
+    let finetune: Option<Vec<FinetuneReport>> = read_json(&run.join(FINETUNE_FILE))?;
+    let mut pictures = Vec::new();
+    let mut md = String::new();
+    let _ = writeln!(md, "# Run report: `{}`\n", run.display());
+    let _ = writeln!(
+        md,
+        "{:?} on `{}`, {:?} encoder (width {}), {} epochs of batch {}, {:?} lr {} on `{}`.\n",
+        cfg.method,
+        cfg.data.spec,
+        cfg.encoder.arch,
+        cfg.encoder.width,
+        cfg.train.epochs,
+        cfg.train.batch_size,
+        cfg.train.optimizer.kind,
+        cfg.train.optimizer.lr,
+        cfg.device
+    );
+    if let Some(r) = &results {
+        let _ = writeln!(md, "## Training\n");
+        let _ = writeln!(
+            md,
+            "{} steps in {:.0} s ({:.0} images/s), final loss {:.4}, peak memory {}.\n",
+            r.steps,
+            r.train_seconds,
+            r.images_per_sec,
+            r.final_loss,
+            r.peak_rss_mib
+                .map_or("unknown".into(), |m| format!("{m:.0} MiB"))
+        );
+    }
+
+    if !curves.loss.is_empty() {
+        let p = out.join("loss.png");
+        line_chart(
+            &p,
+            "step",
+            &[
+                (
+                    "training loss",
+                    "loss",
+                    vec![Series {
+                        name: "loss".into(),
+                        points: curves.loss.clone(),
+                    }],
+                ),
+                (
+                    "learning rate",
+                    "lr",
+                    vec![Series {
+                        name: "lr".into(),
+                        points: curves.lr.clone(),
+                    }],
+                ),
+            ],
+            800,
+            300,
+        )?;
+        let _ = writeln!(md, "![loss and learning rate](loss.png)\n");
+        pictures.push(p);
+    }
+    if !curves.knn.is_empty() {
+        let p = out.join("knn.png");
+        line_chart(
+            &p,
+            "epoch",
+            &[(
+                "online kNN monitor",
+                "kNN top-1 (%)",
+                vec![Series {
+                    name: "kNN top-1".into(),
+                    points: curves.knn.clone(),
+                }],
+            )],
+            800,
+            300,
+        )?;
+        let last = curves.knn.last().map(|p| p.1).unwrap_or(f64::NAN);
+        let _ = writeln!(
+            md,
+            "## Online kNN monitor\n\nLast: {last:.2} % after epoch {}.\n\n![kNN top-1 over epochs](knn.png)\n",
+            curves.knn.last().map(|p| p.0).unwrap_or(0.0)
+        );
+        pictures.push(p);
+    }
+    if let Some(eval) = results.as_ref().and_then(|r| r.eval.as_ref()) {
+        let _ = writeln!(
+            md,
+            "## Frozen features ({} train -> {} test images, accuracy in %)\n\n{}",
+            eval.train_images,
+            eval.test_images,
+            eval.markdown()
+        );
+    }
+    if let Some(ft) = &finetune {
+        let _ = writeln!(
+            md,
+            "## Fine-tuning\n\n| labels | images | top-1 | top-5 | seconds |\n|---:|---:|---:|---:|---:|"
+        );
+        for r in ft {
+            let _ = writeln!(
+                md,
+                "| {:.1} % | {} | {:.2} | {:.2} | {:.0} |",
+                100.0 * r.fraction,
+                r.labelled_images,
+                100.0 * r.test.top1,
+                100.0 * r.test.top5,
+                r.seconds
+            );
+        }
+        md.push('\n');
+    }
+    if points > 0 {
+        match embedding(run, &out, points, device)? {
+            Some((p, explained)) => {
+                let _ = writeln!(
+                    md,
+                    "## Test embeddings\n\nThe encoder's features of {points} test images at most, projected on their two principal components ({:.1} % and {:.1} % of the variance), coloured by class.\n\n![PCA of test embeddings](embedding.png)\n",
+                    100.0 * explained[0],
+                    100.0 * explained[1]
+                );
+                pictures.push(p);
+            }
+            None => {
+                let _ = writeln!(md, "(No labelled test split: no embedding picture.)\n");
+            }
+        }
+    }
+    let summary = out.join("report.md");
+    std::fs::write(&summary, md).map_err(|e| Error::io(&summary, e))?;
+    Ok(ReportFiles { summary, pictures })
+}
+
+/// `embedding.png`: PCA of the encoder's features of the first `points` test images.
+fn embedding(
+    run: &Path,
+    out: &Path,
+    points: usize,
+    device: Option<selfsup_core::DeviceSpec>,
+) -> Result<Option<(PathBuf, [f64; 2])>> {
+    let args = EvalArgs {
+        checkpoint: run.to_path_buf(),
+        data: None,
+        device,
+    };
+    let (cfg, encoder, train, test) = match open_run(&args, false) {
+        Ok(x) => x,
+        Err(Error::Invalid(msg)) if msg.contains("no test split") => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Some(labels) = test.labels.clone() else {
+        return Ok(None);
+    };
+    let test = test.take(points);
+    let tf = crate::evaluate::eval_transform(&cfg, &train);
+    let feats = selfsup_eval::extract(&encoder, &test, &tf, 512, &cfg.device.device()?);
+    let [n, d] = feats.dims();
+    let values = feats
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| Error::Invalid(format!("{e:?}")))?;
+    let pca = pca_2d(&values, n, d)?;
+    let classes = test.num_classes();
+    let mut sets: Vec<Series> = (0..classes)
+        .map(|c| Series {
+            name: test
+                .class_names
+                .get(c)
+                .cloned()
+                .unwrap_or_else(|| format!("class {c}")),
+            points: Vec::new(),
+        })
+        .collect();
+    for (p, &l) in pca.points.iter().zip(&labels) {
+        if let Some(s) = sets.get_mut(l) {
+            s.points.push(*p);
+        }
+    }
+    let p = out.join("embedding.png");
+    scatter_chart(
+        &p,
+        &format!("test embeddings, PCA ({n} images)"),
+        ("principal component 1", "principal component 2"),
+        &sets,
+        (800, 700),
+    )?;
+    Ok(Some((p, pca.explained)))
+}
