@@ -274,7 +274,12 @@ impl Trainer {
                     log.write(&fields)?;
                     let text: Vec<String> =
                         values.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-                    bar.println(format!("epoch {}: {}", epoch + 1, text.join(", ")));
+                    let line = format!("epoch {}: {}", epoch + 1, text.join(", "));
+                    if epoch_lines {
+                        eprintln!("{} {line}", objective.name());
+                    } else {
+                        bar.println(line);
+                    }
                 }
             }
             let periodic = cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0;
