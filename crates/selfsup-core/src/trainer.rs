@@ -56,6 +56,136 @@ pub struct Trainer {
     progress: bool,
 }
 
+/// Wall-clock time of the parts of one step, in seconds. On `flex` every operation runs when
+/// called, so the parts add up to the step; on GPU backends work is queued and the split is
+/// only indicative.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepTimes {
+    /// The objective's forward pass, up to the loss value.
+    pub forward: f64,
+    /// Backpropagation and gathering the gradients.
+    pub backward: f64,
+    /// Clipping and the optimizer update.
+    pub optimizer: f64,
+}
+
+/// What one optimizer step did.
+#[derive(Clone, Debug)]
+pub enum StepResult {
+    /// The model was updated.
+    Updated {
+        /// The summed loss of the phases.
+        loss: f64,
+        /// Values the objective and the clipping reported.
+        metrics: Vec<(String, f64)>,
+        /// Where the time went.
+        times: StepTimes,
+    },
+    /// The loss was not finite and `skip_nonfinite` is set: nothing changed.
+    Skipped,
+}
+
+/// One optimizer step of an [`Objective`]: forward, backward, optional global-norm clipping
+/// and the update, for each phase. The [`Trainer`] runs it in its loop; benchmarks run it
+/// alone.
+pub struct Stepper {
+    optims: Vec<ModuleOptimizer>,
+    counters: Vec<StepCounter>,
+    grad_clip_norm: f64,
+    skip_nonfinite: bool,
+}
+
+impl Stepper {
+    /// Fresh optimizers (one per phase) as `cfg` says.
+    pub fn new(cfg: &TrainConfig, phases: usize) -> Self {
+        let (optims, counters) = (0..phases.max(1))
+            .map(|_| SelfsupOptimizer::module_optimizer(cfg.optimizer.clone()))
+            .unzip();
+        Self {
+            optims,
+            counters,
+            grad_clip_norm: cfg.grad_clip_norm,
+            skip_nonfinite: cfg.skip_nonfinite,
+        }
+    }
+
+    /// The optimizers, for checkpoints.
+    pub fn optimizers(&self) -> &[ModuleOptimizer] {
+        &self.optims
+    }
+
+    /// Replaces the optimizers' state with a checkpoint's.
+    pub fn load(&mut self, dir: &Path) -> Result<()> {
+        let optims = std::mem::take(&mut self.optims);
+        self.optims = checkpoint::load_optims(dir, optims)?;
+        Ok(())
+    }
+
+    /// Runs step `info.step` at learning rate `lr`; `updates` is the 1-based count of updates
+    /// this step makes (steps minus skipped ones), which AdamW's bias correction uses.
+    pub fn step<O: Objective>(
+        &mut self,
+        objective: &mut O,
+        mut model: O::Model,
+        batch: &O::Batch,
+        info: &StepInfo,
+        lr: f64,
+        updates: u64,
+    ) -> Result<(O::Model, StepResult)> {
+        let mut metrics = Vec::new();
+        let mut loss = 0.0;
+        let mut times = StepTimes::default();
+        for phase in 0..self.optims.len() {
+            let t = Instant::now();
+            let out = objective.loss(&model, batch, phase, info);
+            let value = out.loss.clone().into_scalar::<f64>();
+            times.forward += t.elapsed().as_secs_f64();
+            if !value.is_finite() {
+                if self.skip_nonfinite {
+                    return Ok((model, StepResult::Skipped));
+                }
+                return Err(Error::NonFinite {
+                    step: info.step,
+                    what: format!("{} loss", objective.name()),
+                    value,
+                });
+            }
+            loss += value;
+            metrics.extend(out.metrics);
+            let t = Instant::now();
+            let mut raw = out.loss.backward();
+            let mut g = match objective.phase_params(&model, phase) {
+                Some(ids) => GradientsParams::from_params(&mut raw, &model, &ids),
+                None => GradientsParams::from_grads(raw, &model),
+            };
+            times.backward += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            if self.grad_clip_norm > 0.0 {
+                let norm = grads::clip_global_norm(&model, &mut g, self.grad_clip_norm);
+                if !norm.is_finite() {
+                    return Err(Error::NonFinite {
+                        step: info.step,
+                        what: "gradient norm".into(),
+                        value: norm,
+                    });
+                }
+                metrics.push((format!("grad_norm_{phase}"), norm));
+            }
+            self.counters[phase].set(updates);
+            model = self.optims[phase].step(lr, model, g);
+            times.optimizer += t.elapsed().as_secs_f64();
+        }
+        Ok((
+            model,
+            StepResult::Updated {
+                loss,
+                metrics,
+                times,
+            },
+        ))
+    }
+}
+
 impl Trainer {
     /// A trainer writing checkpoints and `metrics.jsonl` under `run_dir`.
     pub fn new(config: TrainConfig, run_dir: impl AsRef<Path>) -> Result<Self> {
@@ -106,10 +236,7 @@ impl Trainer {
         if cfg.max_steps > 0 {
             total = total.min(cfg.max_steps);
         }
-        let phases = objective.phases();
-        let (mut optims, counters): (Vec<ModuleOptimizer>, Vec<StepCounter>) = (0..phases)
-            .map(|_| SelfsupOptimizer::module_optimizer(cfg.optimizer.clone()))
-            .unzip();
+        let mut stepper = Stepper::new(cfg, objective.phases());
         let schedule = LrSchedule::new(&cfg.schedule, cfg.optimizer.lr, spe, total);
         let metrics_path = self.run_dir.join("metrics.jsonl");
 
@@ -131,7 +258,7 @@ impl Trainer {
                     ));
                 }
                 model = checkpoint::load_model(&dir, model)?;
-                optims = checkpoint::load_optims(&dir, optims)?;
+                stepper.load(&dir)?;
                 start = st.step;
                 skipped = st.skipped_steps;
                 MetricsLog::truncate_from(&metrics_path, start)?;
@@ -183,51 +310,21 @@ impl Trainer {
             };
             let lr = schedule.lr(step);
             let batch = source.batch(epoch, index)?;
+            let updates = step as u64 + 1 - skipped as u64;
+            let (next, result) = stepper.step(objective, model, &batch, &info, lr, updates)?;
+            model = next;
             let mut extra = Vec::new();
-            let mut step_loss = 0.0;
-            let mut skip = false;
-            for phase in 0..phases {
-                let out = objective.loss(&model, &batch, phase, &info);
-                let value = out.loss.clone().into_scalar::<f64>();
-                if !value.is_finite() {
-                    if cfg.skip_nonfinite {
-                        skip = true;
-                        break;
-                    }
-                    return Err(Error::NonFinite {
-                        step,
-                        what: format!("{} loss", objective.name()),
-                        value,
-                    });
+            match result {
+                StepResult::Skipped => {
+                    skipped += 1;
+                    tracing::warn!("step {step}: non-finite loss, step skipped ({skipped} so far)");
                 }
-                step_loss += value;
-                extra.extend(out.metrics);
-                let mut raw = out.loss.backward();
-                let mut g = match objective.phase_params(&model, phase) {
-                    Some(ids) => GradientsParams::from_params(&mut raw, &model, &ids),
-                    None => GradientsParams::from_grads(raw, &model),
-                };
-                if cfg.grad_clip_norm > 0.0 {
-                    let norm = grads::clip_global_norm(&model, &mut g, cfg.grad_clip_norm);
-                    if !norm.is_finite() {
-                        return Err(Error::NonFinite {
-                            step,
-                            what: "gradient norm".into(),
-                            value: norm,
-                        });
-                    }
-                    extra.push((format!("grad_norm_{phase}"), norm));
+                StepResult::Updated { loss, metrics, .. } => {
+                    objective.after_step(&model, &info);
+                    window.0 += loss;
+                    window.1 += 1;
+                    extra = metrics;
                 }
-                counters[phase].set(step as u64 + 1 - skipped as u64);
-                model = optims[phase].step(lr, model, g);
-            }
-            if skip {
-                skipped += 1;
-                tracing::warn!("step {step}: non-finite loss, step skipped ({skipped} so far)");
-            } else {
-                objective.after_step(&model, &info);
-                window.0 += step_loss;
-                window.1 += 1;
             }
             let done = step + 1;
             if done % cfg.log_every == 0 || done == total {
@@ -291,7 +388,12 @@ impl Trainer {
                     total_steps: total,
                     skipped_steps: skipped,
                 };
-                last_ckpt = Some(checkpoint::save(&self.run_dir, &model, &optims, &state)?);
+                last_ckpt = Some(checkpoint::save(
+                    &self.run_dir,
+                    &model,
+                    stepper.optimizers(),
+                    &state,
+                )?);
                 checkpoint::prune(&self.run_dir, cfg.keep_checkpoints)?;
             }
         }
