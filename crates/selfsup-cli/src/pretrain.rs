@@ -4,7 +4,7 @@ use crate::evaluate::{EvalPlan, EvalReport, eval_transform, evaluate, write_json
 use crate::run_config::{Method, RunConfig};
 use burn::module::Module;
 use selfsup_contrastive::{SimClr, SimClrModel};
-use selfsup_core::{Error, Result, Trainer, seed};
+use selfsup_core::{Error, Prefetch, Result, Trainer, seed};
 use selfsup_data::{ImageSet, MultiView, ViewLoader};
 use selfsup_encoders::Backbone;
 use serde::{Deserialize, Serialize};
@@ -99,13 +99,14 @@ pub fn pretrain(
                 .augment
                 .pipeline(size, cfg.data.mean.clone(), cfg.data.std.clone());
             let views = MultiView::default().with(pipeline, 2);
-            let loader = ViewLoader::new(
+            // The next batch's views are built while this step computes.
+            let loader = Prefetch::new(ViewLoader::new(
                 train.clone(),
                 Arc::new(views),
                 cfg.train.batch_size,
                 cfg.train.seed,
                 device.clone(),
-            );
+            ));
             let model = seed::init_module(&device, cfg.train.seed, |d| {
                 SimClrModel::new(cfg.encoder.init(channels, d), &cfg.simclr, d)
             });

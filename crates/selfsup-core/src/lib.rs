@@ -16,6 +16,7 @@ pub mod grads;
 pub mod metrics;
 pub mod objective;
 pub mod optim;
+pub mod prefetch;
 pub mod schedule;
 pub mod seed;
 pub mod trainer;
@@ -27,7 +28,8 @@ pub use ema::Ema;
 pub use encoder::Encoder;
 pub use error::{Error, Result};
 pub use objective::{LossOutput, Objective, StepInfo};
-pub use trainer::{BatchSource, TrainOutcome, Trainer};
+pub use prefetch::Prefetch;
+pub use trainer::{BatchSource, StepResult, StepTimes, Stepper, TrainOutcome, Trainer};
 
 /// burn, re-exported so method crates and users build against the same version.
 pub use burn;

@@ -208,13 +208,13 @@ pub fn finetune<E: Encoder>(
             mean: tf.mean.clone(),
             std: tf.std.clone(),
         });
-    let loader = LabelledLoader::new(
+    let loader = selfsup_core::Prefetch::new(LabelledLoader::new(
         subset.clone(),
         pipeline,
         tcfg.batch_size,
         tcfg.seed,
         device.clone(),
-    )?;
+    )?);
     let model = selfsup_core::seed::init_module(&device, tcfg.seed ^ 0xf1e7, |d| {
         Classifier::new(encoder, classes, d)
     });
