@@ -1,5 +1,6 @@
 //! The library behind the `selfsup` command, so tests and other tools can run it in-process.
 
+pub mod bench;
 pub mod evaluate;
 pub mod pretrain;
 pub mod report;

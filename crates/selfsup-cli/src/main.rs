@@ -81,11 +81,57 @@ enum Command {
         #[arg(long)]
         device: Option<DeviceSpec>,
     },
+    /// Speed measurements.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
     /// Print the default config of a method as TOML.
     Config {
         /// The method.
         #[arg(long, value_enum, default_value = "simclr")]
         method: Method,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Time training steps on synthetic images (after a warm-up) and print one JSON line:
+    /// images/s, median ms per step and its parts, peak memory.
+    Step {
+        /// The method.
+        #[arg(long, value_enum, default_value = "simclr")]
+        method: Method,
+        /// Backbone: resnet18, resnet34, resnet50, convnet.
+        #[arg(long, default_value = "resnet18")]
+        encoder: selfsup_encoders::Arch,
+        /// ConvNet base width.
+        #[arg(long, default_value_t = 32)]
+        width: usize,
+        /// Source images per step (each gives the method's views).
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Timed steps.
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Untimed warm-up steps.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Side of the square images.
+        #[arg(long, default_value_t = 32)]
+        image_size: usize,
+        /// Image channels.
+        #[arg(long, default_value_t = 3)]
+        channels: usize,
+        /// Projection head hidden width.
+        #[arg(long, default_value_t = 2048)]
+        head_hidden: usize,
+        /// Projection head output width.
+        #[arg(long, default_value_t = 128)]
+        head_out: usize,
+        /// Device: flex (CPU), wgpu, cuda:N.
+        #[arg(long, default_value = "flex")]
+        device: DeviceSpec,
     },
 }
 
@@ -253,6 +299,41 @@ fn run(cli: Cli) -> Result<()> {
             for p in files.pictures {
                 println!("wrote {}", p.display());
             }
+            Ok(())
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Step {
+                    method,
+                    encoder,
+                    width,
+                    batch,
+                    steps,
+                    warmup,
+                    image_size,
+                    channels,
+                    head_hidden,
+                    head_out,
+                    device,
+                },
+        } => {
+            let r = selfsup_cli::bench::bench_step(&selfsup_cli::bench::StepBenchArgs {
+                method,
+                encoder,
+                width,
+                batch,
+                steps,
+                warmup,
+                image_size,
+                channels,
+                head_hidden,
+                head_out,
+                device,
+            })?;
+            println!(
+                "{}",
+                serde_json::to_string(&r).expect("bench line serializes")
+            );
             Ok(())
         }
         Command::Config { method } => {

@@ -31,6 +31,22 @@ pub enum Arch {
     Convnet,
 }
 
+impl std::str::FromStr for Arch {
+    type Err = selfsup_core::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "resnet18" => Ok(Arch::Resnet18),
+            "resnet34" => Ok(Arch::Resnet34),
+            "resnet50" => Ok(Arch::Resnet50),
+            "convnet" => Ok(Arch::Convnet),
+            other => Err(selfsup_core::Error::Invalid(format!(
+                "unknown encoder `{other}`: use resnet18, resnet34, resnet50 or convnet"
+            ))),
+        }
+    }
+}
+
 /// Backbone settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

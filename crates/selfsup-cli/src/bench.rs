@@ -1,0 +1,236 @@
+//! `selfsup bench step`: times training steps of a method on synthetic images and prints one
+//! JSON line, so scripts can compare runs, machines and backends.
+
+use crate::run_config::{Method, RunConfig};
+use selfsup_contrastive::{SimClr, SimClrModel};
+use selfsup_core::{
+    BatchSource, DeviceSpec, Prefetch, Result, StepInfo, StepResult, Stepper, seed,
+};
+use selfsup_data::{ImageSet, MultiView, ViewLoader};
+use selfsup_encoders::{Arch, Backbone};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What to time.
+#[derive(Clone, Debug)]
+pub struct StepBenchArgs {
+    /// The method.
+    pub method: Method,
+    /// The backbone.
+    pub encoder: Arch,
+    /// ConvNet base width.
+    pub width: usize,
+    /// Source images per step.
+    pub batch: usize,
+    /// Timed steps.
+    pub steps: usize,
+    /// Untimed steps first (allocator and caches warm up).
+    pub warmup: usize,
+    /// Side of the square images.
+    pub image_size: usize,
+    /// Channels of the images.
+    pub channels: usize,
+    /// Projection head hidden width.
+    pub head_hidden: usize,
+    /// Projection head output width.
+    pub head_out: usize,
+    /// Device.
+    pub device: DeviceSpec,
+}
+
+/// One JSON line of results.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepBench {
+    /// Method name.
+    pub method: String,
+    /// Backbone name.
+    pub encoder: String,
+    /// Device.
+    pub device: String,
+    /// Source images per step.
+    pub batch: usize,
+    /// `[C, H, W]` of each view.
+    pub image: [usize; 3],
+    /// Timed steps.
+    pub steps: usize,
+    /// Source images per second over the timed steps.
+    pub images_per_sec: f64,
+    /// Median wall time of a whole step, ms (waiting for the batch included).
+    pub ms_per_step_median: f64,
+    /// Fastest step, ms.
+    pub ms_per_step_min: f64,
+    /// Median forward time, ms.
+    pub forward_ms: f64,
+    /// Median backward time, ms.
+    pub backward_ms: f64,
+    /// Median optimizer time, ms.
+    pub optimizer_ms: f64,
+    /// Median time a step waited for its batch (augmentation runs ahead in the background), ms.
+    pub wait_for_batch_ms: f64,
+    /// Building one batch of augmented views without overlap, ms (what prefetching hides).
+    pub build_batch_ms: f64,
+    /// Peak resident memory of the process, MiB (Linux).
+    pub peak_rss_mib: Option<f64>,
+    /// Threads available to the process.
+    pub threads: usize,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// Random 8-bit images (a fixed seed), as a dataset the real loader and augmentations use.
+fn synthetic(n: usize, channels: usize, size: usize) -> ImageSet {
+    use rand::RngCore;
+    let mut rng = seed::rng(0, seed::STREAM_OBJECTIVE, 0xbe7c, 0);
+    let mut pixels = vec![0u8; n * channels * size * size];
+    rng.fill_bytes(&mut pixels);
+    ImageSet {
+        channels,
+        height: size,
+        width: size,
+        pixels,
+        labels: None,
+        class_names: Vec::new(),
+    }
+}
+
+/// Runs the benchmark and returns its line (also printed by the command).
+pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
+    let mut cfg = RunConfig::preset(args.method);
+    cfg.encoder.arch = args.encoder;
+    cfg.encoder.width = args.width;
+    cfg.simclr.head.hidden_dim = args.head_hidden;
+    cfg.simclr.head.output_dim = args.head_out;
+    cfg.train.batch_size = args.batch;
+    cfg.device = args.device.clone();
+    cfg.validate()?;
+    if args.batch == 0 || args.steps == 0 {
+        return Err(selfsup_core::Error::Invalid(
+            "--batch and --steps must be at least 1".into(),
+        ));
+    }
+    let device = cfg.device.train_device()?;
+    let total = args.warmup + args.steps;
+    let data = Arc::new(synthetic(
+        args.batch * total,
+        args.channels,
+        args.image_size,
+    ));
+    let mean = vec![0.5; args.channels];
+    let std = vec![0.25; args.channels];
+    let views = MultiView::default().with(cfg.augment.pipeline(args.image_size, mean, std), 2);
+    let plain = ViewLoader::new(data.clone(), Arc::new(views), args.batch, 0, device.clone());
+    let t = Instant::now();
+    let _ = plain.batch(0, 0)?;
+    let build_batch_ms = 1e3 * t.elapsed().as_secs_f64();
+    let loader = Prefetch::new(plain);
+
+    let (mut model, mut objective) = match args.method {
+        Method::Simclr => (
+            seed::init_module(&device, 0, |d| {
+                SimClrModel::new(cfg.encoder.init(args.channels, d), &cfg.simclr, d)
+            }),
+            SimClr::<Backbone>::new(&cfg.simclr),
+        ),
+    };
+    let mut stepper = Stepper::new(&cfg.train, 1);
+    let (mut step_ms, mut fwd, mut bwd, mut opt, mut wait) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut timed = 0.0;
+    for step in 0..total {
+        let t = Instant::now();
+        let batch = loader.batch(0, step)?;
+        let waited = t.elapsed().as_secs_f64();
+        let info = StepInfo {
+            step,
+            epoch: 0,
+            total_steps: total,
+            steps_per_epoch: total,
+        };
+        let (next, result) = stepper.step(
+            &mut objective,
+            model,
+            &batch,
+            &info,
+            cfg.train.optimizer.lr,
+            step as u64 + 1,
+        )?;
+        model = next;
+        let secs = t.elapsed().as_secs_f64();
+        if step >= args.warmup {
+            timed += secs;
+            step_ms.push(1e3 * secs);
+            wait.push(1e3 * waited);
+            if let StepResult::Updated { times, .. } = result {
+                fwd.push(1e3 * times.forward);
+                bwd.push(1e3 * times.backward);
+                opt.push(1e3 * times.optimizer);
+            }
+        }
+    }
+    let ms_per_step_min = step_ms.iter().copied().fold(f64::INFINITY, f64::min);
+    Ok(StepBench {
+        method: format!("{:?}", args.method).to_lowercase(),
+        encoder: format!("{:?}", args.encoder).to_lowercase(),
+        device: cfg.device.to_string(),
+        batch: args.batch,
+        image: [args.channels, args.image_size, args.image_size],
+        steps: args.steps,
+        images_per_sec: (args.steps * args.batch) as f64 / timed.max(1e-12),
+        ms_per_step_median: median(&mut step_ms),
+        ms_per_step_min,
+        forward_ms: median(&mut fwd),
+        backward_ms: median(&mut bwd),
+        optimizer_ms: median(&mut opt),
+        wait_for_batch_ms: median(&mut wait),
+        build_batch_ms,
+        peak_rss_mib: selfsup_core::metrics::peak_rss_mib(),
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_a_tiny_step() {
+        let r = bench_step(&StepBenchArgs {
+            method: Method::Simclr,
+            encoder: Arch::Convnet,
+            width: 4,
+            batch: 8,
+            steps: 2,
+            warmup: 1,
+            image_size: 16,
+            channels: 3,
+            head_hidden: 16,
+            head_out: 8,
+            device: DeviceSpec::Flex,
+        })
+        .unwrap();
+        assert_eq!(r.steps, 2);
+        assert!(r.images_per_sec > 0.0 && r.ms_per_step_median > 0.0);
+        for v in [
+            r.forward_ms,
+            r.backward_ms,
+            r.optimizer_ms,
+            r.build_batch_ms,
+        ] {
+            assert!(v.is_finite() && v >= 0.0, "{r:?}");
+        }
+        let line = serde_json::to_string(&r).unwrap();
+        assert!(line.contains("\"images_per_sec\""));
+    }
+}
