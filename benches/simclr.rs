@@ -1,83 +1,151 @@
-//! SimCLR step time (forward, backward, optimizer) on fixed shapes, the SimCLR augmentation
-//! pipeline, and the kNN search. Criterion reports time per iteration and images per second
-//! (throughput counts images, each seen as two views); peak memory is printed at the end.
+//! SimCLR training steps on fixed shapes (through the same `Stepper` the trainer runs), the
+//! SimCLR augmentation pipelines from folders of JPEGs (per core), and the kNN search.
+//! Criterion reports time per iteration and throughput in source images per second (each
+//! image gives two views); the peak memory of each group is printed after it.
+//!
+//! `cargo bench -p selfsup-benches --bench simclr` (a filter such as `-- augment` runs one
+//! group). The JPEG folders are written to `target/selfsup-bench-jpegs/` so
+//! `benches/torchvision_augment.py` can time torchvision on the very same files.
 
-use burn::optim::GradientsParams;
 use criterion::{Criterion, Throughput, criterion_group};
-use selfsup_benches::{peak_rss_mib, random_images};
-use selfsup_contrastive::{SimClrConfig, SimClrModel, nt_xent};
-use selfsup_core::optim::SelfsupOptimizer;
-use selfsup_core::{DeviceSpec, OptimizerConfig, ViewGenerator, seed};
-use selfsup_data::{AugmentConfig, MultiView};
-use selfsup_encoders::{Arch, EncoderConfig};
+use selfsup_benches::{jpeg_folder, peak_rss_mib, random_images, reset_peak_rss};
+use selfsup_contrastive::{SimClr, SimClrConfig, SimClrModel};
+use selfsup_core::{DeviceSpec, StepInfo, Stepper, TrainConfig, ViewGenerator, seed};
+use selfsup_data::{AugmentConfig, MultiView, folder::decode_full};
+use selfsup_encoders::{Arch, Backbone, EncoderConfig, HeadConfig};
 use selfsup_eval::{KnnConfig, knn_predict};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+fn report_peak(group: &str) {
+    if let Some(m) = peak_rss_mib() {
+        println!("{group}: peak memory {m:.0} MiB");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn simclr_step(
     c: &mut Criterion,
     name: &str,
-    arch: Arch,
+    enc: EncoderConfig,
+    head: HeadConfig,
     batch: usize,
     channels: usize,
     size: usize,
 ) {
+    reset_peak_rss();
     let device = DeviceSpec::Flex.train_device().unwrap();
-    let enc = EncoderConfig {
-        arch,
-        ..EncoderConfig::default()
+    let cfg = SimClrConfig {
+        temperature: 0.1,
+        head,
     };
-    let cfg = SimClrConfig::default();
-    let mut model = seed::init_module(&device, 0, |d| {
+    let mut model = Some(seed::init_module(&device, 0, |d| {
         SimClrModel::new(enc.init(channels, d), &cfg, d)
-    });
-    let (mut optim, counter) = SelfsupOptimizer::module_optimizer(OptimizerConfig::default());
-    let views = random_images(2 * batch, channels, size, &device);
+    }));
+    let mut objective = SimClr::<Backbone>::new(&cfg);
+    let mut stepper = Stepper::new(&TrainConfig::default(), 1);
+    // Two views of `batch` images, as the loader hands them over.
+    let views = vec![
+        random_images(batch, channels, size, 1, &device),
+        random_images(batch, channels, size, 2, &device),
+    ];
+    let mut step = 0;
     let mut group = c.benchmark_group("simclr_step");
     group.sample_size(10);
     group.throughput(Throughput::Elements(batch as u64));
     group.bench_function(name, |b| {
         b.iter(|| {
-            let z = model.embed(views.clone());
-            let loss = nt_xent(
-                z.clone().narrow(0, 0, batch),
-                z.narrow(0, batch, batch),
-                0.2,
-            );
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            counter.set(counter.get() + 1);
-            model = optim.step(0.1, model.clone(), grads);
+            let info = StepInfo {
+                step,
+                epoch: 0,
+                total_steps: usize::MAX,
+                steps_per_epoch: usize::MAX,
+            };
+            step += 1;
+            let m = model.take().unwrap();
+            let (m, _) = stepper
+                .step(&mut objective, m, &views, &info, 0.3, step as u64)
+                .unwrap();
+            model = Some(m);
         })
     });
     group.finish();
+    report_peak(&format!("simclr_step/{name}"));
 }
 
 fn steps(c: &mut Criterion) {
-    simclr_step(c, "convnet_b256_1x28", Arch::Convnet, 256, 1, 28);
-    simclr_step(c, "resnet18_cifar_b32_3x32", Arch::Resnet18, 32, 3, 32);
+    // The Fashion-MNIST preset (configs/simclr-fashion-mnist.toml).
+    simclr_step(
+        c,
+        "convnet16_b128_1x28",
+        EncoderConfig {
+            arch: Arch::Convnet,
+            width: 16,
+            cifar_stem: true,
+        },
+        HeadConfig::default(),
+        128,
+        1,
+        28,
+    );
+    // lightly's SimCLR on CIFAR: ResNet-18 CIFAR stem, head 512-2048-128, batch 128.
+    simclr_step(
+        c,
+        "resnet18_cifar_b128_3x32",
+        EncoderConfig {
+            arch: Arch::Resnet18,
+            cifar_stem: true,
+            ..EncoderConfig::default()
+        },
+        HeadConfig {
+            hidden_dim: 2048,
+            output_dim: 128,
+            ..HeadConfig::default()
+        },
+        128,
+        3,
+        32,
+    );
 }
 
-fn augment(c: &mut Criterion) {
-    let data = selfsup_data::sample::load().unwrap().test.unwrap();
+/// Decode + two SimCLR views per image, one thread: images per second per core.
+fn augment_folder(c: &mut Criterion, name: &str, size: usize, source: (u32, u32), blur: f64) {
+    let files = jpeg_folder(name, 64, source);
+    let cfg = AugmentConfig {
+        crop_size: size,
+        crop_min_scale: 0.08,
+        blur_prob: blur,
+        ..AugmentConfig::simclr()
+    };
     let views = MultiView::default().with(
-        AugmentConfig::simclr().pipeline(28, vec![0.3], vec![0.35]),
+        cfg.pipeline(size, vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225]),
         2,
     );
-    let mut group = c.benchmark_group("augment");
-    group.throughput(Throughput::Elements(256));
-    group.bench_function("simclr_2views_256x28", |b| {
+    let mut group = c.benchmark_group("augment_per_core");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(files.len() as u64));
+    group.bench_function(name, |b| {
         b.iter(|| {
-            for i in 0..256 {
-                let mut rng = seed::rng(0, 0, 0, i);
-                std::hint::black_box(views.views(&data.image(i as usize), &mut rng));
+            for (i, f) in files.iter().enumerate() {
+                let img = decode_full(f, 3).unwrap();
+                let mut rng = seed::rng(0, 0, 0, i as u64);
+                std::hint::black_box(views.views(&img, &mut rng));
             }
         })
     });
     group.finish();
 }
 
+fn augment(c: &mut Criterion) {
+    // CIFAR-sized JPEGs, the small-image pipeline (no blur).
+    augment_folder(c, "simclr_32px_jpeg", 32, (32, 32), 0.0);
+    // ImageNet-like JPEGs (320x256) to 224 px crops, with SimCLR's blur (p = 0.5).
+    augment_folder(c, "simclr_224px_jpeg", 224, (320, 256), 0.5);
+}
+
 fn knn(c: &mut Criterion) {
+    reset_peak_rss();
     let device = DeviceSpec::Flex.device().unwrap();
     device.seed(1);
     let train = burn::tensor::Tensor::<2>::random(
@@ -107,14 +175,12 @@ fn knn(c: &mut Criterion) {
         })
     });
     group.finish();
+    report_peak("knn");
 }
 
-criterion_group!(benches, steps, augment, knn);
+criterion_group!(benches, augment, knn, steps);
 
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
-    if let Some(m) = peak_rss_mib() {
-        println!("peak memory: {m:.0} MiB");
-    }
 }

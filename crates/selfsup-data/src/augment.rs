@@ -34,22 +34,30 @@ pub fn resize_region(
     let mut out = Image::zeros(img.channels, out_h, out_w);
     let (sy, sx) = (h / out_h as f32, w / out_w as f32);
     let (ih, iw) = (img.height as isize, img.width as isize);
+    // Source columns and weights are the same for every row and channel: compute them once.
+    let cols: Vec<(usize, usize, f32)> = (0..out_w)
+        .map(|ox| {
+            let x = (left + (ox as f32 + 0.5) * sx - 0.5).clamp(0.0, (iw - 1) as f32);
+            let x0 = x.floor() as isize;
+            let x1 = (x0 + 1).min(iw - 1);
+            (x0 as usize, x1 as usize, x - x0 as f32)
+        })
+        .collect();
+    let (hw_in, hw_out) = (img.height * img.width, out_h * out_w);
     for oy in 0..out_h {
         let y = (top + (oy as f32 + 0.5) * sy - 0.5).clamp(0.0, (ih - 1) as f32);
         let y0 = y.floor() as isize;
         let y1 = (y0 + 1).min(ih - 1);
         let fy = y - y0 as f32;
-        for ox in 0..out_w {
-            let x = (left + (ox as f32 + 0.5) * sx - 0.5).clamp(0.0, (iw - 1) as f32);
-            let x0 = x.floor() as isize;
-            let x1 = (x0 + 1).min(iw - 1);
-            let fx = x - x0 as f32;
-            for c in 0..img.channels {
-                let g = |yy: isize, xx: isize| img.get(c, yy as usize, xx as usize);
-                let top_v = g(y0, x0) * (1.0 - fx) + g(y0, x1) * fx;
-                let bot_v = g(y1, x0) * (1.0 - fx) + g(y1, x1) * fx;
-                let i = out.idx(c, oy, ox);
-                out.data[i] = top_v * (1.0 - fy) + bot_v * fy;
+        for c in 0..img.channels {
+            let plane = &img.data[c * hw_in..(c + 1) * hw_in];
+            let r0 = &plane[y0 as usize * img.width..(y0 as usize + 1) * img.width];
+            let r1 = &plane[y1 as usize * img.width..(y1 as usize + 1) * img.width];
+            let dst = &mut out.data[c * hw_out + oy * out_w..c * hw_out + (oy + 1) * out_w];
+            for (o, &(x0, x1, fx)) in dst.iter_mut().zip(&cols) {
+                let top_v = r0[x0] * (1.0 - fx) + r0[x1] * fx;
+                let bot_v = r1[x0] * (1.0 - fx) + r1[x1] * fx;
+                *o = top_v * (1.0 - fy) + bot_v * fy;
             }
         }
     }
@@ -315,26 +323,39 @@ impl Augmentation for GaussianBlur {
 }
 
 /// One separable pass of the kernel `k` (odd length), along columns if `vertical`, else rows,
-/// with reflected borders.
+/// with reflected borders. Rows are padded once and the taps run over contiguous slices, so
+/// the inner loops vectorize; the sum runs over the taps in order, as a direct loop would.
 fn blur_pass(img: &Image, k: &[f32], vertical: bool) -> Image {
     let radius = (k.len() / 2) as isize;
     let (h, w) = (img.height, img.width);
-    let mut out = img.clone();
+    let hw = h * w;
+    let mut out = Image::zeros(img.channels, h, w);
     for c in 0..img.channels {
-        for y in 0..h {
-            for x in 0..w {
-                let mut acc = 0.0;
-                for (t, kv) in k.iter().enumerate() {
-                    let d = t as isize - radius;
-                    let v = if vertical {
-                        img.get(c, reflect(y as isize + d, h as isize), x)
-                    } else {
-                        img.get(c, y, reflect(x as isize + d, w as isize))
-                    };
-                    acc += kv * v;
+        let src = &img.data[c * hw..(c + 1) * hw];
+        let dst = &mut out.data[c * hw..(c + 1) * hw];
+        if vertical {
+            for y in 0..h {
+                let row = &mut dst[y * w..(y + 1) * w];
+                for (t, &kv) in k.iter().enumerate() {
+                    let sy = reflect(y as isize + t as isize - radius, h as isize);
+                    for (o, &v) in row.iter_mut().zip(&src[sy * w..(sy + 1) * w]) {
+                        *o += kv * v;
+                    }
                 }
-                let i = out.idx(c, y, x);
-                out.data[i] = acc;
+            }
+        } else {
+            let mut padded = vec![0f32; w + 2 * radius as usize];
+            for y in 0..h {
+                let line = &src[y * w..(y + 1) * w];
+                for (i, p) in padded.iter_mut().enumerate() {
+                    *p = line[reflect(i as isize - radius, w as isize)];
+                }
+                let row = &mut dst[y * w..(y + 1) * w];
+                for (t, &kv) in k.iter().enumerate() {
+                    for (o, &v) in row.iter_mut().zip(&padded[t..t + w]) {
+                        *o += kv * v;
+                    }
+                }
             }
         }
     }
@@ -746,5 +767,111 @@ mod tests {
                 .to_string()
                 .contains("augment.flip_prob")
         );
+    }
+
+    fn noise_image(c: usize, h: usize, w: usize, seed_value: u64) -> Image {
+        let mut rng = selfsup_core::seed::rng(seed_value, 9, 0, 0);
+        Image::new(
+            c,
+            h,
+            w,
+            (0..c * h * w).map(|_| rng.random::<f32>()).collect(),
+        )
+    }
+
+    /// The direct per-pixel formulas the fast paths must reproduce bit for bit.
+    fn naive_blur(img: &Image, k: &[f32], vertical: bool) -> Image {
+        let r = (k.len() / 2) as isize;
+        let mut out = img.clone();
+        for c in 0..img.channels {
+            for y in 0..img.height {
+                for x in 0..img.width {
+                    let mut acc = 0.0;
+                    for (t, kv) in k.iter().enumerate() {
+                        let d = t as isize - r;
+                        acc += kv
+                            * if vertical {
+                                img.get(c, reflect(y as isize + d, img.height as isize), x)
+                            } else {
+                                img.get(c, y, reflect(x as isize + d, img.width as isize))
+                            };
+                    }
+                    let i = out.idx(c, y, x);
+                    out.data[i] = acc;
+                }
+            }
+        }
+        out
+    }
+
+    fn naive_resize(
+        img: &Image,
+        top: f32,
+        left: f32,
+        h: f32,
+        w: f32,
+        oh: usize,
+        ow: usize,
+    ) -> Image {
+        let mut out = Image::zeros(img.channels, oh, ow);
+        let (sy, sx) = (h / oh as f32, w / ow as f32);
+        let (ih, iw) = (img.height as isize, img.width as isize);
+        for oy in 0..oh {
+            let y = (top + (oy as f32 + 0.5) * sy - 0.5).clamp(0.0, (ih - 1) as f32);
+            let y0 = y.floor() as isize;
+            let y1 = (y0 + 1).min(ih - 1);
+            let fy = y - y0 as f32;
+            for ox in 0..ow {
+                let x = (left + (ox as f32 + 0.5) * sx - 0.5).clamp(0.0, (iw - 1) as f32);
+                let x0 = x.floor() as isize;
+                let x1 = (x0 + 1).min(iw - 1);
+                let fx = x - x0 as f32;
+                for c in 0..img.channels {
+                    let g = |yy: isize, xx: isize| img.get(c, yy as usize, xx as usize);
+                    let t = g(y0, x0) * (1.0 - fx) + g(y0, x1) * fx;
+                    let b = g(y1, x0) * (1.0 - fx) + g(y1, x1) * fx;
+                    let i = out.idx(c, oy, ox);
+                    out.data[i] = t * (1.0 - fy) + b * fy;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn fast_blur_and_resize_match_the_direct_formulas() {
+        for (c, h, w) in [(3, 17, 23), (1, 5, 4), (3, 1, 9), (1, 40, 2)] {
+            let img = noise_image(c, h, w, (c * h * w) as u64);
+            for k in [
+                vec![1.0],
+                vec![0.25, 0.5, 0.25],
+                vec![0.1, 0.2, 0.4, 0.2, 0.1],
+            ] {
+                for vertical in [false, true] {
+                    assert_eq!(
+                        blur_pass(&img, &k, vertical).data,
+                        naive_blur(&img, &k, vertical).data,
+                        "{c}x{h}x{w} k={k:?} vertical={vertical}"
+                    );
+                }
+            }
+            for (top, left, rh, rw, oh, ow) in [
+                (0.0, 0.0, h as f32, w as f32, 7, 5),
+                (
+                    0.5,
+                    1.0,
+                    (h as f32 / 2.0).max(1.0),
+                    (w as f32 / 3.0).max(1.0),
+                    11,
+                    13,
+                ),
+                (0.0, 0.0, 1.0, 1.0, 3, 3),
+            ] {
+                assert_eq!(
+                    resize_region(&img, top, left, rh, rw, oh, ow).data,
+                    naive_resize(&img, top, left, rh, rw, oh, ow).data
+                );
+            }
+        }
     }
 }

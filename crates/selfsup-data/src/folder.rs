@@ -22,6 +22,34 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
+/// Decodes one image file at its own size into an [`Image`] in `[0, 1]` with `channels`
+/// channels (1 or 3): what an on-the-fly pipeline (random resized crop first) starts from.
+pub fn decode_full(path: &Path, channels: usize) -> Result<selfsup_core::Image> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let img = image::load_from_memory(&bytes)
+        .map_err(|e| Error::format(path, format!("cannot decode image: {e}")))?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let hw = w * h;
+    let data: Vec<f32> = if channels == 1 {
+        img.to_luma8()
+            .into_raw()
+            .into_iter()
+            .map(|b| b as f32 / 255.0)
+            .collect()
+    } else {
+        let rgb = img.to_rgb8().into_raw();
+        let mut out = vec![0f32; 3 * hw];
+        for (p, px) in rgb.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                out[c * hw + p] = px[c] as f32 / 255.0;
+            }
+        }
+        out
+    };
+    let ch = if channels == 1 { 1 } else { 3 };
+    Ok(selfsup_core::Image::new(ch, h, w, data))
+}
+
 /// Decodes one image file, resized to `size`x`size` with `channels` channels (1 or 3).
 pub fn decode(path: &Path, size: usize, channels: usize) -> Result<Vec<u8>> {
     let img = image::ImageReader::open(path)
@@ -162,5 +190,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("/no/such/dir"), "{err}");
+    }
+
+    #[test]
+    fn decode_full_keeps_size_and_channel_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.png");
+        let mut img = image::RgbImage::new(3, 2);
+        img.put_pixel(2, 1, image::Rgb([255, 0, 51]));
+        img.save(&p).unwrap();
+        let x = decode_full(&p, 3).unwrap();
+        assert_eq!((x.channels, x.height, x.width), (3, 2, 3));
+        assert_eq!(x.get(0, 1, 2), 1.0);
+        assert_eq!(x.get(1, 1, 2), 0.0);
+        assert!((x.get(2, 1, 2) - 0.2).abs() < 1e-6);
+        assert_eq!(decode_full(&p, 1).unwrap().channels, 1);
+        std::fs::write(&p, b"garbage").unwrap();
+        let e = decode_full(&p, 3).unwrap_err().to_string();
+        assert!(e.contains("a.png"), "{e}");
     }
 }
