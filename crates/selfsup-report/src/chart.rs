@@ -53,6 +53,18 @@ fn save_png(path: &Path, buf: Vec<u8>, w: u32, h: u32) -> Result<()> {
         .map_err(|e| Error::Invalid(format!("writing {}: {e}", path.display())))
 }
 
+/// Axis tick text: whole numbers without decimals, others with up to 4 significant digits.
+fn tick(v: &f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{}", v.round() as i64)
+    } else if v.abs() < 1e-3 {
+        format!("{v:.1e}")
+    } else {
+        let s = format!("{v:.4}");
+        s.trim_end_matches('0').to_string()
+    }
+}
+
 /// `[lo, hi]` padded by 5 %, never empty.
 fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
@@ -102,6 +114,8 @@ pub fn line_chart(
                 .configure_mesh()
                 .x_desc(x_label)
                 .y_desc(*y_label)
+                .x_label_formatter(&tick)
+                .y_label_formatter(&tick)
                 .label_style((FONT, 13))
                 .draw()
                 .map_err(|e| draw_err(path, e))?;
@@ -170,6 +184,8 @@ pub fn scatter_chart(
             .configure_mesh()
             .x_desc(axes.0)
             .y_desc(axes.1)
+            .x_label_formatter(&tick)
+            .y_label_formatter(&tick)
             .label_style((FONT, 13))
             .draw()
             .map_err(|e| draw_err(path, e))?;
@@ -206,6 +222,14 @@ mod tests {
     fn nonwhite(path: &Path) -> usize {
         let img = image::open(path).unwrap().to_rgb8();
         img.pixels().filter(|p| p.0 != [255, 255, 255]).count()
+    }
+
+    #[test]
+    fn tick_text() {
+        assert_eq!(tick(&500.0), "500");
+        assert_eq!(tick(&0.25), "0.25");
+        assert_eq!(tick(&0.00002), "2.0e-5");
+        assert_eq!(tick(&-3.0), "-3");
     }
 
     #[test]
