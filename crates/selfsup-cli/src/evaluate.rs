@@ -337,11 +337,14 @@ pub fn eval_frozen(
 pub const FINETUNE_FILE: &str = "finetune.json";
 
 /// `selfsup eval finetune`: fine-tunes a copy of the run's encoder on each label fraction
-/// (in `RUN/finetune-P/`), prints and writes `RUN/finetune.json`.
+/// (in `RUN/finetune-P/`); with `baseline`, also a random-init encoder of the same
+/// architecture the same way (supervised from scratch, in `RUN/finetune-P-scratch/`).
+/// Prints and writes `RUN/finetune.json`.
 pub fn eval_finetune(
     args: &EvalArgs,
     fractions: Option<Vec<f64>>,
     epochs: Option<usize>,
+    baseline: bool,
     progress: bool,
 ) -> Result<Vec<FinetuneReport>> {
     let (mut cfg, _, train, test) = open_run(args, false)?;
@@ -357,29 +360,46 @@ pub fn eval_finetune(
     let tf = eval_transform(&cfg, &train);
     let mut out = Vec::new();
     for &fraction in &cfg.finetune.fractions {
-        // A fresh copy of the pretrained weights for each fraction.
-        let (_, encoder) = load_trainable_encoder(&args.checkpoint, &device)?;
-        let dir = run.join(format!("finetune-{}", fraction_name(fraction)));
-        let r = finetune(
-            encoder,
-            &train,
-            &test,
-            fraction,
-            &cfg.finetune,
-            &tf,
-            &dir,
-            &device,
-            progress,
-        )?;
-        println!(
-            "fine-tuned on {:>5.1} % of the labels ({} images) in {:.0} s: top-1 {:.2} %, top-5 {:.2} %",
-            100.0 * fraction,
-            r.labelled_images,
-            r.seconds,
-            100.0 * r.test.top1,
-            100.0 * r.test.top5
-        );
-        out.push(r);
+        for scratch in [false, true] {
+            if scratch && !baseline {
+                continue;
+            }
+            // A fresh copy of the starting weights for each run.
+            let (encoder, init, suffix) = if scratch {
+                let enc = seed::init_module(&device, cfg.train.seed ^ 0x5eed, |d| {
+                    cfg.encoder.init(train.channels, d)
+                });
+                (enc, RANDOM_INIT, "-scratch")
+            } else {
+                (
+                    load_trainable_encoder(&args.checkpoint, &device)?.1,
+                    PRETRAINED,
+                    "",
+                )
+            };
+            let dir = run.join(format!("finetune-{}{suffix}", fraction_name(fraction)));
+            let mut r = finetune(
+                encoder,
+                &train,
+                &test,
+                fraction,
+                &cfg.finetune,
+                &tf,
+                &dir,
+                &device,
+                progress,
+            )?;
+            r.init = init.to_string();
+            println!(
+                "{init:>11} fine-tuned on {:>5.1} % of the labels ({} images) in {:.0} s: top-1 {:.2} %, top-5 {:.2} %",
+                100.0 * fraction,
+                r.labelled_images,
+                r.seconds,
+                100.0 * r.test.top1,
+                100.0 * r.test.top5
+            );
+            out.push(r);
+        }
     }
     write_json(&run.join(FINETUNE_FILE), &out)?;
     Ok(out)

@@ -192,6 +192,9 @@ enum EvalCommand {
         /// Epochs per fine-tuning run (default: the run's config, 20).
         #[arg(long)]
         epochs: Option<usize>,
+        /// Also fine-tune a random-init encoder the same way (supervised from scratch).
+        #[arg(long)]
+        baseline: bool,
         /// Hide the progress bar.
         #[arg(long)]
         quiet: bool,
@@ -285,8 +288,9 @@ fn run(cli: Cli) -> Result<()> {
                 opts,
                 fractions,
                 epochs,
+                baseline,
                 quiet,
-            } => eval_finetune(&opts.args(), fractions, epochs, !quiet).map(|_| ()),
+            } => eval_finetune(&opts.args(), fractions, epochs, baseline, !quiet).map(|_| ()),
         },
         Command::Report {
             run,

@@ -174,12 +174,17 @@ pub fn report(
     if let Some(ft) = &finetune {
         let _ = writeln!(
             md,
-            "## Fine-tuning\n\n| labels | images | top-1 | top-5 | seconds |\n|---:|---:|---:|---:|---:|"
+            "## Fine-tuning\n\n| weights | labels | images | top-1 | top-5 | seconds |\n|---|---:|---:|---:|---:|---:|"
         );
         for r in ft {
             let _ = writeln!(
                 md,
-                "| {:.1} % | {} | {:.2} | {:.2} | {:.0} |",
+                "| {} | {:.1} % | {} | {:.2} | {:.2} | {:.0} |",
+                if r.init.is_empty() {
+                    "pretrained"
+                } else {
+                    r.init.as_str()
+                },
                 100.0 * r.fraction,
                 r.labelled_images,
                 100.0 * r.test.top1,

@@ -141,10 +141,13 @@ fn pretrain_checkpoints_resumes_and_evaluates() {
         eval.row(PRETRAINED).unwrap().linear
     );
     assert!(a.join("eval-linear.json").is_file());
-    let ft = eval_finetune(&args(&a), Some(vec![0.1, 0.5]), None, false).unwrap();
-    assert_eq!(ft.len(), 2);
+    let ft = eval_finetune(&args(&a), Some(vec![0.1, 0.5]), None, true, false).unwrap();
+    assert_eq!(ft.len(), 4);
+    assert_eq!(ft[0].init, PRETRAINED);
+    assert_eq!(ft[1].init, RANDOM_INIT);
     // 96 training images: 10 % is about one per class, 50 % about five.
-    assert!(ft[0].labelled_images < ft[1].labelled_images);
+    assert!(ft[0].labelled_images < ft[2].labelled_images);
+    assert!(a.join("finetune-10pct-scratch/metrics.jsonl").is_file());
     assert!(a.join("finetune-10pct/metrics.jsonl").is_file());
     assert!(a.join("finetune.json").is_file());
 

@@ -134,6 +134,9 @@ impl FinetuneConfig {
 /// One fine-tuning run's result.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FinetuneReport {
+    /// Which weights were fine-tuned: `pretrained` or `random init` (supervised from scratch).
+    #[serde(default)]
+    pub init: String,
     /// Fraction of the training labels used.
     pub fraction: f64,
     /// Labelled images trained on.
@@ -227,6 +230,7 @@ pub fn finetune<E: Encoder>(
     let model = out.model.valid();
     let test = classifier_accuracy(&model, test, tf, &plain)?;
     Ok(FinetuneReport {
+        init: String::new(),
         fraction,
         labelled_images: subset.len(),
         test,
