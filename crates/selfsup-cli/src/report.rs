@@ -84,14 +84,14 @@ pub fn report(
     let _ = writeln!(md, "# Run report: `{}`\n", run.display());
     let _ = writeln!(
         md,
-        "{:?} on `{}`, {:?} encoder (width {}), {} epochs of batch {}, {:?} lr {} on `{}`.\n",
-        cfg.method,
+        "{} on `{}`, {} encoder (width {}), {} epochs of batch {}, {} lr {} on `{}`.\n",
+        format!("{:?}", cfg.method).to_lowercase(),
         cfg.data.spec,
-        cfg.encoder.arch,
+        format!("{:?}", cfg.encoder.arch).to_lowercase(),
         cfg.encoder.width,
         cfg.train.epochs,
         cfg.train.batch_size,
-        cfg.train.optimizer.kind,
+        format!("{:?}", cfg.train.optimizer.kind).to_lowercase(),
         cfg.train.optimizer.lr,
         cfg.device
     );
