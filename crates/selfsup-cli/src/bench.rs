@@ -12,30 +12,41 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What to time.
-#[derive(Clone, Debug)]
+/// What to time (the flags of `selfsup bench step`).
+#[derive(Clone, Debug, clap::Args)]
 pub struct StepBenchArgs {
     /// The method.
+    #[arg(long, value_enum, default_value = "simclr")]
     pub method: Method,
-    /// The backbone.
+    /// Backbone: resnet18, resnet34, resnet50, convnet.
+    #[arg(long, default_value = "resnet18")]
     pub encoder: Arch,
     /// ConvNet base width.
+    #[arg(long, default_value_t = 32)]
     pub width: usize,
-    /// Source images per step.
+    /// Source images per step (each gives the method's views).
+    #[arg(long, default_value_t = 128)]
     pub batch: usize,
     /// Timed steps.
+    #[arg(long, default_value_t = 5)]
     pub steps: usize,
     /// Untimed steps first (allocator and caches warm up).
+    #[arg(long, default_value_t = 2)]
     pub warmup: usize,
     /// Side of the square images.
+    #[arg(long, default_value_t = 32)]
     pub image_size: usize,
-    /// Channels of the images.
+    /// Image channels.
+    #[arg(long, default_value_t = 3)]
     pub channels: usize,
     /// Projection head hidden width.
+    #[arg(long, default_value_t = 2048)]
     pub head_hidden: usize,
     /// Projection head output width.
+    #[arg(long, default_value_t = 128)]
     pub head_out: usize,
-    /// Device.
+    /// Device: flex (CPU), wgpu, cuda:N.
+    #[arg(long, default_value = "flex")]
     pub device: DeviceSpec,
 }
 

@@ -98,41 +98,7 @@ enum Command {
 enum BenchCommand {
     /// Time training steps on synthetic images (after a warm-up) and print one JSON line:
     /// images/s, median ms per step and its parts, peak memory.
-    Step {
-        /// The method.
-        #[arg(long, value_enum, default_value = "simclr")]
-        method: Method,
-        /// Backbone: resnet18, resnet34, resnet50, convnet.
-        #[arg(long, default_value = "resnet18")]
-        encoder: selfsup_encoders::Arch,
-        /// ConvNet base width.
-        #[arg(long, default_value_t = 32)]
-        width: usize,
-        /// Source images per step (each gives the method's views).
-        #[arg(long, default_value_t = 128)]
-        batch: usize,
-        /// Timed steps.
-        #[arg(long, default_value_t = 5)]
-        steps: usize,
-        /// Untimed warm-up steps.
-        #[arg(long, default_value_t = 2)]
-        warmup: usize,
-        /// Side of the square images.
-        #[arg(long, default_value_t = 32)]
-        image_size: usize,
-        /// Image channels.
-        #[arg(long, default_value_t = 3)]
-        channels: usize,
-        /// Projection head hidden width.
-        #[arg(long, default_value_t = 2048)]
-        head_hidden: usize,
-        /// Projection head output width.
-        #[arg(long, default_value_t = 128)]
-        head_out: usize,
-        /// Device: flex (CPU), wgpu, cuda:N.
-        #[arg(long, default_value = "flex")]
-        device: DeviceSpec,
-    },
+    Step(selfsup_cli::bench::StepBenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -306,34 +272,9 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench {
-            what:
-                BenchCommand::Step {
-                    method,
-                    encoder,
-                    width,
-                    batch,
-                    steps,
-                    warmup,
-                    image_size,
-                    channels,
-                    head_hidden,
-                    head_out,
-                    device,
-                },
+            what: BenchCommand::Step(args),
         } => {
-            let r = selfsup_cli::bench::bench_step(&selfsup_cli::bench::StepBenchArgs {
-                method,
-                encoder,
-                width,
-                batch,
-                steps,
-                warmup,
-                image_size,
-                channels,
-                head_hidden,
-                head_out,
-                device,
-            })?;
+            let r = selfsup_cli::bench::bench_step(&args)?;
             println!(
                 "{}",
                 serde_json::to_string(&r).expect("bench line serializes")
