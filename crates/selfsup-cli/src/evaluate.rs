@@ -119,12 +119,11 @@ pub fn eval_transform(cfg: &RunConfig, images: &ImageSet) -> EvalTransform {
 }
 
 /// A random-init encoder of the run's architecture (another seed than the pretrained
-/// encoder's initial weights), as an inference copy.
+/// encoder's initial weights), trainable; `.valid()` gives the inference copy.
 pub fn random_encoder(cfg: &RunConfig, channels: usize, device: &Device) -> Backbone {
     seed::init_module(device, cfg.train.seed ^ 0x5eed, |d| {
         cfg.encoder.init(channels, d)
     })
-    .valid()
 }
 
 /// Scores frozen features of `encoder` (an inference copy) from `train` to `test`, with the
@@ -174,7 +173,7 @@ pub fn evaluate(
         extract(encoder, test, &tf, 512, &device),
     )?];
     if plan.baselines {
-        let random = random_encoder(cfg, train.channels, &device);
+        let random = random_encoder(cfg, train.channels, &device).valid();
         rows.push(score(
             RANDOM_INIT,
             extract(&random, train, &tf, 512, &device),
@@ -366,9 +365,7 @@ pub fn eval_finetune(
             }
             // A fresh copy of the starting weights for each run.
             let (encoder, init, suffix) = if scratch {
-                let enc = seed::init_module(&device, cfg.train.seed ^ 0x5eed, |d| {
-                    cfg.encoder.init(train.channels, d)
-                });
+                let enc = random_encoder(&cfg, train.channels, &device);
                 (enc, RANDOM_INIT, "-scratch")
             } else {
                 (
