@@ -4,6 +4,7 @@ use burn::module::Module;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
+use selfsup_kernels::batch_norm;
 use serde::{Deserialize, Serialize};
 
 /// Shape of a projection head.
@@ -69,7 +70,7 @@ impl ProjectionHead {
         for (i, (l, bn)) in self.linears.iter().zip(&self.norms).enumerate() {
             x = l.forward(x);
             if let Some(bn) = bn {
-                x = bn.forward(x);
+                x = batch_norm(bn, x);
             }
             if i + 1 < n {
                 x = relu(x);

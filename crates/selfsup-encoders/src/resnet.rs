@@ -7,6 +7,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use selfsup_core::Encoder;
+use selfsup_kernels::{batch_norm, conv2d};
 
 /// A convolution without bias followed by BatchNorm.
 #[derive(Module, Debug)]
@@ -31,7 +32,7 @@ impl ConvBn {
 
     /// Convolution then normalization.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.bn.forward(self.conv.forward(x))
+        batch_norm(&self.bn, conv2d(&self.conv, x))
     }
 }
 

@@ -1,0 +1,462 @@
+//! 2-D convolution (one group) on contiguous NCHW `f32` buffers, lowered to GEMMs over blocks of
+//! whole images: the im2col matrix of a block has one row per (input channel, kernel row, kernel
+//! column) and one column per (image, output pixel), so every layer, even a 4x4 one, multiplies
+//! matrices thousands of columns wide.
+//!
+//! - forward: `out[o, (b, p)] = W[o, k] · col[k, (b, p)]`
+//! - weight gradient: `dW[o, k] = Σ_blocks dY[o, (b, p)] · col[k, (b, p)]ᵀ`
+//! - input gradient: `dcol[k, (b, p)] = Wᵀ[k, o] · dY[o, (b, p)]`, scattered back by col2im.
+
+use crate::gemm::{View, sgemm};
+use crate::par::SharedMut;
+use rayon::prelude::*;
+
+/// Elements of one im2col block (64 MiB of `f32`): large enough for wide GEMMs, small enough to
+/// stay out of the way of the activations autodiff keeps.
+const BLOCK_ELEMS: usize = 1 << 24;
+
+/// Shapes and options of a convolution with one group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// Images.
+    pub batch: usize,
+    /// Input channels.
+    pub cin: usize,
+    /// Input height and width.
+    pub input: [usize; 2],
+    /// Output channels.
+    pub cout: usize,
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Stride (height, width).
+    pub stride: [usize; 2],
+    /// Padding before the first row and column (the padding after only changes the output size).
+    pub pad: [usize; 2],
+    /// Dilation (height, width).
+    pub dilation: [usize; 2],
+    /// Output height and width.
+    pub output: [usize; 2],
+}
+
+impl ConvGeometry {
+    /// The geometry of `x: [batch, cin, h, w]` convolved with `w: [cout, cin, kh, kw]` with padding
+    /// `(begin, end)` per spatial dimension. `None` when the kernel (dilated) does not fit the
+    /// padded input.
+    pub fn new(
+        x: [usize; 4],
+        w: [usize; 4],
+        stride: [usize; 2],
+        padding: [(usize, usize); 2],
+        dilation: [usize; 2],
+    ) -> Option<Self> {
+        let mut output = [0; 2];
+        for d in 0..2 {
+            let span = dilation[d] * (w[2 + d].checked_sub(1)?) + 1;
+            let padded = x[2 + d] + padding[d].0 + padding[d].1;
+            if stride[d] == 0 || padded < span {
+                return None;
+            }
+            output[d] = (padded - span) / stride[d] + 1;
+        }
+        Some(Self {
+            batch: x[0],
+            cin: x[1],
+            input: [x[2], x[3]],
+            cout: w[0],
+            kernel: [w[2], w[3]],
+            stride,
+            pad: [padding[0].0, padding[1].0],
+            dilation,
+            output,
+        })
+    }
+
+    /// Rows of the im2col matrix: `cin * kh * kw`.
+    pub fn patch(&self) -> usize {
+        self.cin * self.kernel[0] * self.kernel[1]
+    }
+
+    fn in_pixels(&self) -> usize {
+        self.input[0] * self.input[1]
+    }
+
+    fn out_pixels(&self) -> usize {
+        self.output[0] * self.output[1]
+    }
+
+    /// Images per im2col block of at most `elems` elements (at least one image).
+    fn block(&self, elems: usize) -> usize {
+        let per_image = (self.patch() * self.out_pixels()).max(1);
+        (elems / per_image).clamp(1, self.batch.max(1))
+    }
+
+    /// The output positions `o` along dimension `d` whose input index `o * stride + offset - pad`
+    /// lies inside the input, as a half-open range.
+    fn valid(&self, d: usize, offset: usize) -> (usize, usize) {
+        let (s, pad, len, out) = (self.stride[d], self.pad[d], self.input[d], self.output[d]);
+        // o * s + offset >= pad  and  o * s + offset < pad + len
+        let lo = pad.saturating_sub(offset).div_ceil(s);
+        let hi = if pad + len > offset {
+            (pad + len - offset).div_ceil(s)
+        } else {
+            0
+        };
+        (lo.min(out), hi.min(out).max(lo.min(out)))
+    }
+}
+
+/// Fills `col` (`patch x (images * out_pixels)`, row-major) with the patches of `images`
+/// consecutive images of `x` starting at image `first`.
+fn im2col(x: &[f32], g: &ConvGeometry, first: usize, images: usize, col: &mut [f32]) {
+    let [kh, kw] = g.kernel;
+    let ow = g.output[1];
+    let iw = g.input[1];
+    let (in_px, out_px) = (g.in_pixels(), g.out_pixels());
+    let width = images * out_px;
+    col[..g.patch() * width]
+        .par_chunks_mut(width)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let c = row / (kh * kw);
+            let i = (row / kw) % kh;
+            let j = row % kw;
+            let (ylo, yhi) = g.valid(0, i * g.dilation[0]);
+            let (xlo, xhi) = g.valid(1, j * g.dilation[1]);
+            for b in 0..images {
+                let plane = &x[((first + b) * g.cin + c) * in_px..][..in_px];
+                let out = &mut dst[b * out_px..][..out_px];
+                out[..ylo * ow].fill(0.0);
+                out[yhi * ow..].fill(0.0);
+                if xlo == xhi {
+                    out[ylo * ow..yhi * ow].fill(0.0);
+                    continue;
+                }
+                for y in ylo..yhi {
+                    let iy = y * g.stride[0] + i * g.dilation[0] - g.pad[0];
+                    let src = &plane[iy * iw..][..iw];
+                    let line = &mut out[y * ow..][..ow];
+                    line[..xlo].fill(0.0);
+                    line[xhi..].fill(0.0);
+                    let x0 = xlo * g.stride[1] + j * g.dilation[1] - g.pad[1];
+                    if g.stride[1] == 1 {
+                        line[xlo..xhi].copy_from_slice(&src[x0..x0 + (xhi - xlo)]);
+                    } else {
+                        for (k, v) in line[xlo..xhi].iter_mut().enumerate() {
+                            *v = src[x0 + k * g.stride[1]];
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// Adds the patches in `col` back into `dx` (the gradient of `images` images starting at
+/// `first`): the transpose of [`im2col`].
+fn col2im(col: &[f32], g: &ConvGeometry, first: usize, images: usize, dx: &mut [f32]) {
+    let [kh, kw] = g.kernel;
+    let ow = g.output[1];
+    let iw = g.input[1];
+    let (in_px, out_px) = (g.in_pixels(), g.out_pixels());
+    let width = images * out_px;
+    let dx = SharedMut::new(dx);
+    // One task per input channel: the rows of a channel write only that channel's planes.
+    (0..g.cin).into_par_iter().for_each(|c| {
+        for b in 0..images {
+            // SAFETY: plane (first + b, c) is written by the task of channel c alone.
+            let plane = unsafe { dx.slice(((first + b) * g.cin + c) * in_px, in_px) };
+            for i in 0..kh {
+                let (ylo, yhi) = g.valid(0, i * g.dilation[0]);
+                for j in 0..kw {
+                    let (xlo, xhi) = g.valid(1, j * g.dilation[1]);
+                    if xlo == xhi {
+                        continue;
+                    }
+                    let row = (c * kh + i) * kw + j;
+                    let src = &col[row * width + b * out_px..][..out_px];
+                    let x0 = xlo * g.stride[1] + j * g.dilation[1] - g.pad[1];
+                    for y in ylo..yhi {
+                        let iy = y * g.stride[0] + i * g.dilation[0] - g.pad[0];
+                        let dst = &mut plane[iy * iw..][..iw];
+                        let line = &src[y * ow..][..ow];
+                        if g.stride[1] == 1 {
+                            for (d, s) in dst[x0..x0 + (xhi - xlo)].iter_mut().zip(&line[xlo..xhi])
+                            {
+                                *d += s;
+                            }
+                        } else {
+                            for (k, s) in line[xlo..xhi].iter().enumerate() {
+                                dst[x0 + k * g.stride[1]] += s;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// `y = conv(x, w)`: `x` is `[batch, cin, h, w]`, `w` is `[cout, cin, kh, kw]`, both contiguous;
+/// returns `[batch, cout, oh, ow]`.
+pub fn conv2d_forward(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    forward_in_blocks(x, w, g, BLOCK_ELEMS)
+}
+
+fn forward_in_blocks(x: &[f32], w: &[f32], g: &ConvGeometry, block_elems: usize) -> Vec<f32> {
+    let (k, out_px, cout) = (g.patch(), g.out_pixels(), g.cout);
+    assert_eq!(
+        x.len(),
+        g.batch * g.cin * g.in_pixels(),
+        "conv2d: input size"
+    );
+    assert_eq!(w.len(), cout * k, "conv2d: weight size");
+    let mut out = vec![0.0f32; g.batch * cout * out_px];
+    let block = g.block(block_elems);
+    let mut col = vec![0.0f32; k * block * out_px];
+    let mut tmp = vec![0.0f32; if block > 1 { cout * block * out_px } else { 0 }];
+    for first in (0..g.batch).step_by(block) {
+        let images = block.min(g.batch - first);
+        let width = images * out_px;
+        im2col(x, g, first, images, &mut col);
+        let dst_all = &mut out[first * cout * out_px..][..images * cout * out_px];
+        if images == 1 {
+            sgemm(
+                cout,
+                width,
+                k,
+                dst_all,
+                false,
+                View::rows(w, k),
+                View::rows(&col, width),
+            );
+            continue;
+        }
+        sgemm(
+            cout,
+            width,
+            k,
+            &mut tmp,
+            false,
+            View::rows(w, k),
+            View::rows(&col, width),
+        );
+        // tmp is [cout, (image, pixel)]; the output wants [image, cout, pixel].
+        dst_all
+            .par_chunks_mut(cout * out_px)
+            .enumerate()
+            .for_each(|(b, dst)| {
+                for (o, line) in dst.chunks_mut(out_px).enumerate() {
+                    line.copy_from_slice(&tmp[o * width + b * out_px..][..out_px]);
+                }
+            });
+    }
+    out
+}
+
+/// Gradients of [`conv2d_forward`] given the output gradient `dy`: `(dx, dw)`, each computed
+/// only when asked for.
+pub fn conv2d_backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    g: &ConvGeometry,
+    want_dx: bool,
+    want_dw: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    backward_in_blocks(x, w, dy, g, want_dx, want_dw, BLOCK_ELEMS)
+}
+
+fn backward_in_blocks(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    g: &ConvGeometry,
+    want_dx: bool,
+    want_dw: bool,
+    block_elems: usize,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let (k, out_px, cout) = (g.patch(), g.out_pixels(), g.cout);
+    assert_eq!(
+        dy.len(),
+        g.batch * cout * out_px,
+        "conv2d backward: gradient size"
+    );
+    let mut dx = want_dx.then(|| vec![0.0f32; g.batch * g.cin * g.in_pixels()]);
+    let mut dw = want_dw.then(|| vec![0.0f32; cout * k]);
+    let block = g.block(block_elems);
+    let mut col = vec![0.0f32; k * block * out_px];
+    let mut dyb = vec![0.0f32; if block > 1 { cout * block * out_px } else { 0 }];
+    for first in (0..g.batch).step_by(block) {
+        let images = block.min(g.batch - first);
+        let width = images * out_px;
+        let src = &dy[first * cout * out_px..][..images * cout * out_px];
+        // dY of the block as [cout, (image, pixel)].
+        let dyv: &[f32] = if images == 1 {
+            src
+        } else {
+            let dst = SharedMut::new(&mut dyb);
+            (0..images).into_par_iter().for_each(|b| {
+                for o in 0..cout {
+                    // SAFETY: (o, b) pairs address disjoint lines of dyb.
+                    let line = unsafe { dst.slice(o * width + b * out_px, out_px) };
+                    line.copy_from_slice(&src[(b * cout + o) * out_px..][..out_px]);
+                }
+            });
+            &dyb
+        };
+        if let Some(dw) = dw.as_mut() {
+            im2col(x, g, first, images, &mut col);
+            sgemm(
+                cout,
+                k,
+                width,
+                dw,
+                first > 0,
+                View::rows(dyv, width),
+                View::transposed(&col, width),
+            );
+        }
+        if let Some(dx) = dx.as_mut() {
+            sgemm(
+                k,
+                width,
+                cout,
+                &mut col,
+                false,
+                View::transposed(w, k),
+                View::rows(dyv, width),
+            );
+            col2im(&col, g, first, images, dx);
+        }
+    }
+    (dx, dw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The convolution straight from its definition.
+    fn naive(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
+        let [ih, iw] = g.input;
+        let [oh, ow] = g.output;
+        let [kh, kw] = g.kernel;
+        let mut out = vec![0.0; g.batch * g.cout * oh * ow];
+        for b in 0..g.batch {
+            for o in 0..g.cout {
+                for y in 0..oh {
+                    for xx in 0..ow {
+                        let mut s = 0.0;
+                        for c in 0..g.cin {
+                            for i in 0..kh {
+                                for j in 0..kw {
+                                    let iy = (y * g.stride[0] + i * g.dilation[0]) as isize
+                                        - g.pad[0] as isize;
+                                    let ix = (xx * g.stride[1] + j * g.dilation[1]) as isize
+                                        - g.pad[1] as isize;
+                                    if iy < 0 || ix < 0 || iy >= ih as isize || ix >= iw as isize {
+                                        continue;
+                                    }
+                                    s += x[((b * g.cin + c) * ih + iy as usize) * iw + ix as usize]
+                                        * w[((o * g.cin + c) * kh + i) * kw + j];
+                                }
+                            }
+                        }
+                        out[((b * g.cout + o) * oh + y) * ow + xx] = s;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn values(n: usize, seed: f32) -> Vec<f32> {
+        (0..n).map(|i| ((i as f32 + seed) * 0.713).sin()).collect()
+    }
+
+    fn geometries() -> Vec<ConvGeometry> {
+        vec![
+            ConvGeometry::new([2, 3, 7, 6], [4, 3, 3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1]),
+            ConvGeometry::new([3, 2, 9, 8], [5, 2, 3, 3], [2, 2], [(1, 1), (1, 1)], [1, 1]),
+            ConvGeometry::new([2, 4, 5, 5], [3, 4, 1, 1], [2, 2], [(0, 0), (0, 0)], [1, 1]),
+            ConvGeometry::new([1, 2, 8, 7], [3, 2, 3, 2], [1, 2], [(2, 0), (0, 1)], [2, 1]),
+            ConvGeometry::new([2, 1, 6, 6], [2, 1, 7, 7], [2, 2], [(3, 3), (3, 3)], [1, 1]),
+        ]
+        .into_iter()
+        .map(Option::unwrap)
+        .collect()
+    }
+
+    #[test]
+    fn forward_matches_the_definition() {
+        for g in geometries() {
+            let x = values(g.batch * g.cin * g.in_pixels(), 0.0);
+            let w = values(g.cout * g.patch(), 3.0);
+            let got = conv2d_forward(&x, &w, &g);
+            let want = naive(&x, &w, &g);
+            assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-4, "{g:?}: {a} vs {b}");
+            }
+        }
+    }
+
+    /// The gradients are the adjoints of the forward: <conv(x, w), dy> is linear in x and in w,
+    /// so <dx, e_i> and <dw, e_j> must equal the forward applied to unit vectors.
+    #[test]
+    fn backward_is_the_adjoint_of_forward() {
+        for g in geometries() {
+            let x = values(g.batch * g.cin * g.in_pixels(), 1.0);
+            let w = values(g.cout * g.patch(), 2.0);
+            let dy = values(g.batch * g.cout * g.out_pixels(), 5.0);
+            let (dx, dw) = conv2d_backward(&x, &w, &dy, &g, true, true);
+            let (dx, dw) = (dx.unwrap(), dw.unwrap());
+            let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| a * b).sum::<f32>();
+            for i in 0..x.len() {
+                let mut e = vec![0.0; x.len()];
+                e[i] = 1.0;
+                let want = dot(&naive(&e, &w, &g), &dy);
+                assert!((dx[i] - want).abs() < 1e-4, "{g:?} dx[{i}]");
+            }
+            for j in 0..w.len() {
+                let mut e = vec![0.0; w.len()];
+                e[j] = 1.0;
+                let want = dot(&naive(&x, &e, &g), &dy);
+                assert!((dw[j] - want).abs() < 1e-3, "{g:?} dw[{j}]");
+            }
+        }
+    }
+
+    #[test]
+    fn every_block_size_gives_the_same_result() {
+        // One block of all images, blocks of two (the last one single), one image at a time.
+        let g = ConvGeometry::new([5, 3, 6, 6], [4, 3, 3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1])
+            .unwrap();
+        let per_image = g.patch() * g.out_pixels();
+        let x = values(g.batch * g.cin * g.in_pixels(), 0.5);
+        let w = values(g.cout * g.patch(), 1.5);
+        let dy = values(g.batch * g.cout * g.out_pixels(), 2.5);
+        let whole = forward_in_blocks(&x, &w, &g, usize::MAX);
+        let (wdx, wdw) = backward_in_blocks(&x, &w, &dy, &g, true, true, usize::MAX);
+        for images in [2, 1] {
+            assert_eq!(g.block(images * per_image), images);
+            let y = forward_in_blocks(&x, &w, &g, images * per_image);
+            let (dx, dw) = backward_in_blocks(&x, &w, &dy, &g, true, true, images * per_image);
+            for (got, want) in [(&y, &whole), (&dx.unwrap(), wdx.as_ref().unwrap())]
+                .into_iter()
+                .chain([(&dw.unwrap(), wdw.as_ref().unwrap())])
+            {
+                for (a, b) in got.iter().zip(want.iter()) {
+                    assert!((a - b).abs() < 1e-4, "{images} per block: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn kernels_larger_than_the_padded_input_are_refused() {
+        assert!(
+            ConvGeometry::new([1, 1, 2, 2], [1, 1, 5, 5], [1, 1], [(1, 1), (1, 1)], [1, 1])
+                .is_none()
+        );
+    }
+}

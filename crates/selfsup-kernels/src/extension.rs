@@ -1,0 +1,278 @@
+//! The kernels as a burn backend extension: implemented for `Flex` (the forward passes) and for
+//! `Autodiff<Flex>` (recording our own backward passes). Other backends never reach it: the
+//! functions in the crate root route them to burn's own operations.
+
+use crate::conv::{ConvGeometry, conv2d_backward, conv2d_forward};
+use crate::norm::{NormGeometry, batch_norm_backward, batch_norm_forward};
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::ModuleOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, backend_extension};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{DType, Shape, TensorData};
+
+/// Operations whose CPU versions are ours.
+#[backend_extension(Flex, Autodiff)]
+pub trait GemmKernels: Backend {
+    /// Convolution without bias (any groups, dilation, padding; one group takes our GEMM path).
+    fn gemm_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self>;
+
+    /// Batch normalization with the batch's own statistics: `(output, mean, biased variance)`.
+    fn fused_batch_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// The contiguous `f32` values of a tensor, or `None` for other dtypes.
+fn values(t: &FlexTensor) -> Option<FlexTensor> {
+    (t.dtype() == DType::F32).then(|| t.to_contiguous())
+}
+
+fn slice(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("selfsup-kernels: contiguous f32 tensor")
+}
+
+fn tensor(data: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(data, shape.into()))
+}
+
+fn dims4(t: &FlexTensor) -> [usize; 4] {
+    let s = t.layout().shape();
+    [s[0], s[1], s[2], s[3]]
+}
+
+/// The geometry when our kernel handles the call: `f32`, one group, a kernel that fits.
+fn geometry(x: &FlexTensor, w: &FlexTensor, o: &ConvOptions<2>) -> Option<ConvGeometry> {
+    if x.dtype() != DType::F32 || w.dtype() != DType::F32 || o.groups != 1 {
+        return None;
+    }
+    let (xd, wd) = (dims4(x), dims4(w));
+    if xd[1] != wd[1] {
+        return None;
+    }
+    ConvGeometry::new(xd, wd, o.stride, o.padding, o.dilation)
+}
+
+fn norm_geometry(x: &FlexTensor) -> NormGeometry {
+    let s = x.layout().shape();
+    NormGeometry {
+        batch: s[0],
+        channels: s[1],
+        spatial: (2..s.num_dims()).map(|d| s[d]).product(),
+    }
+}
+
+impl GemmKernels for Flex {
+    fn gemm_conv2d(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
+        let Some(g) = geometry(&x, &weight, &options) else {
+            return Flex::conv2d(x, weight, None, options);
+        };
+        let (x, w) = (values(&x).unwrap(), values(&weight).unwrap());
+        let out = conv2d_forward(slice(&x), slice(&w), &g);
+        tensor(out, [g.batch, g.cout, g.output[0], g.output[1]])
+    }
+
+    fn fused_batch_norm(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (Some(xv), Some(gv), Some(bv)) = (values(&x), values(&gamma), values(&beta)) else {
+            let r = Flex::batch_norm_train(x, gamma, beta, epsilon);
+            return (r.output, r.mean, r.variance);
+        };
+        let g = norm_geometry(&x);
+        let (y, mean, var) = batch_norm_forward(slice(&xv), slice(&gv), slice(&bv), epsilon, &g);
+        (
+            tensor(y, x.layout().shape().clone()),
+            tensor(mean, [g.channels]),
+            tensor(var, [g.channels]),
+        )
+    }
+}
+
+#[derive(Debug)]
+struct ConvBackward;
+
+impl Backward<Flex, 2> for ConvBackward {
+    type State = (NodeId, NodeId, ConvOptions<2>);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_w] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (x_id, w_id, options) = ops.state;
+        let x = checkpointer.retrieve_node_output::<FlexTensor>(x_id);
+        let w = checkpointer.retrieve_node_output::<FlexTensor>(w_id);
+        let Some(g) = geometry(&x, &w, &options).filter(|_| grad.dtype() == DType::F32) else {
+            if let Some(node) = node_x {
+                let dx =
+                    Flex::conv2d_x_backward(x.clone(), w.clone(), grad.clone(), options.clone());
+                grads.register::<Flex>(node.id, dx);
+            }
+            if let Some(node) = node_w {
+                grads.register::<Flex>(node.id, Flex::conv2d_weight_backward(x, w, grad, options));
+            }
+            return;
+        };
+        let (xv, wv, gv) = (
+            values(&x).unwrap(),
+            values(&w).unwrap(),
+            values(&grad).unwrap(),
+        );
+        let (dx, dw) = conv2d_backward(
+            slice(&xv),
+            slice(&wv),
+            slice(&gv),
+            &g,
+            node_x.is_some(),
+            node_w.is_some(),
+        );
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            grads.register::<Flex>(node.id, tensor(dx, x.layout().shape().clone()));
+        }
+        if let (Some(node), Some(dw)) = (node_w, dw) {
+            grads.register::<Flex>(node.id, tensor(dw, w.layout().shape().clone()));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct NormBackward;
+
+impl Backward<Flex, 3> for NormBackward {
+    /// Input and gamma (checkpointed), the batch statistics, epsilon.
+    type State = (NodeId, NodeId, FlexTensor, FlexTensor, f64);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (x_id, gamma_id, mean, var, epsilon) = ops.state;
+        let x = checkpointer.retrieve_node_output::<FlexTensor>(x_id);
+        let gamma = checkpointer.retrieve_node_output::<FlexTensor>(gamma_id);
+        let all = [&x, &grad, &gamma, &mean, &var].map(values);
+        let (dx, dgamma, dbeta) = if let [Some(xv), Some(gv), Some(gm), Some(m), Some(v)] = all {
+            let g = norm_geometry(&x);
+            let (dx, dgamma, dbeta) = batch_norm_backward(
+                slice(&xv),
+                slice(&gv),
+                slice(&gm),
+                slice(&m),
+                slice(&v),
+                epsilon,
+                &g,
+                node_x.is_some(),
+            );
+            (
+                dx.map(|d| tensor(d, x.layout().shape().clone())),
+                tensor(dgamma, [g.channels]),
+                tensor(dbeta, [g.channels]),
+            )
+        } else {
+            let r = Flex::batch_norm_train_backward(x, gamma, mean, var, epsilon, grad);
+            (Some(r.x_grad), r.gamma_grad, r.beta_grad)
+        };
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            grads.register::<Flex>(node.id, dx);
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<Flex>(node.id, dgamma);
+        }
+        if let Some(node) = node_beta {
+            grads.register::<Flex>(node.id, dbeta);
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> GemmKernels for Autodiff<Flex, C> {
+    fn gemm_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        match ConvBackward
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_id = prep.checkpoint(&x);
+                let w_id = prep.checkpoint(&weight);
+                let out = Flex::gemm_conv2d(
+                    x.primitive().clone(),
+                    weight.primitive().clone(),
+                    options.clone(),
+                );
+                prep.finish((x_id, w_id, options), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::gemm_conv2d(
+                x.into_primitive(),
+                weight.into_primitive(),
+                options,
+            )),
+        }
+    }
+
+    fn fused_batch_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        match NormBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_id = prep.checkpoint(&x);
+                let gamma_id = prep.checkpoint(&gamma);
+                let (y, mean, var) = Flex::fused_batch_norm(
+                    x.primitive().clone(),
+                    gamma.primitive().clone(),
+                    beta.into_primitive(),
+                    epsilon,
+                );
+                let state = (x_id, gamma_id, mean.clone(), var.clone(), epsilon);
+                let y = prep.finish(state, y);
+                (y, Self::from_inner(mean), Self::from_inner(var))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (y, mean, var) = Flex::fused_batch_norm(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    epsilon,
+                );
+                (
+                    prep.finish(y),
+                    Self::from_inner(mean),
+                    Self::from_inner(var),
+                )
+            }
+        }
+    }
+}

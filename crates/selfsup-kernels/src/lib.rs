@@ -1,0 +1,116 @@
+//! Convolution and batch normalization for burn's CPU backend (`flex`) at GEMM speed.
+//!
+//! burn 0.22's flex backend runs a convolution as one small GEMM per image and output tile, its
+//! weight gradient as a dilated convolution, and batch normalization as about eight tensor passes
+//! forward and twelve backward (`shared/notes/cpu-performance.md`). Here a convolution is one
+//! im2col GEMM over a block of whole images for the forward pass, one for the weight gradient and
+//! one for the input gradient; batch normalization is two passes each way. They are a burn
+//! backend extension ([`GemmKernels`]) with their own backward passes on `Autodiff<Flex>`.
+//!
+//! [`conv2d`] and [`batch_norm`] take burn's own modules (same parameters, same records) and
+//! run our kernels only on flex devices; `wgpu` and `cuda` tensors go to burn's native kernels.
+//! Setting the environment variable `SELFSUP_KERNELS=burn` sends flex to burn's kernels too (to
+//! compare, or to rule ours out when hunting a bug).
+
+mod conv;
+mod extension;
+mod gemm;
+mod norm;
+mod par;
+
+pub use conv::{ConvGeometry, conv2d_backward, conv2d_forward};
+pub use extension::GemmKernels;
+pub use norm::{NormGeometry, batch_norm_backward, batch_norm_forward};
+
+use burn::backend::Dispatch;
+use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, PaddingConfig2d};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{DType, Device, Tensor};
+use std::sync::OnceLock;
+
+/// Whether our kernels serve tensors on `device`: flex (with or without autodiff), unless
+/// `SELFSUP_KERNELS=burn` is set.
+pub fn serves(device: &Device) -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    let enabled = *ENABLED.get_or_init(|| {
+        std::env::var("SELFSUP_KERNELS").map_or(true, |v| !v.eq_ignore_ascii_case("burn"))
+    });
+    enabled && device.clone().inner() == Device::flex()
+}
+
+/// Padding `(begin, end)` per spatial dimension, as burn's `Conv2d` computes it.
+fn padding(conv: &Conv2d, height: usize, width: usize) -> [(usize, usize); 2] {
+    // "Same": the output has ceil(size / stride) positions; any odd extra goes after.
+    let same = |k: usize, s: usize, size: usize| {
+        let out = size.div_ceil(s);
+        let total = if out > 0 {
+            ((out - 1) * s + k).saturating_sub(size)
+        } else {
+            0
+        };
+        (total / 2, total - total / 2)
+    };
+    match conv.padding {
+        PaddingConfig2d::Valid => [(0, 0), (0, 0)],
+        PaddingConfig2d::Same => [
+            same(conv.kernel_size[0], conv.stride[0], height),
+            same(conv.kernel_size[1], conv.stride[1], width),
+        ],
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
+    }
+}
+
+/// `conv.forward(x)`, through our kernels on flex.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    if !serves(&x.device()) || conv.groups != 1 || x.dtype() != DType::F32 {
+        return conv.forward(x);
+    }
+    let [_, _, h, w] = x.dims();
+    let options = ConvOptions::new_with_padding(conv.stride, padding(conv, h, w), conv.dilation, 1);
+    let out = <Dispatch as GemmKernels>::gemm_conv2d(
+        x.into_dispatch(),
+        conv.weight.val().into_dispatch(),
+        options,
+    );
+    let out = Tensor::<4>::from_dispatch(out);
+    match &conv.bias {
+        Some(bias) => {
+            let c = bias.dims()[0];
+            out + bias.val().reshape([1, c, 1, 1])
+        }
+        None => out,
+    }
+}
+
+/// `bn.forward(x)`, through our kernels on flex when training (an autodiff device and the
+/// layer's training flag on), updating the running statistics exactly as burn does.
+pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    let device = x.device();
+    let training = device.is_autodiff() && bn.training.is_enabled();
+    if !training || !serves(&device) || x.dtype() != DType::F32 || D < 2 {
+        return bn.forward(x);
+    }
+    let (out, mean, var) = <Dispatch as GemmKernels>::fused_batch_norm(
+        x.into_dispatch(),
+        bn.gamma.val().into_dispatch(),
+        bn.beta.val().into_dispatch(),
+        bn.epsilon,
+    );
+    let (mean, var) = (
+        Tensor::<1>::from_dispatch(mean),
+        Tensor::<1>::from_dispatch(var),
+    );
+    let m = bn.momentum;
+    let running_mean = bn.running_mean.value_sync().to_device(&device);
+    let running_var = bn.running_var.value_sync().to_device(&device);
+    let running_mean = running_mean
+        .mul_scalar(1.0 - m)
+        .add(mean.detach().mul_scalar(m));
+    let running_var = running_var
+        .mul_scalar(1.0 - m)
+        .add(var.detach().mul_scalar(m));
+    bn.running_mean.update(running_mean.detach());
+    bn.running_var.update(running_var.detach());
+    Tensor::<D>::from_dispatch(out)
+}

@@ -1,0 +1,242 @@
+//! Our kernels against burn's own layers on flex: outputs, gradients of every input and
+//! parameter, and BatchNorm's running statistics.
+
+use burn::module::Param;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use selfsup_kernels::{batch_norm, conv2d};
+
+fn device() -> Device {
+    let d = Device::flex().autodiff();
+    assert!(
+        selfsup_kernels::serves(&d),
+        "our kernels must serve flex (is SELFSUP_KERNELS=burn set?)"
+    );
+    d
+}
+
+fn close(a: Tensor<1>, b: Tensor<1>, tol: f32, what: &str) {
+    let a = a.into_data().try_to_vec::<f32>().unwrap();
+    let b = b.into_data().try_to_vec::<f32>().unwrap();
+    assert_eq!(a.len(), b.len(), "{what}: sizes");
+    let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(
+            (x - y).abs() <= tol * scale,
+            "{what}[{i}]: ours {x}, burn {y} (scale {scale})"
+        );
+    }
+}
+
+fn flat<const D: usize>(t: Tensor<D>) -> Tensor<1> {
+    t.flatten(0, D - 1)
+}
+
+/// Output and gradients (input, weight, bias) of `loss = <conv(x), r>`.
+fn conv_run(conv: &Conv2d, x: &Tensor<4>, r: &Tensor<4>, ours: bool) -> Vec<Tensor<1>> {
+    let x = x.clone().detach().require_grad();
+    let y = if ours {
+        conv2d(conv, x.clone())
+    } else {
+        conv.forward(x.clone())
+    };
+    let grads = (y.clone() * r.clone()).sum().backward();
+    let mut out = vec![flat(y.detach()), flat(x.grad(&grads).unwrap())];
+    out.push(flat(conv.weight.val().grad(&grads).unwrap()));
+    if let Some(b) = &conv.bias {
+        out.push(b.val().grad(&grads).unwrap());
+    }
+    out
+}
+
+/// (input shape, cin->cout, kernel, stride, padding, dilation, bias)
+type ConvCase = (
+    [usize; 4],
+    [usize; 2],
+    [usize; 2],
+    [usize; 2],
+    PaddingConfig2d,
+    [usize; 2],
+    bool,
+);
+
+#[test]
+fn convolutions_match_burn_values_and_gradients() {
+    let d = device();
+    d.seed(7);
+    // (input shape, cin->cout, kernel, stride, padding, dilation, bias)
+    let cases: Vec<ConvCase> = vec![
+        (
+            [4, 3, 12, 12],
+            [3, 8],
+            [3, 3],
+            [1, 1],
+            PaddingConfig2d::Explicit(1, 1, 1, 1),
+            [1, 1],
+            false,
+        ),
+        (
+            [3, 8, 9, 9],
+            [8, 16],
+            [3, 3],
+            [2, 2],
+            PaddingConfig2d::Explicit(1, 1, 1, 1),
+            [1, 1],
+            false,
+        ),
+        (
+            [2, 16, 8, 8],
+            [16, 8],
+            [1, 1],
+            [2, 2],
+            PaddingConfig2d::Valid,
+            [1, 1],
+            false,
+        ),
+        (
+            [2, 3, 20, 20],
+            [3, 4],
+            [7, 7],
+            [2, 2],
+            PaddingConfig2d::Explicit(3, 3, 3, 3),
+            [1, 1],
+            true,
+        ),
+        (
+            [2, 4, 10, 11],
+            [4, 5],
+            [3, 2],
+            [1, 2],
+            PaddingConfig2d::Same,
+            [1, 1],
+            true,
+        ),
+        (
+            [1, 2, 10, 10],
+            [2, 3],
+            [3, 3],
+            [1, 1],
+            PaddingConfig2d::Explicit(2, 0, 1, 2),
+            [2, 2],
+            false,
+        ),
+    ];
+    for (shape, ch, k, s, pad, dil, bias) in cases {
+        let conv = Conv2dConfig::new(ch, k)
+            .with_stride(s)
+            .with_padding(pad.clone())
+            .with_dilation(dil)
+            .with_bias(bias)
+            .init(&d);
+        let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &d);
+        let y = conv.forward(x.clone().detach());
+        let r = Tensor::<4>::random(y.dims(), Distribution::Normal(0.0, 1.0), &d);
+        let ours = conv_run(&conv, &x, &r, true);
+        let burn = conv_run(&conv, &x, &r, false);
+        let names = ["output", "input grad", "weight grad", "bias grad"];
+        for ((a, b), name) in ours.into_iter().zip(burn).zip(names) {
+            close(
+                a,
+                b,
+                1e-4,
+                &format!("{shape:?} k{k:?} s{s:?} {pad:?} d{dil:?}: {name}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn inference_convolution_matches_burn() {
+    let d = Device::flex();
+    let conv = Conv2dConfig::new([3, 6], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init(&d);
+    let x = Tensor::<4>::random([5, 3, 9, 9], Distribution::Normal(0.0, 1.0), &d);
+    close(
+        flat(conv2d(&conv, x.clone())),
+        flat(conv.forward(x)),
+        1e-5,
+        "inference output",
+    );
+}
+
+/// A BatchNorm with random gamma and beta (identical for every call with the same seed).
+fn norm(c: usize, seed: u64, d: &Device) -> BatchNorm {
+    let mut bn = BatchNormConfig::new(c).with_momentum(0.3).init(d);
+    let vals = |s: u64| -> Vec<f32> {
+        (0..c)
+            .map(|i| (((i as u64 + 1) * (s + 3)) as f32 * 0.37).sin() + 0.2)
+            .collect()
+    };
+    bn.gamma = Param::from_tensor(Tensor::from_data(TensorData::new(vals(seed), [c]), d));
+    bn.beta = Param::from_tensor(Tensor::from_data(TensorData::new(vals(seed + 1), [c]), d));
+    bn
+}
+
+fn norm_run<const D: usize>(
+    bn: &BatchNorm,
+    x: &Tensor<D>,
+    r: &Tensor<D>,
+    ours: bool,
+) -> Vec<Tensor<1>> {
+    let x = x.clone().detach().require_grad();
+    let y = if ours {
+        batch_norm(bn, x.clone())
+    } else {
+        bn.forward(x.clone())
+    };
+    let grads = (y.clone() * r.clone()).sum().backward();
+    vec![
+        flat(y.detach()),
+        flat(x.grad(&grads).unwrap()),
+        bn.gamma.val().grad(&grads).unwrap(),
+        bn.beta.val().grad(&grads).unwrap(),
+        bn.running_mean.value(),
+        bn.running_var.value(),
+    ]
+}
+
+fn check_norm<const D: usize>(shape: [usize; D]) {
+    let d = device();
+    d.seed(11);
+    let c = shape[1];
+    let x = Tensor::<D>::random(shape, Distribution::Normal(0.5, 2.0), &d);
+    let r = Tensor::<D>::random(shape, Distribution::Normal(0.0, 1.0), &d);
+    let (ours_bn, burn_bn) = (norm(c, 1, &d), norm(c, 1, &d));
+    // Two steps, so the running statistics are updated from non-initial values too.
+    for step in 0..2 {
+        let ours = norm_run(&ours_bn, &x, &r, true);
+        let burn = norm_run(&burn_bn, &x, &r, false);
+        let names = [
+            "output",
+            "input grad",
+            "gamma grad",
+            "beta grad",
+            "running mean",
+            "running var",
+        ];
+        for ((a, b), name) in ours.into_iter().zip(burn).zip(names) {
+            close(a, b, 1e-4, &format!("{shape:?} step {step}: {name}"));
+        }
+    }
+}
+
+#[test]
+fn batch_norm_matches_burn_on_images_and_vectors() {
+    check_norm([6, 5, 7, 3]);
+    check_norm([16, 9]);
+}
+
+#[test]
+fn frozen_or_inference_batch_norm_is_burns() {
+    let d = Device::flex();
+    let bn = norm(4, 2, &d);
+    let x = Tensor::<4>::random([3, 4, 5, 5], Distribution::Normal(0.0, 1.0), &d);
+    close(
+        flat(batch_norm(&bn, x.clone())),
+        flat(bn.forward(x)),
+        0.0,
+        "inference",
+    );
+}
