@@ -181,6 +181,7 @@ fn knn(c: &mut Criterion) {
 criterion_group!(benches, augment, knn, steps);
 
 fn main() {
+    selfsup_kernels::keep_freed_memory();
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

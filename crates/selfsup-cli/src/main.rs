@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 // burn's CPU backend allocates and frees large buffers every step; glibc's allocator returns
-// them to the kernel and page-faults them back. mimalloc keeps them.
+// them to the kernel and page-faults them back. mimalloc, told to keep freed memory
+// (`selfsup_kernels::keep_freed_memory`, first thing in `main`), reuses them.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -289,6 +290,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    selfsup_kernels::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),

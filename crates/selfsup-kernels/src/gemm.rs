@@ -34,7 +34,8 @@ impl<'a> View<'a> {
 }
 
 /// `dst = a · b` (or `dst += a · b` with `accumulate`), `a` is `m x k`, `b` is `k x n`, `dst` is
-/// row-major `m x n`. Large products run on all rayon threads.
+/// row-major `m x n`. With `Parallelism::Rayon`, large products run on all rayon threads.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn sgemm(
     m: usize,
     n: usize,
@@ -43,6 +44,7 @@ pub(crate) fn sgemm(
     accumulate: bool,
     a: View<'_>,
     b: View<'_>,
+    parallelism: gemm::Parallelism,
 ) {
     assert!(dst.len() >= m * n, "gemm: destination too small");
     assert!(a.fits(m, k) && b.fits(k, n), "gemm: operand too small");
@@ -55,10 +57,9 @@ pub(crate) fn sgemm(
         }
         return;
     }
-    let parallelism = if m * n * k >= 1 << 18 {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
+    let parallelism = match parallelism {
+        gemm::Parallelism::Rayon(_) if m * n * k < 1 << 18 => gemm::Parallelism::None,
+        p => p,
     };
     // SAFETY: the asserts above keep every index the strides reach inside the slices, and `dst`
     // is borrowed mutably, so it aliases neither operand.
@@ -112,11 +113,11 @@ mod tests {
         let bv = View::transposed(&bt, k);
         let want = naive(m, n, k, av, bv);
         let mut got = vec![1.0; m * n];
-        sgemm(m, n, k, &mut got, false, av, bv);
+        sgemm(m, n, k, &mut got, false, av, bv, gemm::Parallelism::None);
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() < 1e-5);
         }
-        sgemm(m, n, k, &mut got, true, av, bv);
+        sgemm(m, n, k, &mut got, true, av, bv, gemm::Parallelism::Rayon(0));
         for (g, w) in got.iter().zip(&want) {
             assert!((g - 2.0 * w).abs() < 1e-5);
         }
