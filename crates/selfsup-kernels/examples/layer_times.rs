@@ -12,6 +12,10 @@ fn best(mut f: impl FnMut()) -> f64 {
         .fold(f64::MAX, f64::min)
 }
 fn main() {
+    if std::env::args().any(|a| a == "bn") {
+        bn_times();
+        return;
+    }
     let b = 256;
     let layers = [
         (3, 64, 32, 1),
@@ -23,7 +27,9 @@ fn main() {
         (256, 512, 8, 2),
         (512, 512, 4, 1),
     ];
-    for (cin, cout, hw, s) in layers {
+    let counts = [1.0, 4.0, 1.0, 3.0, 1.0, 3.0, 1.0, 3.0];
+    let mut total = 0.0;
+    for (li, (cin, cout, hw, s)) in layers.into_iter().enumerate() {
         let g = ConvGeometry::new(
             [b, cin, hw, hw],
             [cout, cin, 3, 3],
@@ -50,6 +56,7 @@ fn main() {
         let bx = best(|| {
             conv2d_backward(&x, &w, &y, &g, true, false);
         });
+        total += counts[li] * (f + bw + bx);
         println!(
             "{cin:>3}->{cout:<3} {hw:>2}px s{s}: fwd {:7.1} ms ({:5.0} GF/s)  dw {:7.1} ms ({:5.0})  dx {:7.1} ms ({:5.0})",
             f * 1e3,
@@ -58,6 +65,36 @@ fn main() {
             flops / bw / 1e9,
             bx * 1e3,
             flops / bx / 1e9
+        );
+    }
+    println!("ResNet-18 3x3 convs, fwd+dw+dx: {:.0} ms", total * 1e3);
+}
+
+#[allow(dead_code)]
+fn bn_times() {
+    use selfsup_kernels::{NormGeometry, batch_norm_backward, batch_norm_forward};
+    for (c, hw) in [(64usize, 1024usize), (128, 256), (512, 16)] {
+        let g = NormGeometry {
+            batch: 256,
+            channels: c,
+            spatial: hw,
+        };
+        let n = 256 * c * hw;
+        let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.1).sin()).collect();
+        let gamma = vec![1.0f32; c];
+        let beta = vec![0.0f32; c];
+        let (_, m, v) = batch_norm_forward(&x, &gamma, &beta, 1e-5, &g);
+        let f = best(|| {
+            batch_norm_forward(&x, &gamma, &beta, 1e-5, &g);
+        });
+        let b = best(|| {
+            batch_norm_backward(&x, &x, &gamma, &m, &v, 1e-5, &g, true);
+        });
+        println!(
+            "bn [256,{c},{hw}]: fwd {:.1} ms  bwd {:.1} ms ({:.2} GB/s fwd)",
+            f * 1e3,
+            b * 1e3,
+            (n * 8) as f64 / f / 1e9
         );
     }
 }

@@ -27,36 +27,87 @@ impl NormGeometry {
         self.batch * self.spatial
     }
 
-    /// Sum of `f(i, v)` over the values of channel `c`, accumulated per run in `f32` and across
-    /// runs in `f64`.
-    fn channel_sum(&self, data: &[f32], c: usize, f: impl Fn(usize, f32) -> f32) -> f64 {
-        let mut total = 0.0f64;
-        for b in 0..self.batch {
+    /// The runs of channel `c`: one contiguous range of `spatial` values per image.
+    fn runs(&self, c: usize) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        (0..self.batch).map(move |b| {
             let start = (b * self.channels + c) * self.spatial;
-            let run = &data[start..start + self.spatial];
-            total += run
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| f(start + i, v))
-                .sum::<f32>() as f64;
+            start..start + self.spatial
+        })
+    }
+
+    /// Sums over channel `c` of `f(a, b)` for the pairs of `a` and `b` values (two sums, one
+    /// pass), accumulated per run in `f32` lanes and across runs in `f64`.
+    fn channel_sums(
+        &self,
+        c: usize,
+        a: &[f32],
+        b: &[f32],
+        f: impl Fn(f32, f32) -> [f32; 2],
+    ) -> [f64; 2] {
+        let mut total = [0.0f64; 2];
+        for run in self.runs(c) {
+            let s = lane_sums(&a[run.clone()], &b[run], &f);
+            total[0] += s[0] as f64;
+            total[1] += s[1] as f64;
         }
         total
     }
 
-    /// Writes `f(channel, index)` to every element of `out`, images in parallel.
-    fn affine(&self, out: &mut [f32], f: impl Fn(usize, usize) -> f32 + Sync) {
-        let block = self.channels * self.spatial;
-        out.par_chunks_mut(block.max(1))
-            .enumerate()
-            .for_each(|(b, dst)| {
-                for (c, run) in dst.chunks_mut(self.spatial.max(1)).enumerate() {
-                    let start = (b * self.channels + c) * self.spatial;
-                    for (i, v) in run.iter_mut().enumerate() {
-                        *v = f(c, start + i);
+    /// `out = x * scale[c] + shift[c]` (and `+ z * zscale[c]` when `z` is given), channel-wise,
+    /// images in parallel.
+    fn affine(
+        &self,
+        out: &mut [f32],
+        x: &[f32],
+        scale: &[f32],
+        shift: &[f32],
+        z: Option<(&[f32], &[f32])>,
+    ) {
+        let block = (self.channels * self.spatial).max(1);
+        out.par_chunks_mut(block).enumerate().for_each(|(b, dst)| {
+            for (c, run) in dst.chunks_mut(self.spatial.max(1)).enumerate() {
+                let start = (b * self.channels + c) * self.spatial;
+                let src = &x[start..start + self.spatial];
+                let (s, t) = (scale[c], shift[c]);
+                match z {
+                    None => {
+                        for (o, &v) in run.iter_mut().zip(src) {
+                            *o = v * s + t;
+                        }
+                    }
+                    Some((z, zs)) => {
+                        let (zsrc, u) = (&z[start..start + self.spatial], zs[c]);
+                        for ((o, &v), &w) in run.iter_mut().zip(src).zip(zsrc) {
+                            *o = v * s + w * u + t;
+                        }
                     }
                 }
-            });
+            }
+        });
     }
+}
+
+/// Two sums of `f(a_i, b_i)` over a run, in 16 independent lanes so the loop vectorizes.
+#[inline]
+fn lane_sums(a: &[f32], b: &[f32], f: &impl Fn(f32, f32) -> [f32; 2]) -> [f32; 2] {
+    const L: usize = 16;
+    let mut acc = [[0.0f32; L]; 2];
+    let (ac, bc) = (a.chunks_exact(L), b.chunks_exact(L));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (ca, cb) in ac.zip(bc) {
+        for l in 0..L {
+            let [u, v] = f(ca[l], cb[l]);
+            acc[0][l] += u;
+            acc[1][l] += v;
+        }
+    }
+    let mut out = [acc[0].iter().sum::<f32>(), acc[1].iter().sum::<f32>()];
+    for (&x, &y) in ar.iter().zip(br) {
+        let [u, v] = f(x, y);
+        out[0] += u;
+        out[1] += v;
+    }
+    out
 }
 
 /// Normalizes `x` with its own batch statistics: returns `(y, mean, variance)`.
@@ -77,12 +128,21 @@ pub fn batch_norm_forward(
         "batch norm: parameter size"
     );
     let m = g.count().max(1) as f64;
+    // One pass: sums of (x - k) and (x - k)^2 with k the channel's first value, so the
+    // variance E[(x-k)^2] - E[x-k]^2 does not cancel catastrophically when |mean| >> std.
     let stats: Vec<(f32, f32)> = (0..g.channels)
         .into_par_iter()
         .map(|c| {
-            let mean = (g.channel_sum(x, c, |_, v| v) / m) as f32;
-            let var = g.channel_sum(x, c, |_, v| (v - mean) * (v - mean)) / m;
-            (mean, var as f32)
+            let k = g
+                .runs(c)
+                .next()
+                .map_or(0.0, |r| x.get(r.start).copied().unwrap_or(0.0));
+            let [s1, s2] = g.channel_sums(c, x, x, |v, _| {
+                let d = v - k;
+                [d, d * d]
+            });
+            let (d1, d2) = (s1 / m, s2 / m);
+            ((k as f64 + d1) as f32, (d2 - d1 * d1).max(0.0) as f32)
         })
         .collect();
     let (mean, var): (Vec<f32>, Vec<f32>) = stats.into_iter().unzip();
@@ -93,7 +153,7 @@ pub fn batch_norm_forward(
         })
         .unzip();
     let mut y = vec![0.0f32; x.len()];
-    g.affine(&mut y, |c, i| x[i] * scale[c] + shift[c]);
+    g.affine(&mut y, x, &scale, &shift, None);
     (y, mean, var)
 }
 
@@ -119,27 +179,23 @@ pub fn batch_norm_backward(
         .into_par_iter()
         .map(|c| {
             let mu = mean[c];
-            let dbeta = g.channel_sum(dy, c, |_, d| d);
-            let dxc = g.channel_sum(dy, c, |i, d| d * (x[i] - mu));
+            let [dbeta, dxc] = g.channel_sums(c, dy, x, |d, v| [d, d * (v - mu)]);
             (dbeta as f32, (dxc * inv_std[c] as f64) as f32)
         })
         .collect();
     let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
     let dx = want_dx.then(|| {
-        // dx = a dy + b x + c, per channel.
-        let coef: Vec<(f32, f32, f32)> = (0..g.channels)
-            .map(|c| {
-                let a = gamma[c] * inv_std[c];
-                let b = -a * inv_std[c] * (dgamma[c] as f64 / m) as f32;
-                let k = -a * (dbeta[c] as f64 / m) as f32 - b * mean[c];
-                (a, b, k)
-            })
-            .collect();
+        // dx = a dy + b x + k, per channel.
+        let mut a = vec![0.0f32; g.channels];
+        let mut b = vec![0.0f32; g.channels];
+        let mut k = vec![0.0f32; g.channels];
+        for c in 0..g.channels {
+            a[c] = gamma[c] * inv_std[c];
+            b[c] = -a[c] * inv_std[c] * (dgamma[c] as f64 / m) as f32;
+            k[c] = -a[c] * (dbeta[c] as f64 / m) as f32 - b[c] * mean[c];
+        }
         let mut dx = vec![0.0f32; x.len()];
-        g.affine(&mut dx, |c, i| {
-            let (a, b, k) = coef[c];
-            a * dy[i] + b * x[i] + k
-        });
+        g.affine(&mut dx, dy, &a, &k, Some((x, &b)));
         dx
     });
     (dx, dgamma, dbeta)
@@ -191,6 +247,22 @@ mod tests {
                 "{mean} {var}"
             );
         }
+    }
+
+    #[test]
+    fn variance_survives_a_mean_far_larger_than_the_spread() {
+        // 1000 + ±1: a one-pass E[x²] - E[x]² in f32 would lose every digit of the variance.
+        let g = NormGeometry {
+            batch: 4,
+            channels: 1,
+            spatial: 50,
+        };
+        let x: Vec<f32> = (0..200)
+            .map(|i| 1000.0 + if i % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        let (_, mean, var) = batch_norm_forward(&x, &[1.0], &[0.0], 1e-5, &g);
+        assert!((mean[0] - 1000.0).abs() < 1e-3, "{}", mean[0]);
+        assert!((var[0] - 1.0).abs() < 1e-4, "{}", var[0]);
     }
 
     #[test]
