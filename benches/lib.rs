@@ -2,6 +2,9 @@
 //! same work. `cargo bench -p selfsup-benches`.
 
 use burn::tensor::{Device, Distribution, Tensor};
+use criterion::BenchmarkId;
+use criterion::measurement::WallTime;
+use selfsup_core::{Objective, StepInfo, Stepper, TrainConfig};
 use std::path::PathBuf;
 
 /// A batch of `n` random images `[n, c, s, s]` on `device`, drawn from `seed`.
@@ -56,4 +59,36 @@ pub fn jpeg_folder(name: &str, n: usize, size: (u32, u32)) -> Vec<PathBuf> {
             p
         })
         .collect()
+}
+
+/// Benchmarks training steps of `objective` on one fixed batch, through the trainer's
+/// [`Stepper`] (forward, backward, optimizer), at learning rate `lr`.
+pub fn bench_steps<O: Objective>(
+    group: &mut criterion::BenchmarkGroup<'_, WallTime>,
+    id: BenchmarkId,
+    objective: &mut O,
+    model: O::Model,
+    batch: &O::Batch,
+    cfg: &TrainConfig,
+    lr: f64,
+) {
+    let mut stepper = Stepper::new(cfg, 1);
+    let mut model = Some(model);
+    let mut step = 0;
+    group.bench_function(id, |b| {
+        b.iter(|| {
+            let info = StepInfo {
+                step,
+                epoch: 0,
+                total_steps: usize::MAX,
+                steps_per_epoch: usize::MAX,
+            };
+            step += 1;
+            let m = model.take().unwrap();
+            let (m, _) = stepper
+                .step(objective, m, batch, &info, lr, step as u64)
+                .unwrap();
+            model = Some(m);
+        })
+    });
 }

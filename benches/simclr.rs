@@ -7,10 +7,10 @@
 //! group). The JPEG folders are written to `target/selfsup-bench-jpegs/` so
 //! `benches/torchvision_augment.py` can time torchvision on the very same files.
 
-use criterion::{Criterion, Throughput, criterion_group};
-use selfsup_benches::{jpeg_folder, peak_rss_mib, random_images, reset_peak_rss};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
+use selfsup_benches::{bench_steps, jpeg_folder, peak_rss_mib, random_images, reset_peak_rss};
 use selfsup_contrastive::{SimClr, SimClrConfig, SimClrModel};
-use selfsup_core::{DeviceSpec, StepInfo, Stepper, TrainConfig, ViewGenerator, seed};
+use selfsup_core::{DeviceSpec, TrainConfig, ViewGenerator, seed};
 use selfsup_data::{AugmentConfig, MultiView, folder::decode_full};
 use selfsup_encoders::{Arch, Backbone, EncoderConfig, HeadConfig};
 use selfsup_eval::{KnnConfig, knn_predict};
@@ -24,89 +24,45 @@ fn report_peak(group: &str) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn simclr_step(
-    c: &mut Criterion,
-    name: &str,
-    enc: EncoderConfig,
-    head: HeadConfig,
-    batch: usize,
-    channels: usize,
-    size: usize,
-) {
+fn steps(c: &mut Criterion) {
+    // The Fashion-MNIST preset (configs/simclr-fashion-mnist.toml). The ResNet-18 step is in
+    // `benches/cpu.rs`, with burn's kernels and ours.
     reset_peak_rss();
+    let (batch, channels, size) = (128, 1, 28);
     let device = DeviceSpec::Flex.train_device().unwrap();
     let cfg = SimClrConfig {
         temperature: 0.1,
-        head,
+        head: HeadConfig::default(),
     };
-    let mut model = Some(seed::init_module(&device, 0, |d| {
+    let enc = EncoderConfig {
+        arch: Arch::Convnet,
+        width: 16,
+        cifar_stem: true,
+    };
+    let model = seed::init_module(&device, 0, |d| {
         SimClrModel::new(enc.init(channels, d), &cfg, d)
-    }));
-    let mut objective = SimClr::<Backbone>::new(&cfg);
-    let mut stepper = Stepper::new(&TrainConfig::default(), 1);
+    });
     // Two views of `batch` images, as the loader hands them over.
     let views = vec![
         random_images(batch, channels, size, 1, &device),
         random_images(batch, channels, size, 2, &device),
     ];
-    let mut step = 0;
     let mut group = c.benchmark_group("simclr_step");
     group.sample_size(10);
     group.throughput(Throughput::Elements(batch as u64));
-    group.bench_function(name, |b| {
-        b.iter(|| {
-            let info = StepInfo {
-                step,
-                epoch: 0,
-                total_steps: usize::MAX,
-                steps_per_epoch: usize::MAX,
-            };
-            step += 1;
-            let m = model.take().unwrap();
-            let (m, _) = stepper
-                .step(&mut objective, m, &views, &info, 0.3, step as u64)
-                .unwrap();
-            model = Some(m);
-        })
-    });
+    let id = BenchmarkId::from_parameter("convnet16_b128_1x28");
+    let mut objective = SimClr::<Backbone>::new(&cfg);
+    bench_steps(
+        &mut group,
+        id,
+        &mut objective,
+        model,
+        &views,
+        &TrainConfig::default(),
+        0.3,
+    );
     group.finish();
-    report_peak(&format!("simclr_step/{name}"));
-}
-
-fn steps(c: &mut Criterion) {
-    // The Fashion-MNIST preset (configs/simclr-fashion-mnist.toml).
-    simclr_step(
-        c,
-        "convnet16_b128_1x28",
-        EncoderConfig {
-            arch: Arch::Convnet,
-            width: 16,
-            cifar_stem: true,
-        },
-        HeadConfig::default(),
-        128,
-        1,
-        28,
-    );
-    // lightly's SimCLR on CIFAR: ResNet-18 CIFAR stem, head 512-2048-128, batch 128.
-    simclr_step(
-        c,
-        "resnet18_cifar_b128_3x32",
-        EncoderConfig {
-            arch: Arch::Resnet18,
-            cifar_stem: true,
-            ..EncoderConfig::default()
-        },
-        HeadConfig {
-            hidden_dim: 2048,
-            output_dim: 128,
-            ..HeadConfig::default()
-        },
-        128,
-        3,
-        32,
-    );
+    report_peak("simclr_step/convnet16_b128_1x28");
 }
 
 /// Decode + two SimCLR views per image, one thread: images per second per core.

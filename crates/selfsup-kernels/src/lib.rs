@@ -29,16 +29,31 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Device, Tensor};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// 0: not decided yet (read `SELFSUP_KERNELS` on first use), 1: ours, 2: burn's.
+static CHOICE: AtomicU8 = AtomicU8::new(0);
 
 /// Whether our kernels serve tensors on `device`: flex (with or without autodiff), unless
-/// `SELFSUP_KERNELS=burn` is set.
+/// `SELFSUP_KERNELS=burn` is set or [`use_ours`] said otherwise.
 pub fn serves(device: &Device) -> bool {
-    static ENABLED: OnceLock<bool> = OnceLock::new();
-    let enabled = *ENABLED.get_or_init(|| {
-        std::env::var("SELFSUP_KERNELS").map_or(true, |v| !v.eq_ignore_ascii_case("burn"))
-    });
-    enabled && device.clone().inner() == Device::flex()
+    let choice = match CHOICE.load(Ordering::Relaxed) {
+        0 => {
+            let burn =
+                std::env::var("SELFSUP_KERNELS").is_ok_and(|v| v.eq_ignore_ascii_case("burn"));
+            let c = if burn { 2 } else { 1 };
+            CHOICE.store(c, Ordering::Relaxed);
+            c
+        }
+        c => c,
+    };
+    choice == 1 && device.clone().inner() == Device::flex()
+}
+
+/// Chooses our kernels (`true`) or burn's (`false`) on flex from now on, for the whole process
+/// (benchmarks compare the two this way).
+pub fn use_ours(ours: bool) {
+    CHOICE.store(if ours { 1 } else { 2 }, Ordering::Relaxed);
 }
 
 /// Padding `(begin, end)` per spatial dimension, as burn's `Conv2d` computes it.
