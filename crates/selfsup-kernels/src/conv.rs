@@ -245,13 +245,16 @@ impl Plan {
         }
     }
 
-    /// Runs `f(first, images)` for every block, the ranges in parallel.
-    fn run(&self, f: impl Fn(usize, usize) + Sync) {
-        self.ranges.par_iter().for_each(|&(start, len)| {
-            for first in (start..start + len).step_by(self.block) {
-                f(first, self.block.min(start + len - first));
-            }
-        });
+    /// Runs `f(range, first, images)` for every block, the ranges in parallel.
+    fn run(&self, f: impl Fn(usize, usize, usize) + Sync) {
+        self.ranges
+            .par_iter()
+            .enumerate()
+            .for_each(|(range, &(start, len))| {
+                for first in (start..start + len).step_by(self.block) {
+                    f(range, first, self.block.min(start + len - first));
+                }
+            });
     }
 }
 
@@ -272,7 +275,7 @@ fn forward_in_blocks(x: &[f32], w: &[f32], g: &ConvGeometry, block_elems: usize)
     let mut out = vec![0.0f32; g.batch * cout * out_px];
     let plan = Plan::new(g, block_elems);
     let shared = SharedMut::new(&mut out);
-    plan.run(|first, images| {
+    plan.run(|_, first, images| {
         let width = images * out_px;
         // SAFETY: blocks cover disjoint image ranges.
         let dst = unsafe { shared.slice(first * cout * out_px, images * cout * out_px) };
@@ -334,13 +337,8 @@ fn backward_in_blocks(
     };
     let partials: Vec<SharedMut> = partial.iter_mut().map(|p| SharedMut::new(p)).collect();
     let dx_shared = dx.as_mut().map(|d| SharedMut::new(d));
-    plan.run(|first, images| {
+    plan.run(|range, first, images| {
         let width = images * out_px;
-        let range = plan
-            .ranges
-            .iter()
-            .position(|&(s, l)| first >= s && first < s + l)
-            .expect("block inside a range");
         let src = &dy[first * cout * out_px..][..images * cout * out_px];
         let tmp_len = if images > 1 { cout * width } else { 0 };
         with_scratch(k * width, tmp_len, |col, tmp| {
