@@ -5,7 +5,11 @@
 //!
 //! - forward: `out[o, (b, p)] = W[o, k] · col[k, (b, p)]`
 //! - weight gradient: `dW[o, k] = Σ_blocks dY[o, (b, p)] · col[k, (b, p)]ᵀ`
-//! - input gradient: `dcol[k, (b, p)] = Wᵀ[k, o] · dY[o, (b, p)]`, scattered back by col2im.
+//! - input gradient, stride 1: the forward convolution of `dY` with the kernel flipped in space
+//!   and its channel axes swapped (padding `dilation * (k - 1) - pad`), so it runs at forward
+//!   speed with no scatter;
+//! - input gradient, other strides: `dcol[k, (b, p)] = Wᵀ[k, o] · dY[o, (b, p)]`, scattered back
+//!   by col2im.
 
 use crate::gemm::{View, sgemm};
 use crate::par::SharedMut;
@@ -77,6 +81,30 @@ impl ConvGeometry {
     /// Rows of the im2col matrix: `cin * kh * kw`.
     pub fn patch(&self) -> usize {
         self.cin * self.kernel[0] * self.kernel[1]
+    }
+
+    /// For a stride-1 convolution whose padding is at most the dilated kernel's reach, the
+    /// geometry of its input gradient as a forward convolution: `dY` convolved with
+    /// [`transposed_kernel`], producing `dX`. `None` for other convolutions.
+    fn input_gradient(&self) -> Option<Self> {
+        if self.stride != [1, 1] {
+            return None;
+        }
+        let mut pad = [0; 2];
+        for d in 0..2 {
+            pad[d] = (self.dilation[d] * (self.kernel[d] - 1)).checked_sub(self.pad[d])?;
+        }
+        Some(Self {
+            batch: self.batch,
+            cin: self.cout,
+            input: self.output,
+            cout: self.cin,
+            kernel: self.kernel,
+            stride: [1, 1],
+            pad,
+            dilation: self.dilation,
+            output: self.input,
+        })
     }
 
     fn in_pixels(&self) -> usize {
@@ -190,6 +218,24 @@ fn col2im(col: &[f32], g: &ConvGeometry, images: usize, dx: &mut [f32]) {
             }
         }
     }
+}
+
+/// `w: [cout, cin, kh, kw]` flipped in both spatial axes with its channel axes swapped:
+/// `[cin, cout, kh, kw]`, the kernel of the stride-1 input gradient.
+fn transposed_kernel(w: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let [kh, kw] = g.kernel;
+    let taps = kh * kw;
+    let mut out = vec![0.0f32; w.len()];
+    for o in 0..g.cout {
+        for c in 0..g.cin {
+            let src = &w[(o * g.cin + c) * taps..][..taps];
+            let dst = &mut out[(c * g.cout + o) * taps..][..taps];
+            for (t, v) in dst.iter_mut().enumerate() {
+                *v = src[taps - 1 - t];
+            }
+        }
+    }
+    out
 }
 
 thread_local! {
@@ -327,7 +373,24 @@ fn backward_in_blocks(
         "conv2d backward: gradient size"
     );
     let in_len = g.cin * g.in_pixels();
-    let mut dx = want_dx.then(|| vec![0.0f32; g.batch * in_len]);
+    // Stride 1: the input gradient is a forward convolution, computed on its own.
+    let as_forward = if want_dx { g.input_gradient() } else { None };
+    let mut dx = match as_forward {
+        Some(gd) => Some(forward_in_blocks(
+            dy,
+            &transposed_kernel(w, g),
+            &gd,
+            block_elems,
+        )),
+        None => None,
+    };
+    if !want_dw && dx.is_some() {
+        return (dx, None);
+    }
+    let scatter = want_dx && as_forward.is_none();
+    if scatter {
+        dx = Some(vec![0.0f32; g.batch * in_len]);
+    }
     let plan = Plan::new(g, block_elems);
     // One weight-gradient accumulator per range, summed at the end.
     let mut partial: Vec<Vec<f32>> = if want_dw {
@@ -336,7 +399,10 @@ fn backward_in_blocks(
         Vec::new()
     };
     let partials: Vec<SharedMut> = partial.iter_mut().map(|p| SharedMut::new(p)).collect();
-    let dx_shared = dx.as_mut().map(|d| SharedMut::new(d));
+    let dx_shared = dx
+        .as_mut()
+        .filter(|_| scatter)
+        .map(|d| SharedMut::new(d));
     plan.run(|range, first, images| {
         let width = images * out_px;
         let src = &dy[first * cout * out_px..][..images * cout * out_px];
@@ -432,6 +498,13 @@ mod tests {
             ConvGeometry::new([2, 4, 5, 5], [3, 4, 1, 1], [2, 2], [(0, 0), (0, 0)], [1, 1]),
             ConvGeometry::new([1, 2, 8, 7], [3, 2, 3, 2], [1, 2], [(2, 0), (0, 1)], [2, 1]),
             ConvGeometry::new([2, 1, 6, 6], [2, 1, 7, 7], [2, 2], [(3, 3), (3, 3)], [1, 1]),
+            // Stride 1, so the input gradient runs as a forward convolution: no padding,
+            // asymmetric padding with dilation, and a 1x1 kernel (no flip to speak of).
+            ConvGeometry::new([2, 3, 6, 5], [2, 3, 3, 3], [1, 1], [(0, 0), (0, 0)], [1, 1]),
+            ConvGeometry::new([2, 2, 8, 7], [3, 2, 3, 2], [1, 1], [(2, 1), (0, 1)], [2, 1]),
+            ConvGeometry::new([3, 4, 5, 5], [6, 4, 1, 1], [1, 1], [(0, 0), (0, 0)], [1, 1]),
+            // Stride 1 but padding beyond the kernel's reach: the scatter path again.
+            ConvGeometry::new([1, 2, 4, 4], [3, 2, 1, 1], [1, 1], [(1, 1), (1, 1)], [1, 1]),
         ]
         .into_iter()
         .map(Option::unwrap)
@@ -502,6 +575,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn only_stride_one_within_reach_runs_the_input_gradient_forward() {
+        let kinds: Vec<bool> = geometries()
+            .iter()
+            .map(|g| g.input_gradient().is_some())
+            .collect();
+        assert_eq!(
+            kinds,
+            [true, false, false, false, false, true, true, true, false]
+        );
     }
 
     #[test]
