@@ -13,6 +13,7 @@
 
 use crate::gemm::{View, sgemm};
 use crate::par::SharedMut;
+use crate::winograd;
 use gemm::Parallelism;
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -107,18 +108,12 @@ impl ConvGeometry {
         })
     }
 
-    fn in_pixels(&self) -> usize {
+    pub(crate) fn in_pixels(&self) -> usize {
         self.input[0] * self.input[1]
     }
 
-    fn out_pixels(&self) -> usize {
+    pub(crate) fn out_pixels(&self) -> usize {
         self.output[0] * self.output[1]
-    }
-
-    /// Images per im2col block of at most `elems` elements (at least one image).
-    fn block(&self, elems: usize) -> usize {
-        let per_image = (self.patch() * self.out_pixels()).max(1);
-        (elems / per_image).clamp(1, self.batch.max(1))
     }
 
     /// The output positions `o` along dimension `d` whose input index `o * stride + offset - pad`
@@ -246,7 +241,11 @@ thread_local! {
 
 /// Runs `f` with this thread's scratch buffers grown to at least `a` and `b` elements (their
 /// contents are whatever the last call left).
-fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+pub(crate) fn with_scratch<R>(
+    a: usize,
+    b: usize,
+    f: impl FnOnce(&mut [f32], &mut [f32]) -> R,
+) -> R {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut bufs) => {
             let (col, tmp) = &mut *bufs;
@@ -266,22 +265,28 @@ fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) ->
 /// How the batch is shared out: one contiguous range of images per task, each task running
 /// single-threaded GEMMs over blocks of its images. With one task (a single image), the GEMMs
 /// use every thread instead.
-struct Plan {
+pub(crate) struct Plan {
     ranges: Vec<(usize, usize)>,
     block: usize,
-    parallelism: Parallelism,
+    pub(crate) parallelism: Parallelism,
 }
 
 impl Plan {
     fn new(g: &ConvGeometry, block_elems: usize) -> Self {
-        let tasks = rayon::current_num_threads().clamp(1, g.batch.max(1));
-        let per = g.batch.div_ceil(tasks).max(1);
-        let ranges: Vec<(usize, usize)> = (0..g.batch)
+        Self::with_image_size(g.batch, g.patch() * g.out_pixels(), block_elems)
+    }
+
+    /// The plan for `batch` images of `per_image` scratch elements each, in blocks of at most
+    /// `block_elems` elements (at least one image).
+    pub(crate) fn with_image_size(batch: usize, per_image: usize, block_elems: usize) -> Self {
+        let tasks = rayon::current_num_threads().clamp(1, batch.max(1));
+        let per = batch.div_ceil(tasks).max(1);
+        let ranges: Vec<(usize, usize)> = (0..batch)
             .step_by(per)
-            .map(|s| (s, per.min(g.batch - s)))
+            .map(|s| (s, per.min(batch - s)))
             .collect();
         Self {
-            block: g.block(block_elems).min(per),
+            block: (block_elems / per_image.max(1)).clamp(1, per),
             parallelism: if ranges.len() > 1 {
                 Parallelism::None
             } else {
@@ -291,8 +296,13 @@ impl Plan {
         }
     }
 
+    /// The ranges' indices.
+    pub(crate) fn ranges(&self) -> std::ops::Range<usize> {
+        0..self.ranges.len()
+    }
+
     /// Runs `f(range, first, images)` for every block, the ranges in parallel.
-    fn run(&self, f: impl Fn(usize, usize, usize) + Sync) {
+    pub(crate) fn run(&self, f: impl Fn(usize, usize, usize) + Sync) {
         self.ranges
             .par_iter()
             .enumerate()
@@ -318,6 +328,9 @@ fn forward_in_blocks(x: &[f32], w: &[f32], g: &ConvGeometry, block_elems: usize)
         "conv2d: input size"
     );
     assert_eq!(w.len(), cout * k, "conv2d: weight size");
+    if winograd::applies(g) {
+        return winograd::forward(x, w, g, block_elems);
+    }
     let mut out = vec![0.0f32; g.batch * cout * out_px];
     let plan = Plan::new(g, block_elems);
     let shared = SharedMut::new(&mut out);
@@ -375,19 +388,17 @@ fn backward_in_blocks(
     let in_len = g.cin * g.in_pixels();
     // Stride 1: the input gradient is a forward convolution, computed on its own.
     let as_forward = if want_dx { g.input_gradient() } else { None };
-    let mut dx = match as_forward {
-        Some(gd) => Some(forward_in_blocks(
-            dy,
-            &transposed_kernel(w, g),
-            &gd,
-            block_elems,
-        )),
-        None => None,
-    };
-    if !want_dw && dx.is_some() {
-        return (dx, None);
+    let mut dx =
+        as_forward.map(|gd| forward_in_blocks(dy, &transposed_kernel(w, g), &gd, block_elems));
+    // 3x3, stride 1: the weight gradient through Winograd's transforms.
+    let mut dw =
+        (want_dw && winograd::applies(g)).then(|| winograd::weight_gradient(x, dy, g, block_elems));
+    // What is left goes through im2col: the weight gradient and the scattered input gradient.
+    let scatter = want_dx && dx.is_none();
+    let want_dw = want_dw && dw.is_none();
+    if !scatter && !want_dw {
+        return (dx, dw);
     }
-    let scatter = want_dx && as_forward.is_none();
     if scatter {
         dx = Some(vec![0.0f32; g.batch * in_len]);
     }
@@ -399,10 +410,7 @@ fn backward_in_blocks(
         Vec::new()
     };
     let partials: Vec<SharedMut> = partial.iter_mut().map(|p| SharedMut::new(p)).collect();
-    let dx_shared = dx
-        .as_mut()
-        .filter(|_| scatter)
-        .map(|d| SharedMut::new(d));
+    let dx_shared = dx.as_mut().filter(|_| scatter).map(|d| SharedMut::new(d));
     plan.run(|range, first, images| {
         let width = images * out_px;
         let src = &dy[first * cout * out_px..][..images * cout * out_px];
@@ -436,7 +444,7 @@ fn backward_in_blocks(
             }
         });
     });
-    let dw = want_dw.then(|| {
+    if want_dw {
         let mut parts = partial.into_iter();
         let mut sum = parts.next().unwrap_or_else(|| vec![0.0; cout * k]);
         for p in parts {
@@ -444,8 +452,8 @@ fn backward_in_blocks(
                 *s += v;
             }
         }
-        sum
-    });
+        dw = Some(sum);
+    }
     (dx, dw)
 }
 
@@ -553,25 +561,30 @@ mod tests {
 
     #[test]
     fn every_block_size_gives_the_same_result() {
-        // One block of all images, blocks of two (the last one single), one image at a time.
-        let g = ConvGeometry::new([5, 3, 6, 6], [4, 3, 3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1])
-            .unwrap();
-        let per_image = g.patch() * g.out_pixels();
-        let x = values(g.batch * g.cin * g.in_pixels(), 0.5);
-        let w = values(g.cout * g.patch(), 1.5);
-        let dy = values(g.batch * g.cout * g.out_pixels(), 2.5);
-        let whole = forward_in_blocks(&x, &w, &g, usize::MAX);
-        let (wdx, wdw) = backward_in_blocks(&x, &w, &dy, &g, true, true, usize::MAX);
-        for images in [2, 1] {
-            assert_eq!(g.block(images * per_image), images);
-            let y = forward_in_blocks(&x, &w, &g, images * per_image);
-            let (dx, dw) = backward_in_blocks(&x, &w, &dy, &g, true, true, images * per_image);
-            for (got, want) in [(&y, &whole), (&dx.unwrap(), wdx.as_ref().unwrap())]
-                .into_iter()
-                .chain([(&dw.unwrap(), wdw.as_ref().unwrap())])
-            {
-                for (a, b) in got.iter().zip(want.iter()) {
-                    assert!((a - b).abs() < 1e-4, "{images} per block: {a} vs {b}");
+        // Stride 1 (Winograd forward and input gradient) and stride 2 (im2col and col2im): one
+        // block of all images, blocks of about two images, one image at a time.
+        for g in [
+            ConvGeometry::new([5, 3, 6, 6], [4, 3, 3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1]),
+            ConvGeometry::new([5, 3, 7, 6], [4, 3, 3, 3], [2, 2], [(1, 1), (1, 1)], [1, 1]),
+        ]
+        .map(Option::unwrap)
+        {
+            let per_image = g.patch() * g.out_pixels();
+            let x = values(g.batch * g.cin * g.in_pixels(), 0.5);
+            let w = values(g.cout * g.patch(), 1.5);
+            let dy = values(g.batch * g.cout * g.out_pixels(), 2.5);
+            let whole = forward_in_blocks(&x, &w, &g, usize::MAX);
+            let (wdx, wdw) = backward_in_blocks(&x, &w, &dy, &g, true, true, usize::MAX);
+            for elems in [2 * per_image, 1] {
+                let y = forward_in_blocks(&x, &w, &g, elems);
+                let (dx, dw) = backward_in_blocks(&x, &w, &dy, &g, true, true, elems);
+                for (got, want) in [(&y, &whole), (&dx.unwrap(), wdx.as_ref().unwrap())]
+                    .into_iter()
+                    .chain([(&dw.unwrap(), wdw.as_ref().unwrap())])
+                {
+                    for (a, b) in got.iter().zip(want.iter()) {
+                        assert!((a - b).abs() < 1e-4, "{g:?}, blocks of {elems}: {a} vs {b}");
+                    }
                 }
             }
         }

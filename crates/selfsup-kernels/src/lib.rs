@@ -18,6 +18,7 @@ mod extension;
 mod gemm;
 mod norm;
 mod par;
+mod winograd;
 
 pub use allocator::keep_freed_memory;
 pub use conv::{ConvGeometry, conv2d_backward, conv2d_forward};
