@@ -91,10 +91,8 @@ impl ConvGeometry {
         if self.stride != [1, 1] {
             return None;
         }
-        let mut pad = [0; 2];
-        for d in 0..2 {
-            pad[d] = (self.dilation[d] * (self.kernel[d] - 1)).checked_sub(self.pad[d])?;
-        }
+        let reach = |d: usize| (self.dilation[d] * (self.kernel[d] - 1)).checked_sub(self.pad[d]);
+        let pad = [reach(0)?, reach(1)?];
         Some(Self {
             batch: self.batch,
             cin: self.cout,

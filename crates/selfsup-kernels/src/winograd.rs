@@ -86,7 +86,7 @@ fn transform_input(x: &[f32], g: &ConvGeometry, first: usize, images: usize, v: 
                 for k in 0..4 {
                     let ev = &sides[2 * k * half..][..half];
                     let od = &sides[(2 * k + 1) * half..][..half];
-                    for ((d, a), b) in v[((k * 4 + 0) * cin + c) * ncols + col0..][..tw]
+                    for ((d, a), b) in v[(k * 4 * cin + c) * ncols + col0..][..tw]
                         .iter_mut()
                         .zip(&ev[..tw])
                         .zip(&ev[1..])
@@ -347,9 +347,11 @@ mod tests {
         (0..n).map(|i| ((i as f32 + seed) * 0.917).sin()).collect()
     }
 
+    type Case = ([usize; 4], usize, [(usize, usize); 2]);
+
     /// (input `[b, c, h, w]`, output channels, padding): even, odd, unpadded, padded by two,
     /// a single pixel, asymmetric.
-    fn cases() -> Vec<([usize; 4], usize, [(usize, usize); 2])> {
+    fn cases() -> Vec<Case> {
         vec![
             ([2, 3, 8, 8], 4, [(1, 1), (1, 1)]),
             ([2, 3, 7, 5], 4, [(1, 1), (1, 1)]),
