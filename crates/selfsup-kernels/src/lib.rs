@@ -2,9 +2,10 @@
 //!
 //! burn 0.22's flex backend runs a convolution as one small GEMM per image and output tile, its
 //! weight gradient as a dilated convolution, and batch normalization as about eight tensor passes
-//! forward and twelve backward (`shared/notes/cpu-performance.md`). Here a convolution is one
-//! im2col GEMM over a block of whole images for the forward pass, one for the weight gradient and
-//! one for the input gradient; batch normalization is two passes each way. They are a burn
+//! forward and twelve backward (`shared/notes/cpu-performance.md`). Here a 3x3 stride-1
+//! convolution runs through Winograd's transforms (`winograd.rs`), forward and both gradients;
+//! any other is one im2col GEMM over a block of whole images for the forward pass, one for the
+//! weight gradient and one for the input gradient; batch normalization is two passes each way. They are a burn
 //! backend extension ([`GemmKernels`]) with their own backward passes on `Autodiff<Flex>`.
 //!
 //! [`conv2d`] and [`batch_norm`] take burn's own modules (same parameters, same records) and

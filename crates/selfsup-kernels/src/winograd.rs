@@ -1,311 +1,470 @@
-//! Winograd's minimal filtering F(2x2, 3x3) for 3x3 convolutions with stride 1 and no dilation
-//! (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016).
+//! Winograd's minimal filtering F(m x m, 3 x 3) for 3x3 convolutions with stride 1 and no
+//! dilation (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016).
 //!
-//! Every 2x2 output tile is `Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`, with `d` the 4x4 input tile and `g`
-//! the 3x3 kernel. Summed over input channels, the element-wise products become 16 independent
-//! GEMMs `M[e] = U[e] · V[e]` (`U[e]: cout x cin` from the kernels, `V[e]: cin x tiles` from the
-//! input), 16 multiplications per 4 outputs instead of 36: 2.25 times fewer than im2col. Most of
-//! ResNet's convolutions, and (as forward convolutions) their input gradients, are of this kind.
+//! Every m x m output tile is `Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`, with `d` the (m + 2) x (m + 2) input
+//! tile and `g` the 3x3 kernel. Summed over input channels, the element-wise products become
+//! `(m + 2)²` independent GEMMs `M[e] = U[e] · V[e]` (`U[e]: cout x cin` from the kernels,
+//! `V[e]: cin x tiles` from the input). F(2x2, 3x3) needs 16 multiplications per 4 outputs and
+//! F(4x4, 3x3) 36 per 16, against 9 per output for im2col: 2.25 and 4 times fewer. Most of
+//! ResNet's convolutions, and (as forward convolutions) their input gradients, are of this kind;
+//! the weight gradient follows from the same transforms.
 
 use crate::conv::{ConvGeometry, Plan, with_scratch};
 use crate::gemm::{View, sgemm};
 use crate::par::SharedMut;
 
-/// Whether [`forward`] computes this convolution: a 3x3 kernel, stride 1, dilation 1.
+/// The transforms of F(M x M, 3 x 3), whose input tiles are `T = M + 2` wide.
+pub(crate) struct Family<const M: usize, const T: usize> {
+    /// `Bᵀ`, `T x T`: input tile to the transformed domain.
+    bt: [[f32; T]; T],
+    /// `G`, `T x 3`: kernel to the transformed domain.
+    g: [[f32; 3]; T],
+    /// `Aᵀ`, `M x T`: transformed domain back to an output tile.
+    at: [[f32; T]; M],
+}
+
+/// F(2x2, 3x3): exact in floating point (its coefficients are 0, ±1 and ±½).
+pub(crate) const F2: Family<2, 4> = Family {
+    bt: [
+        [1.0, 0.0, -1.0, 0.0],
+        [0.0, 1.0, 1.0, 0.0],
+        [0.0, -1.0, 1.0, 0.0],
+        [0.0, 1.0, 0.0, -1.0],
+    ],
+    g: [
+        [1.0, 0.0, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.5, -0.5, 0.5],
+        [0.0, 0.0, 1.0],
+    ],
+    at: [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]],
+};
+
+/// F(4x4, 3x3) with the points 0, ±1, ±2 and ∞: 1.78 times fewer multiplications than F(2x2,
+/// 3x3) for a few more rounding errors (relative errors near 1e-6 here, against 1e-7).
+pub(crate) const F4: Family<4, 6> = Family {
+    bt: [
+        [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
+        [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
+        [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
+        [0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
+        [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
+        [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
+    ],
+    g: [
+        [0.25, 0.0, 0.0],
+        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+        [0.0, 0.0, 1.0],
+    ],
+    at: [
+        [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+        [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
+        [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
+        [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
+    ],
+};
+
+/// Whether [`forward`] and [`weight_gradient`] compute this convolution: a 3x3 kernel, stride 1,
+/// dilation 1.
 pub(crate) fn applies(g: &ConvGeometry) -> bool {
     g.kernel == [3, 3] && g.stride == [1, 1] && g.dilation == [1, 1]
 }
 
-/// Output tiles (rows, columns) of a geometry: 2x2 each, the last row and column possibly cut.
-fn tiles(g: &ConvGeometry) -> [usize; 2] {
-    [g.output[0].div_ceil(2), g.output[1].div_ceil(2)]
-}
-
-/// `U[e][o][c] = (G g Gᵀ)[e]` for every kernel `g = w[o][c]`, with
-/// `G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]]`.
-fn transform_kernels(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
-    let mut u = vec![0.0f32; 16 * cout * cin];
-    let spread = |a: f32, b: f32, c: f32| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
-    for o in 0..cout {
-        for c in 0..cin {
-            let k = &w[(o * cin + c) * 9..][..9];
-            // G g: 4 rows of 3, column by column.
-            let cols = [0, 1, 2].map(|j| spread(k[j], k[3 + j], k[6 + j]));
-            for i in 0..4 {
-                let row = spread(cols[0][i], cols[1][i], cols[2][i]);
-                for (j, v) in row.into_iter().enumerate() {
-                    u[((i * 4 + j) * cout + o) * cin + c] = v;
-                }
-            }
-        }
-    }
-    u
-}
-
-/// `[d0 - d2, d1 + d2, d2 - d1, d1 - d3]`: one side of `Bᵀ d B`.
-#[inline(always)]
-fn input_side(d: [f32; 4]) -> [f32; 4] {
-    [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
-}
-
-/// Fills `v` (`16 x cin x (images * tiles)`) with `Bᵀ d B` for every input tile of `images`
-/// images of `x` from image `first`, the input zero outside its bounds.
-fn transform_input(x: &[f32], g: &ConvGeometry, first: usize, images: usize, v: &mut [f32]) {
-    let [th, tw] = tiles(g);
-    let [ih, iw] = g.input;
-    let (cin, in_px) = (g.cin, g.in_pixels());
-    let ncols = images * th * tw;
-    // One padded input row spans every tile of a row of tiles: 2 * tw + 2 columns.
-    let pw = 2 * tw + 2;
-    let (lo, hi) = (g.pad[1].min(pw), (g.pad[1] + iw).min(pw));
-    let half = tw + 1;
-    let mut rows = vec![0.0f32; 4 * pw];
-    // Bᵀ d of the four rows, split into even and odd columns: `[even k | odd k]` for k in 0..4.
-    let mut sides = vec![0.0f32; 8 * half];
-    for c in 0..cin {
-        for b in 0..images {
-            let plane = &x[((first + b) * cin + c) * in_px..][..in_px];
-            for ty in 0..th {
-                for (r, row) in rows.chunks_mut(pw).enumerate() {
-                    let iy = (2 * ty + r).wrapping_sub(g.pad[0]);
-                    row.fill(0.0);
-                    if iy < ih && lo < hi {
-                        row[lo..hi].copy_from_slice(&plane[iy * iw..][..hi - lo]);
-                    }
-                }
-                for i in 0..pw {
-                    let at = |r: usize| rows[r * pw + i];
-                    let v4 = input_side([at(0), at(1), at(2), at(3)]);
-                    for (k, val) in v4.into_iter().enumerate() {
-                        sides[(2 * k + (i & 1)) * half + i / 2] = val;
-                    }
-                }
-                // (Bᵀ d) B along the row of tiles: tile tx reads columns 2tx .. 2tx + 4, that is
-                // even[tx], odd[tx], even[tx + 1], odd[tx + 1].
-                let col0 = (b * th + ty) * tw;
-                for k in 0..4 {
-                    let ev = &sides[2 * k * half..][..half];
-                    let od = &sides[(2 * k + 1) * half..][..half];
-                    for ((d, a), b) in v[(k * 4 * cin + c) * ncols + col0..][..tw]
-                        .iter_mut()
-                        .zip(&ev[..tw])
-                        .zip(&ev[1..])
-                    {
-                        *d = a - b;
-                    }
-                    for ((d, a), b) in v[((k * 4 + 1) * cin + c) * ncols + col0..][..tw]
-                        .iter_mut()
-                        .zip(&od[..tw])
-                        .zip(&ev[1..])
-                    {
-                        *d = a + b;
-                    }
-                    for ((d, a), b) in v[((k * 4 + 2) * cin + c) * ncols + col0..][..tw]
-                        .iter_mut()
-                        .zip(&od[..tw])
-                        .zip(&ev[1..])
-                    {
-                        *d = b - a;
-                    }
-                    for ((d, a), b) in v[((k * 4 + 3) * cin + c) * ncols + col0..][..tw]
-                        .iter_mut()
-                        .zip(&od[..tw])
-                        .zip(&od[1..])
-                    {
-                        *d = a - b;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// `[m0 + m1 + m2, m1 - m2 - m3]`: one side of `Aᵀ m A`.
-#[inline(always)]
-fn output_side(m: [f32; 4]) -> [f32; 2] {
-    [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]
-}
-
-/// Writes `Aᵀ m A` of every tile in `m` (`16 x cout x (images * tiles)`) into `out`, the
-/// `[images, cout, oh, ow]` output of the block.
-fn transform_output(m: &[f32], g: &ConvGeometry, images: usize, out: &mut [f32]) {
-    let [th, tw] = tiles(g);
-    let [oh, ow] = g.output;
-    let (cout, out_px) = (g.cout, g.out_pixels());
-    let ncols = images * th * tw;
-    for b in 0..images {
-        for o in 0..cout {
-            let plane = &mut out[(b * cout + o) * out_px..][..out_px];
-            for ty in 0..th {
-                let col0 = (b * th + ty) * tw;
-                let me: [&[f32]; 16] =
-                    std::array::from_fn(|e| &m[(e * cout + o) * ncols + col0..][..tw]);
-                let rows = (2 * ty..oh.min(2 * ty + 2)).len();
-                for tx in 0..tw {
-                    // m A, row by row, then Aᵀ (m A).
-                    let ma: [[f32; 2]; 4] = std::array::from_fn(|k| {
-                        output_side([
-                            me[4 * k][tx],
-                            me[4 * k + 1][tx],
-                            me[4 * k + 2][tx],
-                            me[4 * k + 3][tx],
-                        ])
-                    });
-                    let cols = (2 * tx..ow.min(2 * tx + 2)).len();
-                    for j in 0..cols {
-                        let y = output_side([ma[0][j], ma[1][j], ma[2][j], ma[3][j]]);
-                        for (i, val) in y.into_iter().take(rows).enumerate() {
-                            plane[(2 * ty + i) * ow + 2 * tx + j] = val;
-                        }
-                    }
-                }
-            }
-        }
-    }
+/// Whether F(4x4) moves fewer transformed elements than F(2x2) for this output size (on 32x32
+/// maps 2,304 against 4,096 per channel; on 2x2 maps 36 against 16).
+fn larger_tiles_pay(g: &ConvGeometry) -> bool {
+    let cost = |m: usize, t: usize| g.output[0].div_ceil(m) * g.output[1].div_ceil(m) * t * t;
+    cost(4, 6) < cost(2, 4)
 }
 
 /// The convolution of `x` with `w` (`[cout, cin, 3, 3]`) for a geometry that [`applies`], in
 /// blocks of images whose transformed inputs take at most `block_elems` elements.
 pub(crate) fn forward(x: &[f32], w: &[f32], g: &ConvGeometry, block_elems: usize) -> Vec<f32> {
-    debug_assert!(applies(g));
-    let (cin, cout, out_px) = (g.cin, g.cout, g.out_pixels());
-    let [th, tw] = tiles(g);
-    let per_image = th * tw;
-    let u = transform_kernels(w, cout, cin);
-    let mut out = vec![0.0f32; g.batch * cout * out_px];
-    let plan = Plan::with_image_size(g.batch, 16 * cin.max(cout) * per_image, block_elems);
-    let shared = SharedMut::new(&mut out);
-    plan.run(|_, first, images| {
-        let ncols = images * per_image;
-        // SAFETY: blocks cover disjoint image ranges.
-        let dst = unsafe { shared.slice(first * cout * out_px, images * cout * out_px) };
-        with_scratch(16 * cin * ncols, 16 * cout * ncols, |v, m| {
-            transform_input(x, g, first, images, v);
-            for e in 0..16 {
-                let a = View::rows(&u[e * cout * cin..][..cout * cin], cin);
-                let b = View::rows(&v[e * cin * ncols..][..cin * ncols], ncols);
-                let dst = &mut m[e * cout * ncols..][..cout * ncols];
-                sgemm(cout, ncols, cin, dst, false, a, b, plan.parallelism);
-            }
-            transform_output(m, g, images, dst);
-        });
-    });
-    out
-}
-
-/// `[p, p + q, p - q, -q]`: one side of `A dy Aᵀ`, the transpose of [`output_side`].
-#[inline(always)]
-fn gradient_side(p: f32, q: f32) -> [f32; 4] {
-    [p, p + q, p - q, -q]
-}
-
-/// Fills `d` (`16 x cout x (images * tiles)`) with `A dy Aᵀ` for every 2x2 tile of the output
-/// gradient `dy` of `images` images from image `first` (zero beyond the output's edge).
-fn transform_gradient(dy: &[f32], g: &ConvGeometry, first: usize, images: usize, d: &mut [f32]) {
-    let [th, tw] = tiles(g);
-    let [oh, ow] = g.output;
-    let (cout, out_px) = (g.cout, g.out_pixels());
-    let ncols = images * th * tw;
-    let mut tile_rows = vec![0.0f32; 16 * tw];
-    for b in 0..images {
-        for o in 0..cout {
-            let plane = &dy[((first + b) * cout + o) * out_px..][..out_px];
-            let at = |y: usize, x: usize| {
-                if y < oh && x < ow {
-                    plane[y * ow + x]
-                } else {
-                    0.0
-                }
-            };
-            for ty in 0..th {
-                for tx in 0..tw {
-                    let (y, x) = (2 * ty, 2 * tx);
-                    let top = gradient_side(at(y, x), at(y, x + 1));
-                    let bottom = gradient_side(at(y + 1, x), at(y + 1, x + 1));
-                    for j in 0..4 {
-                        for (i, val) in gradient_side(top[j], bottom[j]).into_iter().enumerate() {
-                            tile_rows[(i * 4 + j) * tw + tx] = val;
-                        }
-                    }
-                }
-                let col0 = (b * th + ty) * tw;
-                for (e, row) in tile_rows.chunks(tw).enumerate() {
-                    d[(e * cout + o) * ncols + col0..][..tw].copy_from_slice(row);
-                }
-            }
-        }
+    if larger_tiles_pay(g) {
+        F4.forward(x, w, g, block_elems)
+    } else {
+        F2.forward(x, w, g, block_elems)
     }
 }
 
-/// `dw[o][c] = Gᵀ dU[o][c] G` for the 4x4 gradients `dU` (`16 x cout x cin`) of the transformed
-/// kernels: the weight gradient `[cout, cin, 3, 3]`.
-fn gather_kernels(du: &[f32], cout: usize, cin: usize) -> Vec<f32> {
-    let fold = |u: [f32; 4]| {
-        [
-            u[0] + 0.5 * (u[1] + u[2]),
-            0.5 * (u[1] - u[2]),
-            0.5 * (u[1] + u[2]) + u[3],
-        ]
-    };
-    let mut dw = vec![0.0f32; cout * cin * 9];
-    for o in 0..cout {
-        for c in 0..cin {
-            let at = |e: usize| du[(e * cout + o) * cin + c];
-            // Gᵀ dU: fold each column, then fold each of the three rows.
-            let cols: [[f32; 3]; 4] =
-                std::array::from_fn(|j| fold([at(j), at(4 + j), at(8 + j), at(12 + j)]));
-            let k = &mut dw[(o * cin + c) * 9..][..9];
-            for i in 0..3 {
-                let row = fold([cols[0][i], cols[1][i], cols[2][i], cols[3][i]]);
-                k[i * 3..i * 3 + 3].copy_from_slice(&row);
-            }
-        }
-    }
-    dw
-}
-
-/// The weight gradient of [`forward`] for the output gradient `dy`. Since the output is linear
-/// in the transformed kernels `U = G g Gᵀ`, `dU[e] = Σ_tiles (A dy Aᵀ)[e] · (Bᵀ d B)[e]ᵀ` (16
-/// GEMMs over the tiles) and `dw = Gᵀ dU G`.
+/// The weight gradient of [`forward`] for the output gradient `dy`.
 pub(crate) fn weight_gradient(
     x: &[f32],
     dy: &[f32],
     g: &ConvGeometry,
     block_elems: usize,
 ) -> Vec<f32> {
-    debug_assert!(applies(g));
-    let (cin, cout) = (g.cin, g.cout);
-    let [th, tw] = tiles(g);
-    let per_image = th * tw;
-    let plan = Plan::with_image_size(g.batch, 16 * cin.max(cout) * per_image, block_elems);
-    let mut partial: Vec<Vec<f32>> = plan
-        .ranges()
-        .map(|_| vec![0.0f32; 16 * cout * cin])
-        .collect();
-    let partials: Vec<SharedMut> = partial.iter_mut().map(|p| SharedMut::new(p)).collect();
-    plan.run(|range, first, images| {
-        let ncols = images * per_image;
-        // SAFETY: each range's accumulator is used by that range's task alone.
-        let acc = unsafe { partials[range].slice(0, 16 * cout * cin) };
-        with_scratch(16 * cin * ncols, 16 * cout * ncols, |v, d| {
-            transform_input(x, g, first, images, v);
-            transform_gradient(dy, g, first, images, d);
-            for e in 0..16 {
-                let a = View::rows(&d[e * cout * ncols..][..cout * ncols], ncols);
-                let b = View::transposed(&v[e * cin * ncols..][..cin * ncols], ncols);
-                let dst = &mut acc[e * cout * cin..][..cout * cin];
-                sgemm(cout, cin, ncols, dst, true, a, b, plan.parallelism);
-            }
-        });
-    });
-    let mut parts = partial.into_iter();
-    let mut du = parts.next().unwrap_or_else(|| vec![0.0; 16 * cout * cin]);
-    for p in parts {
-        for (s, v) in du.iter_mut().zip(p) {
-            *s += v;
+    if larger_tiles_pay(g) {
+        F4.weight_gradient(x, dy, g, block_elems)
+    } else {
+        F2.weight_gradient(x, dy, g, block_elems)
+    }
+}
+
+/// Runs `body` compiled for AVX2 and FMA when the CPU has them. The default build targets
+/// baseline x86-64, where the compiler vectorizes the transforms 4 wide (SSE); `gemm` makes the
+/// same choice at run time for its kernels.
+#[inline(always)]
+fn wide<R>(body: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2<R>(body: impl FnOnce() -> R) -> R {
+            body()
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features `avx2` is compiled for.
+            return unsafe { avx2(body) };
         }
     }
-    gather_kernels(&du, cout, cin)
+    body()
+}
+
+/// Tile columns transformed at a time: their temporaries (T² rows of CHUNK) stay in L1/L2.
+const CHUNK: usize = 128;
+
+/// `dst = Σ_q coefs[q] · src(q)[..dst.len()]`, skipping zero coefficients: the transforms are
+/// sums of a few rows scaled by small constants, done over many tiles at once.
+#[inline(always)]
+fn combine<'a>(dst: &mut [f32], coefs: &[f32], src: impl Fn(usize) -> &'a [f32]) {
+    let mut first = true;
+    for (q, &coef) in coefs.iter().enumerate() {
+        if coef == 0.0 {
+            continue;
+        }
+        let s = &src(q)[..dst.len()];
+        if first {
+            for (d, v) in dst.iter_mut().zip(s) {
+                *d = coef * v;
+            }
+            first = false;
+        } else {
+            for (d, v) in dst.iter_mut().zip(s) {
+                *d += coef * v;
+            }
+        }
+    }
+    if first {
+        dst.fill(0.0);
+    }
+}
+
+impl<const M: usize, const T: usize> Family<M, T> {
+    /// Output tiles (rows, columns): M x M each, the last row and column possibly cut.
+    fn tiles(&self, g: &ConvGeometry) -> [usize; 2] {
+        [g.output[0].div_ceil(M), g.output[1].div_ceil(M)]
+    }
+
+    /// `U[e][o][c] = (G g Gᵀ)[e]` for every kernel `g = w[o][c]`: `T² x cout x cin`.
+    #[inline(always)]
+    fn transform_kernels(&self, w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+        let n = cout * cin;
+        let mut u = vec![0.0f32; T * T * n];
+        // Kernels as [tap][kernel] and G g as [i][s][kernel], CHUNK kernels at a time.
+        let mut taps = vec![0.0f32; 9 * CHUNK];
+        let mut gk = vec![0.0f32; T * 3 * CHUNK];
+        for k0 in (0..n).step_by(CHUNK) {
+            let len = CHUNK.min(n - k0);
+            for (i, kernel) in w[k0 * 9..(k0 + len) * 9].chunks(9).enumerate() {
+                for (tap, &val) in kernel.iter().enumerate() {
+                    taps[tap * CHUNK + i] = val;
+                }
+            }
+            for i in 0..T {
+                for s in 0..3 {
+                    combine(&mut gk[(i * 3 + s) * CHUNK..][..len], &self.g[i], |r| {
+                        &taps[(r * 3 + s) * CHUNK..]
+                    });
+                }
+            }
+            for i in 0..T {
+                for j in 0..T {
+                    let dst = &mut u[(i * T + j) * n + k0..][..len];
+                    combine(dst, &self.g[j], |s| &gk[(i * 3 + s) * CHUNK..]);
+                }
+            }
+        }
+        u
+    }
+
+    /// `dw[o][c] = Gᵀ dU[o][c] G` for the gradients `dU` (`T² x cout x cin`) of the transformed
+    /// kernels: the weight gradient `[cout, cin, 3, 3]`.
+    #[inline(always)]
+    fn gather_kernels(&self, du: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+        let n = cout * cin;
+        let mut dw = vec![0.0f32; n * 9];
+        // G's columns; Gᵀ dU as [r][j][kernel]; Gᵀ dU G as [r][s][kernel].
+        let gcol: [[f32; T]; 3] = std::array::from_fn(|r| std::array::from_fn(|i| self.g[i][r]));
+        let mut gu = vec![0.0f32; 3 * T * CHUNK];
+        let mut taps = vec![0.0f32; 9 * CHUNK];
+        for k0 in (0..n).step_by(CHUNK) {
+            let len = CHUNK.min(n - k0);
+            for r in 0..3 {
+                for j in 0..T {
+                    combine(&mut gu[(r * T + j) * CHUNK..][..len], &gcol[r], |i| {
+                        &du[(i * T + j) * n + k0..]
+                    });
+                }
+            }
+            for r in 0..3 {
+                for s in 0..3 {
+                    combine(&mut taps[(r * 3 + s) * CHUNK..][..len], &gcol[s], |j| {
+                        &gu[(r * T + j) * CHUNK..]
+                    });
+                }
+            }
+            for (i, kernel) in dw[k0 * 9..(k0 + len) * 9].chunks_mut(9).enumerate() {
+                for (tap, val) in kernel.iter_mut().enumerate() {
+                    *val = taps[tap * CHUNK + i];
+                }
+            }
+        }
+        dw
+    }
+
+    /// Fills `v` (`T² x cin x (images * tiles)`) with `Bᵀ d B` for every input tile of `images`
+    /// images of `x` from image `first`, the input zero outside its bounds.
+    #[inline(always)]
+    fn transform_input(
+        &self,
+        x: &[f32],
+        g: &ConvGeometry,
+        first: usize,
+        images: usize,
+        v: &mut [f32],
+    ) {
+        let [th, tw] = self.tiles(g);
+        let [ih, iw] = g.input;
+        let (cin, in_px, tiles) = (g.cin, g.in_pixels(), th * tw);
+        let ncols = images * tiles;
+        // Tiles [r][q][col] and Bᵀ d as [k][q][col], for CHUNK columns at a time.
+        let mut d = vec![0.0f32; T * T * CHUNK];
+        let mut bd = vec![0.0f32; T * T * CHUNK];
+        for c in 0..cin {
+            for c0 in (0..ncols).step_by(CHUNK) {
+                let len = CHUNK.min(ncols - c0);
+                for (i, col) in (c0..c0 + len).enumerate() {
+                    let (b, t) = (col / tiles, col % tiles);
+                    let plane = &x[((first + b) * cin + c) * in_px..][..in_px];
+                    let (y0, x0) = ((t / tw) * M, (t % tw) * M);
+                    let inside = y0 >= g.pad[0]
+                        && x0 >= g.pad[1]
+                        && y0 + T <= ih + g.pad[0]
+                        && x0 + T <= iw + g.pad[1];
+                    if inside {
+                        let (iy, ix) = (y0 - g.pad[0], x0 - g.pad[1]);
+                        for r in 0..T {
+                            let src = &plane[(iy + r) * iw + ix..][..T];
+                            for (q, &val) in src.iter().enumerate() {
+                                d[(r * T + q) * CHUNK + i] = val;
+                            }
+                        }
+                        continue;
+                    }
+                    for r in 0..T {
+                        let iy = (y0 + r).wrapping_sub(g.pad[0]);
+                        for q in 0..T {
+                            let ix = (x0 + q).wrapping_sub(g.pad[1]);
+                            d[(r * T + q) * CHUNK + i] = if iy < ih && ix < iw {
+                                plane[iy * iw + ix]
+                            } else {
+                                0.0
+                            };
+                        }
+                    }
+                }
+                for k in 0..T {
+                    for q in 0..T {
+                        combine(&mut bd[(k * T + q) * CHUNK..][..len], &self.bt[k], |r| {
+                            &d[(r * T + q) * CHUNK..]
+                        });
+                    }
+                }
+                for k in 0..T {
+                    for j in 0..T {
+                        let dst = &mut v[((k * T + j) * cin + c) * ncols + c0..][..len];
+                        combine(dst, &self.bt[j], |q| &bd[(k * T + q) * CHUNK..]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes `Aᵀ m A` of every tile in `m` (`T² x cout x (images * tiles)`) into `out`, the
+    /// `[images, cout, oh, ow]` output of the block.
+    #[inline(always)]
+    fn transform_output(&self, m: &[f32], g: &ConvGeometry, images: usize, out: &mut [f32]) {
+        let [th, tw] = self.tiles(g);
+        let [oh, ow] = g.output;
+        let (cout, out_px, tiles) = (g.cout, g.out_pixels(), th * tw);
+        let ncols = images * tiles;
+        // m A as [k][j][col], Aᵀ (m A) as [i][j][col].
+        let mut ma = vec![0.0f32; T * M * CHUNK];
+        let mut y = vec![0.0f32; M * M * CHUNK];
+        for o in 0..cout {
+            for c0 in (0..ncols).step_by(CHUNK) {
+                let len = CHUNK.min(ncols - c0);
+                for k in 0..T {
+                    for j in 0..M {
+                        combine(&mut ma[(k * M + j) * CHUNK..][..len], &self.at[j], |q| {
+                            &m[((k * T + q) * cout + o) * ncols + c0..]
+                        });
+                    }
+                }
+                for i in 0..M {
+                    for j in 0..M {
+                        combine(&mut y[(i * M + j) * CHUNK..][..len], &self.at[i], |k| {
+                            &ma[(k * M + j) * CHUNK..]
+                        });
+                    }
+                }
+                for (n, col) in (c0..c0 + len).enumerate() {
+                    let (b, t) = (col / tiles, col % tiles);
+                    let plane = &mut out[(b * cout + o) * out_px..][..out_px];
+                    let (y0, x0) = ((t / tw) * M, (t % tw) * M);
+                    for i in 0..M.min(oh - y0) {
+                        for j in 0..M.min(ow - x0) {
+                            plane[(y0 + i) * ow + x0 + j] = y[(i * M + j) * CHUNK + n];
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fills `d` (`T² x cout x (images * tiles)`) with `A dy Aᵀ` for every M x M tile of the
+    /// output gradient `dy` of `images` images from image `first` (zero beyond the output).
+    #[inline(always)]
+    fn transform_gradient(
+        &self,
+        dy: &[f32],
+        g: &ConvGeometry,
+        first: usize,
+        images: usize,
+        d: &mut [f32],
+    ) {
+        let [th, tw] = self.tiles(g);
+        let [oh, ow] = g.output;
+        let (cout, out_px, tiles) = (g.cout, g.out_pixels(), th * tw);
+        let ncols = images * tiles;
+        // A's rows are Aᵀ's columns.
+        let a: [[f32; M]; T] = std::array::from_fn(|i| std::array::from_fn(|p| self.at[p][i]));
+        // Tiles as [p][q][col], A dy as [i][q][col].
+        let mut tile = vec![0.0f32; M * M * CHUNK];
+        let mut ad = vec![0.0f32; T * M * CHUNK];
+        for o in 0..cout {
+            for c0 in (0..ncols).step_by(CHUNK) {
+                let len = CHUNK.min(ncols - c0);
+                for (n, col) in (c0..c0 + len).enumerate() {
+                    let (b, t) = (col / tiles, col % tiles);
+                    let plane = &dy[((first + b) * cout + o) * out_px..][..out_px];
+                    let (y0, x0) = ((t / tw) * M, (t % tw) * M);
+                    for p in 0..M {
+                        for q in 0..M {
+                            let (yy, xx) = (y0 + p, x0 + q);
+                            tile[(p * M + q) * CHUNK + n] = if yy < oh && xx < ow {
+                                plane[yy * ow + xx]
+                            } else {
+                                0.0
+                            };
+                        }
+                    }
+                }
+                for i in 0..T {
+                    for q in 0..M {
+                        combine(&mut ad[(i * M + q) * CHUNK..][..len], &a[i], |p| {
+                            &tile[(p * M + q) * CHUNK..]
+                        });
+                    }
+                }
+                for i in 0..T {
+                    for j in 0..T {
+                        let dst = &mut d[((i * T + j) * cout + o) * ncols + c0..][..len];
+                        combine(dst, &a[j], |q| &ad[(i * M + q) * CHUNK..]);
+                    }
+                }
+            }
+        }
+    }
+
+    fn forward(&self, x: &[f32], w: &[f32], g: &ConvGeometry, block_elems: usize) -> Vec<f32> {
+        debug_assert!(applies(g));
+        let (cin, cout, out_px) = (g.cin, g.cout, g.out_pixels());
+        let [th, tw] = self.tiles(g);
+        let (per_image, e_count) = (th * tw, T * T);
+        let u = wide(|| self.transform_kernels(w, cout, cin));
+        let mut out = vec![0.0f32; g.batch * cout * out_px];
+        let plan = Plan::with_image_size(g.batch, e_count * cin.max(cout) * per_image, block_elems);
+        let shared = SharedMut::new(&mut out);
+        plan.run(|_, first, images| {
+            let ncols = images * per_image;
+            // SAFETY: blocks cover disjoint image ranges.
+            let dst = unsafe { shared.slice(first * cout * out_px, images * cout * out_px) };
+            with_scratch(e_count * cin * ncols, e_count * cout * ncols, |v, m| {
+                wide(|| self.transform_input(x, g, first, images, v));
+                for e in 0..e_count {
+                    let a = View::rows(&u[e * cout * cin..][..cout * cin], cin);
+                    let b = View::rows(&v[e * cin * ncols..][..cin * ncols], ncols);
+                    let dst = &mut m[e * cout * ncols..][..cout * ncols];
+                    sgemm(cout, ncols, cin, dst, false, a, b, plan.parallelism);
+                }
+                wide(|| self.transform_output(m, g, images, dst));
+            });
+        });
+        out
+    }
+
+    /// Since the output is linear in the transformed kernels `U = G g Gᵀ`,
+    /// `dU[e] = Σ_tiles (A dy Aᵀ)[e] · (Bᵀ d B)[e]ᵀ` (T² GEMMs over the tiles) and
+    /// `dw = Gᵀ dU G`.
+    fn weight_gradient(
+        &self,
+        x: &[f32],
+        dy: &[f32],
+        g: &ConvGeometry,
+        block_elems: usize,
+    ) -> Vec<f32> {
+        debug_assert!(applies(g));
+        let (cin, cout) = (g.cin, g.cout);
+        let [th, tw] = self.tiles(g);
+        let (per_image, e_count) = (th * tw, T * T);
+        let plan = Plan::with_image_size(g.batch, e_count * cin.max(cout) * per_image, block_elems);
+        let mut partial: Vec<Vec<f32>> = plan
+            .ranges()
+            .map(|_| vec![0.0f32; e_count * cout * cin])
+            .collect();
+        let partials: Vec<SharedMut> = partial.iter_mut().map(|p| SharedMut::new(p)).collect();
+        plan.run(|range, first, images| {
+            let ncols = images * per_image;
+            // SAFETY: each range's accumulator is used by that range's task alone.
+            let acc = unsafe { partials[range].slice(0, e_count * cout * cin) };
+            with_scratch(e_count * cin * ncols, e_count * cout * ncols, |v, d| {
+                wide(|| {
+                    self.transform_input(x, g, first, images, v);
+                    self.transform_gradient(dy, g, first, images, d);
+                });
+                for e in 0..e_count {
+                    let a = View::rows(&d[e * cout * ncols..][..cout * ncols], ncols);
+                    let b = View::transposed(&v[e * cin * ncols..][..cin * ncols], ncols);
+                    let dst = &mut acc[e * cout * cin..][..cout * cin];
+                    sgemm(cout, cin, ncols, dst, true, a, b, plan.parallelism);
+                }
+            });
+        });
+        let mut parts = partial.into_iter();
+        let mut du = parts
+            .next()
+            .unwrap_or_else(|| vec![0.0; e_count * cout * cin]);
+        for p in parts {
+            for (s, v) in du.iter_mut().zip(p) {
+                *s += v;
+            }
+        }
+        wide(|| self.gather_kernels(&du, cout, cin))
+    }
 }
 
 #[cfg(test)]
@@ -372,10 +531,15 @@ mod tests {
             let w = values(g.cout * g.cin * 9, 1.7);
             let want = naive(&xs, &w, &g);
             for block in [usize::MAX, 1] {
-                let got = forward(&xs, &w, &g, block);
-                assert_eq!(got.len(), want.len());
-                for (a, b) in got.iter().zip(&want) {
-                    assert!((a - b).abs() < 1e-4, "{g:?}: {a} vs {b}");
+                for got in [
+                    F2.forward(&xs, &w, &g, block),
+                    F4.forward(&xs, &w, &g, block),
+                    forward(&xs, &w, &g, block),
+                ] {
+                    assert_eq!(got.len(), want.len());
+                    for (a, b) in got.iter().zip(&want) {
+                        assert!((a - b).abs() < 1e-4, "{g:?}: {a} vs {b}");
+                    }
                 }
             }
         }
@@ -420,12 +584,27 @@ mod tests {
             let dy = values(g.batch * g.cout * g.out_pixels(), 2.9);
             let want = naive_weight_gradient(&xs, &dy, &g);
             for block in [usize::MAX, 1] {
-                let got = weight_gradient(&xs, &dy, &g, block);
-                for (a, b) in got.iter().zip(&want) {
-                    assert!((a - b).abs() < 1e-4, "{g:?}: {a} vs {b}");
+                for got in [
+                    F2.weight_gradient(&xs, &dy, &g, block),
+                    F4.weight_gradient(&xs, &dy, &g, block),
+                    weight_gradient(&xs, &dy, &g, block),
+                ] {
+                    for (a, b) in got.iter().zip(&want) {
+                        assert!((a - b).abs() < 1e-4, "{g:?}: {a} vs {b}");
+                    }
                 }
             }
         }
+    }
+
+    #[test]
+    fn four_by_four_tiles_serve_maps_of_four_and_more() {
+        let g =
+            |s| ConvGeometry::new([1, 1, s, s], [1, 1, 3, 3], [1, 1], [(1, 1); 2], [1, 1]).unwrap();
+        assert!(larger_tiles_pay(&g(32)));
+        assert!(larger_tiles_pay(&g(4)));
+        assert!(!larger_tiles_pay(&g(2)));
+        assert!(!larger_tiles_pay(&g(6)));
     }
 
     #[test]
