@@ -1,15 +1,17 @@
 //! # selfsup-encoders
 //!
-//! Backbones implementing [`selfsup_core::Encoder`] (ResNet-18/34/50, a small ConvNet) and
-//! projection heads. [`Backbone`] picks one at run time from an [`EncoderConfig`].
+//! Backbones implementing [`selfsup_core::Encoder`] (ResNet-18/34/50, a small ConvNet, a Vision
+//! Transformer) and projection heads. [`Backbone`] picks one at run time from an [`EncoderConfig`].
 
 pub mod convnet;
 pub mod head;
 pub mod resnet;
+pub mod vit;
 
 pub use convnet::ConvNet;
 pub use head::{HeadConfig, ProjectionHead};
 pub use resnet::{ResNet, ResNetDepth};
+pub use vit::{Pool, PosEmbed, VisionTransformer, VitConfig};
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};

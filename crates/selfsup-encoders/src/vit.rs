@@ -1,0 +1,473 @@
+//! Vision Transformer (Dosovitskiy et al., "An Image is Worth 16x16 Words"): images cut into
+//! patches, each patch a token, a class token in front, position embeddings, pre-norm
+//! transformer blocks. MAE feeds it only the visible patches ([`VisionTransformer::embed`] then
+//! [`VisionTransformer::encode`]); DINO draws the last block's attention.
+
+use burn::module::{Module, Param};
+use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
+use burn::nn::{Gelu, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use selfsup_core::config::ensure;
+use selfsup_core::{Encoder, Result};
+use serde::{Deserialize, Serialize};
+
+/// How tokens learn where they are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PosEmbed {
+    /// Fixed 2-D sine-cosine embeddings (MAE's choice; nothing to learn).
+    Sincos,
+    /// Learned embeddings, initialised from N(0, 0.02²).
+    Learned,
+}
+
+/// Which vector stands for the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pool {
+    /// The class token's output.
+    Cls,
+    /// The mean of the patch tokens' outputs.
+    Mean,
+}
+
+/// ViT settings: free, or from the [`VitConfig::tiny`] and [`VitConfig::small`] presets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VitConfig {
+    /// Side of the (square) input images in pixels.
+    pub image_size: usize,
+    /// Side of a patch in pixels; must divide `image_size`.
+    pub patch_size: usize,
+    /// Token width.
+    pub dim: usize,
+    /// Transformer blocks.
+    pub depth: usize,
+    /// Attention heads; must divide `dim`.
+    pub heads: usize,
+    /// Hidden width of each block's MLP as a multiple of `dim`.
+    pub mlp_ratio: f64,
+    /// Position embeddings.
+    pub pos_embed: PosEmbed,
+    /// Pooled output.
+    pub pool: Pool,
+}
+
+impl Default for VitConfig {
+    fn default() -> Self {
+        Self::tiny(32, 4)
+    }
+}
+
+impl VitConfig {
+    /// ViT-Tiny: width 192, 12 blocks, 3 heads, MLP ratio 4.
+    pub fn tiny(image_size: usize, patch_size: usize) -> Self {
+        Self {
+            image_size,
+            patch_size,
+            dim: 192,
+            depth: 12,
+            heads: 3,
+            mlp_ratio: 4.0,
+            pos_embed: PosEmbed::Sincos,
+            pool: Pool::Cls,
+        }
+    }
+
+    /// ViT-Small: width 384, 12 blocks, 6 heads, MLP ratio 4.
+    pub fn small(image_size: usize, patch_size: usize) -> Self {
+        Self {
+            dim: 384,
+            heads: 6,
+            ..Self::tiny(image_size, patch_size)
+        }
+    }
+
+    /// Patches per side.
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size.max(1)
+    }
+
+    /// Checks the ranges, naming the field.
+    pub fn validate(&self) -> Result<()> {
+        ensure(self.patch_size >= 1, "vit.patch_size", || {
+            "must be at least 1".into()
+        })?;
+        ensure(
+            self.image_size >= self.patch_size && self.image_size.is_multiple_of(self.patch_size),
+            "vit.image_size",
+            || {
+                format!(
+                    "{} is not a multiple of the patch size {}",
+                    self.image_size, self.patch_size
+                )
+            },
+        )?;
+        ensure(self.depth >= 1, "vit.depth", || "must be at least 1".into())?;
+        ensure(
+            self.heads >= 1 && self.dim.is_multiple_of(self.heads),
+            "vit.heads",
+            || format!("must divide the width {} (and be at least 1)", self.dim),
+        )?;
+        ensure(
+            self.pos_embed != PosEmbed::Sincos || (self.dim >= 4 && self.dim.is_multiple_of(4)),
+            "vit.dim",
+            || "sine-cosine position embeddings need a multiple of 4".into(),
+        )?;
+        ensure(
+            self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0,
+            "vit.mlp_ratio",
+            || "must be a positive number".into(),
+        )
+    }
+
+    /// Builds the encoder for `channels`-channel images on `device`, or says which setting is
+    /// wrong.
+    pub fn init(&self, channels: usize, device: &Device) -> Result<VisionTransformer> {
+        self.validate()?;
+        let (p, d) = (self.patch_size, self.dim);
+        let hidden = ((d as f64 * self.mlp_ratio).round() as usize).max(1);
+        let tokens = self.grid() * self.grid();
+        let normal = |shape: [usize; 3]| {
+            Param::from_tensor(Tensor::random(
+                shape,
+                Distribution::Normal(0.0, 0.02),
+                device,
+            ))
+        };
+        Ok(VisionTransformer {
+            patch: LinearConfig::new(channels * p * p, d).init(device),
+            cls: normal([1, 1, d]),
+            pos: (self.pos_embed == PosEmbed::Learned).then(|| normal([1, tokens + 1, d])),
+            blocks: (0..self.depth)
+                .map(|_| TransformerBlock::new(d, self.heads, hidden, device))
+                .collect(),
+            norm: LayerNormConfig::new(d).init(device),
+            patch_size: p,
+            grid: self.grid(),
+            dim: d,
+            mean_pool: self.pool == Pool::Mean,
+        })
+    }
+}
+
+/// `[N, C, H, W]` images to `[N, (H/p)(W/p), C p p]` patches, row-major over the grid, each
+/// patch laid out channel, row, column.
+pub fn patchify(images: Tensor<4>, p: usize) -> Tensor<3> {
+    let [n, c, h, w] = images.dims();
+    let (gh, gw) = (h / p, w / p);
+    images
+        .reshape([n, c, gh, p, gw, p])
+        .permute([0, 2, 4, 1, 3, 5])
+        .reshape([n, gh * gw, c * p * p])
+}
+
+/// The inverse of [`patchify`] for `channels`-channel images of `grid x grid` patches.
+pub fn unpatchify(patches: Tensor<3>, p: usize, channels: usize, grid: usize) -> Tensor<4> {
+    let [n, _, _] = patches.dims();
+    patches
+        .reshape([n, grid, grid, channels, p, p])
+        .permute([0, 3, 1, 4, 2, 5])
+        .reshape([n, channels, grid * p, grid * p])
+}
+
+/// Fixed 2-D sine-cosine position embeddings `[1 + grid², dim]`, the first row (class token)
+/// zero: half the width encodes the row, half the column, each half `sin(pos ω_k)` then
+/// `cos(pos ω_k)` for `ω_k = 10000^(-k / (dim / 4))`.
+pub fn sincos_position_embedding(grid: usize, dim: usize) -> Vec<f32> {
+    let quarter = dim / 4;
+    let mut out = vec![0.0f32; (grid * grid + 1) * dim];
+    for y in 0..grid {
+        for x in 0..grid {
+            let row = &mut out[(1 + y * grid + x) * dim..][..dim];
+            for (half, pos) in [(0, y), (1, x)] {
+                for k in 0..quarter {
+                    let omega = 10000f64.powf(-(k as f64) / quarter as f64);
+                    let angle = pos as f64 * omega;
+                    row[half * 2 * quarter + k] = angle.sin() as f32;
+                    row[half * 2 * quarter + quarter + k] = angle.cos() as f32;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A pre-norm transformer block: `x + attn(norm(x))`, then `x + mlp(norm(x))`.
+#[derive(Module, Debug)]
+pub struct TransformerBlock {
+    norm1: LayerNorm,
+    attn: MultiHeadAttention,
+    norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    gelu: Gelu,
+}
+
+impl TransformerBlock {
+    fn new(dim: usize, heads: usize, hidden: usize, device: &Device) -> Self {
+        Self {
+            norm1: LayerNormConfig::new(dim).init(device),
+            attn: MultiHeadAttentionConfig::new(dim, heads)
+                .with_dropout(0.0)
+                .init(device),
+            norm2: LayerNormConfig::new(dim).init(device),
+            fc1: LinearConfig::new(dim, hidden).init(device),
+            fc2: LinearConfig::new(hidden, dim).init(device),
+            gelu: Gelu::new(),
+        }
+    }
+
+    /// The block's output `[N, T, D]` and its attention `[N, heads, T, T]`.
+    pub fn forward(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<4>) {
+        let attended = self
+            .attn
+            .forward(MhaInput::self_attn(self.norm1.forward(x.clone())));
+        let x = x + attended.context;
+        let mlp = self.fc2.forward(
+            self.gelu
+                .forward(self.fc1.forward(self.norm2.forward(x.clone()))),
+        );
+        (x + mlp, attended.weights)
+    }
+}
+
+/// A Vision Transformer encoder.
+#[derive(Module, Debug)]
+pub struct VisionTransformer {
+    patch: Linear,
+    cls: Param<Tensor<3>>,
+    /// Learned position embeddings `[1, 1 + L, D]`; `None`: fixed sine-cosine ones.
+    pos: Option<Param<Tensor<3>>>,
+    blocks: Vec<TransformerBlock>,
+    norm: LayerNorm,
+    patch_size: usize,
+    grid: usize,
+    dim: usize,
+    mean_pool: bool,
+}
+
+impl VisionTransformer {
+    /// Side of a patch in pixels.
+    pub fn patch_size(&self) -> usize {
+        self.patch_size
+    }
+
+    /// Patches per side.
+    pub fn grid(&self) -> usize {
+        self.grid
+    }
+
+    /// Token width.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Position embeddings `[1, 1 + L, D]` (class token first).
+    pub fn position_embedding(&self, device: &Device) -> Tensor<3> {
+        match &self.pos {
+            Some(p) => p.val(),
+            None => Tensor::from_data(
+                TensorData::new(
+                    sincos_position_embedding(self.grid, self.dim),
+                    [1, self.grid * self.grid + 1, self.dim],
+                ),
+                device,
+            ),
+        }
+    }
+
+    /// Patch tokens with their position embeddings, `[N, L, D]`, no class token: what MAE
+    /// subsamples before [`VisionTransformer::encode`].
+    pub fn embed(&self, images: Tensor<4>) -> Tensor<3> {
+        let device = images.device();
+        let [_, _, h, w] = images.dims();
+        assert_eq!(
+            [h, w],
+            [self.grid * self.patch_size; 2],
+            "ViT: images must be {0}x{0}",
+            self.grid * self.patch_size
+        );
+        let tokens = self.patch.forward(patchify(images, self.patch_size));
+        let l = self.grid * self.grid;
+        tokens
+            + self
+                .position_embedding(&device)
+                .slice([0..1, 1..l + 1, 0..self.dim])
+    }
+
+    /// Runs the class token (with its position embedding) and `tokens` (`[N, L', D]`, already
+    /// embedded, any subset of patches) through the blocks: the normalized outputs
+    /// `[N, 1 + L', D]` and the last block's attention `[N, heads, 1 + L', 1 + L']`.
+    pub fn encode(&self, tokens: Tensor<3>) -> (Tensor<3>, Tensor<4>) {
+        let [n, _, d] = tokens.dims();
+        let device = tokens.device();
+        let cls = self.cls.val() + self.position_embedding(&device).slice([0..1, 0..1, 0..d]);
+        let mut x = Tensor::cat(vec![cls.expand([n, 1, d]), tokens], 1);
+        let mut attention = None;
+        for block in &self.blocks {
+            let (y, a) = block.forward(x);
+            x = y;
+            attention = Some(a);
+        }
+        let attention = attention.expect("a ViT has at least one block");
+        (self.norm.forward(x), attention)
+    }
+
+    /// The last block's attention `[N, heads, 1 + L, 1 + L]` over whole images; row 0 is the
+    /// class token's attention to every token.
+    pub fn last_attention(&self, images: Tensor<4>) -> Tensor<4> {
+        self.encode(self.embed(images)).1
+    }
+
+    fn pool(&self, out: Tensor<3>) -> Tensor<2> {
+        let [n, t, d] = out.dims();
+        if self.mean_pool {
+            out.slice([0..n, 1..t, 0..d]).mean_dim(1).reshape([n, d])
+        } else {
+            out.slice([0..n, 0..1, 0..d]).reshape([n, d])
+        }
+    }
+}
+
+impl Encoder for VisionTransformer {
+    fn features(&self, images: Tensor<4>) -> Tensor<2> {
+        self.pool(self.encode(self.embed(images)).0)
+    }
+
+    fn output_dim(&self) -> usize {
+        self.dim
+    }
+
+    fn tokens(&self, images: Tensor<4>) -> Option<Tensor<3>> {
+        Some(self.encode(self.embed(images)).0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small(pos_embed: PosEmbed, pool: Pool) -> VitConfig {
+        VitConfig {
+            image_size: 8,
+            patch_size: 4,
+            dim: 8,
+            depth: 2,
+            heads: 2,
+            mlp_ratio: 2.0,
+            pos_embed,
+            pool,
+        }
+    }
+
+    #[test]
+    fn patchify_and_unpatchify_round_trip_exactly() {
+        let dev = Device::flex();
+        let x: Tensor<4> = Tensor::random([2, 3, 8, 12], Distribution::Default, &dev);
+        let p = patchify(x.clone(), 4);
+        assert_eq!(p.dims(), [2, 6, 48]);
+        // Patch (row 1, column 2), channel 1, pixel (3, 0) is image pixel (7, 8).
+        let got: Vec<f32> = p.clone().into_data().try_to_vec().unwrap();
+        let img: Vec<f32> = x.clone().into_data().try_to_vec().unwrap();
+        let at_patch = got[(6 + 5) * 48 + 16 + 3 * 4];
+        assert_eq!(at_patch, img[((3 + 1) * 8 + 7) * 12 + 8]);
+        // Square images go back exactly.
+        let sq: Tensor<4> = Tensor::random([2, 3, 8, 8], Distribution::Default, &dev);
+        let back = unpatchify(patchify(sq.clone(), 4), 4, 3, 2);
+        assert_eq!(
+            back.into_data().try_to_vec::<f32>().unwrap(),
+            sq.into_data().try_to_vec::<f32>().unwrap()
+        );
+    }
+
+    #[test]
+    fn sincos_embeddings_follow_the_formula() {
+        let (grid, dim) = (3, 8);
+        let e = sincos_position_embedding(grid, dim);
+        assert!(
+            e[..dim].iter().all(|&v| v == 0.0),
+            "class token row is zero"
+        );
+        // Token (y = 2, x = 1): ω = [1, 0.01]; row half then column half.
+        let t = &e[(1 + 2 * grid + 1) * dim..][..dim];
+        let want = [
+            2f64.sin(),
+            0.02f64.sin(),
+            2f64.cos(),
+            0.02f64.cos(),
+            1f64.sin(),
+            0.01f64.sin(),
+            1f64.cos(),
+            0.01f64.cos(),
+        ];
+        for (a, b) in t.iter().zip(want) {
+            assert!((*a as f64 - b).abs() < 1e-6, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn shapes_of_features_tokens_and_attention() {
+        let dev = Device::flex();
+        let x: Tensor<4> = Tensor::random([3, 2, 8, 8], Distribution::Default, &dev);
+        for (pos, pool) in [
+            (PosEmbed::Sincos, Pool::Cls),
+            (PosEmbed::Learned, Pool::Mean),
+        ] {
+            let vit = small(pos, pool).init(2, &dev).unwrap();
+            assert_eq!(vit.output_dim(), 8);
+            assert_eq!(vit.features(x.clone()).dims(), [3, 8]);
+            assert_eq!(vit.tokens(x.clone()).unwrap().dims(), [3, 5, 8]);
+            let a = vit.last_attention(x.clone());
+            assert_eq!(a.dims(), [3, 2, 5, 5]);
+            // Each attention row is a distribution over the tokens.
+            let sums: Vec<f32> = a.sum_dim(3).into_data().try_to_vec().unwrap();
+            assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5));
+            // A subset of tokens (as MAE feeds it) gives one output per token plus the class.
+            let some = vit.embed(x.clone()).slice([0..3, 1..3, 0..8]);
+            assert_eq!(vit.encode(some).0.dims(), [3, 3, 8]);
+        }
+    }
+
+    #[test]
+    fn mean_pooling_averages_the_patch_tokens() {
+        let dev = Device::flex();
+        let x: Tensor<4> = Tensor::random([2, 1, 8, 8], Distribution::Default, &dev);
+        let vit = small(PosEmbed::Sincos, Pool::Mean).init(1, &dev).unwrap();
+        let tokens = vit.tokens(x.clone()).unwrap();
+        let want: Vec<f32> = tokens
+            .slice([0..2, 1..5, 0..8])
+            .mean_dim(1)
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        let got: Vec<f32> = vit.features(x).into_data().try_to_vec().unwrap();
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn presets_and_bad_settings() {
+        let tiny = VitConfig::tiny(32, 4);
+        assert_eq!(
+            (tiny.dim, tiny.depth, tiny.heads, tiny.grid()),
+            (192, 12, 3, 8)
+        );
+        let small = VitConfig::small(28, 4);
+        assert_eq!((small.dim, small.heads, small.grid()), (384, 6, 7));
+        assert!(tiny.validate().is_ok() && small.validate().is_ok());
+        let bad = |f: fn(&mut VitConfig), field: &str| {
+            let mut c = VitConfig::tiny(32, 4);
+            f(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{err} should name {field}");
+        };
+        bad(|c| c.patch_size = 5, "vit.image_size");
+        bad(|c| c.patch_size = 0, "vit.patch_size");
+        bad(|c| c.heads = 5, "vit.heads");
+        bad(|c| c.depth = 0, "vit.depth");
+        bad(|c| c.dim = 6 * 3, "vit.dim");
+        bad(|c| c.mlp_ratio = f64::NAN, "vit.mlp_ratio");
+    }
+}
