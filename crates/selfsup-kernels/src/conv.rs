@@ -12,7 +12,7 @@
 //!   by col2im.
 
 use crate::gemm::{View, sgemm};
-use crate::par::SharedMut;
+use crate::par::{SharedMut, sum_partials};
 use crate::winograd;
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -443,24 +443,17 @@ fn backward_in_blocks(
         });
     });
     if want_dw {
-        let mut parts = partial.into_iter();
-        let mut sum = parts.next().unwrap_or_else(|| vec![0.0; cout * k]);
-        for p in parts {
-            for (s, v) in sum.iter_mut().zip(p) {
-                *s += v;
-            }
-        }
-        dw = Some(sum);
+        dw = Some(sum_partials(partial, cout * k));
     }
     (dx, dw)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// The convolution straight from its definition.
-    fn naive(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    /// The convolution straight from its definition, summed in f64.
+    pub(crate) fn naive(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
         let [ih, iw] = g.input;
         let [oh, ow] = g.output;
         let [kh, kw] = g.kernel;
@@ -469,7 +462,7 @@ mod tests {
             for o in 0..g.cout {
                 for y in 0..oh {
                     for xx in 0..ow {
-                        let mut s = 0.0;
+                        let mut s = 0.0f64;
                         for c in 0..g.cin {
                             for i in 0..kh {
                                 for j in 0..kw {
@@ -480,12 +473,14 @@ mod tests {
                                     if iy < 0 || ix < 0 || iy >= ih as isize || ix >= iw as isize {
                                         continue;
                                     }
-                                    s += x[((b * g.cin + c) * ih + iy as usize) * iw + ix as usize]
-                                        * w[((o * g.cin + c) * kh + i) * kw + j];
+                                    s += (x
+                                        [((b * g.cin + c) * ih + iy as usize) * iw + ix as usize]
+                                        * w[((o * g.cin + c) * kh + i) * kw + j])
+                                        as f64;
                                 }
                             }
                         }
-                        out[((b * g.cout + o) * oh + y) * ow + xx] = s;
+                        out[((b * g.cout + o) * oh + y) * ow + xx] = s as f32;
                     }
                 }
             }

@@ -11,7 +11,7 @@
 
 use crate::conv::{ConvGeometry, Plan, with_scratch};
 use crate::gemm::{View, sgemm};
-use crate::par::SharedMut;
+use crate::par::{SharedMut, sum_partials};
 
 /// The transforms of F(M x M, 3 x 3), whose input tiles are `T = M + 2` wide.
 pub(crate) struct Family<const M: usize, const T: usize> {
@@ -456,15 +456,7 @@ impl<const M: usize, const T: usize> Family<M, T> {
                 }
             });
         });
-        let mut parts = partial.into_iter();
-        let mut du = parts
-            .next()
-            .unwrap_or_else(|| vec![0.0; e_count * cout * cin]);
-        for p in parts {
-            for (s, v) in du.iter_mut().zip(p) {
-                *s += v;
-            }
-        }
+        let du = sum_partials(partial, e_count * cout * cin);
         wide(|| self.gather_kernels(&du, cout, cin))
     }
 }
@@ -472,37 +464,7 @@ impl<const M: usize, const T: usize> Family<M, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The convolution from its definition (3x3, stride 1).
-    fn naive(x: &[f32], w: &[f32], g: &ConvGeometry) -> Vec<f32> {
-        let [ih, iw] = g.input;
-        let [oh, ow] = g.output;
-        let mut out = vec![0.0; g.batch * g.cout * oh * ow];
-        for b in 0..g.batch {
-            for o in 0..g.cout {
-                for y in 0..oh {
-                    for xx in 0..ow {
-                        let mut s = 0.0f64;
-                        for c in 0..g.cin {
-                            for i in 0..3 {
-                                for j in 0..3 {
-                                    let iy = (y + i).wrapping_sub(g.pad[0]);
-                                    let ix = (xx + j).wrapping_sub(g.pad[1]);
-                                    if iy < ih && ix < iw {
-                                        s += (x[((b * g.cin + c) * ih + iy) * iw + ix]
-                                            * w[((o * g.cin + c) * 3 + i) * 3 + j])
-                                            as f64;
-                                    }
-                                }
-                            }
-                        }
-                        out[((b * g.cout + o) * oh + y) * ow + xx] = s as f32;
-                    }
-                }
-            }
-        }
-        out
-    }
+    use crate::conv::tests::naive;
 
     fn values(n: usize, seed: f32) -> Vec<f32> {
         (0..n).map(|i| ((i as f32 + seed) * 0.917).sin()).collect()
