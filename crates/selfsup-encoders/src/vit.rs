@@ -205,7 +205,8 @@ pub struct TransformerBlock {
 }
 
 impl TransformerBlock {
-    fn new(dim: usize, heads: usize, hidden: usize, device: &Device) -> Self {
+    /// A block of width `dim` with `heads` attention heads and an MLP `hidden` wide.
+    pub fn new(dim: usize, heads: usize, hidden: usize, device: &Device) -> Self {
         Self {
             norm1: LayerNormConfig::new(dim).init(device),
             attn: MultiHeadAttentionConfig::new(dim, heads)

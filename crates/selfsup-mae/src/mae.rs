@@ -1,0 +1,280 @@
+//! MAE (He et al., "Masked Autoencoders Are Scalable Vision Learners", 2021): hide most
+//! patches of each image, encode the rest with a ViT, reconstruct the hidden ones' pixels.
+
+use crate::decoder::MaeDecoder;
+use crate::loss::{masked_reconstruction_loss, normalize_patches};
+use crate::masking::{Masking, gather_tokens, random_masking};
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use selfsup_core::config::ensure;
+use selfsup_core::{LossOutput, Objective, Result, StepInfo};
+use selfsup_encoders::VisionTransformer;
+use selfsup_encoders::vit::patchify;
+use serde::{Deserialize, Serialize};
+
+/// MAE's own settings. The decoder defaults are sized for small images on a CPU (the paper's
+/// decoder is 512 wide and 8 deep).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MaeConfig {
+    /// Fraction of patches hidden from the encoder, in `[0, 1)`.
+    pub mask_ratio: f64,
+    /// Reconstruct each patch standardised by its own mean and variance (the paper's better
+    /// variant) instead of raw pixels.
+    pub norm_pix_loss: bool,
+    /// Decoder width (a multiple of 4 and of `decoder_heads`).
+    pub decoder_dim: usize,
+    /// Decoder blocks.
+    pub decoder_depth: usize,
+    /// Decoder attention heads.
+    pub decoder_heads: usize,
+}
+
+impl Default for MaeConfig {
+    fn default() -> Self {
+        Self {
+            mask_ratio: 0.75,
+            norm_pix_loss: true,
+            decoder_dim: 128,
+            decoder_depth: 2,
+            decoder_heads: 4,
+        }
+    }
+}
+
+impl MaeConfig {
+    /// Checks the ranges, naming the field.
+    pub fn validate(&self) -> Result<()> {
+        ensure(
+            self.mask_ratio.is_finite() && (0.0..1.0).contains(&self.mask_ratio),
+            "mae.mask_ratio",
+            || format!("{} must be in [0, 1) (the paper: 0.75)", self.mask_ratio),
+        )?;
+        ensure(self.decoder_depth >= 1, "mae.decoder_depth", || {
+            "must be at least 1".into()
+        })?;
+        ensure(
+            self.decoder_heads >= 1
+                && self.decoder_dim.is_multiple_of(self.decoder_heads)
+                && self.decoder_dim.is_multiple_of(4)
+                && self.decoder_dim >= 4,
+            "mae.decoder_dim",
+            || {
+                format!(
+                    "{} must be a positive multiple of 4 and of decoder_heads ({})",
+                    self.decoder_dim, self.decoder_heads
+                )
+            },
+        )
+    }
+}
+
+/// What one forward pass produced, for the loss and for pictures.
+pub struct MaeOutput {
+    /// Predicted patches `[N, L, C p p]` (normalized pixels when `norm_pix_loss`).
+    pub pred: Tensor<3>,
+    /// The patches to reconstruct `[N, L, C p p]`, normalized like `pred`.
+    pub target: Tensor<3>,
+    /// The masking used.
+    pub masking: Masking,
+    /// The reconstruction loss over the hidden patches.
+    pub loss: Tensor<1>,
+}
+
+/// Encoder plus decoder.
+#[derive(Module, Debug)]
+pub struct MaeModel {
+    /// The ViT whose features are kept after pretraining.
+    pub encoder: VisionTransformer,
+    /// The decoder, discarded after pretraining.
+    pub decoder: MaeDecoder,
+}
+
+impl MaeModel {
+    /// Wraps `encoder` (for `channels`-channel images) with a decoder built from `cfg`.
+    pub fn new(
+        encoder: VisionTransformer,
+        channels: usize,
+        cfg: &MaeConfig,
+        device: &Device,
+    ) -> Self {
+        let p = encoder.patch_size();
+        let decoder = MaeDecoder::new(
+            encoder.dim(),
+            channels * p * p,
+            encoder.grid(),
+            cfg.decoder_dim,
+            cfg.decoder_depth,
+            cfg.decoder_heads,
+            device,
+        );
+        Self { encoder, decoder }
+    }
+
+    /// Masks `images` by `masking`, encodes the visible patches, reconstructs all of them.
+    pub fn reconstruct(
+        &self,
+        images: Tensor<4>,
+        masking: Masking,
+        norm_pix_loss: bool,
+    ) -> MaeOutput {
+        let patches = patchify(images.clone(), self.encoder.patch_size());
+        let visible = gather_tokens(self.encoder.embed(images), masking.keep.clone());
+        let (latent, _) = self.encoder.encode(visible);
+        let pred = self.decoder.forward(latent, masking.restore.clone());
+        let target = if norm_pix_loss {
+            normalize_patches(patches, 1e-6)
+        } else {
+            patches
+        };
+        let loss = masked_reconstruction_loss(pred.clone(), target.clone(), masking.mask.clone());
+        MaeOutput {
+            pred,
+            target,
+            masking,
+            loss,
+        }
+    }
+
+    /// [`MaeModel::reconstruct`] with a fresh random masking at `ratio`.
+    pub fn forward(&self, images: Tensor<4>, ratio: f64, norm_pix_loss: bool) -> MaeOutput {
+        let [n, ..] = images.dims();
+        let grid = self.encoder.grid();
+        let masking = random_masking(n, grid * grid, ratio, &images.device());
+        self.reconstruct(images, masking, norm_pix_loss)
+    }
+}
+
+/// The MAE objective: reconstruction of the hidden patches of one view of each image.
+pub struct Mae {
+    mask_ratio: f64,
+    norm_pix_loss: bool,
+}
+
+impl Mae {
+    /// The objective with `cfg`'s mask ratio and target.
+    pub fn new(cfg: &MaeConfig) -> Self {
+        Self {
+            mask_ratio: cfg.mask_ratio,
+            norm_pix_loss: cfg.norm_pix_loss,
+        }
+    }
+}
+
+impl Objective for Mae {
+    type Model = MaeModel;
+    type Batch = Tensor<4>;
+
+    fn name(&self) -> &str {
+        "mae"
+    }
+
+    fn loss(
+        &mut self,
+        model: &MaeModel,
+        images: &Tensor<4>,
+        _phase: usize,
+        _info: &StepInfo,
+    ) -> LossOutput {
+        LossOutput::new(
+            model
+                .forward(images.clone(), self.mask_ratio, self.norm_pix_loss)
+                .loss,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+    use selfsup_encoders::VitConfig;
+    use selfsup_encoders::vit::{Pool, PosEmbed};
+
+    fn tiny_vit(device: &Device) -> VisionTransformer {
+        VitConfig {
+            image_size: 8,
+            patch_size: 2,
+            dim: 16,
+            depth: 1,
+            heads: 2,
+            mlp_ratio: 2.0,
+            pos_embed: PosEmbed::Sincos,
+            pool: Pool::Cls,
+        }
+        .init(1, device)
+        .unwrap()
+    }
+
+    fn cfg() -> MaeConfig {
+        MaeConfig {
+            decoder_dim: 8,
+            decoder_depth: 1,
+            decoder_heads: 2,
+            ..MaeConfig::default()
+        }
+    }
+
+    #[test]
+    fn shapes_and_a_finite_loss() {
+        let dev = Device::flex();
+        let model = MaeModel::new(tiny_vit(&dev), 1, &cfg(), &dev);
+        let x = Tensor::<4>::random([3, 1, 8, 8], Distribution::Default, &dev);
+        let out = model.forward(x, 0.75, true);
+        assert_eq!(out.pred.dims(), [3, 16, 4]);
+        assert_eq!(out.target.dims(), [3, 16, 4]);
+        assert_eq!(out.masking.keep.dims(), [3, 4]);
+        let loss: f32 = out.loss.into_scalar::<f32>();
+        assert!(loss.is_finite() && loss > 0.0, "{loss}");
+    }
+
+    #[test]
+    fn training_lowers_the_reconstruction_loss() {
+        use burn::optim::{AdamConfig, GradientsParams};
+        let dev = Device::flex().autodiff();
+        let mut model = MaeModel::new(tiny_vit(&dev), 1, &cfg(), &dev);
+        let mut opt = AdamConfig::new().init();
+        let x = Tensor::<4>::random([8, 1, 8, 8], Distribution::Default, &dev);
+        // The same masking every step, so the loss is comparable.
+        let masking = random_masking(8, 16, 0.75, &dev);
+        let mut losses = Vec::new();
+        for _ in 0..30 {
+            let out = model.reconstruct(x.clone(), masking.clone(), false);
+            losses.push(out.loss.clone().into_scalar::<f32>());
+            let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+            model = opt.step(3e-3, model, grads);
+        }
+        assert!(losses[29] < 0.5 * losses[0], "{losses:?}");
+    }
+
+    #[test]
+    fn bad_settings_name_their_field() {
+        for (c, field) in [
+            (
+                MaeConfig {
+                    mask_ratio: 1.0,
+                    ..cfg()
+                },
+                "mae.mask_ratio",
+            ),
+            (
+                MaeConfig {
+                    decoder_depth: 0,
+                    ..cfg()
+                },
+                "mae.decoder_depth",
+            ),
+            (
+                MaeConfig {
+                    decoder_dim: 10,
+                    ..cfg()
+                },
+                "mae.decoder_dim",
+            ),
+        ] {
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
+        }
+        assert!(MaeConfig::default().validate().is_ok());
+    }
+}

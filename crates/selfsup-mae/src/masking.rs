@@ -1,0 +1,117 @@
+//! Per-sample random masking (He et al., MAE): shuffle the patches of each image by sorting
+//! uniform noise, keep the first `L (1 - ratio)`; sorting the shuffle again gives the order
+//! that puts them back.
+
+use burn::tensor::{Device, Distribution, Int, Tensor};
+
+/// Which patches each image keeps, and how to put the sequence back in order.
+#[derive(Clone, Debug)]
+pub struct Masking {
+    /// Indices of the kept patches, `[N, keep]`, in shuffled order.
+    pub keep: Tensor<2, Int>,
+    /// For every patch position, its place in the shuffled sequence, `[N, L]`: gathering the
+    /// shuffled sequence (kept tokens then mask tokens) by it restores patch order.
+    pub restore: Tensor<2, Int>,
+    /// 1 where a patch is hidden, 0 where the encoder sees it, `[N, L]`, in patch order.
+    pub mask: Tensor<2>,
+}
+
+/// Patches kept out of `patches` at mask ratio `ratio`: `floor(L (1 - ratio))`, at least one.
+pub fn kept(patches: usize, ratio: f64) -> usize {
+    ((patches as f64 * (1.0 - ratio)).floor() as usize).clamp(1, patches.max(1))
+}
+
+/// Draws a masking of `n` images of `patches` patches at mask ratio `ratio` (in `[0, 1)`).
+pub fn random_masking(n: usize, patches: usize, ratio: f64, device: &Device) -> Masking {
+    let noise = Tensor::<2>::random([n, patches], Distribution::Default, device);
+    masking_from_noise(noise, ratio)
+}
+
+/// The masking that keeps, in each row, the patches with the smallest `noise` (`[N, L]`).
+pub fn masking_from_noise(noise: Tensor<2>, ratio: f64) -> Masking {
+    let [n, patches] = noise.dims();
+    let device = noise.device();
+    let keep_count = kept(patches, ratio);
+    let shuffle = noise.argsort(1);
+    let restore = shuffle.clone().argsort(1);
+    let keep = shuffle.slice([0..n, 0..keep_count]);
+    // In shuffled order the first `keep_count` are visible; back in patch order by `restore`.
+    let shuffled = Tensor::<2>::cat(
+        vec![
+            Tensor::zeros([n, keep_count], &device),
+            Tensor::ones([n, patches - keep_count], &device),
+        ],
+        1,
+    );
+    let mask = shuffled.gather(1, restore.clone());
+    Masking {
+        keep,
+        restore,
+        mask,
+    }
+}
+
+/// The rows of `tokens` (`[N, L, D]`) at `indices` (`[N, K]`): `[N, K, D]`.
+pub fn gather_tokens(tokens: Tensor<3>, indices: Tensor<2, Int>) -> Tensor<3> {
+    let [n, k] = indices.dims();
+    let [_, _, d] = tokens.dims();
+    let index = indices.reshape([n, k, 1]).expand([n, k, d]);
+    tokens.gather(1, index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ints(t: Tensor<2, Int>) -> Vec<i64> {
+        t.into_data().convert::<i64>().try_to_vec::<i64>().unwrap()
+    }
+
+    #[test]
+    fn each_image_keeps_exactly_its_share() {
+        let dev = Device::flex();
+        for (patches, ratio, want) in [(64, 0.75, 16), (49, 0.75, 12), (10, 0.0, 10), (4, 0.99, 1)]
+        {
+            assert_eq!(kept(patches, ratio), want);
+            let m = random_masking(5, patches, ratio, &dev);
+            assert_eq!(m.keep.dims(), [5, want]);
+            let mask: Vec<f32> = m.mask.into_data().try_to_vec().unwrap();
+            for row in mask.chunks(patches) {
+                assert_eq!(row.iter().filter(|&&v| v == 0.0).count(), want);
+                assert_eq!(row.iter().filter(|&&v| v == 1.0).count(), patches - want);
+            }
+            // The kept indices are distinct, and exactly the unmasked positions.
+            let keep = ints(m.keep);
+            for (row, mrow) in keep.chunks(want).zip(mask.chunks(patches)) {
+                let mut sorted = row.to_vec();
+                sorted.sort();
+                sorted.dedup();
+                assert_eq!(sorted.len(), want);
+                assert!(row.iter().all(|&i| mrow[i as usize] == 0.0));
+            }
+        }
+    }
+
+    #[test]
+    fn restoring_puts_the_sequence_back_in_order() {
+        let dev = Device::flex();
+        let noise = Tensor::<2>::from_floats([[0.3, 0.1, 0.9, 0.5], [0.2, 0.8, 0.4, 0.6]], &dev);
+        let m = masking_from_noise(noise, 0.5);
+        // Row 0 keeps patches 1 and 0 (smallest noise first); row 1 keeps 0 and 2.
+        assert_eq!(ints(m.keep.clone()), [1, 0, 0, 2]);
+        let mask: Vec<f32> = m.mask.clone().into_data().try_to_vec().unwrap();
+        assert_eq!(mask, [0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0]);
+        // Tokens equal to their patch index: shuffle them, then restore.
+        let tokens = Tensor::<1, Int>::arange(0..4, &dev)
+            .float()
+            .reshape([1, 4, 1])
+            .expand([2, 4, 3]);
+        let shuffle = m.restore.clone().argsort(1);
+        let shuffled = gather_tokens(tokens.clone(), shuffle);
+        let back = gather_tokens(shuffled, m.restore);
+        assert_eq!(
+            back.into_data().try_to_vec::<f32>().unwrap(),
+            tokens.into_data().try_to_vec::<f32>().unwrap()
+        );
+    }
+}
