@@ -38,6 +38,7 @@ fn steps(c: &mut Criterion) {
         arch: Arch::Convnet,
         width: 16,
         cifar_stem: true,
+        ..EncoderConfig::default()
     };
     let model = seed::init_module(&device, 0, |d| {
         SimClrModel::new(enc.init(channels, d), &cfg, d)

@@ -4,10 +4,11 @@
 use crate::run_config::{Method, RunConfig};
 use selfsup_contrastive::{SimClr, SimClrModel};
 use selfsup_core::{
-    BatchSource, DeviceSpec, Prefetch, Result, StepInfo, StepResult, Stepper, seed,
+    BatchSource, DeviceSpec, Objective, Prefetch, Result, StepInfo, StepResult, Stepper, seed,
 };
 use selfsup_data::{ImageSet, MultiView, ViewLoader};
 use selfsup_encoders::{Arch, Backbone};
+use selfsup_mae::{Mae, MaeModel};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,7 +19,8 @@ pub struct StepBenchArgs {
     /// The method.
     #[arg(long, value_enum, default_value = "simclr")]
     pub method: Method,
-    /// Backbone: resnet18, resnet34, resnet50, convnet.
+    /// Backbone: resnet18, resnet34, resnet50, convnet, vit (the method preset's ViT shape at
+    /// `--image-size`).
     #[arg(long, default_value = "resnet18")]
     pub encoder: Arch,
     /// ConvNet base width.
@@ -116,49 +118,32 @@ fn synthetic(n: usize, channels: usize, size: usize) -> ImageSet {
     }
 }
 
-/// Runs the benchmark and returns its line (also printed by the command).
-pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
-    let mut cfg = RunConfig::preset(args.method);
-    cfg.encoder.arch = args.encoder;
-    cfg.encoder.width = args.width;
-    cfg.simclr.head.hidden_dim = args.head_hidden;
-    cfg.simclr.head.output_dim = args.head_out;
-    cfg.train.batch_size = args.batch;
-    cfg.device = args.device.clone();
-    cfg.validate()?;
-    if args.batch == 0 || args.steps == 0 {
-        return Err(selfsup_core::Error::Invalid(
-            "--batch and --steps must be at least 1".into(),
-        ));
-    }
-    let device = cfg.device.train_device()?;
-    let total = args.warmup + args.steps;
-    let data = Arc::new(synthetic(
-        args.batch * total,
-        args.channels,
-        args.image_size,
-    ));
-    let mean = vec![0.5; args.channels];
-    let std = vec![0.25; args.channels];
-    let views = MultiView::default().with(cfg.augment.pipeline(args.image_size, mean, std), 2);
-    let plain = ViewLoader::new(data.clone(), Arc::new(views), args.batch, 0, device.clone());
-    let t = Instant::now();
-    let _ = plain.batch(0, 0)?;
-    let build_batch_ms = 1e3 * t.elapsed().as_secs_f64();
-    let loader = Prefetch::new(plain);
+/// Per-step times in milliseconds of the timed steps, and their total in seconds.
+#[derive(Default)]
+struct Timings {
+    step_ms: Vec<f64>,
+    forward: Vec<f64>,
+    backward: Vec<f64>,
+    optimizer: Vec<f64>,
+    wait: Vec<f64>,
+    timed: f64,
+}
 
-    let (mut model, mut objective) = match args.method {
-        Method::Simclr => (
-            seed::init_module(&device, 0, |d| {
-                SimClrModel::new(cfg.encoder.init(args.channels, d), &cfg.simclr, d)
-            }),
-            SimClr::<Backbone>::new(&cfg.simclr),
-        ),
-    };
+/// Runs `args.warmup + args.steps` training steps of `objective` and times the last `steps`.
+fn time_steps<O, S>(
+    mut objective: O,
+    mut model: O::Model,
+    loader: &S,
+    cfg: &RunConfig,
+    args: &StepBenchArgs,
+) -> Result<Timings>
+where
+    O: Objective,
+    S: BatchSource<Batch = O::Batch>,
+{
+    let total = args.warmup + args.steps;
     let mut stepper = Stepper::new(&cfg.train, 1);
-    let (mut step_ms, mut fwd, mut bwd, mut opt, mut wait) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut timed = 0.0;
+    let mut t_all = Timings::default();
     for step in 0..total {
         let t = Instant::now();
         let batch = loader.batch(0, step)?;
@@ -180,17 +165,83 @@ pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
         model = next;
         let secs = t.elapsed().as_secs_f64();
         if step >= args.warmup {
-            timed += secs;
-            step_ms.push(1e3 * secs);
-            wait.push(1e3 * waited);
+            t_all.timed += secs;
+            t_all.step_ms.push(1e3 * secs);
+            t_all.wait.push(1e3 * waited);
             if let StepResult::Updated { times, .. } = result {
-                fwd.push(1e3 * times.forward);
-                bwd.push(1e3 * times.backward);
-                opt.push(1e3 * times.optimizer);
+                t_all.forward.push(1e3 * times.forward);
+                t_all.backward.push(1e3 * times.backward);
+                t_all.optimizer.push(1e3 * times.optimizer);
             }
         }
     }
+    Ok(t_all)
+}
+
+/// Runs the benchmark and returns its line (also printed by the command).
+pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
+    let mut cfg = RunConfig::preset(args.method);
+    cfg.encoder.arch = args.encoder;
+    cfg.encoder.width = args.width;
+    cfg.simclr.head.hidden_dim = args.head_hidden;
+    cfg.simclr.head.output_dim = args.head_out;
+    cfg.encoder.vit.image_size = args.image_size;
+    cfg.train.batch_size = args.batch;
+    cfg.device = args.device.clone();
+    cfg.validate()?;
+    if args.batch == 0 || args.steps == 0 {
+        return Err(selfsup_core::Error::Invalid(
+            "--batch and --steps must be at least 1".into(),
+        ));
+    }
+    let device = cfg.device.train_device()?;
+    let total = args.warmup + args.steps;
+    let data = Arc::new(synthetic(
+        args.batch * total,
+        args.channels,
+        args.image_size,
+    ));
+    let mean = vec![0.5; args.channels];
+    let std = vec![0.25; args.channels];
+    let n_views = if args.method == Method::Mae { 1 } else { 2 };
+    let views =
+        MultiView::default().with(cfg.augment.pipeline(args.image_size, mean, std), n_views);
+    let plain = ViewLoader::new(data.clone(), Arc::new(views), args.batch, 0, device.clone());
+    let t = Instant::now();
+    let _ = plain.batch(0, 0)?;
+    let build_batch_ms = 1e3 * t.elapsed().as_secs_f64();
+    let loader = Prefetch::new(plain);
+
+    let mut times = match args.method {
+        Method::Simclr => {
+            let model = seed::init_module(&device, 0, |d| {
+                SimClrModel::new(cfg.encoder.init(args.channels, d), &cfg.simclr, d)
+            });
+            let objective = SimClr::<Backbone>::new(&cfg.simclr);
+            time_steps(objective, model, &loader, &cfg, args)?
+        }
+        Method::Mae => {
+            let model = seed::init_module(&device, 0, |d| {
+                let vit = cfg
+                    .encoder
+                    .vit
+                    .init(args.channels, d)
+                    .expect("validated above");
+                MaeModel::new(vit, args.channels, &cfg.mae, d)
+            });
+            time_steps(Mae::new(&cfg.mae), model, &loader, &cfg, args)?
+        }
+    };
+    let (step_ms, fwd, bwd, opt, wait) = (
+        &mut times.step_ms,
+        &mut times.forward,
+        &mut times.backward,
+        &mut times.optimizer,
+        &mut times.wait,
+    );
+    let timed = times.timed;
     let ms_per_step_min = step_ms.iter().copied().fold(f64::INFINITY, f64::min);
+    let median = |v: &mut Vec<f64>| median(v);
     Ok(StepBench {
         method: format!("{:?}", args.method).to_lowercase(),
         encoder: format!("{:?}", args.encoder).to_lowercase(),
@@ -199,12 +250,12 @@ pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
         image: [args.channels, args.image_size, args.image_size],
         steps: args.steps,
         images_per_sec: (args.steps * args.batch) as f64 / timed.max(1e-12),
-        ms_per_step_median: median(&mut step_ms),
+        ms_per_step_median: median(step_ms),
         ms_per_step_min,
-        forward_ms: median(&mut fwd),
-        backward_ms: median(&mut bwd),
-        optimizer_ms: median(&mut opt),
-        wait_for_batch_ms: median(&mut wait),
+        forward_ms: median(fwd),
+        backward_ms: median(bwd),
+        optimizer_ms: median(opt),
+        wait_for_batch_ms: median(wait),
         build_batch_ms,
         peak_rss_mib: selfsup_core::metrics::peak_rss_mib(),
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),

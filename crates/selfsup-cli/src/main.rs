@@ -52,9 +52,9 @@ enum Command {
         /// Random seed.
         #[arg(long)]
         seed: Option<u64>,
-        /// Run folder for checkpoints, metrics and the final encoder.
-        #[arg(long, default_value = "runs/simclr")]
-        out: PathBuf,
+        /// Run folder for checkpoints, metrics and the final encoder [default: runs/METHOD].
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// Continue the run in --out from its newest checkpoint.
         #[arg(long)]
         resume: bool,
@@ -183,9 +183,14 @@ fn run(cli: Cli) -> Result<()> {
             resume,
             quiet,
         } => {
+            let from_file = config.as_deref().map(RunConfig::load).transpose()?;
+            let out = out.unwrap_or_else(|| {
+                let m = from_file.as_ref().map_or(method, |c| c.method);
+                PathBuf::from("runs").join(format!("{m:?}").to_lowercase())
+            });
             let saved = out.join(selfsup_cli::pretrain::CONFIG_FILE);
-            let mut cfg = match (&config, resume && saved.is_file()) {
-                (Some(path), _) => RunConfig::load(path)?,
+            let mut cfg = match (from_file, resume && saved.is_file()) {
+                (Some(cfg), _) => cfg,
                 (None, true) => RunConfig::load(&saved)?,
                 (None, false) => RunConfig::preset(method),
             };

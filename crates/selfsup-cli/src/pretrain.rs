@@ -7,6 +7,7 @@ use selfsup_contrastive::{SimClr, SimClrModel};
 use selfsup_core::{Error, Prefetch, Result, Trainer, seed};
 use selfsup_data::{ImageSet, MultiView, ViewLoader};
 use selfsup_encoders::Backbone;
+use selfsup_mae::{Mae, MaeModel};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -118,6 +119,48 @@ pub fn pretrain(
             let o = trainer.fit(&mut objective, model, &loader, resume, Some(&mut hook))?;
             (
                 o.model.encoder.valid(),
+                o.steps,
+                o.last_loss,
+                o.images_per_sec,
+            )
+        }
+        Method::Mae => {
+            if cfg.encoder.vit.image_size != size {
+                return Err(Error::config(
+                    "encoder.vit.image_size",
+                    format!(
+                        "{} but the crops are {size}x{size}: set it to {size} (or augment.crop_size to {})",
+                        cfg.encoder.vit.image_size, cfg.encoder.vit.image_size
+                    ),
+                ));
+            }
+            let pipeline = cfg
+                .augment
+                .pipeline(size, cfg.data.mean.clone(), cfg.data.std.clone());
+            let views = MultiView::default().with(pipeline, 1);
+            let loader = Prefetch::new(ViewLoader::new(
+                train.clone(),
+                Arc::new(views),
+                cfg.train.batch_size,
+                cfg.train.seed,
+                device.clone(),
+            ));
+            let model = seed::init_module(&device, cfg.train.seed, |d| {
+                let vit = cfg
+                    .encoder
+                    .vit
+                    .init(channels, d)
+                    .expect("RunConfig::validate checked the ViT's shape");
+                MaeModel::new(vit, channels, &cfg.mae, d)
+            });
+            let mut objective = Mae::new(&cfg.mae);
+            let mut monitor = Monitor::new(&cfg, &train, splits.test.as_ref())?;
+            let mut hook = |epoch: usize, m: &MaeModel| {
+                monitor.run(epoch, &Backbone::Vit(m.encoder.clone().valid()))
+            };
+            let o = trainer.fit(&mut objective, model, &loader, resume, Some(&mut hook))?;
+            (
+                Backbone::Vit(o.model.encoder.valid()),
                 o.steps,
                 o.last_loss,
                 o.images_per_sec,

@@ -31,6 +31,8 @@ pub enum Arch {
     Resnet50,
     /// The small ConvNet (fast on a CPU).
     Convnet,
+    /// A Vision Transformer, shaped by the `vit` section.
+    Vit,
 }
 
 impl std::str::FromStr for Arch {
@@ -42,8 +44,9 @@ impl std::str::FromStr for Arch {
             "resnet34" => Ok(Arch::Resnet34),
             "resnet50" => Ok(Arch::Resnet50),
             "convnet" => Ok(Arch::Convnet),
+            "vit" => Ok(Arch::Vit),
             other => Err(selfsup_core::Error::Invalid(format!(
-                "unknown encoder `{other}`: use resnet18, resnet34, resnet50 or convnet"
+                "unknown encoder `{other}`: use resnet18, resnet34, resnet50, convnet or vit"
             ))),
         }
     }
@@ -53,12 +56,14 @@ impl std::str::FromStr for Arch {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EncoderConfig {
-    /// `resnet18`, `resnet34`, `resnet50` or `convnet`.
+    /// `resnet18`, `resnet34`, `resnet50`, `convnet` or `vit`.
     pub arch: Arch,
     /// ResNet: 3x3 stride-1 stem without max-pool, for images of about 32 pixels.
     pub cifar_stem: bool,
     /// ConvNet: base width (features = 4 x width).
     pub width: usize,
+    /// ViT: its shape (`image_size` must be the size of the images it is fed).
+    pub vit: VitConfig,
 }
 
 impl Default for EncoderConfig {
@@ -67,6 +72,7 @@ impl Default for EncoderConfig {
             arch: Arch::Resnet18,
             cifar_stem: true,
             width: 32,
+            vit: VitConfig::default(),
         }
     }
 }
@@ -76,10 +82,15 @@ impl EncoderConfig {
     pub fn validate(&self) -> Result<()> {
         ensure(self.width >= 1, "encoder.width", || {
             "must be at least 1".into()
-        })
+        })?;
+        if self.arch == Arch::Vit {
+            self.vit.validate()?;
+        }
+        Ok(())
     }
 
-    /// Builds the backbone for `channels`-channel images on `device`.
+    /// Builds the backbone for `channels`-channel images on `device`. Call
+    /// [`EncoderConfig::validate`] first: a ViT shape it rejects panics here.
     pub fn init(&self, channels: usize, device: &Device) -> Backbone {
         match self.arch {
             Arch::Resnet18 => Backbone::ResNet(ResNet::new(
@@ -101,6 +112,11 @@ impl EncoderConfig {
                 device,
             )),
             Arch::Convnet => Backbone::ConvNet(ConvNet::new(channels, self.width, device)),
+            Arch::Vit => Backbone::Vit(
+                self.vit
+                    .init(channels, device)
+                    .expect("EncoderConfig::validate accepts only valid ViT shapes"),
+            ),
         }
     }
 }
@@ -113,6 +129,8 @@ pub enum Backbone {
     ResNet(ResNet),
     /// The small ConvNet.
     ConvNet(ConvNet),
+    /// A Vision Transformer.
+    Vit(VisionTransformer),
 }
 
 impl Encoder for Backbone {
@@ -120,6 +138,7 @@ impl Encoder for Backbone {
         match self {
             Backbone::ResNet(m) => m.features(images),
             Backbone::ConvNet(m) => m.features(images),
+            Backbone::Vit(m) => m.features(images),
         }
     }
 
@@ -127,6 +146,14 @@ impl Encoder for Backbone {
         match self {
             Backbone::ResNet(m) => m.output_dim(),
             Backbone::ConvNet(m) => m.output_dim(),
+            Backbone::Vit(m) => m.output_dim(),
+        }
+    }
+
+    fn tokens(&self, images: Tensor<4>) -> Option<Tensor<3>> {
+        match self {
+            Backbone::Vit(m) => m.tokens(images),
+            _ => None,
         }
     }
 }
@@ -144,9 +171,14 @@ mod tests {
             (Arch::Resnet34, 512),
             (Arch::Resnet50, 2048),
             (Arch::Convnet, 128),
+            (Arch::Vit, 192),
         ] {
             let m = EncoderConfig {
                 arch,
+                vit: VitConfig {
+                    depth: 1,
+                    ..VitConfig::default()
+                },
                 ..Default::default()
             }
             .init(3, &dev);
@@ -164,6 +196,21 @@ mod tests {
                 .dims(),
             [1, 512]
         );
+    }
+
+    #[test]
+    fn a_vit_encoder_checks_its_shape() {
+        let mut cfg = EncoderConfig {
+            arch: Arch::Vit,
+            ..Default::default()
+        };
+        cfg.vit.heads = 5;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("vit.heads"), "{err}");
+        // Other backbones ignore the section.
+        cfg.arch = Arch::Convnet;
+        assert!(cfg.validate().is_ok());
+        assert_eq!("ViT".parse::<Arch>().unwrap(), Arch::Vit);
     }
 
     #[test]

@@ -59,6 +59,7 @@ fn finetune_learns_a_separable_task_from_a_label_fraction() {
             arch: Arch::Convnet,
             width: 8,
             cifar_stem: true,
+            ..EncoderConfig::default()
         }
         .init(1, d)
     });
@@ -118,6 +119,7 @@ fn random_init_encoder_features_have_the_declared_width() {
         arch: Arch::Convnet,
         width: 8,
         cifar_stem: true,
+        ..EncoderConfig::default()
     };
     let enc = seed::init_module(&device, 9, |d| cfg.init(1, d)).valid();
     let f = selfsup_eval::extract(&enc, &data, &tf(), 7, &device);

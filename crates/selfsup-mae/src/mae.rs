@@ -145,7 +145,8 @@ impl MaeModel {
     }
 }
 
-/// The MAE objective: reconstruction of the hidden patches of one view of each image.
+/// The MAE objective: reconstruction of the hidden patches of one view of each image (the
+/// first of the batch's views; MAE needs no second).
 pub struct Mae {
     mask_ratio: f64,
     norm_pix_loss: bool,
@@ -163,7 +164,7 @@ impl Mae {
 
 impl Objective for Mae {
     type Model = MaeModel;
-    type Batch = Tensor<4>;
+    type Batch = Vec<Tensor<4>>;
 
     fn name(&self) -> &str {
         "mae"
@@ -172,13 +173,13 @@ impl Objective for Mae {
     fn loss(
         &mut self,
         model: &MaeModel,
-        images: &Tensor<4>,
+        views: &Vec<Tensor<4>>,
         _phase: usize,
         _info: &StepInfo,
     ) -> LossOutput {
         LossOutput::new(
             model
-                .forward(images.clone(), self.mask_ratio, self.norm_pix_loss)
+                .forward(views[0].clone(), self.mask_ratio, self.norm_pix_loss)
                 .loss,
         )
     }
