@@ -2,7 +2,7 @@
 //! random-init baselines beside it, and the `selfsup eval` commands.
 
 use crate::pretrain::{CONFIG_FILE, ENCODER_FILE};
-use crate::run_config::RunConfig;
+use crate::run_config::{Method, RunConfig};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use selfsup_core::{DeviceSpec, Encoder, Error, Result, seed};
@@ -232,10 +232,23 @@ pub fn load_trainable_encoder(checkpoint: &Path, device: &Device) -> Result<(Run
                 .try_load_file(&p)
                 .map_err(|e| Error::checkpoint(&p, e.to_string()))?
         }
-        Some(dir) => {
-            let model = selfsup_contrastive::SimClrModel::new(fresh, &cfg.simclr, device);
-            selfsup_core::checkpoint::load_model(&dir, model)?.encoder
-        }
+        // A step checkpoint holds the method's whole model; keep its encoder.
+        Some(dir) => match (cfg.method, fresh) {
+            (Method::Mae, Backbone::Vit(vit)) => {
+                let model = selfsup_mae::MaeModel::new(vit, channels, &cfg.mae, device);
+                Backbone::Vit(selfsup_core::checkpoint::load_model(&dir, model)?.encoder)
+            }
+            (Method::Mae, _) => {
+                return Err(Error::config(
+                    "encoder.arch",
+                    "an MAE run's encoder is a ViT: the run's config.toml was edited",
+                ));
+            }
+            (Method::Simclr, fresh) => {
+                let model = selfsup_contrastive::SimClrModel::new(fresh, &cfg.simclr, device);
+                selfsup_core::checkpoint::load_model(&dir, model)?.encoder
+            }
+        },
     };
     Ok((cfg, encoder))
 }

@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 /// File name of the final encoder weights in a run folder.
 pub const ENCODER_FILE: &str = "encoder.bpk";
+/// File name of a whole MAE model (encoder and decoder) in a run folder, for pictures.
+pub const MAE_FILE: &str = "mae.bpk";
 /// File name of the pretraining report in a run folder.
 pub const RESULTS_FILE: &str = "results.json";
 /// File name of the resolved config in a run folder.
@@ -159,6 +161,12 @@ pub fn pretrain(
                 monitor.run(epoch, &Backbone::Vit(m.encoder.clone().valid()))
             };
             let o = trainer.fit(&mut objective, model, &loader, resume, Some(&mut hook))?;
+            let whole = o.model.clone().valid();
+            write_atomic(&out.join(MAE_FILE), |p| {
+                whole
+                    .save_file(p)
+                    .map_err(|e| Error::checkpoint(p, e.to_string()))
+            })?;
             (
                 Backbone::Vit(o.model.encoder.valid()),
                 o.steps,

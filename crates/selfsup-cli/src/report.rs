@@ -1,11 +1,11 @@
 //! `selfsup report RUN_DIR`: pictures and a Markdown summary of a run.
 
 use crate::evaluate::{EvalArgs, FINETUNE_FILE, open_run};
-use crate::pretrain::{CONFIG_FILE, PretrainReport, RESULTS_FILE};
-use crate::run_config::RunConfig;
+use crate::pretrain::{CONFIG_FILE, MAE_FILE, PretrainReport, RESULTS_FILE};
+use crate::run_config::{Method, RunConfig};
 use selfsup_core::{Error, Result};
 use selfsup_eval::FinetuneReport;
-use selfsup_report::{Series, line_chart, pca_2d, scatter_chart};
+use selfsup_report::{Series, image_grid, line_chart, pca_2d, scatter_chart};
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -195,7 +195,7 @@ pub fn report(
         md.push('\n');
     }
     if points > 0 {
-        match embedding(run, &out, points, device)? {
+        match embedding(run, &out, points, device.clone())? {
             Some((p, explained)) => {
                 let _ = writeln!(
                     md,
@@ -209,6 +209,14 @@ pub fn report(
                 let _ = writeln!(md, "(No labelled test split: no embedding picture.)\n");
             }
         }
+    }
+    if let Some(p) = mae_reconstructions(run, &cfg, &out, device.clone())? {
+        let _ = writeln!(
+            md,
+            "## Reconstructions\n\nTest images (top), what the encoder saw with {:.0} % of the patches hidden (middle), the decoder's reconstruction of the hidden patches beside the visible ones (bottom).\n\n![MAE reconstructions](reconstruction.png)\n",
+            100.0 * cfg.mae.mask_ratio
+        );
+        pictures.push(p);
     }
     let summary = out.join("report.md");
     std::fs::write(&summary, md).map_err(|e| Error::io(&summary, e))?;
@@ -270,4 +278,56 @@ fn embedding(
         (800, 700),
     )?;
     Ok(Some((p, pca.explained)))
+}
+
+/// Test images in a `reconstruction.png` (for an MAE run): originals, masked, reconstructed.
+const RECONSTRUCTED: usize = 8;
+
+/// `reconstruction.png` of an MAE run with its whole model saved: [`RECONSTRUCTED`] test images
+/// (training images when there is no test split), rows original / masked / reconstruction.
+fn mae_reconstructions(
+    run: &Path,
+    cfg: &RunConfig,
+    out: &Path,
+    device: Option<selfsup_core::DeviceSpec>,
+) -> Result<Option<PathBuf>> {
+    use burn::module::Module;
+    let weights = run.join(MAE_FILE);
+    if cfg.method != Method::Mae || !weights.is_file() {
+        return Ok(None);
+    }
+    let device = device.unwrap_or_default().device()?;
+    let channels = cfg.data.mean.len().max(1);
+    let vit = cfg.encoder.vit.init(channels, &device)?;
+    let model = selfsup_mae::MaeModel::new(vit, channels, &cfg.mae, &device)
+        .try_load_file(&weights)
+        .map_err(|e| Error::checkpoint(&weights, e.to_string()))?;
+    let mut data_cfg = cfg.data.clone();
+    data_cfg.channels = channels;
+    let splits = data_cfg.load(cfg.train.seed)?;
+    let tf = crate::evaluate::eval_transform(cfg, &splits.train);
+    let images = splits
+        .test
+        .as_ref()
+        .unwrap_or(&splits.train)
+        .take(RECONSTRUCTED);
+    let (n, s) = (images.len(), tf.size);
+    let x = selfsup_eval::raw_pixels(&images, &tf, &device).reshape([n, channels, s, s]);
+    let grid = model.encoder.grid();
+    let masking = selfsup_mae::random_masking(n, grid * grid, cfg.mae.mask_ratio, &device);
+    let (masked, recon) =
+        selfsup_mae::reconstruction_images(&model, x.clone(), masking, cfg.mae.norm_pix_loss);
+    let mut pixels = burn::tensor::Tensor::cat(vec![x, masked, recon], 0)
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| Error::Invalid(format!("{e:?}")))?;
+    // Undo the normalization, channel by channel.
+    for (i, v) in pixels.iter_mut().enumerate() {
+        let c = (i / (s * s)) % channels;
+        *v = *v * tf.std[c] + tf.mean[c];
+    }
+    let p = out.join("reconstruction.png");
+    image_grid(&p, &pixels, [3, n], [channels, s, s], 4)?;
+    Ok(Some(p))
 }

@@ -12,5 +12,5 @@ pub mod masking;
 
 pub use decoder::MaeDecoder;
 pub use loss::{masked_reconstruction_loss, normalize_patches};
-pub use mae::{Mae, MaeConfig, MaeModel, MaeOutput};
+pub use mae::{Mae, MaeConfig, MaeModel, MaeOutput, reconstruction_images};
 pub use masking::{Masking, gather_tokens, kept, masking_from_noise, random_masking};

@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor};
 use selfsup_core::config::ensure;
 use selfsup_core::{LossOutput, Objective, Result, StepInfo};
 use selfsup_encoders::VisionTransformer;
-use selfsup_encoders::vit::patchify;
+use selfsup_encoders::vit::{patchify, unpatchify};
 use serde::{Deserialize, Serialize};
 
 /// MAE's own settings. The decoder defaults are sized for small images on a CPU (the paper's
@@ -145,6 +145,38 @@ impl MaeModel {
     }
 }
 
+/// Images to look at: `(masked, reconstructed)`, both `[N, C, H, W]` in the input's scale.
+/// `masked` is the input with its hidden patches set to zero (the data mean once the
+/// normalization is undone); `reconstructed` is the input's visible patches beside the decoder's
+/// predictions for the hidden ones, mapped back to pixels with each patch's own mean and
+/// standard deviation when the target was normalized.
+pub fn reconstruction_images(
+    model: &MaeModel,
+    images: Tensor<4>,
+    masking: Masking,
+    norm_pix_loss: bool,
+) -> (Tensor<4>, Tensor<4>) {
+    let [_, channels, _, _] = images.dims();
+    let (p, grid) = (model.encoder.patch_size(), model.encoder.grid());
+    let patches = patchify(images.clone(), p);
+    let out = model.reconstruct(images, masking, norm_pix_loss);
+    let pred = if norm_pix_loss {
+        let (var, mean) = patches.clone().var_mean_bias(2);
+        out.pred * (var + 1e-6).sqrt() + mean
+    } else {
+        out.pred
+    };
+    let [n, l] = out.masking.mask.dims();
+    let hidden = out.masking.mask.reshape([n, l, 1]);
+    let shown = hidden.clone().neg() + 1.0;
+    let masked = patches.clone() * shown.clone();
+    let recon = patches * shown + pred * hidden;
+    (
+        unpatchify(masked, p, channels, grid),
+        unpatchify(recon, p, channels, grid),
+    )
+}
+
 /// The MAE objective: reconstruction of the hidden patches of one view of each image (the
 /// first of the batch's views; MAE needs no second).
 pub struct Mae {
@@ -246,6 +278,27 @@ mod tests {
             model = opt.step(3e-3, model, grads);
         }
         assert!(losses[29] < 0.5 * losses[0], "{losses:?}");
+    }
+
+    #[test]
+    fn reconstructions_keep_the_visible_patches_and_blank_the_hidden_ones() {
+        let dev = Device::flex();
+        let model = MaeModel::new(tiny_vit(&dev), 1, &cfg(), &dev);
+        let x = Tensor::<4>::random([2, 1, 8, 8], Distribution::Default, &dev);
+        let masking = random_masking(2, 16, 0.75, &dev);
+        let mask: Vec<f32> = masking.mask.clone().into_data().try_to_vec().unwrap();
+        let (masked, recon) = reconstruction_images(&model, x.clone(), masking, true);
+        let px = |t: Tensor<4>| -> Vec<f32> { patchify(t, 2).into_data().try_to_vec().unwrap() };
+        let (orig, masked, recon) = (px(x), px(masked), px(recon));
+        for (i, &m) in mask.iter().enumerate() {
+            let cell = i * 4..i * 4 + 4;
+            if m == 0.0 {
+                assert_eq!(recon[cell.clone()], orig[cell.clone()]);
+                assert_eq!(masked[cell.clone()], orig[cell]);
+            } else {
+                assert!(masked[cell].iter().all(|&v| v == 0.0));
+            }
+        }
     }
 
     #[test]

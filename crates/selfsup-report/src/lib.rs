@@ -1,10 +1,12 @@
 //! # selfsup-report
 //!
 //! Pictures of a run, as PNG files: line charts of logged values over steps or epochs, and
-//! scatter plots of embeddings projected to two dimensions by PCA.
+//! scatter plots of embeddings projected to two dimensions by PCA, grids of images.
 
 pub mod chart;
+pub mod grid;
 pub mod pca;
 
 pub use chart::{Series, line_chart, scatter_chart};
+pub use grid::image_grid;
 pub use pca::{Pca, pca_2d};
