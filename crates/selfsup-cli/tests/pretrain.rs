@@ -218,3 +218,57 @@ fn cli_reports_bad_input_clearly() {
     let parsed: RunConfig = selfsup_core::config::from_toml(&out, "stdout").unwrap();
     assert_eq!(parsed, RunConfig::preset(Method::Simclr));
 }
+
+/// A tiny MAE run: a ViT trains, its step checkpoint evaluates, the report draws reconstructions.
+#[test]
+fn mae_pretrains_evaluates_and_draws_reconstructions() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("mae");
+    let mut c = RunConfig::preset(Method::Mae);
+    c.data.max_train = 64;
+    c.data.max_test = 16;
+    c.encoder.vit.dim = 16;
+    c.encoder.vit.depth = 1;
+    c.encoder.vit.heads = 2;
+    c.mae.decoder_dim = 8;
+    c.mae.decoder_depth = 1;
+    c.mae.decoder_heads = 2;
+    c.train.batch_size = 32;
+    c.train.epochs = 1;
+    c.train.checkpoint_every = 1;
+    c.knn.k = 5;
+    c.eval.linear = false;
+    c.eval.baselines = false;
+    let report = pretrain(c.clone(), &run, false, false).unwrap();
+    assert_eq!(report.steps, 2);
+    assert!(report.final_loss.is_finite());
+    assert!(run.join("mae.bpk").is_file());
+    let steps = checkpoint::list(&run).unwrap();
+    let args = EvalArgs {
+        checkpoint: steps[0].clone(),
+        ..EvalArgs::default()
+    };
+    let knn_only = EvalPlan {
+        knn: true,
+        linear: false,
+        baselines: false,
+    };
+    eval_frozen(&args, knn_only, Some(5), None).unwrap();
+    let files = selfsup_cli::report::report(&run, None, 0, None).unwrap();
+    let picture = run.join("report").join("reconstruction.png");
+    assert!(files.pictures.contains(&picture), "{:?}", files.pictures);
+    // Three rows of eight 28-pixel images, magnified 4 times, with 2-pixel gaps.
+    let img = image::open(&picture).unwrap();
+    assert_eq!(
+        (img.width(), img.height()),
+        (8 * (28 * 4 + 2) + 2, 3 * (28 * 4 + 2) + 2)
+    );
+
+    // A ViT whose image size is not the crops' is refused, naming the field.
+    let mut wrong = c;
+    wrong.encoder.vit.image_size = 32;
+    let err = pretrain(wrong, &dir.path().join("w"), false, false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("encoder.vit.image_size"), "{err}");
+}
