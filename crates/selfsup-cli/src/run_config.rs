@@ -208,10 +208,20 @@ mod tests {
 
     #[test]
     fn preset_roundtrips_through_toml() {
-        let c = RunConfig::preset(Method::Simclr);
-        c.validate().unwrap();
-        let back: RunConfig = from_toml(&c.to_toml().unwrap(), "x").unwrap();
-        assert_eq!(back, c);
+        for method in [Method::Simclr, Method::Mae] {
+            let c = RunConfig::preset(method);
+            c.validate().unwrap();
+            let back: RunConfig = from_toml(&c.to_toml().unwrap(), "x").unwrap();
+            assert_eq!(back, c);
+        }
+    }
+
+    #[test]
+    fn mae_needs_a_vit() {
+        let mut c = RunConfig::preset(Method::Mae);
+        c.encoder.arch = Arch::Convnet;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("encoder.arch"), "{err}");
     }
 
     #[test]
