@@ -98,18 +98,7 @@ pub fn pretrain(
     let start = std::time::Instant::now();
     let (encoder, steps, last_loss, ips) = match cfg.method {
         Method::Simclr => {
-            let pipeline = cfg
-                .augment
-                .pipeline(size, cfg.data.mean.clone(), cfg.data.std.clone());
-            let views = MultiView::default().with(pipeline, 2);
-            // The next batch's views are built while this step computes.
-            let loader = Prefetch::new(ViewLoader::new(
-                train.clone(),
-                Arc::new(views),
-                cfg.train.batch_size,
-                cfg.train.seed,
-                device.clone(),
-            ));
+            let loader = view_loader(&cfg, &train, size, 2, &device);
             let model = seed::init_module(&device, cfg.train.seed, |d| {
                 SimClrModel::new(cfg.encoder.init(channels, d), &cfg.simclr, d)
             });
@@ -136,17 +125,7 @@ pub fn pretrain(
                     ),
                 ));
             }
-            let pipeline = cfg
-                .augment
-                .pipeline(size, cfg.data.mean.clone(), cfg.data.std.clone());
-            let views = MultiView::default().with(pipeline, 1);
-            let loader = Prefetch::new(ViewLoader::new(
-                train.clone(),
-                Arc::new(views),
-                cfg.train.batch_size,
-                cfg.train.seed,
-                device.clone(),
-            ));
+            let loader = view_loader(&cfg, &train, size, 1, &device);
             let model = seed::init_module(&device, cfg.train.seed, |d| {
                 let vit = cfg
                     .encoder
@@ -193,6 +172,27 @@ pub fn pretrain(
         ips,
         secs,
     )
+}
+
+/// `views` views per image of `size` pixels through the run's augmentations, in batches; the
+/// next batch is built while a step computes.
+fn view_loader(
+    cfg: &RunConfig,
+    train: &Arc<ImageSet>,
+    size: usize,
+    views: usize,
+    device: &burn::tensor::Device,
+) -> Prefetch<ViewLoader> {
+    let pipeline = cfg
+        .augment
+        .pipeline(size, cfg.data.mean.clone(), cfg.data.std.clone());
+    Prefetch::new(ViewLoader::new(
+        train.clone(),
+        Arc::new(MultiView::default().with(pipeline, views)),
+        cfg.train.batch_size,
+        cfg.train.seed,
+        device.clone(),
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
