@@ -159,6 +159,14 @@ impl RunConfig {
                 opt.weight_decay = 0.05;
                 opt.beta1 = 0.9;
                 opt.beta2 = 0.95;
+                // Fine-tuning a ViT: AdamW with a warm-up, not the ConvNets' SGD.
+                let ft = &mut self.finetune.train;
+                ft.optimizer.kind = OptimizerKind::Adamw;
+                ft.optimizer.lr = 1e-3;
+                ft.optimizer.weight_decay = 0.05;
+                ft.optimizer.beta1 = 0.9;
+                ft.optimizer.beta2 = 0.999;
+                ft.schedule.warmup_epochs = 1.0;
             }
         }
         self
