@@ -140,14 +140,15 @@ pub fn pretrain(
                 monitor.run(epoch, &Backbone::Vit(m.encoder.clone().valid()))
             };
             let o = trainer.fit(&mut objective, model, &loader, resume, Some(&mut hook))?;
-            let whole = o.model.clone().valid();
+            let whole = o.model.valid();
             write_atomic(&out.join(MAE_FILE), |p| {
                 whole
+                    .clone()
                     .save_file(p)
                     .map_err(|e| Error::checkpoint(p, e.to_string()))
             })?;
             (
-                Backbone::Vit(o.model.encoder.valid()),
+                Backbone::Vit(whole.encoder),
                 o.steps,
                 o.last_loss,
                 o.images_per_sec,

@@ -302,8 +302,11 @@ impl VisionTransformer {
     /// `[N, 1 + L', D]` and the last block's attention `[N, heads, 1 + L', 1 + L']`.
     pub fn encode(&self, tokens: Tensor<3>) -> (Tensor<3>, Tensor<4>) {
         let [n, _, d] = tokens.dims();
-        let device = tokens.device();
-        let cls = self.cls.val() + self.position_embedding(&device).slice([0..1, 0..1, 0..d]);
+        // The sine-cosine table's class row is zero; only learned embeddings move the class token.
+        let cls = match &self.pos {
+            Some(p) => self.cls.val() + p.val().slice([0..1, 0..1, 0..d]),
+            None => self.cls.val(),
+        };
         let mut x = Tensor::cat(vec![cls.expand([n, 1, d]), tokens], 1);
         let mut attention = None;
         for block in &self.blocks {
