@@ -4,8 +4,7 @@
 //! [`VisionTransformer::encode`]); DINO draws the last block's attention.
 
 use burn::module::{Module, Param};
-use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
-use burn::nn::{Gelu, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use selfsup_core::config::ensure;
 use selfsup_core::{Encoder, Result};
@@ -142,7 +141,7 @@ impl VitConfig {
             blocks: (0..self.depth)
                 .map(|_| TransformerBlock::new(d, self.heads, hidden, device))
                 .collect(),
-            norm: LayerNormConfig::new(d).init(device),
+            norm: TokenNorm::new(d, device),
             patch_size: p,
             grid: self.grid(),
             dim: d,
@@ -193,43 +192,90 @@ pub fn sincos_position_embedding(grid: usize, dim: usize) -> Vec<f32> {
     out
 }
 
-/// A pre-norm transformer block: `x + attn(norm(x))`, then `x + mlp(norm(x))`.
+/// Layer normalization over each token (ε = 1e-6, as ViT and MAE use), through the one-pass
+/// kernel of `selfsup-kernels` on flex.
+#[derive(Module, Debug)]
+pub struct TokenNorm {
+    inner: LayerNorm,
+}
+
+impl TokenNorm {
+    /// The normalization's ε.
+    pub const EPSILON: f64 = 1e-6;
+
+    /// A norm over `dim` values (scale 1, shift 0).
+    pub fn new(dim: usize, device: &Device) -> Self {
+        Self {
+            inner: LayerNormConfig::new(dim)
+                .with_epsilon(Self::EPSILON)
+                .init(device),
+        }
+    }
+
+    /// Normalizes the last dimension of `x`.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        selfsup_kernels::layer_norm(&self.inner, Self::EPSILON, x)
+    }
+}
+
+/// Multi-head self-attention with one fused `[q | k | v]` projection, so the attention kernel
+/// reads each head in place (no copies to a per-head layout).
+#[derive(Module, Debug)]
+pub struct SelfAttention {
+    qkv: Linear,
+    proj: Linear,
+    heads: usize,
+}
+
+impl SelfAttention {
+    /// Attention of width `dim` (a multiple of `heads`) with `heads` heads.
+    pub fn new(dim: usize, heads: usize, device: &Device) -> Self {
+        assert!(
+            heads > 0 && dim.is_multiple_of(heads),
+            "attention: width {dim} is not a multiple of {heads} heads"
+        );
+        Self {
+            qkv: LinearConfig::new(dim, 3 * dim).init(device),
+            proj: LinearConfig::new(dim, dim).init(device),
+            heads,
+        }
+    }
+
+    /// The attended tokens `[N, T, D]` and the attention `[N, heads, T, T]` (no gradient).
+    pub fn forward(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<4>) {
+        let (ctx, probs) = selfsup_kernels::self_attention(self.qkv.forward(x), self.heads);
+        (self.proj.forward(ctx), probs)
+    }
+}
+
+/// A pre-norm transformer block: `x + attn(norm(x))`, then `x + mlp(norm(x))` with a GELU MLP.
 #[derive(Module, Debug)]
 pub struct TransformerBlock {
-    norm1: LayerNorm,
-    attn: MultiHeadAttention,
-    norm2: LayerNorm,
+    norm1: TokenNorm,
+    attn: SelfAttention,
+    norm2: TokenNorm,
     fc1: Linear,
     fc2: Linear,
-    gelu: Gelu,
 }
 
 impl TransformerBlock {
     /// A block of width `dim` with `heads` attention heads and an MLP `hidden` wide.
     pub fn new(dim: usize, heads: usize, hidden: usize, device: &Device) -> Self {
         Self {
-            norm1: LayerNormConfig::new(dim).init(device),
-            attn: MultiHeadAttentionConfig::new(dim, heads)
-                .with_dropout(0.0)
-                .init(device),
-            norm2: LayerNormConfig::new(dim).init(device),
+            norm1: TokenNorm::new(dim, device),
+            attn: SelfAttention::new(dim, heads, device),
+            norm2: TokenNorm::new(dim, device),
             fc1: LinearConfig::new(dim, hidden).init(device),
             fc2: LinearConfig::new(hidden, dim).init(device),
-            gelu: Gelu::new(),
         }
     }
 
     /// The block's output `[N, T, D]` and its attention `[N, heads, T, T]`.
     pub fn forward(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<4>) {
-        let attended = self
-            .attn
-            .forward(MhaInput::self_attn(self.norm1.forward(x.clone())));
-        let x = x + attended.context;
-        let mlp = self.fc2.forward(
-            self.gelu
-                .forward(self.fc1.forward(self.norm2.forward(x.clone()))),
-        );
-        (x + mlp, attended.weights)
+        let (attended, attention) = self.attn.forward(self.norm1.forward(x.clone()));
+        let x = x + attended;
+        let hidden = selfsup_kernels::gelu(self.fc1.forward(self.norm2.forward(x.clone())));
+        (x + self.fc2.forward(hidden), attention)
     }
 }
 
@@ -241,7 +287,7 @@ pub struct VisionTransformer {
     /// Learned position embeddings `[1, 1 + L, D]`; `None`: fixed sine-cosine ones.
     pos: Option<Param<Tensor<3>>>,
     blocks: Vec<TransformerBlock>,
-    norm: LayerNorm,
+    norm: TokenNorm,
     patch_size: usize,
     grid: usize,
     dim: usize,

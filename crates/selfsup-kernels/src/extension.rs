@@ -4,6 +4,10 @@
 
 use crate::conv::{ConvGeometry, conv2d_backward, conv2d_forward};
 use crate::norm::{NormGeometry, batch_norm_backward, batch_norm_forward};
+use crate::transformer::{
+    AttentionGeometry, attention_backward, attention_forward, gelu_backward, gelu_forward,
+    layer_norm_backward, layer_norm_forward,
+};
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -33,6 +37,25 @@ pub trait GemmKernels: Backend {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Layer normalization over the last dimension (`f32` only).
+    fn fused_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self>;
+
+    /// GELU, exact form (`f32` only).
+    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Multi-head self-attention from the fused projection `[batch, tokens, 3 dim]` (`f32`
+    /// only): the context `[batch, tokens, dim]` and the attention `[batch, heads, tokens,
+    /// tokens]` (which carries no gradient).
+    fn fused_self_attention(
+        qkv: FloatTensor<Self>,
+        heads: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// The contiguous `f32` values of a tensor, or `None` for other dtypes.
@@ -102,6 +125,55 @@ impl GemmKernels for Flex {
             tensor(mean, [g.channels]),
             tensor(var, [g.channels]),
         )
+    }
+
+    fn fused_layer_norm(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+    ) -> FlexTensor {
+        let (y, _, _) = layer_norm_forward(
+            slice(&f32s(&x)),
+            slice(&f32s(&gamma)),
+            slice(&f32s(&beta)),
+            epsilon,
+        );
+        tensor(y, x.layout().shape().clone())
+    }
+
+    fn fused_gelu(x: FlexTensor) -> FlexTensor {
+        let y = gelu_forward(slice(&f32s(&x)));
+        tensor(y, x.layout().shape().clone())
+    }
+
+    fn fused_self_attention(qkv: FlexTensor, heads: usize) -> (FlexTensor, FlexTensor) {
+        let g = attention_geometry(&qkv, heads);
+        let (ctx, probs) = attention_forward(slice(&f32s(&qkv)), &g);
+        (
+            tensor(ctx, [g.batch, g.tokens, g.dim()]),
+            tensor(probs, [g.batch, g.heads, g.tokens, g.tokens]),
+        )
+    }
+}
+
+/// The contiguous values of an `f32` tensor; the crate-root functions send other dtypes to
+/// burn's operations, so anything else here is a caller's bug.
+fn f32s(t: &FlexTensor) -> FlexTensor {
+    values(t).expect("selfsup-kernels: the transformer kernels take f32 tensors")
+}
+
+fn attention_geometry(qkv: &FlexTensor, heads: usize) -> AttentionGeometry {
+    let s = qkv.layout().shape();
+    assert!(
+        s.num_dims() == 3 && heads > 0 && s[2].is_multiple_of(3 * heads),
+        "self-attention: qkv must be [batch, tokens, 3 * heads * head_dim], got {s:?} for {heads} heads"
+    );
+    AttentionGeometry {
+        batch: s[0],
+        tokens: s[1],
+        heads,
+        head_dim: s[2] / (3 * heads),
     }
 }
 
@@ -207,6 +279,91 @@ impl Backward<Flex, 3> for NormBackward {
     }
 }
 
+#[derive(Debug)]
+struct LayerNormBackward;
+
+impl Backward<Flex, 3> for LayerNormBackward {
+    /// Input and gamma (checkpointed), each row's mean and reciprocal standard deviation.
+    type State = (NodeId, NodeId, FlexTensor, FlexTensor);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (x_id, gamma_id, mean, rstd) = ops.state;
+        let x = checkpointer.retrieve_node_output::<FlexTensor>(x_id);
+        let gamma = checkpointer.retrieve_node_output::<FlexTensor>(gamma_id);
+        let (dx, dgamma, dbeta) = layer_norm_backward(
+            slice(&f32s(&x)),
+            slice(&f32s(&gamma)),
+            slice(&mean),
+            slice(&rstd),
+            slice(&f32s(&grad)),
+        );
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, tensor(dx, x.layout().shape().clone()));
+        }
+        let dim = dgamma.len();
+        if let Some(node) = node_gamma {
+            grads.register::<Flex>(node.id, tensor(dgamma, [dim]));
+        }
+        if let Some(node) = node_beta {
+            grads.register::<Flex>(node.id, tensor(dbeta, [dim]));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct GeluBackward;
+
+impl Backward<Flex, 1> for GeluBackward {
+    type State = NodeId;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let x = checkpointer.retrieve_node_output::<FlexTensor>(ops.state);
+        if let Some(node) = node_x {
+            let dx = gelu_backward(slice(&f32s(&x)), slice(&f32s(&grad)));
+            grads.register::<Flex>(node.id, tensor(dx, x.layout().shape().clone()));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl Backward<Flex, 1> for AttentionBackward {
+    /// The projection (checkpointed), the attention probabilities, the heads.
+    type State = (NodeId, FlexTensor, usize);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_qkv] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (qkv_id, probs, heads) = ops.state;
+        let qkv = checkpointer.retrieve_node_output::<FlexTensor>(qkv_id);
+        if let Some(node) = node_qkv {
+            let g = attention_geometry(&qkv, heads);
+            let d = attention_backward(slice(&f32s(&qkv)), slice(&probs), slice(&f32s(&grad)), &g);
+            grads.register::<Flex>(node.id, tensor(d, qkv.layout().shape().clone()));
+        }
+    }
+}
+
 impl<C: CheckpointStrategy> GemmKernels for Autodiff<Flex, C> {
     fn gemm_conv2d(
         x: FloatTensor<Self>,
@@ -272,6 +429,80 @@ impl<C: CheckpointStrategy> GemmKernels for Autodiff<Flex, C> {
                     Self::from_inner(mean),
                     Self::from_inner(var),
                 )
+            }
+        }
+    }
+
+    fn fused_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        match LayerNormBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_id = prep.checkpoint(&x);
+                let gamma_id = prep.checkpoint(&gamma);
+                let (xv, gv, bv) = (
+                    f32s(x.primitive()),
+                    f32s(gamma.primitive()),
+                    f32s(beta.primitive()),
+                );
+                let (y, mean, rstd) =
+                    layer_norm_forward(slice(&xv), slice(&gv), slice(&bv), epsilon);
+                let rows = mean.len();
+                let y = tensor(y, x.primitive().layout().shape().clone());
+                prep.finish(
+                    (x_id, gamma_id, tensor(mean, [rows]), tensor(rstd, [rows])),
+                    y,
+                )
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::fused_layer_norm(
+                x.into_primitive(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+                epsilon,
+            )),
+        }
+    }
+
+    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match GeluBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_id = prep.checkpoint(&x);
+                let y = Flex::fused_gelu(x.primitive().clone());
+                prep.finish(x_id, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::fused_gelu(x.into_primitive())),
+        }
+    }
+
+    fn fused_self_attention(
+        qkv: FloatTensor<Self>,
+        heads: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        match AttentionBackward
+            .prepare::<C>([qkv.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let qkv_id = prep.checkpoint(&qkv);
+                let (ctx, probs) = Flex::fused_self_attention(qkv.primitive().clone(), heads);
+                let ctx = prep.finish((qkv_id, probs.clone(), heads), ctx);
+                (ctx, Self::from_inner(probs))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (ctx, probs) = Flex::fused_self_attention(qkv.into_primitive(), heads);
+                (prep.finish(ctx), Self::from_inner(probs))
             }
         }
     }

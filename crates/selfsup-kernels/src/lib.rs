@@ -19,16 +19,22 @@ mod extension;
 mod gemm;
 mod norm;
 mod par;
+mod simd;
+mod transformer;
 mod winograd;
 
 pub use allocator::keep_freed_memory;
 pub use conv::{ConvGeometry, conv2d_backward, conv2d_forward};
 pub use extension::GemmKernels;
 pub use norm::{NormGeometry, batch_norm_backward, batch_norm_forward};
+pub use transformer::{
+    AttentionGeometry, attention_backward, attention_forward, gelu_backward, gelu_forward,
+    layer_norm_backward, layer_norm_forward,
+};
 
 use burn::backend::Dispatch;
 use burn::nn::conv::Conv2d;
-use burn::nn::{BatchNorm, PaddingConfig2d};
+use burn::nn::{BatchNorm, LayerNorm, PaddingConfig2d};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Device, Tensor};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -132,4 +138,63 @@ pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
     bn.running_mean.update(running_mean.detach());
     bn.running_var.update(running_var.detach());
     Tensor::<D>::from_dispatch(out)
+}
+
+/// `norm.forward(x)` over the last dimension, in one pass each way on flex (`f32`, a layer with
+/// a bias). `epsilon` must be the one the layer was configured with (burn keeps it private).
+pub fn layer_norm<const D: usize>(norm: &LayerNorm, epsilon: f64, x: Tensor<D>) -> Tensor<D> {
+    let Some(beta) = &norm.beta else {
+        return norm.forward(x);
+    };
+    if !serves(&x.device()) || x.dtype() != DType::F32 {
+        return norm.forward(x);
+    }
+    Tensor::from_dispatch(<Dispatch as GemmKernels>::fused_layer_norm(
+        x.into_dispatch(),
+        norm.gamma.val().into_dispatch(),
+        beta.val().into_dispatch(),
+        epsilon,
+    ))
+}
+
+/// GELU, `x Φ(x)` (exact form), vectorized on flex (`f32`); burn's elsewhere.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !serves(&x.device()) || x.dtype() != DType::F32 {
+        return burn::tensor::activation::gelu(x);
+    }
+    Tensor::from_dispatch(<Dispatch as GemmKernels>::fused_gelu(x.into_dispatch()))
+}
+
+/// Multi-head self-attention from a fused projection `qkv` `[batch, tokens, 3 dim]` (queries,
+/// keys, values; head `h` at columns `h dim / heads..(h + 1) dim / heads` of each):
+/// `softmax(Q Kᵀ / √head_dim) V` per head, heads side by side. Returns the context `[batch,
+/// tokens, dim]` and the attention probabilities `[batch, heads, tokens, tokens]`, which carry
+/// no gradient. One pass over each sequence on flex, burn's tensor operations elsewhere.
+///
+/// # Panics
+/// If the last dimension of `qkv` is not a multiple of `3 * heads`.
+pub fn self_attention(qkv: Tensor<3>, heads: usize) -> (Tensor<3>, Tensor<4>) {
+    let [n, t, three_d] = qkv.dims();
+    assert!(
+        heads > 0 && three_d.is_multiple_of(3 * heads),
+        "self-attention: {three_d} values per token are not 3 x {heads} heads"
+    );
+    if serves(&qkv.device()) && qkv.dtype() == DType::F32 {
+        let (ctx, probs) =
+            <Dispatch as GemmKernels>::fused_self_attention(qkv.into_dispatch(), heads);
+        return (Tensor::from_dispatch(ctx), Tensor::from_dispatch(probs));
+    }
+    let d = three_d / 3;
+    let dh = d / heads;
+    let part = |i: usize| {
+        qkv.clone()
+            .slice([0..n, 0..t, i * d..(i + 1) * d])
+            .reshape([n, t, heads, dh])
+            .swap_dims(1, 2)
+    };
+    let (q, k, v) = (part(0), part(1), part(2));
+    let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((dh as f64).sqrt());
+    let probs = burn::tensor::activation::softmax(scores, 3);
+    let ctx = probs.clone().matmul(v).swap_dims(1, 2).reshape([n, t, d]);
+    (ctx, probs.detach())
 }

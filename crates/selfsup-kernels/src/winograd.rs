@@ -12,6 +12,7 @@
 use crate::conv::{ConvGeometry, Plan, with_scratch};
 use crate::gemm::{View, sgemm};
 use crate::par::{SharedMut, sum_partials};
+use crate::simd::wide;
 
 /// The transforms of F(M x M, 3 x 3), whose input tiles are `T = M + 2` wide.
 pub(crate) struct Family<const M: usize, const T: usize> {
@@ -104,25 +105,6 @@ pub(crate) fn weight_gradient(
     } else {
         F2.weight_gradient(x, dy, g, block_elems)
     }
-}
-
-/// Runs `body` compiled for AVX2 and FMA when the CPU has them. The default build targets
-/// baseline x86-64, where the compiler vectorizes the transforms 4 wide (SSE); `gemm` makes the
-/// same choice at run time for its kernels.
-#[inline(always)]
-fn wide<R>(body: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2<R>(body: impl FnOnce() -> R) -> R {
-            body()
-        }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has the features `avx2` is compiled for.
-            return unsafe { avx2(body) };
-        }
-    }
-    body()
 }
 
 /// Tile columns transformed at a time: their temporaries (T² rows of CHUNK) stay in L1/L2.

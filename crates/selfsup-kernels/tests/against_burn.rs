@@ -240,3 +240,61 @@ fn frozen_or_inference_batch_norm_is_burns() {
         "inference",
     );
 }
+
+/// Layer norm, GELU and self-attention chained, with the gradients of the input and of the
+/// norm's parameters: ours against burn's layers and tensor operations.
+#[test]
+fn transformer_ops_match_burn() {
+    use burn::nn::LayerNormConfig;
+    use burn::tensor::activation::{gelu, softmax};
+    let dev = device();
+    let (n, t, heads, dh) = (3, 7, 2, 5);
+    let d = heads * dh;
+    dev.seed(11);
+    let mut norm = LayerNormConfig::new(3 * d).init(&dev);
+    norm.gamma = Param::from_tensor(Tensor::random(
+        [3 * d],
+        Distribution::Normal(1.0, 0.3),
+        &dev,
+    ));
+    norm.beta = Some(Param::from_tensor(Tensor::random(
+        [3 * d],
+        Distribution::Normal(0.0, 0.3),
+        &dev,
+    )));
+    let x = Tensor::<3>::random([n, t, 3 * d], Distribution::Normal(0.5, 2.0), &dev);
+    let r = Tensor::<3>::random([n, t, d], Distribution::Normal(0.0, 1.0), &dev);
+    let run = |ours: bool| {
+        let x = x.clone().detach().require_grad();
+        let (y, probs) = if ours {
+            let h = selfsup_kernels::gelu(selfsup_kernels::layer_norm(&norm, 1e-5, x.clone()));
+            selfsup_kernels::self_attention(h, heads)
+        } else {
+            let h = gelu(norm.forward(x.clone()));
+            let part = |i: usize| {
+                h.clone()
+                    .slice([0..n, 0..t, i * d..(i + 1) * d])
+                    .reshape([n, t, heads, dh])
+                    .swap_dims(1, 2)
+            };
+            let scores = part(0)
+                .matmul(part(1).swap_dims(2, 3))
+                .div_scalar((dh as f64).sqrt());
+            let p = softmax(scores, 3);
+            let ctx = p.clone().matmul(part(2)).swap_dims(1, 2).reshape([n, t, d]);
+            (ctx, p)
+        };
+        let grads = (y.clone() * r.clone()).sum().backward();
+        vec![
+            flat(y.detach()),
+            flat(probs.detach()),
+            flat(x.grad(&grads).unwrap()),
+            norm.gamma.val().grad(&grads).unwrap(),
+            norm.beta.as_ref().unwrap().val().grad(&grads).unwrap(),
+        ]
+    };
+    let names = ["output", "attention", "dx", "dgamma", "dbeta"];
+    for ((a, b), what) in run(true).into_iter().zip(run(false)).zip(names) {
+        close(a, b, 2e-5, what);
+    }
+}

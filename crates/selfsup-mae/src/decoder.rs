@@ -4,9 +4,9 @@
 
 use crate::masking::gather_tokens;
 use burn::module::{Module, Param};
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use selfsup_encoders::vit::{TransformerBlock, sincos_position_embedding};
+use selfsup_encoders::vit::{TokenNorm, TransformerBlock, sincos_position_embedding};
 
 /// The decoder.
 #[derive(Module, Debug)]
@@ -14,7 +14,7 @@ pub struct MaeDecoder {
     embed: Linear,
     mask_token: Param<Tensor<3>>,
     blocks: Vec<TransformerBlock>,
-    norm: LayerNorm,
+    norm: TokenNorm,
     pred: Linear,
     grid: usize,
     dim: usize,
@@ -42,7 +42,7 @@ impl MaeDecoder {
             blocks: (0..depth)
                 .map(|_| TransformerBlock::new(dim, heads, 4 * dim, device))
                 .collect(),
-            norm: LayerNormConfig::new(dim).init(device),
+            norm: TokenNorm::new(dim, device),
             pred: LinearConfig::new(dim, patch_values).init(device),
             grid,
             dim,
