@@ -8,6 +8,7 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use selfsup_core::config::ensure;
 use selfsup_core::{Encoder, Result};
+use selfsup_kernels::{gelu, linear};
 use serde::{Deserialize, Serialize};
 
 /// How tokens learn where they are.
@@ -243,8 +244,8 @@ impl SelfAttention {
 
     /// The attended tokens `[N, T, D]` and the attention `[N, heads, T, T]` (no gradient).
     pub fn forward(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<4>) {
-        let (ctx, probs) = selfsup_kernels::self_attention(self.qkv.forward(x), self.heads);
-        (self.proj.forward(ctx), probs)
+        let (ctx, probs) = selfsup_kernels::self_attention(linear(&self.qkv, x), self.heads);
+        (linear(&self.proj, ctx), probs)
     }
 }
 
@@ -274,8 +275,8 @@ impl TransformerBlock {
     pub fn forward(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<4>) {
         let (attended, attention) = self.attn.forward(self.norm1.forward(x.clone()));
         let x = x + attended;
-        let hidden = selfsup_kernels::gelu(self.fc1.forward(self.norm2.forward(x.clone())));
-        (x + self.fc2.forward(hidden), attention)
+        let hidden = gelu(linear(&self.fc1, self.norm2.forward(x.clone())));
+        (x + linear(&self.fc2, hidden), attention)
     }
 }
 
@@ -335,7 +336,7 @@ impl VisionTransformer {
             "ViT: images must be {0}x{0}",
             self.grid * self.patch_size
         );
-        let tokens = self.patch.forward(patchify(images, self.patch_size));
+        let tokens = linear(&self.patch, patchify(images, self.patch_size));
         let l = self.grid * self.grid;
         tokens
             + self

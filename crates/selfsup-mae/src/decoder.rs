@@ -7,6 +7,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use selfsup_encoders::vit::{TokenNorm, TransformerBlock, sincos_position_embedding};
+use selfsup_kernels::linear;
 
 /// The decoder.
 #[derive(Module, Debug)]
@@ -54,7 +55,7 @@ impl MaeDecoder {
     /// masking's `restore` order `[N, L]`.
     pub fn forward(&self, latent: Tensor<3>, restore: Tensor<2, Int>) -> Tensor<3> {
         let device = latent.device();
-        let x = self.embed.forward(latent);
+        let x = linear(&self.embed, latent);
         let [n, t, d] = x.dims();
         let l = self.grid * self.grid;
         let cls = x.clone().slice([0..n, 0..1, 0..d]);
@@ -73,7 +74,7 @@ impl MaeDecoder {
         for block in &self.blocks {
             x = block.forward(x).0;
         }
-        let out = self.pred.forward(self.norm.forward(x));
+        let out = linear(&self.pred, self.norm.forward(x));
         let values = out.dims()[2];
         out.slice([0..n, 1..l + 1, 0..values])
     }
