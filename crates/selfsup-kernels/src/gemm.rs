@@ -46,14 +46,36 @@ pub(crate) fn sgemm(
     b: View<'_>,
     parallelism: gemm::Parallelism,
 ) {
-    assert!(dst.len() >= m * n, "gemm: destination too small");
-    assert!(a.fits(m, k) && b.fits(k, n), "gemm: operand too small");
+    sgemm_strided(m, n, k, dst, n, accumulate, a, b, parallelism);
+}
+
+/// [`sgemm`] into an `m x n` block whose rows lie `dst_rs` apart in `dst` (a column block of
+/// a wider matrix, for example).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm_strided(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    a: View<'_>,
+    b: View<'_>,
+    parallelism: gemm::Parallelism,
+) {
     if m == 0 || n == 0 {
         return;
     }
+    assert!(
+        dst_rs >= n && dst.len() >= (m - 1) * dst_rs + n,
+        "gemm: destination too small"
+    );
+    assert!(a.fits(m, k) && b.fits(k, n), "gemm: operand too small");
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(0.0);
+            for row in 0..m {
+                dst[row * dst_rs..row * dst_rs + n].fill(0.0);
+            }
         }
         return;
     }
@@ -70,7 +92,7 @@ pub(crate) fn sgemm(
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            dst_rs as isize,
             accumulate,
             a.data.as_ptr(),
             a.cs as isize,

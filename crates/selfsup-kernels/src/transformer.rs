@@ -7,6 +7,7 @@
 //! batched matmul per head and a softmax of five passes; on the MAE step of issue 5 that was
 //! more than half of the time outside the GEMMs of the linear layers.
 
+use crate::gemm::{View, sgemm, sgemm_strided};
 use crate::par::sum_partials;
 use crate::simd::wide;
 use rayon::prelude::*;
@@ -42,14 +43,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     }
     let tail: f32 = a[whole..].iter().zip(&b[whole..]).map(|(x, y)| x * y).sum();
     tail + acc.iter().sum::<f32>()
-}
-
-/// `dst += alpha * x`.
-#[inline(always)]
-fn axpy(dst: &mut [f32], alpha: f32, x: &[f32]) {
-    for (d, v) in dst.iter_mut().zip(x) {
-        *d += alpha * v;
-    }
 }
 
 /// `e^a` for `a <= 0` (inputs below -87 give about `e^-87`), branch-free so it vectorizes:
@@ -244,6 +237,27 @@ pub fn layer_norm_backward(
     (dx, both, dbeta)
 }
 
+const SERIAL: gemm::Parallelism = gemm::Parallelism::None;
+
+/// Head `h`'s queries, keys and values (`tokens x dh` each) in one sequence's `qkv` (rows of
+/// `3 d` values).
+fn heads_of(qkv: &[f32], d: usize, dh: usize, h: usize) -> [View<'_>; 3] {
+    [0, 1, 2].map(|part| View {
+        data: &qkv[part * d + h * dh..],
+        rs: 3 * d,
+        cs: 1,
+    })
+}
+
+/// The transpose of a view.
+fn transpose(v: View<'_>) -> View<'_> {
+    View {
+        data: v.data,
+        rs: v.cs,
+        cs: v.rs,
+    }
+}
+
 /// The shape of a self-attention call: `batch` sequences of `tokens` tokens, `heads` heads of
 /// `head_dim` values each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -291,31 +305,25 @@ pub fn attention_forward(qkv: &[f32], g: &AttentionGeometry) -> (Vec<f32>, Vec<f
         .zip(probs.par_chunks_mut(g.heads * t * t))
         .zip(qkv.par_chunks(t * 3 * d))
         .for_each(|((ctx, probs), qkv)| {
-            wide(|| {
-                let row = |i: usize, part: usize, h: usize| {
-                    let at = i * 3 * d + part * d + h * dh;
-                    &qkv[at..at + dh]
-                };
-                for (h, p) in probs.chunks_exact_mut(t * t).enumerate() {
-                    for (i, p) in p.chunks_exact_mut(t).enumerate() {
-                        let q = row(i, 0, h);
-                        let mut max = f32::NEG_INFINITY;
-                        for (j, s) in p.iter_mut().enumerate() {
-                            *s = scale * dot(q, row(j, 1, h));
-                            max = max.max(*s);
-                        }
+            for (h, p) in probs.chunks_exact_mut(t * t).enumerate() {
+                let [q, k, v] = heads_of(qkv, d, dh, h);
+                // Scores Q Kᵀ, then each row's softmax of the scaled scores.
+                sgemm(t, t, dh, p, false, q, transpose(k), SERIAL);
+                wide(|| {
+                    for p in p.chunks_exact_mut(t) {
+                        let max = p.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
                         for s in p.iter_mut() {
-                            *s = exp_nonpositive(*s - max);
+                            *s = exp_nonpositive(scale * (*s - max));
                         }
                         let inv = 1.0 / sum(p);
-                        let out = &mut ctx[i * d + h * dh..i * d + (h + 1) * dh];
-                        for (j, s) in p.iter_mut().enumerate() {
+                        for s in p.iter_mut() {
                             *s *= inv;
-                            axpy(out, *s, row(j, 2, h));
                         }
                     }
-                }
-            })
+                });
+                let out = &mut ctx[h * dh..];
+                sgemm_strided(t, dh, t, out, d, false, View::rows(p, t), v, SERIAL);
+            }
         });
     (ctx, probs)
 }
@@ -349,44 +357,53 @@ pub fn attention_backward(
                 .zip(dctx.par_chunks(t * d)),
         )
         .for_each(|((dqkv, qkv), (probs, dctx))| {
-            // dQ, dK, dV of one head, `[tokens, head_dim]` each, and one row of dS.
-            let mut dq = vec![0.0f32; t * dh];
-            let mut dk = vec![0.0f32; t * dh];
-            let mut dv = vec![0.0f32; t * dh];
-            let mut ds = vec![0.0f32; t];
-            wide(|| {
-                let row = |i: usize, part: usize, h: usize| {
-                    let at = i * 3 * d + part * d + h * dh;
-                    &qkv[at..at + dh]
+            // dP, then dS in its place.
+            let mut ds = vec![0.0f32; t * t];
+            for (h, p) in probs.chunks_exact(t * t).enumerate() {
+                let [q, k, v] = heads_of(qkv, d, dh, h);
+                let dout = View {
+                    data: &dctx[h * dh..],
+                    rs: d,
+                    cs: 1,
                 };
-                for (h, p) in probs.chunks_exact(t * t).enumerate() {
-                    dq.fill(0.0);
-                    dk.fill(0.0);
-                    dv.fill(0.0);
-                    for (i, p) in p.chunks_exact(t).enumerate() {
-                        let dout = &dctx[i * d + h * dh..i * d + (h + 1) * dh];
-                        let mut weighted = 0.0;
-                        for (j, (s, &pj)) in ds.iter_mut().zip(p).enumerate() {
-                            *s = dot(dout, row(j, 2, h));
-                            weighted += pj * *s;
-                            axpy(&mut dv[j * dh..(j + 1) * dh], pj, dout);
-                        }
-                        let q = row(i, 0, h);
-                        let dqi = &mut dq[i * dh..(i + 1) * dh];
-                        for (j, (s, &pj)) in ds.iter_mut().zip(p).enumerate() {
+                sgemm(t, t, dh, &mut ds, false, dout, transpose(v), SERIAL);
+                wide(|| {
+                    for (ds, p) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
+                        let weighted = dot(ds, p);
+                        for (s, &pj) in ds.iter_mut().zip(p) {
                             *s = scale * pj * (*s - weighted);
-                            axpy(dqi, *s, row(j, 1, h));
-                            axpy(&mut dk[j * dh..(j + 1) * dh], *s, q);
                         }
                     }
-                    for i in 0..t {
-                        for (part, grad) in [&dq, &dk, &dv].into_iter().enumerate() {
-                            let at = i * 3 * d + part * d + h * dh;
-                            dqkv[at..at + dh].copy_from_slice(&grad[i * dh..(i + 1) * dh]);
-                        }
-                    }
-                }
-            })
+                });
+                let p = View::rows(p, t);
+                let dsv = View::rows(&ds, t);
+                let rs = 3 * d;
+                // dQ = dS K, dK = dSᵀ Q, dV = Pᵀ dctx, each into its columns of dqkv.
+                let (dq, dk, dv) = (h * dh, d + h * dh, 2 * d + h * dh);
+                sgemm_strided(t, dh, t, &mut dqkv[dq..], rs, false, dsv, k, SERIAL);
+                sgemm_strided(
+                    t,
+                    dh,
+                    t,
+                    &mut dqkv[dk..],
+                    rs,
+                    false,
+                    transpose(dsv),
+                    q,
+                    SERIAL,
+                );
+                sgemm_strided(
+                    t,
+                    dh,
+                    t,
+                    &mut dqkv[dv..],
+                    rs,
+                    false,
+                    transpose(p),
+                    dout,
+                    SERIAL,
+                );
+            }
         });
     dqkv
 }
