@@ -175,9 +175,24 @@ impl RunConfig {
     /// Reads a TOML file; keys it leaves out keep the defaults of its `method`.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let cfg: RunConfig = from_toml(&text, &path.display().to_string())?;
+        let cfg = Self::from_toml_text(&text, &path.display().to_string())?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Parses TOML text: the keys it sets over the [`RunConfig::preset`] of its `method` (a file
+    /// that says `method = "mae"` and nothing about the encoder gets MAE's ViT). Unknown keys
+    /// and wrong types are errors naming the line, from `origin`.
+    pub fn from_toml_text(text: &str, origin: &str) -> Result<Self> {
+        // Checks every key and type against the schema, with the line in the message.
+        let plain: RunConfig = from_toml(text, origin)?;
+        let given: toml::Table = from_toml(text, origin)?;
+        let invalid = |e: toml::ser::Error| Error::Invalid(format!("{origin}: {e}"));
+        let mut merged = toml::Table::try_from(RunConfig::preset(plain.method)).map_err(invalid)?;
+        merge(&mut merged, given);
+        merged
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::config(origin, e.message().to_string()))
     }
 
     /// Writes the config as TOML.
@@ -207,6 +222,18 @@ impl RunConfig {
         self.knn.validate()?;
         self.linear.validate()?;
         self.finetune.validate()
+    }
+}
+
+/// Writes every key of `over` into `base`, recursing into tables both have.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
     }
 }
 
@@ -249,5 +276,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("missing.toml"), "{e}");
+    }
+
+    #[test]
+    fn a_file_builds_on_the_preset_of_its_method() {
+        let text = "method = \"mae\"\n[train]\nepochs = 3\n[encoder.vit]\ndepth = 2\n";
+        let cfg = RunConfig::from_toml_text(text, "test.toml").unwrap();
+        let preset = RunConfig::preset(Method::Mae);
+        assert_eq!(cfg.encoder.arch, Arch::Vit);
+        assert_eq!((cfg.train.epochs, cfg.encoder.vit.depth), (3, 2));
+        assert_eq!(cfg.encoder.vit.dim, preset.encoder.vit.dim);
+        assert_eq!(cfg.train.optimizer, preset.train.optimizer);
+        cfg.validate().unwrap();
+        // Unknown keys still name their line.
+        let err = RunConfig::from_toml_text("method = \"mae\"\n[train]\nepoch = 3\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("t.toml: epoch") && err.contains("unknown field"),
+            "{err}"
+        );
     }
 }
