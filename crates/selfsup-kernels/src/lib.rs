@@ -1,15 +1,21 @@
-//! Convolution and batch normalization for burn's CPU backend (`flex`) at GEMM speed.
+//! Convolution, batch normalization and the pieces of a transformer block for burn's CPU
+//! backend (`flex`) at GEMM speed.
 //!
 //! burn 0.22's flex backend runs a convolution as one small GEMM per image and output tile, its
 //! weight gradient as a dilated convolution, and batch normalization as about eight tensor passes
 //! forward and twelve backward (`shared/notes/cpu-performance.md`). Here a 3x3 stride-1
 //! convolution runs through Winograd's transforms (`winograd.rs`), forward and both gradients;
 //! any other is one im2col GEMM over a block of whole images for the forward pass, one for the
-//! weight gradient and one for the input gradient; batch normalization is two passes each way. They are a burn
-//! backend extension ([`GemmKernels`]) with their own backward passes on `Autodiff<Flex>`.
+//! weight gradient and one for the input gradient; batch normalization is two passes each way.
+//! For transformers (`transformer.rs`): layer normalization in one pass each way, a vectorized
+//! exact GELU, and multi-head self-attention read in place from the fused `[q | k | v]`
+//! projection. They are a burn backend extension ([`GemmKernels`]) with their own backward
+//! passes on `Autodiff<Flex>`.
 //!
-//! [`conv2d`] and [`batch_norm`] take burn's own modules (same parameters, same records) and
-//! run our kernels only on flex devices; `wgpu` and `cuda` tensors go to burn's native kernels.
+//! [`conv2d`], [`batch_norm`] and [`layer_norm`] take burn's own modules (same parameters, same
+//! records); they, [`gelu`] and [`self_attention`] run our kernels only on flex devices; `wgpu`
+//! and `cuda` tensors go to burn's native operations. [`linear`] folds a `Linear`'s leading
+//! dimensions into one GEMM on every device.
 //! Setting the environment variable `SELFSUP_KERNELS=burn` sends flex to burn's kernels too (to
 //! compare, or to rule ours out when hunting a bug).
 
