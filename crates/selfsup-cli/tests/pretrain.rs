@@ -243,6 +243,10 @@ fn mae_pretrains_evaluates_and_draws_reconstructions() {
     assert_eq!(report.steps, 2);
     assert!(report.final_loss.is_finite());
     assert!(run.join("mae.bpk").is_file());
+    // Seeded: the same config run again gives bit-identical weights (masks, crops, init).
+    let again = dir.path().join("mae-again");
+    pretrain(c.clone(), &again, false, false).unwrap();
+    same(&encoder_weights(&run), &encoder_weights(&again)).unwrap();
     let steps = checkpoint::list(&run).unwrap();
     let args = EvalArgs {
         checkpoint: steps[0].clone(),
