@@ -1,0 +1,19 @@
+//! # selfsup-dino
+//!
+//! DINO (Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", 2021): a
+//! student network learns to match, on every view of an image, the centred and sharpened
+//! output of a momentum teacher that sees only the two global views. No negative pairs; the
+//! centring and sharpening keep it from collapsing. Written from the paper.
+//!
+//! The pieces: the loss, its centre and the collapse monitor as pure functions over tensors
+//! ([`loss`]), and the schedules of momentum, teacher temperature and weight decay
+//! ([`schedule`]).
+
+pub mod loss;
+pub mod schedule;
+
+pub use loss::{
+    CollapseMonitor, CollapseReport, dino_loss, mean_entropy, mean_kl, teacher_targets,
+    updated_center,
+};
+pub use schedule::{cosine, teacher_temperature};
