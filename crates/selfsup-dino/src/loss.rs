@@ -244,11 +244,14 @@ mod tests {
             row.iter().map(|x| x - lse).collect()
         };
         let mut total = 0.0;
-        for i in 0..2 {
+        for (i, target) in tv.iter().enumerate() {
             for v in (0..3).filter(|&v| v != i) {
                 for n in 0..2 {
                     let lp = log_p(v, n);
-                    total -= (0..3).map(|k| tv[i][n * 3 + k] as f64 * lp[k]).sum::<f64>() / 2.0;
+                    total -= (0..3)
+                        .map(|k| target[n * 3 + k] as f64 * lp[k])
+                        .sum::<f64>()
+                        / 2.0;
                 }
             }
         }
