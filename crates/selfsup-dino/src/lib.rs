@@ -5,13 +5,16 @@
 //! output of a momentum teacher that sees only the two global views. No negative pairs; the
 //! centring and sharpening keep it from collapsing. Written from the paper.
 //!
-//! The pieces: the loss, its centre and the collapse monitor as pure functions over tensors
+//! The pieces: the head with its L2-normalized bottleneck and weight-normalized last layer
+//! ([`head`]), the loss, its centre and the collapse monitor as pure functions over tensors
 //! ([`loss`]), and the schedules of momentum, teacher temperature and weight decay
 //! ([`schedule`]).
 
+pub mod head;
 pub mod loss;
 pub mod schedule;
 
+pub use head::{DinoHead, DinoHeadConfig};
 pub use loss::{
     CollapseMonitor, CollapseReport, dino_loss, mean_entropy, mean_kl, teacher_targets,
     updated_center,
