@@ -67,6 +67,11 @@ pub struct ScheduleConfig {
     pub warmup_epochs: f64,
     /// Learning rate at the end of training, as a fraction of the peak.
     pub final_lr_ratio: f64,
+    /// Weight decay at the end of training: when set, the decay follows a cosine from
+    /// `optimizer.weight_decay` at the first step to this at the last (DINO: 0.04 to 0.4);
+    /// unset, it stays constant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_weight_decay: Option<f64>,
 }
 
 impl Default for ScheduleConfig {
@@ -74,6 +79,7 @@ impl Default for ScheduleConfig {
         Self {
             warmup_epochs: 1.0,
             final_lr_ratio: 0.0,
+            final_weight_decay: None,
         }
     }
 }
@@ -201,6 +207,13 @@ impl TrainConfig {
             "train.schedule.warmup_epochs",
             || format!("{} must be >= 0", self.schedule.warmup_epochs),
         )?;
+        if let Some(wd) = self.schedule.final_weight_decay {
+            ensure(
+                finite_nonneg(wd),
+                "train.schedule.final_weight_decay",
+                || format!("{wd} must be >= 0"),
+            )?;
+        }
         ensure(
             (0.0..=1.0).contains(&self.schedule.final_lr_ratio),
             "train.schedule.final_lr_ratio",

@@ -51,18 +51,45 @@ pub struct SelfsupOptimizer {
     step: StepCounter,
 }
 
-/// The 1-based count of optimizer steps taken, shared between the trainer and the optimizer.
-#[derive(Clone, Default, Debug)]
-pub struct StepCounter(Arc<AtomicU64>);
+/// What the trainer tells the optimizer before each step: the 1-based count of steps taken
+/// (AdamW's bias correction) and, when scheduled, the weight decay. Shared, so the
+/// per-parameter state holds only tensors.
+#[derive(Clone, Debug)]
+pub struct StepCounter {
+    steps: Arc<AtomicU64>,
+    /// `f64` bits of the scheduled weight decay; [`UNSET`] when the config's applies.
+    decay: Arc<AtomicU64>,
+}
+
+const UNSET: u64 = u64::MAX;
+
+impl Default for StepCounter {
+    fn default() -> Self {
+        Self {
+            steps: Arc::default(),
+            decay: Arc::new(AtomicU64::new(UNSET)),
+        }
+    }
+}
 
 impl StepCounter {
     /// Sets the count of steps taken so far, including the one about to run.
     pub fn set(&self, steps: u64) {
-        self.0.store(steps, Ordering::Relaxed)
+        self.steps.store(steps, Ordering::Relaxed)
     }
     /// Current count.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.steps.load(Ordering::Relaxed)
+    }
+    /// Sets the weight decay of the coming steps; `None` restores the config's.
+    pub fn set_weight_decay(&self, decay: Option<f64>) {
+        let bits = decay.map_or(UNSET, f64::to_bits);
+        self.decay.store(bits, Ordering::Relaxed)
+    }
+    /// The scheduled weight decay, if any.
+    pub fn weight_decay(&self) -> Option<f64> {
+        let bits = self.decay.load(Ordering::Relaxed);
+        (bits != UNSET).then(|| f64::from_bits(bits))
     }
 }
 
@@ -107,7 +134,8 @@ impl Optimizer for SelfsupOptimizer {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         let c = &self.config;
-        let decayed = D > 1 && c.weight_decay > 0.0;
+        let weight_decay = self.step.weight_decay().unwrap_or(c.weight_decay);
+        let decayed = D > 1 && weight_decay > 0.0;
         let (m, v) = match state {
             Some(s) => (s.m, s.v),
             None => (None, None),
@@ -122,15 +150,15 @@ impl Optimizer for SelfsupOptimizer {
                     let ratio = wn
                         .clone()
                         .mul_scalar(c.trust_coefficient)
-                        .div(gn.clone().add(wn.clone().mul_scalar(c.weight_decay)));
+                        .div(gn.clone().add(wn.clone().mul_scalar(weight_decay)));
                     let ok = wn.greater_elem(0.0).bool_and(gn.greater_elem(0.0));
                     let trust = ratio.ones_like().mask_where(ok, ratio);
                     if decayed {
-                        g = g.add(tensor.clone().mul_scalar(c.weight_decay));
+                        g = g.add(tensor.clone().mul_scalar(weight_decay));
                     }
                     g = g.mul(bcast::<D>(trust));
                 } else if decayed {
-                    g = g.add(tensor.clone().mul_scalar(c.weight_decay));
+                    g = g.add(tensor.clone().mul_scalar(weight_decay));
                 }
                 let (update, m) = if c.momentum > 0.0 {
                     let buf = match m {
@@ -170,7 +198,7 @@ impl Optimizer for SelfsupOptimizer {
                     .div(v.clone().div_scalar(bc2).sqrt().add_scalar(c.eps));
                 let mut w = tensor;
                 if decayed {
-                    w = w.mul_scalar(1.0 - lr * c.weight_decay);
+                    w = w.mul_scalar(1.0 - lr * weight_decay);
                 }
                 (
                     w.sub(update.mul_scalar(lr)),
@@ -263,6 +291,24 @@ mod tests {
             None,
         );
         close(&vals(w), &[0.89, 1.09, 0.89, 1.09]);
+    }
+
+    #[test]
+    fn scheduled_weight_decay_replaces_the_configs() {
+        let mut c = cfg(OptimizerKind::Adamw);
+        c.weight_decay = 0.1;
+        let (opt, step) = SelfsupOptimizer::new(c);
+        step.set(1);
+        step.set_weight_decay(Some(0.5));
+        assert_eq!(step.weight_decay(), Some(0.5));
+        // w *= 1 - 0.1 * 0.5, then -= lr * sign(g).
+        let w = t2([[1.0, 1.0], [1.0, 1.0]]);
+        let g = t2([[2.0, -3.0], [0.5, -0.1]]);
+        let (w2, _) = opt.step(0.1, w.clone(), g.clone(), None);
+        close(&vals(w2), &[0.85, 1.05, 0.85, 1.05]);
+        step.set_weight_decay(None);
+        let (w3, _) = opt.step(0.1, w, g, None);
+        close(&vals(w3), &[0.89, 1.09, 0.89, 1.09]);
     }
 
     #[test]

@@ -26,6 +26,19 @@ pub fn cosine_ramp(progress: f64, start: f64, end: f64) -> f64 {
     end - (end - start) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
 }
 
+/// The weight decay of `step` out of `total_steps`: a cosine from `base` (the optimizer's) to
+/// `cfg.final_weight_decay` when that is set, else `None` (the optimizer's, constant).
+pub fn weight_decay_at(
+    cfg: &ScheduleConfig,
+    base: f64,
+    step: usize,
+    total_steps: usize,
+) -> Option<f64> {
+    let end = cfg.final_weight_decay?;
+    let span = total_steps.saturating_sub(1).max(1);
+    Some(cosine_ramp(step as f64 / span as f64, base, end))
+}
+
 /// The learning rate of a run, from its schedule config.
 #[derive(Clone, Debug)]
 pub struct LrSchedule {
@@ -82,5 +95,10 @@ mod tests {
         assert!((cosine_ramp(0.0, 0.996, 1.0) - 0.996).abs() < 1e-12);
         assert!((cosine_ramp(1.0, 0.996, 1.0) - 1.0).abs() < 1e-12);
         assert!((cosine_ramp(0.5, 0.0, 1.0) - 0.5).abs() < 1e-12);
+        let mut cfg = ScheduleConfig::default();
+        assert_eq!(weight_decay_at(&cfg, 0.04, 3, 10), None);
+        cfg.final_weight_decay = Some(0.4);
+        assert!((weight_decay_at(&cfg, 0.04, 0, 10).unwrap() - 0.04).abs() < 1e-12);
+        assert!((weight_decay_at(&cfg, 0.04, 9, 10).unwrap() - 0.4).abs() < 1e-12);
     }
 }

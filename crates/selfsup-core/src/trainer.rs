@@ -12,7 +12,7 @@ use crate::grads;
 use crate::metrics::MetricsLog;
 use crate::objective::{Objective, StepInfo};
 use crate::optim::{SelfsupOptimizer, StepCounter};
-use crate::schedule::LrSchedule;
+use crate::schedule::{LrSchedule, weight_decay_at};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
@@ -106,6 +106,13 @@ impl Stepper {
             counters,
             grad_clip_norm: cfg.grad_clip_norm,
             skip_nonfinite: cfg.skip_nonfinite,
+        }
+    }
+
+    /// Sets the weight decay of the coming steps in every phase; `None`: the config's.
+    pub fn set_weight_decay(&self, decay: Option<f64>) {
+        for c in &self.counters {
+            c.set_weight_decay(decay);
         }
     }
 
@@ -309,6 +316,12 @@ impl Trainer {
                 steps_per_epoch: spe,
             };
             let lr = schedule.lr(step);
+            stepper.set_weight_decay(weight_decay_at(
+                &cfg.schedule,
+                cfg.optimizer.weight_decay,
+                step,
+                total,
+            ));
             let batch = source.batch(epoch, index)?;
             let updates = step as u64 + 1 - skipped as u64;
             let (next, result) = stepper.step(objective, model, &batch, &info, lr, updates)?;

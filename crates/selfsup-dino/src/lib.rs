@@ -7,8 +7,8 @@
 //!
 //! The pieces: the head with its L2-normalized bottleneck and weight-normalized last layer
 //! ([`head`]), the loss, its centre and the collapse monitor as pure functions over tensors
-//! ([`loss`]), and the schedules of momentum, teacher temperature and weight decay
-//! ([`schedule`]).
+//! ([`loss`]), and the teacher temperature's warm-up ([`schedule`]); the momentum and weight
+//! decay schedules are the engine's.
 
 pub mod head;
 pub mod loss;
@@ -19,4 +19,4 @@ pub use loss::{
     CollapseMonitor, CollapseReport, dino_loss, mean_entropy, mean_kl, teacher_targets,
     updated_center,
 };
-pub use schedule::{cosine, teacher_temperature};
+pub use schedule::teacher_temperature;

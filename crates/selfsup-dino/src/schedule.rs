@@ -1,12 +1,6 @@
-//! DINO's schedules, as functions of how far training has come.
-
-/// Cosine from `start` (progress 0) to `end` (progress 1): `end + (start - end) (1 + cos(π p)) / 2`.
-/// The teacher's momentum follows it from 0.996 to 1, the weight decay from 0.04 to 0.4.
-/// Progress outside `[0, 1]` is clamped.
-pub fn cosine(start: f64, end: f64, progress: f64) -> f64 {
-    let p = progress.clamp(0.0, 1.0);
-    end + (start - end) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
-}
+//! DINO's teacher-temperature warm-up. (The teacher's momentum follows
+//! `selfsup_core::schedule::cosine_ramp` from 0.996 to 1, the weight decay the engine's
+//! `train.schedule.final_weight_decay`.)
 
 /// The teacher's temperature at `epoch` (fractional): linear from `start` to `end` over the
 /// first `warmup_epochs`, then `end` (the paper: 0.04 to 0.07 over 30 epochs; a teacher too
@@ -22,20 +16,6 @@ pub fn teacher_temperature(start: f64, end: f64, warmup_epochs: f64, epoch: f64)
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn momentum_schedule_hits_its_end_points() {
-        assert_eq!(cosine(0.996, 1.0, 0.0), 0.996);
-        assert_eq!(cosine(0.996, 1.0, 1.0), 1.0);
-        assert!((cosine(0.996, 1.0, 0.5) - 0.998).abs() < 1e-12);
-        // Monotone, and clamped outside [0, 1].
-        let steps: Vec<f64> = (0..=10)
-            .map(|i| cosine(0.996, 1.0, i as f64 / 10.0))
-            .collect();
-        assert!(steps.windows(2).all(|w| w[0] <= w[1]));
-        assert_eq!(cosine(0.996, 1.0, 1.5), 1.0);
-        assert_eq!(cosine(0.996, 1.0, -1.0), 0.996);
-    }
 
     #[test]
     fn teacher_temperature_warms_up_then_holds() {
