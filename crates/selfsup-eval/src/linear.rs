@@ -200,6 +200,7 @@ pub fn linear_probe(
         &ScheduleConfig {
             warmup_epochs: 0.0,
             final_lr_ratio: 0.0,
+            final_weight_decay: None,
         },
         cfg.lr,
         spe,
