@@ -10,10 +10,12 @@
 //! ([`loss`]), and the teacher temperature's warm-up ([`schedule`]); the momentum and weight
 //! decay schedules are the engine's.
 
+pub mod dino;
 pub mod head;
 pub mod loss;
 pub mod schedule;
 
+pub use dino::{Dino, DinoConfig, DinoModel};
 pub use head::{DinoHead, DinoHeadConfig};
 pub use loss::{
     CollapseMonitor, CollapseReport, dino_loss, mean_entropy, mean_kl, teacher_targets,

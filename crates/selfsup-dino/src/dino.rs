@@ -1,0 +1,438 @@
+//! The DINO model (backbone and head), its settings, and the objective: the student sees every
+//! view, an EMA teacher only the two global ones, and the student learns the teacher's centred
+//! and sharpened outputs.
+
+use crate::head::{DinoHead, DinoHeadConfig};
+use crate::loss::{
+    CollapseMonitor, CollapseReport, dino_loss, mean_entropy, mean_kl, teacher_targets,
+    updated_center,
+};
+use crate::schedule::teacher_temperature;
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Tensor};
+use selfsup_core::config::ensure;
+use selfsup_core::ema::Ema;
+use selfsup_core::schedule::cosine_ramp;
+use selfsup_core::{Encoder, LossOutput, Objective, Result, StepInfo};
+use serde::{Deserialize, Serialize};
+
+/// DINO's own settings (the paper's values unless said otherwise).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DinoConfig {
+    /// The projection head.
+    pub head: DinoHeadConfig,
+    /// The student's softmax temperature.
+    pub student_temperature: f64,
+    /// The teacher's temperature after its warm-up.
+    pub teacher_temperature: f64,
+    /// The teacher's temperature at the start.
+    pub warmup_teacher_temperature: f64,
+    /// Epochs of the teacher temperature's linear warm-up (the paper: 30 of 100 or more; a
+    /// short CPU run wants a few).
+    pub warmup_teacher_epochs: f64,
+    /// Momentum of the centre's moving average.
+    pub center_momentum: f64,
+    /// The teacher's EMA momentum at the start; it follows a cosine to `momentum_end`.
+    pub momentum_start: f64,
+    /// The teacher's EMA momentum at the end.
+    pub momentum_end: f64,
+    /// Epochs during which the head's last layer stays frozen.
+    pub freeze_last_layer_epochs: usize,
+}
+
+impl Default for DinoConfig {
+    fn default() -> Self {
+        Self {
+            head: DinoHeadConfig::default(),
+            student_temperature: 0.1,
+            teacher_temperature: 0.07,
+            warmup_teacher_temperature: 0.04,
+            warmup_teacher_epochs: 2.0,
+            center_momentum: 0.9,
+            momentum_start: 0.996,
+            momentum_end: 1.0,
+            freeze_last_layer_epochs: 1,
+        }
+    }
+}
+
+impl DinoConfig {
+    /// Checks the ranges, naming the field.
+    pub fn validate(&self) -> Result<()> {
+        self.head.validate("dino.head")?;
+        for (name, t) in [
+            ("dino.student_temperature", self.student_temperature),
+            ("dino.teacher_temperature", self.teacher_temperature),
+            (
+                "dino.warmup_teacher_temperature",
+                self.warmup_teacher_temperature,
+            ),
+        ] {
+            ensure(t.is_finite() && t > 0.0, name, || {
+                format!("{t} must be a positive number")
+            })?;
+        }
+        ensure(
+            self.warmup_teacher_epochs.is_finite() && self.warmup_teacher_epochs >= 0.0,
+            "dino.warmup_teacher_epochs",
+            || format!("{} must be >= 0", self.warmup_teacher_epochs),
+        )?;
+        for (name, m) in [
+            ("dino.center_momentum", self.center_momentum),
+            ("dino.momentum_start", self.momentum_start),
+            ("dino.momentum_end", self.momentum_end),
+        ] {
+            ensure((0.0..=1.0).contains(&m), name, || {
+                format!("{m} must be in [0, 1]")
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// A backbone and DINO's head.
+#[derive(Module, Debug)]
+pub struct DinoModel<E: Encoder> {
+    /// The backbone whose features are kept (the teacher's, after pretraining).
+    pub backbone: E,
+    /// The head, discarded after pretraining.
+    pub head: DinoHead,
+}
+
+impl<E: Encoder> DinoModel<E> {
+    /// `backbone` with a head built from `cfg`.
+    pub fn new(backbone: E, cfg: &DinoHeadConfig, device: &Device) -> Self {
+        let head = DinoHead::new(cfg, backbone.output_dim(), device);
+        Self { backbone, head }
+    }
+
+    /// The head's logits `[N, K]` for `images`.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.head.forward(self.backbone.features(images))
+    }
+}
+
+/// Collects every parameter's id.
+struct Ids(Vec<ParamId>);
+
+impl ModuleVisitor for Ids {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.0.push(param.id);
+    }
+}
+
+/// The DINO objective. Views come as `[global 1, global 2, local 1, ..]`, each `[N, C, H, W]`
+/// (the locals may be smaller).
+pub struct Dino<E: Encoder> {
+    cfg: DinoConfig,
+    teacher: Ema<DinoModel<E>>,
+    center: Tensor<1>,
+    /// The teacher's outputs of the step in flight, for the centre's update.
+    pending: Vec<Tensor<2>>,
+    epoch: usize,
+    monitor: CollapseMonitor,
+}
+
+impl<E: Encoder> Dino<E> {
+    /// The objective for `student`, whose teacher starts from `fresh` (a newly built model of
+    /// the same architecture on the student's device without autodiff) loaded with the
+    /// student's weights.
+    pub fn new(cfg: &DinoConfig, fresh: DinoModel<E>, student: &DinoModel<E>) -> Self {
+        let device = fresh
+            .devices()
+            .into_iter()
+            .next()
+            .expect("a model has parameters");
+        Self {
+            cfg: cfg.clone(),
+            teacher: Ema::new(fresh, student),
+            center: Tensor::zeros([cfg.head.output_dim], &device),
+            pending: Vec::new(),
+            epoch: 0,
+            monitor: CollapseMonitor::default(),
+        }
+    }
+
+    /// The teacher (its backbone is what DINO's evaluation uses).
+    pub fn teacher(&self) -> &DinoModel<E> {
+        self.teacher.teacher()
+    }
+
+    /// The centre `[K]` subtracted from the teacher's outputs.
+    pub fn center(&self) -> Tensor<1> {
+        self.center.clone()
+    }
+
+    /// The teacher's EMA momentum at `info`'s point of training.
+    pub fn momentum(&self, info: &StepInfo) -> f64 {
+        cosine_ramp(
+            info.progress(),
+            self.cfg.momentum_start,
+            self.cfg.momentum_end,
+        )
+    }
+
+    /// The teacher temperature at `info`'s point of training.
+    pub fn teacher_temperature(&self, info: &StepInfo) -> f64 {
+        let epoch = info.step as f64 / info.steps_per_epoch.max(1) as f64;
+        teacher_temperature(
+            self.cfg.warmup_teacher_temperature,
+            self.cfg.teacher_temperature,
+            self.cfg.warmup_teacher_epochs,
+            epoch,
+        )
+    }
+
+    /// The epoch's mean teacher entropy and teacher-student KL, with a warning when they look
+    /// like a collapse; starts the next epoch's means.
+    pub fn finish_epoch(&mut self) -> CollapseReport {
+        self.monitor.finish(self.cfg.head.output_dim)
+    }
+}
+
+impl<E: Encoder> Objective for Dino<E> {
+    type Model = DinoModel<E>;
+    type Batch = Vec<Tensor<4>>;
+
+    fn name(&self) -> &str {
+        "dino"
+    }
+
+    fn loss(
+        &mut self,
+        model: &Self::Model,
+        views: &Self::Batch,
+        _phase: usize,
+        info: &StepInfo,
+    ) -> LossOutput {
+        assert!(
+            views.len() >= 2,
+            "DINO needs two global views, got {}",
+            views.len()
+        );
+        self.epoch = info.epoch;
+        let n = views[0].dims()[0];
+        let globals = Tensor::cat(views[..2].to_vec(), 0);
+        // The teacher: global views only, no autodiff.
+        let t = self.teacher.teacher().forward(globals.clone().inner());
+        let teacher_out = vec![t.clone().narrow(0, 0, n), t.narrow(0, n, n)];
+        let temperature = self.teacher_temperature(info);
+        let targets: Vec<Tensor<2>> = teacher_out
+            .iter()
+            .map(|t| teacher_targets(t.clone(), self.center.clone(), temperature))
+            .collect();
+        // The student: one forward per crop size.
+        let s = model.forward(globals);
+        let mut student = vec![s.clone().narrow(0, 0, n), s.narrow(0, n, n)];
+        if views.len() > 2 {
+            let locals = model.forward(Tensor::cat(views[2..].to_vec(), 0));
+            student.extend((0..views.len() - 2).map(|i| locals.clone().narrow(0, i * n, n)));
+        }
+        let loss = dino_loss(&student, &targets, self.cfg.student_temperature);
+
+        let tau_s = self.cfg.student_temperature;
+        let (mut entropy, mut kl) = (0.0, 0.0);
+        for (p, s) in targets.iter().zip(&student) {
+            entropy += mean_entropy(p.clone()) / 2.0;
+            let log_q = log_softmax(s.clone().detach().inner().div_scalar(tau_s), 1);
+            kl += mean_kl(p.clone(), log_q) / 2.0;
+        }
+        self.monitor.record(entropy, kl);
+        self.pending = teacher_out;
+        LossOutput {
+            loss,
+            metrics: vec![
+                ("teacher_entropy".into(), entropy),
+                ("teacher_student_kl".into(), kl),
+                ("teacher_temperature".into(), temperature),
+            ],
+        }
+    }
+
+    fn phase_params(&self, model: &Self::Model, _phase: usize) -> Option<Vec<ParamId>> {
+        if self.epoch >= self.cfg.freeze_last_layer_epochs {
+            return None;
+        }
+        let frozen = model.head.last_layer_ids();
+        let mut ids = Ids(Vec::new());
+        model.visit(&mut ids);
+        Some(
+            ids.0
+                .into_iter()
+                .filter(|id| !frozen.contains(id))
+                .collect(),
+        )
+    }
+
+    fn after_step(&mut self, model: &Self::Model, info: &StepInfo) {
+        let teacher_out = std::mem::take(&mut self.pending);
+        if !teacher_out.is_empty() {
+            self.center =
+                updated_center(self.center.clone(), &teacher_out, self.cfg.center_momentum);
+        }
+        let momentum = self.momentum(info);
+        self.teacher.update(model, momentum);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+    use selfsup_core::{Stepper, TrainConfig, seed};
+    use selfsup_encoders::{Arch, Backbone, EncoderConfig};
+
+    struct Flat(Vec<f32>);
+    impl ModuleVisitor for Flat {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.0
+                .extend(p.val().into_data().try_to_vec::<f32>().unwrap());
+        }
+    }
+
+    fn flat<M: Module>(m: &M) -> Vec<f32> {
+        let mut f = Flat(Vec::new());
+        m.visit(&mut f);
+        f.0
+    }
+
+    fn setup() -> (
+        DinoConfig,
+        DinoModel<Backbone>,
+        Dino<Backbone>,
+        Vec<Tensor<4>>,
+    ) {
+        let cfg = DinoConfig {
+            head: DinoHeadConfig {
+                layers: 2,
+                hidden_dim: 16,
+                bottleneck_dim: 8,
+                output_dim: 32,
+                norm_last_layer: true,
+            },
+            ..DinoConfig::default()
+        };
+        let enc = EncoderConfig {
+            arch: Arch::Convnet,
+            width: 4,
+            ..EncoderConfig::default()
+        };
+        let train = Device::flex().autodiff();
+        let build = |d: &Device| DinoModel::new(enc.init(1, d), &cfg.head, d);
+        let student = seed::init_module(&train, 1, build);
+        let fresh = seed::init_module(&Device::flex(), 2, build);
+        let dino = Dino::new(&cfg, fresh, &student);
+        train.seed(3);
+        let views = [16, 16, 8]
+            .map(|s| Tensor::random([4, 1, s, s], Distribution::Normal(0.0, 1.0), &train))
+            .to_vec();
+        (cfg, student, dino, views)
+    }
+
+    fn info(step: usize, epoch: usize) -> StepInfo {
+        StepInfo {
+            step,
+            epoch,
+            total_steps: 100,
+            steps_per_epoch: 10,
+        }
+    }
+
+    #[test]
+    fn teacher_gets_no_gradient_and_moves_by_the_ema_rule() {
+        let (_, student, mut dino, views) = setup();
+        let teacher0 = flat(dino.teacher());
+        assert_eq!(
+            teacher0,
+            flat(&student.valid()),
+            "the teacher starts as the student"
+        );
+        let mut stepper = Stepper::new(&TrainConfig::default(), 1);
+        let step = info(50, 5);
+        let (student, _) = stepper
+            .step(&mut dino, student, &views, &step, 0.1, 1)
+            .unwrap();
+        // `step` ran the optimizer on the student only; `after_step` is the trainer's call.
+        assert_eq!(
+            flat(dino.teacher()),
+            teacher0,
+            "the optimizer moved the teacher"
+        );
+        let s1 = flat(&student.valid());
+        assert_ne!(s1, teacher0, "the student did not move");
+        dino.after_step(&student, &step);
+        let m = dino.momentum(&step);
+        assert!(m > 0.996 && m < 1.0);
+        for ((t, t0), s) in flat(dino.teacher()).iter().zip(&teacher0).zip(&s1) {
+            let want = m * *t0 as f64 + (1.0 - m) * *s as f64;
+            assert!((*t as f64 - want).abs() < 1e-6, "{t} vs {want}");
+        }
+        // The schedule's end points.
+        assert_eq!(dino.momentum(&info(0, 0)), 0.996);
+        assert_eq!(dino.momentum(&info(100, 9)), 1.0);
+    }
+
+    #[test]
+    fn last_layer_is_frozen_during_the_first_epoch_only() {
+        let (_, student, mut dino, views) = setup();
+        let last = |m: &DinoModel<Backbone>| flat(&m.head.valid());
+        let mut stepper = Stepper::new(&TrainConfig::default(), 1);
+        let before = student.head.last_layer_weights().inner();
+        let before = before.into_data().try_to_vec::<f32>().unwrap();
+        let head_before = last(&student);
+        let (student, _) = stepper
+            .step(&mut dino, student, &views, &info(0, 0), 0.1, 1)
+            .unwrap();
+        let frozen = student.head.last_layer_weights().inner();
+        assert_eq!(frozen.into_data().try_to_vec::<f32>().unwrap(), before);
+        assert_ne!(last(&student), head_before, "the rest of the head trains");
+        let (student, _) = stepper
+            .step(&mut dino, student, &views, &info(10, 1), 0.1, 2)
+            .unwrap();
+        let moved = student.head.last_layer_weights().inner();
+        assert_ne!(moved.into_data().try_to_vec::<f32>().unwrap(), before);
+    }
+
+    #[test]
+    fn centre_follows_the_teacher_outputs_and_the_monitor_reports() {
+        let (cfg, student, mut dino, views) = setup();
+        let out = dino.loss(&student, &views, 0, &info(0, 0));
+        assert!(out.loss.into_scalar::<f64>().is_finite());
+        let names: Vec<&str> = out.metrics.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "teacher_entropy",
+                "teacher_student_kl",
+                "teacher_temperature"
+            ]
+        );
+        assert_eq!(out.metrics[2].1, cfg.warmup_teacher_temperature);
+        let pending = dino.pending.clone();
+        dino.after_step(&student, &info(0, 0));
+        let want = updated_center(
+            Tensor::zeros([cfg.head.output_dim], &Device::flex()),
+            &pending,
+            cfg.center_momentum,
+        );
+        assert_eq!(
+            dino.center().into_data().try_to_vec::<f32>().unwrap(),
+            want.into_data().try_to_vec::<f32>().unwrap()
+        );
+        let report = dino.finish_epoch();
+        assert!(report.teacher_entropy > 0.0 && report.kl >= 0.0);
+        assert_eq!(cfg.validate().map_err(|e| e.to_string()), Ok(()));
+        let bad = DinoConfig {
+            student_temperature: 0.0,
+            ..cfg
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("dino.student_temperature")
+        );
+    }
+}
