@@ -7,7 +7,10 @@ use burn::tensor::Tensor;
 ///
 /// Built from a *fresh* module loaded with the student's record, never by `clone()`: in burn a
 /// clone shares lazy initialization and BatchNorm running state with the original.
-/// The teacher lives without autodiff; its parameters never receive gradients.
+/// The teacher's parameters never receive gradients. It lives on the device of the fresh
+/// module: a plain device, or the student's autodiff one, where its untracked operations record
+/// no graph and its BatchNorm layers normalize with the batch's statistics, as a teacher in
+/// training mode does (DINO's).
 pub struct Ema<M: Module> {
     teacher: M,
 }
@@ -44,11 +47,17 @@ impl ModuleMapper for Blend {
 
 impl<M: Module> Ema<M> {
     /// A teacher with the student's current weights. `fresh` is a newly built module of the
-    /// same architecture on the teacher's (plain, non-autodiff) device.
+    /// same architecture on the teacher's device.
     pub fn new(fresh: M, student: &M) -> Self {
+        let device = fresh.devices().into_iter().next();
         let record = student.valid().into_record();
-        let teacher = fresh.load_record(record).no_grad();
-        Self { teacher }
+        let mut teacher = fresh.load_record(record);
+        if let Some(device) = device {
+            teacher = teacher.to_device(&device);
+        }
+        Self {
+            teacher: teacher.no_grad(),
+        }
     }
 
     /// Moves the teacher towards the student: `t <- m t + (1 - m) s`.

@@ -137,8 +137,9 @@ pub struct Dino<E: Encoder> {
 
 impl<E: Encoder> Dino<E> {
     /// The objective for `student`, whose teacher starts from `fresh` (a newly built model of
-    /// the same architecture on the student's device without autodiff) loaded with the
-    /// student's weights.
+    /// the same architecture on the student's device) loaded with the student's weights. On
+    /// the student's autodiff device the teacher's BatchNorm layers use the batch's statistics,
+    /// as the paper's teacher in training mode does; its parameters never require gradients.
     pub fn new(cfg: &DinoConfig, fresh: DinoModel<E>, student: &DinoModel<E>) -> Self {
         let device = fresh
             .devices()
@@ -215,8 +216,12 @@ impl<E: Encoder> Objective for Dino<E> {
         self.epoch = info.epoch;
         let n = views[0].dims()[0];
         let globals = Tensor::cat(views[..2].to_vec(), 0);
-        // The teacher: global views only, no autodiff.
-        let t = self.teacher.teacher().forward(globals.clone().inner());
+        // The teacher: global views only, nothing tracked.
+        let t = self
+            .teacher
+            .teacher()
+            .forward(globals.clone().detach())
+            .detach();
         let teacher_out = vec![t.clone().narrow(0, 0, n), t.narrow(0, n, n)];
         let temperature = self.teacher_temperature(info);
         let targets: Vec<Tensor<2>> = teacher_out
@@ -298,6 +303,31 @@ mod tests {
         f.0
     }
 
+    /// Per value of [`flat`]: whether it belongs to a trained parameter (not a BatchNorm
+    /// running statistic, which forward passes in training mode move).
+    struct Trained(Vec<bool>);
+    impl ModuleVisitor for Trained {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            let n = p.val().shape().num_elements();
+            let trained = p.val().is_require_grad();
+            self.0.extend(std::iter::repeat_n(trained, n));
+        }
+    }
+
+    fn trained<M: Module>(m: &M, student: &M) -> Vec<f32> {
+        let mut mask = Trained(Vec::new());
+        student.visit(&mut mask);
+        flat(m)
+            .into_iter()
+            .zip(mask.0)
+            .filter_map(|(v, t)| t.then_some(v))
+            .collect()
+    }
+
+    fn flat_tensor(t: Tensor<2>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
     fn setup() -> (
         DinoConfig,
         DinoModel<Backbone>,
@@ -322,7 +352,7 @@ mod tests {
         let train = Device::flex().autodiff();
         let build = |d: &Device| DinoModel::new(enc.init(1, d), &cfg.head, d);
         let student = seed::init_module(&train, 1, build);
-        let fresh = seed::init_module(&Device::flex(), 2, build);
+        let fresh = seed::init_module(&train, 2, build);
         let dino = Dino::new(&cfg, fresh, &student);
         train.seed(3);
         let views = [16, 16, 8]
@@ -343,29 +373,38 @@ mod tests {
     #[test]
     fn teacher_gets_no_gradient_and_moves_by_the_ema_rule() {
         let (_, student, mut dino, views) = setup();
-        let teacher0 = flat(dino.teacher());
         assert_eq!(
-            teacher0,
+            flat(dino.teacher()),
             flat(&student.valid()),
             "the teacher starts as the student"
         );
+        let w = dino.teacher().head.last_layer_weights();
+        assert!(w.is_autodiff() && !w.is_require_grad() && !w.is_tracked());
+        // Same weights, and BatchNorm on the batch's statistics in both: the same outputs.
+        let t = flat_tensor(dino.teacher().forward(views[0].clone().detach()));
+        let s = flat_tensor(student.forward(views[0].clone()));
+        for (a, b) in t.iter().zip(&s) {
+            assert!((a - b).abs() < 1e-5, "teacher {a} vs student {b}");
+        }
+        let teacher0 = trained(dino.teacher(), &student);
         let mut stepper = Stepper::new(&TrainConfig::default(), 1);
         let step = info(50, 5);
-        let (student, _) = stepper
-            .step(&mut dino, student, &views, &step, 0.1, 1)
+        let (next, _) = stepper
+            .step(&mut dino, student.clone(), &views, &step, 0.1, 1)
             .unwrap();
         // `step` ran the optimizer on the student only; `after_step` is the trainer's call.
         assert_eq!(
-            flat(dino.teacher()),
+            trained(dino.teacher(), &student),
             teacher0,
             "the optimizer moved the teacher"
         );
-        let s1 = flat(&student.valid());
+        let s1 = trained(&next, &student);
         assert_ne!(s1, teacher0, "the student did not move");
-        dino.after_step(&student, &step);
+        dino.after_step(&next, &step);
         let m = dino.momentum(&step);
         assert!(m > 0.996 && m < 1.0);
-        for ((t, t0), s) in flat(dino.teacher()).iter().zip(&teacher0).zip(&s1) {
+        let t1 = trained(dino.teacher(), &student);
+        for ((t, t0), s) in t1.iter().zip(&teacher0).zip(&s1) {
             let want = m * *t0 as f64 + (1.0 - m) * *s as f64;
             assert!((*t as f64 - want).abs() < 1e-6, "{t} vs {want}");
         }
@@ -413,7 +452,7 @@ mod tests {
         let pending = dino.pending.clone();
         dino.after_step(&student, &info(0, 0));
         let want = updated_center(
-            Tensor::zeros([cfg.head.output_dim], &Device::flex()),
+            Tensor::zeros([cfg.head.output_dim], &Device::flex().autodiff()),
             &pending,
             cfg.center_momentum,
         );
