@@ -7,6 +7,7 @@ use crate::loss::{
     CollapseMonitor, CollapseReport, dino_loss, mean_entropy, mean_kl, teacher_targets,
     updated_center,
 };
+use crate::multicrop::MultiCropConfig;
 use crate::schedule::teacher_temperature;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::activation::log_softmax;
@@ -21,6 +22,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DinoConfig {
+    /// The multi-crop views.
+    pub crops: MultiCropConfig,
     /// The projection head.
     pub head: DinoHeadConfig,
     /// The student's softmax temperature.
@@ -45,6 +48,7 @@ pub struct DinoConfig {
 impl Default for DinoConfig {
     fn default() -> Self {
         Self {
+            crops: MultiCropConfig::default(),
             head: DinoHeadConfig::default(),
             student_temperature: 0.1,
             teacher_temperature: 0.07,
@@ -61,6 +65,7 @@ impl Default for DinoConfig {
 impl DinoConfig {
     /// Checks the ranges, naming the field.
     pub fn validate(&self) -> Result<()> {
+        self.crops.validate("dino.crops")?;
         self.head.validate("dino.head")?;
         for (name, t) in [
             ("dino.student_temperature", self.student_temperature),

@@ -5,7 +5,7 @@
 //! output of a momentum teacher that sees only the two global views. No negative pairs; the
 //! centring and sharpening keep it from collapsing. Written from the paper.
 //!
-//! The pieces: the head with its L2-normalized bottleneck and weight-normalized last layer
+//! The pieces: the multi-crop views ([`multicrop`]), the head with its L2-normalized bottleneck and weight-normalized last layer
 //! ([`head`]), the loss, its centre and the collapse monitor as pure functions over tensors
 //! ([`loss`]), and the teacher temperature's warm-up ([`schedule`]); the momentum and weight
 //! decay schedules are the engine's.
@@ -13,6 +13,7 @@
 pub mod dino;
 pub mod head;
 pub mod loss;
+pub mod multicrop;
 pub mod schedule;
 
 pub use dino::{Dino, DinoConfig, DinoModel};
@@ -21,4 +22,5 @@ pub use loss::{
     CollapseMonitor, CollapseReport, dino_loss, mean_entropy, mean_kl, teacher_targets,
     updated_center,
 };
+pub use multicrop::MultiCropConfig;
 pub use schedule::teacher_temperature;
