@@ -34,12 +34,14 @@ pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")
 }
 
-/// Writes a complete checkpoint for `state.step` and returns its folder.
+/// Writes a complete checkpoint for `state.step` and returns its folder; `extra` adds files
+/// of its own (an objective's state) to the folder before it is put in place.
 pub fn save<M: Module>(
     run_dir: &Path,
     model: &M,
     optims: &[ModuleOptimizer],
     state: &CheckpointState,
+    extra: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<PathBuf> {
     let root = checkpoints_dir(run_dir);
     std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
@@ -61,6 +63,7 @@ pub fn save<M: Module>(
         o.save(&p)
             .map_err(|e| Error::checkpoint(&p, e.to_string()))?;
     }
+    extra(&tmp)?;
     let json = serde_json::to_string_pretty(state).expect("state serializes");
     std::fs::write(tmp.join(STATE), json).map_err(|e| Error::io(tmp.join(STATE), e))?;
     if dst.exists() {

@@ -1,7 +1,9 @@
 //! Exponential moving average of a network: the teacher of DINO-style methods.
 
+use crate::{Error, Result};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::Tensor;
+use std::path::Path;
 
 /// A teacher network that follows a student by `teacher = m * teacher + (1 - m) * student`.
 ///
@@ -76,6 +78,31 @@ impl<M: Module> Ema<M> {
     /// The teacher network.
     pub fn teacher(&self) -> &M {
         &self.teacher
+    }
+
+    /// Writes the teacher's weights to `path` (a checkpoint's, for resuming).
+    pub fn save_file(&self, path: &Path) -> Result<()> {
+        self.teacher
+            .valid()
+            .save_file(path)
+            .map_err(|e| Error::checkpoint(path, e.to_string()))
+    }
+
+    /// Replaces the teacher's weights with those [`Ema::save_file`] wrote, on the teacher's
+    /// device.
+    pub fn load_file(&mut self, path: &Path) -> Result<()> {
+        let device = self.teacher.devices().into_iter().next();
+        // The old teacher is dropped: nothing shares state with the loaded one.
+        let mut teacher = self
+            .teacher
+            .clone()
+            .try_load_file(path)
+            .map_err(|e| Error::checkpoint(path, e.to_string()))?;
+        if let Some(device) = device {
+            teacher = teacher.to_device(&device);
+        }
+        self.teacher = teacher.no_grad();
+        Ok(())
     }
 }
 

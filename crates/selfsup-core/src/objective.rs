@@ -1,7 +1,9 @@
 //! The [`Objective`] trait: what a method computes from a batch, for the engine to minimise.
 
+use crate::Result;
 use burn::module::{Module, ParamId};
 use burn::tensor::Tensor;
+use std::path::Path;
 
 /// Where training stands, handed to the objective at each step.
 #[derive(Clone, Copy, Debug)]
@@ -82,4 +84,15 @@ pub trait Objective {
 
     /// Called after every optimizer step with the updated model (EMA teachers, centres).
     fn after_step(&mut self, _model: &Self::Model, _info: &StepInfo) {}
+
+    /// Writes the objective's own state (an EMA teacher, a loss centre) into the checkpoint
+    /// folder `dir` being written, so that a resumed run continues exactly. Default: none.
+    fn save_state(&self, _dir: &Path) -> Result<()> {
+        Ok(())
+    }
+
+    /// Reads back what [`Objective::save_state`] wrote into checkpoint `dir`.
+    fn load_state(&mut self, _dir: &Path) -> Result<()> {
+        Ok(())
+    }
 }

@@ -266,6 +266,7 @@ impl Trainer {
                 }
                 model = checkpoint::load_model(&dir, model)?;
                 stepper.load(&dir)?;
+                objective.load_state(&dir)?;
                 start = st.step;
                 skipped = st.skipped_steps;
                 MetricsLog::truncate_from(&metrics_path, start)?;
@@ -406,6 +407,7 @@ impl Trainer {
                     &model,
                     stepper.optimizers(),
                     &state,
+                    |dir| objective.save_state(dir),
                 )?);
                 checkpoint::prune(&self.run_dir, cfg.keep_checkpoints)?;
             }

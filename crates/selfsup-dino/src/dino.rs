@@ -11,12 +11,13 @@ use crate::multicrop::MultiCropConfig;
 use crate::schedule::teacher_temperature;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 use selfsup_core::config::ensure;
 use selfsup_core::ema::Ema;
 use selfsup_core::schedule::cosine_ramp;
-use selfsup_core::{Encoder, LossOutput, Objective, Result, StepInfo};
+use selfsup_core::{Encoder, Error, LossOutput, Objective, Result, StepInfo};
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 /// DINO's own settings (the paper's values unless said otherwise).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -118,6 +119,11 @@ impl<E: Encoder> DinoModel<E> {
         self.head.forward(self.backbone.features(images))
     }
 }
+
+/// The teacher's weights in a checkpoint folder.
+pub const TEACHER_FILE: &str = "dino-teacher.bpk";
+/// The centre in a checkpoint folder (JSON list of numbers).
+pub const CENTER_FILE: &str = "dino-center.json";
 
 /// Collects every parameter's id.
 struct Ids(Vec<ParamId>);
@@ -276,6 +282,37 @@ impl<E: Encoder> Objective for Dino<E> {
         )
     }
 
+    fn save_state(&self, dir: &Path) -> Result<()> {
+        self.teacher.save_file(&dir.join(TEACHER_FILE))?;
+        let center = self
+            .center
+            .clone()
+            .into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| Error::Invalid(format!("DINO centre: {e:?}")))?;
+        let path = dir.join(CENTER_FILE);
+        let json = serde_json::to_string(&center).expect("floats serialize");
+        std::fs::write(&path, json).map_err(|e| Error::io(&path, e))
+    }
+
+    fn load_state(&mut self, dir: &Path) -> Result<()> {
+        self.teacher.load_file(&dir.join(TEACHER_FILE))?;
+        let path = dir.join(CENTER_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let center: Vec<f32> =
+            serde_json::from_str(&text).map_err(|e| Error::checkpoint(&path, e.to_string()))?;
+        let k = self.cfg.head.output_dim;
+        if center.len() != k {
+            return Err(Error::checkpoint(
+                &path,
+                format!("{} values, but dino.head.output_dim is {k}", center.len()),
+            ));
+        }
+        let device = self.center.device();
+        self.center = Tensor::from_data(TensorData::new(center, [k]), &device);
+        Ok(())
+    }
+
     fn after_step(&mut self, model: &Self::Model, info: &StepInfo) {
         let teacher_out = std::mem::take(&mut self.pending);
         if !teacher_out.is_empty() {
@@ -416,6 +453,30 @@ mod tests {
         // The schedule's end points.
         assert_eq!(dino.momentum(&info(0, 0)), 0.996);
         assert_eq!(dino.momentum(&info(100, 9)), 1.0);
+    }
+
+    #[test]
+    fn teacher_and_centre_survive_a_checkpoint() {
+        let (_, student, mut dino, views) = setup();
+        let step = info(3, 0);
+        let _ = dino.loss(&student, &views, 0, &step);
+        dino.after_step(&student, &step);
+        let dir = tempfile::tempdir().unwrap();
+        dino.save_state(dir.path()).unwrap();
+        let (_, _, mut other, _) = setup();
+        other.load_state(dir.path()).unwrap();
+        assert_eq!(flat(other.teacher()), flat(dino.teacher()));
+        assert_eq!(
+            other.center().into_data().try_to_vec::<f32>().unwrap(),
+            dino.center().into_data().try_to_vec::<f32>().unwrap()
+        );
+        assert!(!other.teacher().head.last_layer_weights().is_require_grad());
+        std::fs::write(dir.path().join(CENTER_FILE), "[1.0]").unwrap();
+        let err = other.load_state(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(CENTER_FILE) && err.contains("output_dim"),
+            "{err}"
+        );
     }
 
     #[test]
