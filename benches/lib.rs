@@ -88,6 +88,8 @@ pub fn bench_steps<O: Objective>(
             let (m, _) = stepper
                 .step(objective, m, batch, &info, lr, step as u64)
                 .unwrap();
+            // EMA teachers and centres move after every step, as in training.
+            objective.after_step(&m, &info);
             model = Some(m);
         })
     });

@@ -7,6 +7,7 @@ use selfsup_core::{
     BatchSource, DeviceSpec, Objective, Prefetch, Result, StepInfo, StepResult, Stepper, seed,
 };
 use selfsup_data::{ImageSet, MultiView, ViewLoader};
+use selfsup_dino::{Dino, DinoModel};
 use selfsup_encoders::{Arch, Backbone};
 use selfsup_mae::{Mae, MaeModel};
 use serde::Serialize;
@@ -163,6 +164,10 @@ where
             step as u64 + 1,
         )?;
         model = next;
+        // EMA teachers and centres move after every step, as in training.
+        if matches!(result, StepResult::Updated { .. }) {
+            objective.after_step(&model, &info);
+        }
         let secs = t.elapsed().as_secs_f64();
         if step >= args.warmup {
             t_all.timed += secs;
@@ -203,9 +208,18 @@ pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
     ));
     let mean = vec![0.5; args.channels];
     let std = vec![0.25; args.channels];
-    let n_views = if args.method == Method::Mae { 1 } else { 2 };
-    let views =
-        MultiView::default().with(cfg.augment.pipeline(args.image_size, mean, std), n_views);
+    let views = match args.method {
+        Method::Mae => {
+            MultiView::default().with(cfg.augment.pipeline(args.image_size, mean, std), 1)
+        }
+        Method::Simclr => {
+            MultiView::default().with(cfg.augment.pipeline(args.image_size, mean, std), 2)
+        }
+        Method::Dino => cfg
+            .dino
+            .crops
+            .views(&cfg.augment, args.image_size, mean, std),
+    };
     let plain = ViewLoader::new(data.clone(), Arc::new(views), args.batch, 0, device.clone());
     let t = Instant::now();
     let _ = plain.batch(0, 0)?;
@@ -230,6 +244,14 @@ pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
                 MaeModel::new(vit, args.channels, &cfg.mae, d)
             });
             time_steps(Mae::new(&cfg.mae), model, &loader, &cfg, args)?
+        }
+        Method::Dino => {
+            let build = |d: &burn::tensor::Device| {
+                DinoModel::new(cfg.encoder.init(args.channels, d), &cfg.dino.head, d)
+            };
+            let model = seed::init_module(&device, 0, build);
+            let objective = Dino::new(&cfg.dino, seed::init_module(&device, 0, build), &model);
+            time_steps(objective, model, &loader, &cfg, args)?
         }
     };
     let (step_ms, fwd, bwd, opt, wait) = (

@@ -244,6 +244,15 @@ pub fn load_trainable_encoder(checkpoint: &Path, device: &Device) -> Result<(Run
                     "an MAE run's encoder is a ViT: the run's config.toml was edited",
                 ));
             }
+            (Method::Dino, fresh) => {
+                // DINO's features are its teacher's.
+                let model = selfsup_dino::DinoModel::new(fresh, &cfg.dino.head, device);
+                let p = dir.join(selfsup_dino::dino::TEACHER_FILE);
+                model
+                    .try_load_file(&p)
+                    .map_err(|e| Error::checkpoint(&p, e.to_string()))?
+                    .backbone
+            }
             (Method::Simclr, fresh) => {
                 let model = selfsup_contrastive::SimClrModel::new(fresh, &cfg.simclr, device);
                 selfsup_core::checkpoint::load_model(&dir, model)?.encoder

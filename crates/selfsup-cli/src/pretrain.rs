@@ -6,6 +6,7 @@ use burn::module::Module;
 use selfsup_contrastive::{SimClr, SimClrModel};
 use selfsup_core::{Error, Prefetch, Result, Trainer, seed};
 use selfsup_data::{ImageSet, MultiView, ViewLoader};
+use selfsup_dino::{Dino, DinoModel};
 use selfsup_encoders::Backbone;
 use selfsup_mae::{Mae, MaeModel};
 use serde::{Deserialize, Serialize};
@@ -149,6 +150,45 @@ pub fn pretrain(
             })?;
             (
                 Backbone::Vit(whole.encoder),
+                o.steps,
+                o.last_loss,
+                o.images_per_sec,
+            )
+        }
+        Method::Dino => {
+            let views = cfg.dino.crops.views(
+                &cfg.augment,
+                size,
+                cfg.data.mean.clone(),
+                cfg.data.std.clone(),
+            );
+            let loader = Prefetch::new(ViewLoader::new(
+                train.clone(),
+                Arc::new(views),
+                cfg.train.batch_size,
+                cfg.train.seed,
+                device.clone(),
+            ));
+            let build = |d: &burn::tensor::Device| {
+                DinoModel::new(cfg.encoder.init(channels, d), &cfg.dino.head, d)
+            };
+            let model = seed::init_module(&device, cfg.train.seed, build);
+            // The teacher: a fresh model loaded with the student's weights, on the same device.
+            let fresh = seed::init_module(&device, cfg.train.seed, build);
+            let mut objective = Dino::new(&cfg.dino, fresh, &model);
+            let mut monitor = Monitor::new(&cfg, &train, splits.test.as_ref())?;
+            // The monitor scores the student's backbone (the teacher lives in the objective,
+            // which the trainer holds while it runs); the final table scores the teacher's.
+            let mut hook = |epoch: usize, m: &DinoModel<Backbone>| {
+                monitor.run(epoch, &m.backbone.clone().valid())
+            };
+            let o = trainer.fit(&mut objective, model, &loader, resume, Some(&mut hook))?;
+            let report = objective.finish_epoch();
+            if let Some(w) = &report.warning {
+                eprintln!("warning: DINO's last epoch: {w}");
+            }
+            (
+                objective.teacher().backbone.clone().valid(),
                 o.steps,
                 o.last_loss,
                 o.images_per_sec,

@@ -276,3 +276,85 @@ fn mae_pretrains_evaluates_and_draws_reconstructions() {
         .to_string();
     assert!(err.contains("encoder.vit.image_size"), "{err}");
 }
+
+fn tiny_dino() -> RunConfig {
+    let mut c = RunConfig::preset(Method::Dino);
+    c.data.max_train = 64;
+    c.data.max_test = 16;
+    c.encoder.width = 4;
+    c.dino.head.hidden_dim = 16;
+    c.dino.head.bottleneck_dim = 8;
+    c.dino.head.output_dim = 32;
+    c.dino.crops.local_crops = 2;
+    c.dino.crops.local_size = 8;
+    c.train.batch_size = 32;
+    c.train.epochs = 2;
+    c.train.checkpoint_every = 1;
+    c.train.keep_checkpoints = 4;
+    c.train.log_every = 1;
+    c.knn.k = 5;
+    c.eval.linear = false;
+    c.eval.baselines = false;
+    c
+}
+
+#[test]
+fn dino_pretrains_resumes_exactly_and_evaluates_the_teacher() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let report = pretrain(tiny_dino(), &a, false, false).unwrap();
+    assert_eq!(report.steps, 4);
+    assert!(report.final_loss.is_finite());
+    let metrics = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
+    assert!(metrics.contains("teacher_student_kl"), "{metrics}");
+    assert!(metrics.contains("epoch_teacher_entropy"), "{metrics}");
+    let steps = checkpoint::list(&a).unwrap();
+    assert_eq!(steps.len(), 4, "{steps:?}");
+    assert!(steps[1].join(selfsup_dino::dino::TEACHER_FILE).is_file());
+
+    // Interrupted after step 2 (mid-run, second epoch ahead): the resumed run restores the
+    // teacher and centre, and ends with the very same teacher.
+    let b = dir.path().join("b");
+    let src = &steps[1];
+    let dst = checkpoint::checkpoints_dir(&b).join(src.file_name().unwrap());
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in std::fs::read_dir(src).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
+    }
+    pretrain(tiny_dino(), &b, true, false).unwrap();
+    same(&encoder_weights(&a), &encoder_weights(&b))
+        .expect("resumed DINO run differs from the uninterrupted one");
+
+    // A step checkpoint evaluates through its teacher.
+    let args = EvalArgs {
+        checkpoint: steps[3].clone(),
+        ..EvalArgs::default()
+    };
+    let knn_only = EvalPlan {
+        knn: true,
+        linear: false,
+        baselines: false,
+    };
+    let from_step = eval_frozen(&args, knn_only, Some(5), None).unwrap();
+    let from_run = eval_frozen(
+        &EvalArgs {
+            checkpoint: a.clone(),
+            ..EvalArgs::default()
+        },
+        knn_only,
+        Some(5),
+        None,
+    )
+    .unwrap();
+    let knn = |r: &selfsup_cli::evaluate::EvalReport| r.row(PRETRAINED).unwrap().knn_top1;
+    assert_eq!(knn(&from_step), knn(&from_run));
+
+    // A ViT with local crops is refused, naming the field.
+    let mut vit = tiny_dino();
+    vit.encoder.arch = Arch::Vit;
+    let err = pretrain(vit, &dir.path().join("v"), false, false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("dino.crops.local_crops"), "{err}");
+}
