@@ -105,6 +105,8 @@ pub struct CollapseMonitor {
     entropy: f64,
     kl: f64,
     count: usize,
+    /// The previous epoch's mean teacher entropy.
+    previous: Option<f64>,
 }
 
 /// One epoch's collapse figures.
@@ -133,7 +135,11 @@ impl CollapseMonitor {
     pub fn finish(&mut self, k: usize) -> CollapseReport {
         let count = self.count.max(1) as f64;
         let (entropy, kl) = (self.entropy / count, self.kl / count);
-        *self = Self::default();
+        let previous = self.previous;
+        *self = Self {
+            previous: Some(entropy),
+            ..Self::default()
+        };
         let uniform = (k.max(2) as f64).ln();
         let warning = if kl < Self::KL_FLOOR && entropy > 0.9 * uniform {
             Some(format!(
@@ -146,6 +152,10 @@ impl CollapseMonitor {
         } else if kl < Self::KL_FLOOR {
             Some(format!(
                 "collapse: the student matches the teacher exactly (KL {kl:.2e} nats); the features have likely stopped learning"
+            ))
+        } else if entropy > 0.95 * uniform && previous.is_some_and(|p| entropy >= p) {
+            Some(format!(
+                "the teacher's outputs stay nearly uniform (entropy {entropy:.3} of at most {uniform:.3} nats, not falling since the last epoch): the run is heading for the uniform collapse; lower dino.teacher_temperature or dino.head.output_dim"
             ))
         } else {
             None
@@ -294,5 +304,12 @@ mod tests {
         );
         m.record(1.0, 0.5);
         assert_eq!(m.finish(4).warning, None);
+        // High entropy that does not fall from one epoch to the next is a warning too.
+        m.record(1.36, 0.05);
+        assert!(m.finish(4).warning.unwrap().contains("not falling"));
+        m.record(1.3, 0.05);
+        assert_eq!(m.finish(4).warning, None, "falling");
+        m.record(1.35, 0.05);
+        assert!(m.finish(4).warning.unwrap().contains("not falling"));
     }
 }
