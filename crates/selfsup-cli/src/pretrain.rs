@@ -183,10 +183,6 @@ pub fn pretrain(
                 monitor.run(epoch, &m.backbone.clone().valid())
             };
             let o = trainer.fit(&mut objective, model, &loader, resume, Some(&mut hook))?;
-            let report = objective.finish_epoch();
-            if let Some(w) = &report.warning {
-                eprintln!("warning: DINO's last epoch: {w}");
-            }
             (
                 objective.teacher().backbone.clone().valid(),
                 o.steps,

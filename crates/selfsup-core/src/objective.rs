@@ -85,6 +85,12 @@ pub trait Objective {
     /// Called after every optimizer step with the updated model (EMA teachers, centres).
     fn after_step(&mut self, _model: &Self::Model, _info: &StepInfo) {}
 
+    /// Called at the end of every epoch: figures to log for it (means over the epoch, a
+    /// collapse monitor's), written to `metrics.jsonl` and printed with the epoch's line.
+    fn end_epoch(&mut self, _epoch: usize) -> Vec<(String, f64)> {
+        Vec::new()
+    }
+
     /// Writes the objective's own state (an EMA teacher, a loss centre) into the checkpoint
     /// folder `dir` being written, so that a resumed run continues exactly. Default: none.
     fn save_state(&self, _dir: &Path) -> Result<()> {

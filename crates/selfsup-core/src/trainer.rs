@@ -375,8 +375,11 @@ impl Trainer {
                     total.div_ceil(spe)
                 );
             }
-            if epoch_end && let Some(hook) = on_epoch.as_mut() {
-                let values = hook(epoch, &model)?;
+            if epoch_end {
+                let mut values = objective.end_epoch(epoch);
+                if let Some(hook) = on_epoch.as_mut() {
+                    values.extend(hook(epoch, &model)?);
+                }
                 if !values.is_empty() {
                     let mut fields = vec![("step", json!(done)), ("epoch", json!(epoch))];
                     for (k, v) in &values {

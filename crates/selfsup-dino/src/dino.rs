@@ -224,16 +224,6 @@ impl<E: Encoder> Objective for Dino<E> {
             "DINO needs two global views, got {}",
             views.len()
         );
-        // A new epoch: the last one's collapse figures, and a warning when they look bad.
-        let mut epoch_metrics = Vec::new();
-        if info.epoch != self.epoch {
-            let r = self.finish_epoch();
-            if let Some(w) = &r.warning {
-                tracing::warn!("DINO epoch {}: {w}", self.epoch + 1);
-            }
-            epoch_metrics.push(("epoch_teacher_entropy".to_string(), r.teacher_entropy));
-            epoch_metrics.push(("epoch_teacher_student_kl".to_string(), r.kl));
-        }
         self.epoch = info.epoch;
         let n = views[0].dims()[0];
         let globals = Tensor::cat(views[..2].to_vec(), 0);
@@ -269,14 +259,11 @@ impl<E: Encoder> Objective for Dino<E> {
         self.pending = teacher_out;
         LossOutput {
             loss,
-            metrics: [
-                ("teacher_entropy".to_string(), entropy),
-                ("teacher_student_kl".to_string(), kl),
-                ("teacher_temperature".to_string(), temperature),
-            ]
-            .into_iter()
-            .chain(epoch_metrics)
-            .collect(),
+            metrics: vec![
+                ("teacher_entropy".into(), entropy),
+                ("teacher_student_kl".into(), kl),
+                ("teacher_temperature".into(), temperature),
+            ],
         }
     }
 
@@ -293,6 +280,19 @@ impl<E: Encoder> Objective for Dino<E> {
                 .filter(|id| !frozen.contains(id))
                 .collect(),
         )
+    }
+
+    /// The epoch's mean teacher entropy and teacher-student KL; a warning when they look like
+    /// a collapse.
+    fn end_epoch(&mut self, epoch: usize) -> Vec<(String, f64)> {
+        let r = self.finish_epoch();
+        if let Some(w) = &r.warning {
+            tracing::warn!("DINO epoch {}: {w}", epoch + 1);
+        }
+        vec![
+            ("teacher_entropy".into(), r.teacher_entropy),
+            ("teacher_student_kl".into(), r.kl),
+        ]
     }
 
     fn save_state(&self, dir: &Path) -> Result<()> {
