@@ -99,7 +99,7 @@ pub fn pretrain(
     let start = std::time::Instant::now();
     let (encoder, steps, last_loss, ips) = match cfg.method {
         Method::Simclr => {
-            let loader = view_loader(&cfg, &train, size, 2, &device);
+            let loader = view_loader(&cfg, &train, same_views(&cfg, size, 2), &device);
             let model = seed::init_module(&device, cfg.train.seed, |d| {
                 SimClrModel::new(cfg.encoder.init(channels, d), &cfg.simclr, d)
             });
@@ -126,7 +126,7 @@ pub fn pretrain(
                     ),
                 ));
             }
-            let loader = view_loader(&cfg, &train, size, 1, &device);
+            let loader = view_loader(&cfg, &train, same_views(&cfg, size, 1), &device);
             let model = seed::init_module(&device, cfg.train.seed, |d| {
                 let vit = cfg
                     .encoder
@@ -162,13 +162,7 @@ pub fn pretrain(
                 cfg.data.mean.clone(),
                 cfg.data.std.clone(),
             );
-            let loader = Prefetch::new(ViewLoader::new(
-                train.clone(),
-                Arc::new(views),
-                cfg.train.batch_size,
-                cfg.train.seed,
-                device.clone(),
-            ));
+            let loader = view_loader(&cfg, &train, views, &device);
             let build = |d: &burn::tensor::Device| {
                 DinoModel::new(cfg.encoder.init(channels, d), &cfg.dino.head, d)
             };
@@ -211,25 +205,28 @@ pub fn pretrain(
     )
 }
 
-/// `views` views per image of `size` pixels through the run's augmentations, in batches; the
-/// next batch is built while a step computes.
+/// `views` per image, in batches; the next batch is built while a step computes.
 fn view_loader(
     cfg: &RunConfig,
     train: &Arc<ImageSet>,
-    size: usize,
-    views: usize,
+    views: MultiView,
     device: &burn::tensor::Device,
 ) -> Prefetch<ViewLoader> {
-    let pipeline = cfg
-        .augment
-        .pipeline(size, cfg.data.mean.clone(), cfg.data.std.clone());
     Prefetch::new(ViewLoader::new(
         train.clone(),
-        Arc::new(MultiView::default().with(pipeline, views)),
+        Arc::new(views),
         cfg.train.batch_size,
         cfg.train.seed,
         device.clone(),
     ))
+}
+
+/// `count` views per image of `size` pixels through the run's augmentations.
+fn same_views(cfg: &RunConfig, size: usize, count: usize) -> MultiView {
+    let pipeline = cfg
+        .augment
+        .pipeline(size, cfg.data.mean.clone(), cfg.data.std.clone());
+    MultiView::default().with(pipeline, count)
 }
 
 #[allow(clippy::too_many_arguments)]
