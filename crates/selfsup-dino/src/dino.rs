@@ -396,6 +396,7 @@ mod tests {
                 bottleneck_dim: 8,
                 output_dim: 32,
                 norm_last_layer: true,
+                batch_norm: false,
             },
             ..DinoConfig::default()
         };

@@ -2,11 +2,11 @@
 //! linear layer to the `K` output dimensions the loss compares.
 
 use burn::module::{Module, Param, ParamId};
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Distribution, Tensor};
 use selfsup_core::Result;
 use selfsup_core::config::ensure;
-use selfsup_kernels::{gelu, linear};
+use selfsup_kernels::{batch_norm, gelu, linear};
 use serde::{Deserialize, Serialize};
 
 /// The head's shape (the paper: 3 layers, hidden 2048, bottleneck 256, output 65,536).
@@ -24,6 +24,8 @@ pub struct DinoHeadConfig {
     /// Fix the norm of each output unit's weights at 1 (the paper's choice for stability);
     /// otherwise it is learned.
     pub norm_last_layer: bool,
+    /// BatchNorm after each hidden layer of the MLP (the paper's option for ResNets).
+    pub batch_norm: bool,
 }
 
 impl Default for DinoHeadConfig {
@@ -34,6 +36,7 @@ impl Default for DinoHeadConfig {
             bottleneck_dim: 128,
             output_dim: 4096,
             norm_last_layer: true,
+            batch_norm: false,
         }
     }
 }
@@ -60,6 +63,7 @@ impl DinoHeadConfig {
 #[derive(Module, Debug)]
 pub struct DinoHead {
     mlp: Vec<Linear>,
+    norms: Vec<BatchNorm>,
     /// The last layer's direction `v` `[bottleneck, K]`; its weights are `g v / ‖v‖` per
     /// output unit (a column).
     direction: Param<Tensor<2>>,
@@ -82,6 +86,13 @@ impl DinoHead {
                 LinearConfig::new(d_in, d_out).init(device)
             })
             .collect();
+        let norms = if cfg.batch_norm {
+            (1..n)
+                .map(|_| BatchNormConfig::new(cfg.hidden_dim).init(device))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let direction = Param::from_tensor(Tensor::random(
             [cfg.bottleneck_dim, cfg.output_dim],
             Distribution::Normal(0.0, 0.02),
@@ -91,6 +102,7 @@ impl DinoHead {
             .then(|| Param::from_tensor(Tensor::ones([cfg.output_dim], device)));
         Self {
             mlp,
+            norms,
             direction,
             gain,
         }
@@ -103,6 +115,9 @@ impl DinoHead {
         for (i, layer) in self.mlp.iter().enumerate() {
             x = linear(layer, x);
             if i + 1 < n {
+                if let Some(bn) = self.norms.get(i) {
+                    x = batch_norm(bn, x);
+                }
                 x = gelu(x);
             }
         }
@@ -154,6 +169,7 @@ mod tests {
             bottleneck_dim: 8,
             output_dim: 32,
             norm_last_layer: true,
+            batch_norm: true,
         };
         let head = DinoHead::new(&cfg, 12, &dev);
         let x = Tensor::<2>::random([5, 12], Distribution::Normal(0.0, 1.0), &dev);
