@@ -152,7 +152,6 @@ impl RunConfig {
                 opt.beta2 = 0.999;
                 self.train.schedule.final_weight_decay = Some(0.4);
                 self.train.grad_clip_norm = 3.0;
-                self.augment.crop_min_scale = 0.4;
                 self.dino.crops.local_size = 12;
             }
             Method::Mae => {
