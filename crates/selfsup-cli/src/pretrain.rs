@@ -7,7 +7,7 @@ use selfsup_contrastive::{SimClr, SimClrModel};
 use selfsup_core::{Error, Prefetch, Result, Trainer, seed};
 use selfsup_data::{ImageSet, MultiView, ViewLoader};
 use selfsup_dino::{Dino, DinoModel};
-use selfsup_encoders::Backbone;
+use selfsup_encoders::{Arch, Backbone};
 use selfsup_mae::{Mae, MaeModel};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -156,6 +156,19 @@ pub fn pretrain(
             )
         }
         Method::Dino => {
+            let global = match cfg.dino.crops.global_size {
+                0 => size,
+                g => g,
+            };
+            if cfg.encoder.arch == Arch::Vit && cfg.encoder.vit.image_size != global {
+                return Err(Error::config(
+                    "encoder.vit.image_size",
+                    format!(
+                        "{} but the global crops are {global}x{global}: set it to {global}",
+                        cfg.encoder.vit.image_size
+                    ),
+                ));
+            }
             let views = cfg.dino.crops.views(
                 &cfg.augment,
                 size,

@@ -234,14 +234,24 @@ impl RunConfig {
         self.simclr.validate()?;
         self.mae.validate()?;
         self.dino.validate()?;
-        if self.method == Method::Dino
-            && self.encoder.arch == Arch::Vit
-            && self.dino.crops.local_crops > 0
-        {
-            return Err(Error::config(
-                "dino.crops.local_crops",
-                "local crops with a ViT need position embeddings for their smaller patch grid, not written yet: set it to 0, or use a ConvNet or ResNet",
-            ));
+        if self.method == Method::Dino && self.encoder.arch == Arch::Vit {
+            let (p, crops) = (self.encoder.vit.patch_size, &self.dino.crops);
+            for (field, side) in [
+                ("global_size", crops.global_size),
+                ("local_size", crops.local_size),
+            ] {
+                if field == "local_size" && crops.local_crops == 0 {
+                    continue;
+                }
+                if side % p != 0 {
+                    return Err(Error::config(
+                        &format!("dino.crops.{field}"),
+                        format!(
+                            "{side} px is not a whole number of the ViT's {p} px patches: use a multiple of {p}"
+                        ),
+                    ));
+                }
+            }
         }
         if self.method == Method::Mae && self.encoder.arch != Arch::Vit {
             return Err(Error::config(

@@ -355,12 +355,27 @@ fn dino_pretrains_resumes_exactly_and_evaluates_the_teacher() {
     .unwrap();
     let knn = |r: &selfsup_cli::evaluate::EvalReport| r.row(PRETRAINED).unwrap().knn_top1;
     assert_eq!(knn(&from_step), knn(&from_run));
+}
 
-    // A ViT with local crops is refused, naming the field.
+#[test]
+fn dino_trains_a_vit_on_global_and_local_crops() {
+    let dir = tempfile::tempdir().unwrap();
     let mut vit = tiny_dino();
     vit.encoder.arch = Arch::Vit;
-    let err = pretrain(vit, &dir.path().join("v"), false, false)
+    vit.encoder.vit.dim = 16;
+    vit.encoder.vit.depth = 1;
+    vit.encoder.vit.heads = 2;
+    vit.encoder.vit.image_size = 28;
+    vit.train.epochs = 1;
+    // 8 px local crops are 2 x 2 patches beside the 7 x 7 of the 28 px global crops.
+    let report = pretrain(vit.clone(), &dir.path().join("v"), false, false).unwrap();
+    assert_eq!(report.steps, 2);
+    assert!(report.final_loss.is_finite());
+
+    // Crops that are not whole patches are refused, naming the field.
+    vit.dino.crops.local_size = 6;
+    let err = pretrain(vit, &dir.path().join("w"), false, false)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("dino.crops.local_crops"), "{err}");
+    assert!(err.contains("dino.crops.local_size"), "{err}");
 }

@@ -5,6 +5,8 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use selfsup_core::config::ensure;
 use selfsup_core::{Encoder, Result};
@@ -175,15 +177,35 @@ pub fn unpatchify(patches: Tensor<3>, p: usize, channels: usize, grid: usize) ->
 /// zero: half the width encodes the row, half the column, each half `sin(pos ω_k)` then
 /// `cos(pos ω_k)` for `ω_k = 10000^(-k / (dim / 4))`.
 pub fn sincos_position_embedding(grid: usize, dim: usize) -> Vec<f32> {
+    sincos_position_embedding_resized(grid, [grid, grid], dim)
+}
+
+/// Sine-cosine embeddings `[1 + rows·cols, dim]` for a `rows x cols` patch grid that covers the
+/// same image area as the model's `grid x grid` one (a DINO local crop is a smaller view of the
+/// same kind of image): patch `(i, j)` sits at `((i + ½)·grid/rows − ½, (j + ½)·grid/cols − ½)`
+/// in the model grid's units, the half-pixel mapping of bicubic resizing. Equal sizes give
+/// [`sincos_position_embedding`] exactly.
+pub fn sincos_position_embedding_resized(
+    grid: usize,
+    [rows, cols]: [usize; 2],
+    dim: usize,
+) -> Vec<f32> {
     let quarter = dim / 4;
-    let mut out = vec![0.0f32; (grid * grid + 1) * dim];
-    for y in 0..grid {
-        for x in 0..grid {
-            let row = &mut out[(1 + y * grid + x) * dim..][..dim];
-            for (half, pos) in [(0, y), (1, x)] {
+    let at = |i: usize, n: usize| {
+        if n == grid {
+            i as f64
+        } else {
+            (i as f64 + 0.5) * grid as f64 / n as f64 - 0.5
+        }
+    };
+    let mut out = vec![0.0f32; (rows * cols + 1) * dim];
+    for y in 0..rows {
+        for x in 0..cols {
+            let row = &mut out[(1 + y * cols + x) * dim..][..dim];
+            for (half, pos) in [(0, at(y, rows)), (1, at(x, cols))] {
                 for k in 0..quarter {
                     let omega = 10000f64.powf(-(k as f64) / quarter as f64);
-                    let angle = pos as f64 * omega;
+                    let angle = pos * omega;
                     row[half * 2 * quarter + k] = angle.sin() as f32;
                     row[half * 2 * quarter + quarter + k] = angle.cos() as f32;
                 }
@@ -313,12 +335,37 @@ impl VisionTransformer {
 
     /// Position embeddings `[1, 1 + L, D]` (class token first).
     pub fn position_embedding(&self, device: &Device) -> Tensor<3> {
+        self.position_embedding_for([self.grid, self.grid], device)
+    }
+
+    /// Position embeddings `[1, 1 + rows·cols, D]` for images of `rows x cols` patches, which
+    /// may differ from the grid the model was built for (DINO's local crops): sine-cosine ones
+    /// evaluated at the resized positions ([`sincos_position_embedding_resized`]), learned
+    /// ones resized bicubically as a `grid x grid` picture per channel (what DINO does).
+    pub fn position_embedding_for(&self, [rows, cols]: [usize; 2], device: &Device) -> Tensor<3> {
+        let (g, d) = (self.grid, self.dim);
         match &self.pos {
-            Some(p) => p.val(),
+            Some(p) if [rows, cols] == [g, g] => p.val(),
+            Some(p) => {
+                let table = p.val();
+                let cls = table.clone().slice([0..1, 0..1, 0..d]);
+                let patches = table
+                    .slice([0..1, 1..1 + g * g, 0..d])
+                    .reshape([1, g, g, d])
+                    .permute([0, 3, 1, 2]);
+                let resized = interpolate(
+                    patches,
+                    InterpolateOptions::new(InterpolateMode::Bicubic)
+                        .with_output_size([rows, cols]),
+                )
+                .permute([0, 2, 3, 1])
+                .reshape([1, rows * cols, d]);
+                Tensor::cat(vec![cls, resized], 1)
+            }
             None => Tensor::from_data(
                 TensorData::new(
-                    sincos_position_embedding(self.grid, self.dim),
-                    [1, self.grid * self.grid + 1, self.dim],
+                    sincos_position_embedding_resized(g, [rows, cols], d),
+                    [1, rows * cols + 1, d],
                 ),
                 device,
             ),
@@ -326,22 +373,25 @@ impl VisionTransformer {
     }
 
     /// Patch tokens with their position embeddings, `[N, L, D]`, no class token: what MAE
-    /// subsamples before [`VisionTransformer::encode`].
+    /// subsamples before [`VisionTransformer::encode`]. Images may be any size that is a
+    /// multiple of the patch size; other sizes than the model's get resized position
+    /// embeddings ([`VisionTransformer::position_embedding_for`]).
     pub fn embed(&self, images: Tensor<4>) -> Tensor<3> {
         let device = images.device();
         let [_, _, h, w] = images.dims();
-        assert_eq!(
-            [h, w],
-            [self.grid * self.patch_size; 2],
-            "ViT: images must be {0}x{0}",
-            self.grid * self.patch_size
+        let p = self.patch_size;
+        assert!(
+            h >= p && w >= p && h % p == 0 && w % p == 0,
+            "ViT: images of {h}x{w} are not a whole number of {p}x{p} patches"
         );
-        let tokens = linear(&self.patch, patchify(images, self.patch_size));
-        let l = self.grid * self.grid;
+        let tokens = linear(&self.patch, patchify(images, p));
+        let l = (h / p) * (w / p);
         tokens
-            + self
-                .position_embedding(&device)
-                .slice([0..1, 1..l + 1, 0..self.dim])
+            + self.position_embedding_for([h / p, w / p], &device).slice([
+                0..1,
+                1..l + 1,
+                0..self.dim,
+            ])
     }
 
     /// Runs the class token (with its position embedding) and `tokens` (`[N, L', D]`, already
@@ -455,6 +505,71 @@ mod tests {
         for (a, b) in t.iter().zip(want) {
             assert!((*a as f64 - b).abs() < 1e-6, "{a} vs {b}");
         }
+    }
+
+    #[test]
+    fn resized_sincos_embeddings_sit_at_the_centres_of_the_smaller_grid() {
+        let (grid, dim) = (4, 8);
+        assert_eq!(
+            sincos_position_embedding_resized(grid, [grid, grid], dim),
+            sincos_position_embedding(grid, dim)
+        );
+        // A 2 x 3 grid over the area of a 4 x 4 one: rows at 0.5 and 2.5, columns at
+        // (j + 0.5) * 4/3 - 0.5 = 1/6, 1.5, 17/6.
+        let e = sincos_position_embedding_resized(grid, [2, 3], dim);
+        assert_eq!(e.len(), (1 + 6) * dim);
+        let t = &e[(1 + 3 + 2) * dim..][..dim]; // token (y = 1, x = 2)
+        let (y, x) = (2.5f64, 17.0f64 / 6.0);
+        let want = [
+            y.sin(),
+            (y * 0.01).sin(),
+            y.cos(),
+            (y * 0.01).cos(),
+            x.sin(),
+            (x * 0.01).sin(),
+            x.cos(),
+            (x * 0.01).cos(),
+        ];
+        for (a, b) in t.iter().zip(want) {
+            assert!((*a as f64 - b).abs() < 1e-6, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn smaller_images_get_resized_position_embeddings() {
+        let dev = Device::flex();
+        // Built for 8 x 8 images (2 x 2 patches of 4), fed 4 x 4 and 8 x 4 crops.
+        for pos in [PosEmbed::Sincos, PosEmbed::Learned] {
+            let vit = small(pos, Pool::Cls).init(1, &dev).unwrap();
+            for (h, w) in [(4, 4), (8, 4), (8, 8)] {
+                let x: Tensor<4> = Tensor::random([2, 1, h, w], Distribution::Default, &dev);
+                let tokens = vit.tokens(x.clone()).unwrap();
+                assert_eq!(tokens.dims(), [2, 1 + (h / 4) * (w / 4), 8]);
+                assert_eq!(vit.features(x).dims(), [2, 8]);
+            }
+        }
+        // Learned embeddings: the model's own grid gives the table itself; bicubic resizing
+        // keeps a constant table constant.
+        let mut vit = small(PosEmbed::Learned, Pool::Cls).init(1, &dev).unwrap();
+        let table = vit.position_embedding(&dev);
+        assert_eq!(
+            vit.position_embedding_for([2, 2], &dev)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap(),
+            table.into_data().try_to_vec::<f32>().unwrap()
+        );
+        vit.pos = Some(Param::from_tensor(Tensor::full([1, 5, 8], 0.25, &dev)));
+        let resized: Vec<f32> = vit
+            .position_embedding_for([3, 1], &dev)
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        assert_eq!(resized.len(), 4 * 8);
+        assert!(
+            resized.iter().all(|v| (v - 0.25).abs() < 1e-6),
+            "{resized:?}"
+        );
     }
 
     #[test]
