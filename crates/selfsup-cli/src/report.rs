@@ -218,6 +218,13 @@ pub fn report(
         );
         pictures.push(p);
     }
+    if let Some((p, heads)) = attention_maps(run, &cfg, &out, device.clone())? {
+        let _ = writeln!(
+            md,
+            "## Attention of the class token\n\nTest images (first column) and, for each of the last block's {heads} heads, how much the class token attends to each patch (bright: most; each map on its own scale).\n\n![class-token attention per head](attention.png)\n"
+        );
+        pictures.push(p);
+    }
     let summary = out.join("report.md");
     std::fs::write(&summary, md).map_err(|e| Error::io(&summary, e))?;
     Ok(ReportFiles { summary, pictures })
@@ -330,4 +337,72 @@ fn mae_reconstructions(
     let p = out.join("reconstruction.png");
     image_grid(&p, &pixels, [3, n], [channels, s, s], 4)?;
     Ok(Some(p))
+}
+
+/// Test images in `attention.png` (for a ViT run).
+const ATTENDED: usize = 6;
+
+/// `attention.png` of a run whose encoder is a ViT: [`ATTENDED`] test images (training images
+/// when there is no test split), one row each: the image, then the class token's attention
+/// over the patches in each head of the last block. Returns the picture and the head count.
+fn attention_maps(
+    run: &Path,
+    cfg: &RunConfig,
+    out: &Path,
+    device: Option<selfsup_core::DeviceSpec>,
+) -> Result<Option<(PathBuf, usize)>> {
+    if cfg.encoder.arch != selfsup_encoders::Arch::Vit {
+        return Ok(None);
+    }
+    let device = device.unwrap_or_default();
+    let dev = device.device()?;
+    let (_, encoder) = crate::evaluate::load_trainable_encoder(run, &dev)?;
+    let selfsup_encoders::Backbone::Vit(vit) = encoder else {
+        return Ok(None);
+    };
+    let channels = cfg.data.mean.len().max(1);
+    let mut data_cfg = cfg.data.clone();
+    data_cfg.channels = channels;
+    let splits = data_cfg.load(cfg.train.seed)?;
+    let tf = crate::evaluate::eval_transform(cfg, &splits.train);
+    let images = splits.test.as_ref().unwrap_or(&splits.train).take(ATTENDED);
+    let (n, s) = (images.len(), tf.size);
+    let x = selfsup_eval::raw_pixels(&images, &tf, &dev).reshape([n, channels, s, s]);
+    let attention = vit.last_attention(x.clone());
+    let [_, heads, t, _] = attention.dims();
+    let grid = vit.grid();
+    // Row 0 of each head: the class token's attention to the class token and every patch.
+    let cls_rows = attention
+        .slice([0..n, 0..heads, 0..1, 1..t])
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| Error::Invalid(format!("{e:?}")))?;
+    let pixels = x
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| Error::Invalid(format!("{e:?}")))?;
+    let per_image = channels * s * s;
+    let mut cells = Vec::with_capacity(n * (1 + heads) * 3 * s * s);
+    for i in 0..n {
+        // The image, normalization undone, grey repeated over three channels.
+        let image = &pixels[i * per_image..][..per_image];
+        for c in 0..3 {
+            let src = c.min(channels - 1);
+            cells.extend(
+                image[src * s * s..][..s * s]
+                    .iter()
+                    .map(|v| v * tf.std[src] + tf.mean[src]),
+            );
+        }
+        for h in 0..heads {
+            let mut map = cls_rows[(i * heads + h) * (t - 1)..][..t - 1].to_vec();
+            selfsup_report::normalize(&mut map);
+            cells.extend(selfsup_report::heat_image(&map, [grid, grid], [s, s]));
+        }
+    }
+    let p = out.join("attention.png");
+    image_grid(&p, &cells, [n, 1 + heads], [3, s, s], 4)?;
+    Ok(Some((p, heads)))
 }

@@ -371,6 +371,17 @@ fn dino_trains_a_vit_on_global_and_local_crops() {
     let report = pretrain(vit.clone(), &dir.path().join("v"), false, false).unwrap();
     assert_eq!(report.steps, 2);
     assert!(report.final_loss.is_finite());
+    // The report draws each head's class-token attention beside six test images.
+    let files = selfsup_cli::report::report(&dir.path().join("v"), None, 0, None).unwrap();
+    let picture = dir.path().join("v").join("report").join("attention.png");
+    assert!(files.pictures.contains(&picture), "{:?}", files.pictures);
+    let img = image::open(&picture).unwrap();
+    assert_eq!(
+        (img.width(), img.height()),
+        (3 * (28 * 4 + 2) + 2, 6 * (28 * 4 + 2) + 2)
+    );
+    let summary = std::fs::read_to_string(files.summary).unwrap();
+    assert!(summary.contains("attention.png"), "{summary}");
 
     // Crops that are not whole patches are refused, naming the field.
     vit.dino.crops.local_size = 6;
