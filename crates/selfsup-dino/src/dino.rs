@@ -4,8 +4,8 @@
 
 use crate::head::{DinoHead, DinoHeadConfig};
 use crate::loss::{
-    CollapseMonitor, CollapseReport, dino_loss, mean_entropy, mean_kl, teacher_targets,
-    updated_center,
+    CollapseMonitor, CollapseReport, batch_entropy, dino_loss, mean_entropy, mean_kl,
+    teacher_targets, updated_center,
 };
 use crate::multicrop::MultiCropConfig;
 use crate::schedule::teacher_temperature;
@@ -255,12 +255,14 @@ impl<E: Encoder> Objective for Dino<E> {
             let log_q = log_softmax(s.clone().detach().inner().div_scalar(tau_s), 1);
             kl += mean_kl(p.clone(), log_q) / 2.0;
         }
-        self.monitor.record(entropy, kl);
+        let batch = batch_entropy(Tensor::cat(targets.clone(), 0));
+        self.monitor.record(entropy, batch, kl);
         self.pending = teacher_out;
         LossOutput {
             loss,
             metrics: vec![
                 ("teacher_entropy".into(), entropy),
+                ("teacher_batch_entropy".into(), batch),
                 ("teacher_student_kl".into(), kl),
                 ("teacher_temperature".into(), temperature),
             ],
@@ -291,6 +293,7 @@ impl<E: Encoder> Objective for Dino<E> {
         }
         vec![
             ("teacher_entropy".into(), r.teacher_entropy),
+            ("teacher_batch_entropy".into(), r.batch_entropy),
             ("teacher_student_kl".into(), r.kl),
         ]
     }
@@ -524,11 +527,12 @@ mod tests {
             names,
             [
                 "teacher_entropy",
+                "teacher_batch_entropy",
                 "teacher_student_kl",
                 "teacher_temperature"
             ]
         );
-        assert_eq!(out.metrics[2].1, cfg.warmup_teacher_temperature);
+        assert_eq!(out.metrics[3].1, cfg.warmup_teacher_temperature);
         let pending = dino.pending.clone();
         dino.after_step(&student, &info(0, 0));
         let want = updated_center(

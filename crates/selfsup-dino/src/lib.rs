@@ -19,8 +19,8 @@ pub mod schedule;
 pub use dino::{Dino, DinoConfig, DinoModel};
 pub use head::{DinoHead, DinoHeadConfig};
 pub use loss::{
-    CollapseMonitor, CollapseReport, dino_loss, mean_entropy, mean_kl, teacher_targets,
-    updated_center,
+    CollapseMonitor, CollapseReport, batch_entropy, dino_loss, mean_entropy, mean_kl,
+    teacher_targets, updated_center,
 };
 pub use multicrop::MultiCropConfig;
 pub use schedule::teacher_temperature;

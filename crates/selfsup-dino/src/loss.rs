@@ -85,6 +85,18 @@ pub fn mean_entropy(probs: Tensor<2>) -> f64 {
     p_log_p(probs.detach()).sum().neg().into_scalar::<f64>() / n as f64
 }
 
+/// The entropy `-Σ_k p̄_k ln p̄_k` (nats) of the mean row `p̄ = 1/N Σ_n p_n` of probabilities
+/// `[N, K]`: how widely the batch spreads over the dimensions. Sharp rows on different
+/// dimensions (healthy) give up to `ln min(N, K)`; every row on the same dimension (the
+/// collapse centring should prevent) gives 0.
+pub fn batch_entropy(probs: Tensor<2>) -> f64 {
+    let k = probs.dims()[1];
+    p_log_p(probs.detach().mean_dim(0).reshape([1, k]))
+        .sum()
+        .neg()
+        .into_scalar::<f64>()
+}
+
 /// The mean over rows of `KL(p ‖ q) = Σ_k p_k (ln p_k - ln q_k)`, from probabilities `p` and
 /// log-probabilities `log_q` (`[N, K]` each).
 pub fn mean_kl(p: Tensor<2>, log_q: Tensor<2>) -> f64 {
@@ -103,6 +115,7 @@ pub fn mean_kl(p: Tensor<2>, log_q: Tensor<2>) -> f64 {
 #[derive(Clone, Debug, Default)]
 pub struct CollapseMonitor {
     entropy: f64,
+    batch_entropy: f64,
     kl: f64,
     count: usize,
     /// The previous epoch's mean teacher entropy.
@@ -114,6 +127,8 @@ pub struct CollapseMonitor {
 pub struct CollapseReport {
     /// Mean entropy of the teacher's targets, nats.
     pub teacher_entropy: f64,
+    /// Mean entropy of the batch's mean target ([`batch_entropy`]), nats.
+    pub batch_entropy: f64,
     /// Mean KL from the teacher's targets to the student's outputs, nats.
     pub kl: f64,
     /// What looks wrong, and what to try; `None` when nothing does.
@@ -124,9 +139,11 @@ impl CollapseMonitor {
     /// KL below this (nats) means the student has nothing left to learn from the teacher.
     pub const KL_FLOOR: f64 = 1e-3;
 
-    /// Adds one step's figures.
-    pub fn record(&mut self, teacher_entropy: f64, kl: f64) {
+    /// Adds one step's figures: [`mean_entropy`] and [`batch_entropy`] of the teacher's
+    /// targets, [`mean_kl`] from them to the student.
+    pub fn record(&mut self, teacher_entropy: f64, batch_entropy: f64, kl: f64) {
         self.entropy += teacher_entropy;
+        self.batch_entropy += batch_entropy;
         self.kl += kl;
         self.count += 1;
     }
@@ -134,20 +151,24 @@ impl CollapseMonitor {
     /// The means since the last call, judged for `k` output dimensions, and a fresh start.
     pub fn finish(&mut self, k: usize) -> CollapseReport {
         let count = self.count.max(1) as f64;
-        let (entropy, kl) = (self.entropy / count, self.kl / count);
+        let (entropy, batch, kl) = (
+            self.entropy / count,
+            self.batch_entropy / count,
+            self.kl / count,
+        );
         let previous = self.previous;
         *self = Self {
             previous: Some(entropy),
             ..Self::default()
         };
         let uniform = (k.max(2) as f64).ln();
-        let warning = if kl < Self::KL_FLOOR && entropy > 0.9 * uniform {
+        let warning = if batch < std::f64::consts::LN_2 {
+            Some(format!(
+                "collapse: one output dimension takes everything (the batch's mean target has entropy {batch:.3} nats, less than two dimensions' worth; per image {entropy:.3}); lower dino.center_momentum (centre faster) or raise dino.teacher_temperature"
+            ))
+        } else if kl < Self::KL_FLOOR && entropy > 0.9 * uniform {
             Some(format!(
                 "collapse: the teacher's outputs are nearly uniform (entropy {entropy:.3} of at most {uniform:.3} nats) and the student matches them (KL {kl:.2e}); lower dino.teacher_temperature or raise dino.center_momentum"
-            ))
-        } else if kl < Self::KL_FLOOR && entropy < 0.1 * uniform {
-            Some(format!(
-                "collapse: one output dimension takes everything (teacher entropy {entropy:.3} nats) and the student matches it (KL {kl:.2e}); lower dino.center_momentum (centre faster) or raise dino.teacher_temperature"
             ))
         } else if kl < Self::KL_FLOOR {
             Some(format!(
@@ -162,6 +183,7 @@ impl CollapseMonitor {
         };
         CollapseReport {
             teacher_entropy: entropy,
+            batch_entropy: batch,
             kl,
             warning,
         }
@@ -289,27 +311,38 @@ mod tests {
         let kl = mean_kl(t(&[&[0.5, 0.5]]), t(&[&[0.75f32.ln(), 0.25f32.ln()]]));
         assert!((kl - (0.5 * (2.0f64 / 3.0).ln() + 0.5 * 2f64.ln())).abs() < 1e-6);
 
+        // Two sharp rows on different dimensions spread the batch over two of them.
+        let sharp = t(&[&[1.0, 0.0, 0.0, 0.0], &[0.0, 1.0, 0.0, 0.0]]);
+        assert!((batch_entropy(sharp) - 2f64.ln()).abs() < 1e-6);
+        assert!((batch_entropy(uniform) - 4f64.ln()).abs() < 1e-6);
+        assert!(batch_entropy(t(&[&[0.0, 1.0], &[0.0, 1.0]])).abs() < 1e-9);
+
         let mut m = CollapseMonitor::default();
-        m.record(4f64.ln(), 1e-5);
-        m.record(4f64.ln(), 3e-5);
+        m.record(4f64.ln(), 4f64.ln(), 1e-5);
+        m.record(4f64.ln(), 4f64.ln(), 3e-5);
         let r = m.finish(4);
         assert!((r.kl - 2e-5).abs() < 1e-12);
         assert!(r.warning.unwrap().contains("uniform"));
-        m.record(0.0, 0.0);
+        m.record(0.0, 0.0, 0.0);
         assert!(
             m.finish(4)
                 .warning
                 .unwrap()
                 .contains("one output dimension")
         );
-        m.record(1.0, 0.5);
+        m.record(1.0, 1.2, 0.5);
         assert_eq!(m.finish(4).warning, None);
         // High entropy that does not fall from one epoch to the next is a warning too.
-        m.record(1.36, 0.05);
+        m.record(1.36, 1.38, 0.05);
         assert!(m.finish(4).warning.unwrap().contains("not falling"));
-        m.record(1.3, 0.05);
+        m.record(1.3, 1.38, 0.05);
         assert_eq!(m.finish(4).warning, None, "falling");
-        m.record(1.35, 0.05);
+        m.record(1.35, 1.38, 0.05);
         assert!(m.finish(4).warning.unwrap().contains("not falling"));
+        // Sharp images all on one dimension: a collapse even while the student still learns.
+        m.record(0.2, 0.1, 0.3);
+        let r = m.finish(4);
+        assert!((r.batch_entropy - 0.1).abs() < 1e-12);
+        assert!(r.warning.unwrap().contains("one output dimension"));
     }
 }
