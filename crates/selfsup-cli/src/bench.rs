@@ -115,6 +115,7 @@ fn synthetic(n: usize, channels: usize, size: usize) -> ImageSet {
         width: size,
         pixels,
         labels: None,
+        captions: None,
         class_names: Vec::new(),
     }
 }

@@ -29,6 +29,8 @@ pub const STREAM_AUGMENT: u64 = 2;
 pub const STREAM_INIT: u64 = 3;
 /// Stream of objective-owned randomness (masks, permutations).
 pub const STREAM_OBJECTIVE: u64 = 4;
+/// Stream of the caption picked for an image when it has several.
+pub const STREAM_CAPTION: u64 = 5;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};

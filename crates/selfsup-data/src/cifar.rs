@@ -112,6 +112,7 @@ fn load_files(files: &[PathBuf], kind: Cifar) -> Result<ImageSet> {
         width: 32,
         pixels,
         labels: Some(labels),
+        captions: None,
         class_names: match kind {
             Cifar::Ten => CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
             Cifar::Hundred => Vec::new(),

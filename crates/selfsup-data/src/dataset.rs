@@ -17,6 +17,9 @@ pub struct ImageSet {
     pub labels: Option<Vec<usize>>,
     /// Class names, indexed by label (may be empty when unknown).
     pub class_names: Vec<String>,
+    /// Captions of each image (one or more), when the data comes with text: an image-text
+    /// manifest, or [`ImageSet::with_template_captions`] for a labelled set.
+    pub captions: Option<Vec<Vec<String>>>,
 }
 
 impl ImageSet {
@@ -114,7 +117,49 @@ impl ImageSet {
                 .as_ref()
                 .map(|l| indices.iter().map(|&i| l[i]).collect()),
             class_names: self.class_names.clone(),
+            captions: self
+                .captions
+                .as_ref()
+                .map(|c| indices.iter().map(|&i| c[i].clone()).collect()),
         }
+    }
+
+    /// The same images, each captioned by every one of `templates` with its class name in
+    /// place of `{}` (`"a photo of a {}."`): a labelled set made into image-text pairs. An
+    /// error when the set has no labels or no class names, or a template has no `{}`.
+    pub fn with_template_captions(mut self, templates: &[String]) -> Result<Self> {
+        let labels = self.labels.as_ref().ok_or_else(|| {
+            Error::Invalid(
+                "captions from templates need labelled images (a labelled dataset or class subfolders)"
+                    .into(),
+            )
+        })?;
+        if let Some(t) = templates.iter().find(|t| !t.contains("{}")) {
+            return Err(Error::Invalid(format!(
+                "caption template {t:?} has no {{}} where the class name goes"
+            )));
+        }
+        if templates.is_empty() {
+            return Err(Error::Invalid("no caption templates".into()));
+        }
+        let names = &self.class_names;
+        let per_class: Vec<Vec<String>> = names
+            .iter()
+            .map(|name| templates.iter().map(|t| t.replace("{}", name)).collect())
+            .collect();
+        let captions = labels
+            .iter()
+            .map(|&l| {
+                per_class.get(l).cloned().ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "label {l} has no class name ({} names) to put in the captions",
+                        names.len()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.captions = Some(captions);
+        Ok(self)
     }
 
     /// The first `n` images (all if fewer).
@@ -206,6 +251,7 @@ mod tests {
             width: 1,
             pixels: (0..labels.len()).map(|i| i as u8).collect(),
             labels: Some(labels),
+            captions: None,
             class_names: Vec::new(),
         }
     }
@@ -235,5 +281,29 @@ mod tests {
         assert_eq!(set.label_fraction(1.0, 0).unwrap().len(), 132);
         let e = set.label_fraction(0.0, 0).unwrap_err().to_string();
         assert!(e.contains("finetune.fraction"), "{e}");
+    }
+
+    #[test]
+    fn template_captions_name_each_images_class() {
+        let mut set = labelled(vec![1, 0, 1]);
+        set.class_names = vec!["coat".into(), "bag".into()];
+        let t = vec!["a photo of a {}.".to_string(), "a {}, worn.".to_string()];
+        let c = set
+            .clone()
+            .with_template_captions(&t)
+            .unwrap()
+            .captions
+            .unwrap();
+        assert_eq!(c[0], ["a photo of a bag.", "a bag, worn."]);
+        assert_eq!(c[1], ["a photo of a coat.", "a coat, worn."]);
+        assert_eq!(c.len(), 3);
+        let err = set
+            .clone()
+            .with_template_captions(&["no slot".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no slot"), "{err}");
+        set.labels = None;
+        assert!(set.with_template_captions(&t).is_err());
     }
 }

@@ -127,6 +127,7 @@ pub fn load(dir: &Path, size: usize, channels: usize) -> Result<ImageSet> {
         width: size,
         pixels: decoded.concat(),
         labels: labelled.then(|| files.iter().map(|(_, l)| l.unwrap_or(0)).collect()),
+        captions: None,
         class_names: classes
             .iter()
             .map(|c| {

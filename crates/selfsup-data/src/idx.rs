@@ -143,6 +143,7 @@ pub(crate) fn from_parts(
         width: w,
         pixels,
         labels: Some(l),
+        captions: None,
         class_names: class_names.iter().map(|s| s.to_string()).collect(),
     })
 }

@@ -1,7 +1,8 @@
 //! # selfsup-data
 //!
-//! Datasets (MNIST / Fashion-MNIST IDX, CIFAR-10/100 binary, image folders, the embedded
-//! Fashion-MNIST sample), augmentations and the parallel batch loader.
+//! Datasets (MNIST / Fashion-MNIST IDX, CIFAR-10/100 binary, image folders, image-text
+//! manifests, the embedded Fashion-MNIST sample), captions, augmentations and the parallel
+//! batch loaders.
 
 pub mod augment;
 pub mod cifar;
@@ -9,10 +10,11 @@ pub mod dataset;
 pub mod folder;
 pub mod idx;
 pub mod loader;
+pub mod manifest;
 pub mod sample;
 pub mod spec;
 
 pub use augment::{AugmentConfig, MultiView, Pipeline};
 pub use dataset::{ImageSet, Splits};
-pub use loader::{LabelledBatch, LabelledLoader, ViewLoader};
+pub use loader::{CaptionLoader, ImageTextBatch, LabelledBatch, LabelledLoader, ViewLoader};
 pub use spec::{DataConfig, DataSpec};

@@ -3,10 +3,12 @@
 use crate::augment::Pipeline;
 use crate::dataset::ImageSet;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::Rng;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
-use selfsup_core::seed::{self, STREAM_AUGMENT, STREAM_SHUFFLE};
-use selfsup_core::{Augmentation, BatchSource, Image, Result, ViewGenerator};
+use selfsup_core::seed::{self, STREAM_AUGMENT, STREAM_CAPTION, STREAM_SHUFFLE};
+use selfsup_core::{Augmentation, BatchSource, Error, Image, Result, ViewGenerator};
+use selfsup_text::Encoded;
 use std::sync::{Arc, Mutex};
 
 /// Stacks same-shaped images into a `[N, C, H, W]` tensor on `device`.
@@ -171,6 +173,109 @@ impl BatchSource for LabelledLoader {
     }
 }
 
+/// One augmented view of each image with one of its captions, tokenized, for CLIP-style
+/// training.
+#[derive(Clone, Debug)]
+pub struct ImageTextBatch {
+    /// `[B, C, H, W]` images.
+    pub images: Tensor<4>,
+    /// `[B, context]` token ids of the captions (see [`selfsup_text::Encoded`]).
+    pub tokens: Tensor<2, Int>,
+    /// `[B]` position of each caption's end-of-text token.
+    pub eot: Tensor<1, Int>,
+}
+
+/// Tokenized captions as a `[B, context]` id tensor and a `[B]` end-position tensor.
+pub fn caption_tensors(captions: &[&Encoded], device: &Device) -> (Tensor<2, Int>, Tensor<1, Int>) {
+    let n = captions.len();
+    let context = captions.first().map_or(0, |c| c.ids.len());
+    let ids: Vec<i64> = captions
+        .iter()
+        .flat_map(|c| c.ids.iter().map(|&t| t as i64))
+        .collect();
+    let eot: Vec<i64> = captions.iter().map(|c| c.eot as i64).collect();
+    (
+        Tensor::from_data(TensorData::new(ids, [n, context]), device),
+        Tensor::from_data(TensorData::new(eot, [n]), device),
+    )
+}
+
+/// Serves images with their captions: the images as [`ViewLoader`] draws them (one view),
+/// and for each image one of its tokenized captions, picked by `(seed, epoch, image)` so that
+/// batches are reproducible like the views.
+pub struct CaptionLoader {
+    inner: ViewLoader,
+    captions: Arc<Vec<Vec<Encoded>>>,
+    seed: u64,
+    device: Device,
+}
+
+impl CaptionLoader {
+    /// A loader over `inner`'s images (its generator must give one view) and `captions`, the
+    /// tokenized captions of each image of its data (at least one each, all of one length).
+    pub fn new(inner: ViewLoader, captions: Arc<Vec<Vec<Encoded>>>, seed: u64) -> Result<Self> {
+        if inner.views.num_views() != 1 {
+            return Err(Error::Invalid(format!(
+                "image-text batches take one view of each image, not {}",
+                inner.views.num_views()
+            )));
+        }
+        if captions.len() != inner.data.len() {
+            return Err(Error::Invalid(format!(
+                "{} images but captions for {}",
+                inner.data.len(),
+                captions.len()
+            )));
+        }
+        if let Some(i) = captions.iter().position(Vec::is_empty) {
+            return Err(Error::Invalid(format!("image {i} has no caption")));
+        }
+        let device = inner.device.clone();
+        Ok(Self {
+            inner,
+            captions,
+            seed,
+            device,
+        })
+    }
+
+    /// The caption of `image` at `epoch`.
+    pub fn caption(&self, epoch: usize, image: usize) -> &Encoded {
+        let all = &self.captions[image];
+        let pick = if all.len() == 1 {
+            0
+        } else {
+            seed::rng(self.seed, STREAM_CAPTION, epoch as u64, image as u64)
+                .random_range(0..all.len())
+        };
+        &all[pick]
+    }
+}
+
+impl BatchSource for CaptionLoader {
+    type Batch = ImageTextBatch;
+
+    fn steps_per_epoch(&self) -> usize {
+        self.inner.steps_per_epoch()
+    }
+
+    fn batch_size(&self) -> usize {
+        self.inner.batch_size()
+    }
+
+    fn batch(&self, epoch: usize, index: usize) -> Result<ImageTextBatch> {
+        let ids = self.inner.batch_ids(epoch, index);
+        let images = self.inner.batch(epoch, index)?.remove(0);
+        let captions: Vec<&Encoded> = ids.iter().map(|&i| self.caption(epoch, i)).collect();
+        let (tokens, eot) = caption_tensors(&captions, &self.device);
+        Ok(ImageTextBatch {
+            images,
+            tokens,
+            eot,
+        })
+    }
+}
+
 /// Images `range` of `data` through a fixed (evaluation) pipeline, as a tensor on `device`.
 pub fn eval_batch(
     data: &ImageSet,
@@ -235,6 +340,76 @@ mod tests {
             .map(|&i| data.labels.as_ref().unwrap()[i] as i64)
             .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn caption_batches_pair_each_image_with_one_of_its_captions() {
+        let templates: Vec<String> = ["a photo of a {}", "a {}, worn", "a plain {}"]
+            .map(String::from)
+            .to_vec();
+        let data = crate::sample::load()
+            .unwrap()
+            .test
+            .unwrap()
+            .with_template_captions(&templates)
+            .unwrap();
+        let captions = data.captions.clone().unwrap();
+        let tok =
+            selfsup_text::Tokenizer::train(captions.iter().flatten().map(String::as_str), 600);
+        let encoded: Vec<Vec<Encoded>> = captions
+            .iter()
+            .map(|cs| cs.iter().map(|c| tok.encode_padded(c, 12)).collect())
+            .collect();
+        let data = Arc::new(data);
+        let one = || {
+            MultiView::default().with(
+                AugmentConfig::simclr().pipeline(28, vec![0.3], vec![0.3]),
+                1,
+            )
+        };
+        let make = |seed| {
+            let views = ViewLoader::new(data.clone(), Arc::new(one()), 8, seed, Device::flex());
+            CaptionLoader::new(views, Arc::new(encoded.clone()), seed).unwrap()
+        };
+        let l = make(4);
+        let b = l.batch(0, 1).unwrap();
+        assert_eq!(b.images.dims(), [8, 1, 28, 28]);
+        assert_eq!(b.tokens.dims(), [8, 12]);
+        let tokens = b
+            .tokens
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .unwrap();
+        let eot = b
+            .eot
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .unwrap();
+        let labels = data.labels.as_ref().unwrap();
+        for (row, &i) in l.inner.batch_ids(0, 1).iter().enumerate() {
+            let ids: Vec<u32> = tokens[row * 12..][..12].iter().map(|&t| t as u32).collect();
+            assert_eq!(ids[eot[row] as usize], tok.end_id());
+            // The decoded caption is one of this image's class's captions.
+            let text = tok.decode(&ids);
+            let class = &data.class_names[labels[i]].to_lowercase();
+            assert!(text.contains(class.as_str()), "{text} for {class}");
+        }
+        // Seeded, and the pick varies over epochs.
+        assert_eq!(make(4).caption(3, 7), l.caption(3, 7));
+        let picks: std::collections::HashSet<Vec<u32>> =
+            (0..20).map(|e| l.caption(e, 7).ids.clone()).collect();
+        assert!(picks.len() > 1);
+        // Two views per image or a caption count that is not the image count are refused.
+        let two = MultiView::default().with(
+            AugmentConfig::simclr().pipeline(28, vec![0.3], vec![0.3]),
+            2,
+        );
+        let views = ViewLoader::new(data.clone(), Arc::new(two), 8, 1, Device::flex());
+        assert!(CaptionLoader::new(views, Arc::new(encoded.clone()), 1).is_err());
+        let views = ViewLoader::new(data.clone(), Arc::new(one()), 8, 1, Device::flex());
+        assert!(CaptionLoader::new(views, Arc::new(encoded[..3].to_vec()), 1).is_err());
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! Data specs as typed on the command line: `sample`, `fashion-mnist:PATH`, `mnist:PATH`,
-//! `cifar10:PATH`, `cifar100:PATH`, `folder:PATH`.
+//! `cifar10:PATH`, `cifar100:PATH`, `folder:PATH`, `manifest:PATH`.
 
 use crate::cifar::{self, Cifar};
 use crate::dataset::{ImageSet, Splits};
 use crate::idx::{self, FASHION_CLASSES};
-use crate::{folder, sample};
+use crate::{folder, manifest, sample};
 use selfsup_core::config::ensure;
 use selfsup_core::{Error, Result, seed};
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,8 @@ pub enum DataSpec {
     Cifar100(PathBuf),
     /// A folder of images, with class subfolders or flat.
     Folder(PathBuf),
+    /// An image-text manifest (`.jsonl` or `.csv`, see [`crate::manifest`]).
+    Manifest(PathBuf),
 }
 
 impl FromStr for DataSpec {
@@ -39,7 +41,7 @@ impl FromStr for DataSpec {
         let (kind, path) = s.split_once(':').ok_or_else(|| {
             Error::config(
                 "data",
-                format!("`{s}`: expected sample, fashion-mnist:PATH, mnist:PATH, cifar10:PATH, cifar100:PATH or folder:PATH"),
+                format!("`{s}`: expected sample, fashion-mnist:PATH, mnist:PATH, cifar10:PATH, cifar100:PATH, folder:PATH or manifest:PATH"),
             )
         })?;
         if path.is_empty() {
@@ -55,11 +57,12 @@ impl FromStr for DataSpec {
             "cifar10" => DataSpec::Cifar10(p),
             "cifar100" => DataSpec::Cifar100(p),
             "folder" => DataSpec::Folder(p),
+            "manifest" => DataSpec::Manifest(p),
             other => {
                 return Err(Error::config(
                     "data",
                     format!(
-                        "unknown data kind `{other}`; use fashion-mnist, mnist, cifar10, cifar100 or folder"
+                        "unknown data kind `{other}`; use fashion-mnist, mnist, cifar10, cifar100, folder or manifest"
                     ),
                 ));
             }
@@ -89,6 +92,7 @@ impl fmt::Display for DataSpec {
             DataSpec::Cifar10(p) => write!(f, "cifar10:{}", p.display()),
             DataSpec::Cifar100(p) => write!(f, "cifar100:{}", p.display()),
             DataSpec::Folder(p) => write!(f, "folder:{}", p.display()),
+            DataSpec::Manifest(p) => write!(f, "manifest:{}", p.display()),
         }
     }
 }
@@ -101,9 +105,9 @@ pub struct DataConfig {
     pub spec: DataSpec,
     /// Channels fed to the encoder: 0 keeps the source's, 1 converts to gray, 3 to RGB.
     pub channels: usize,
-    /// Side length folder images are resized to.
+    /// Side length folder and manifest images are resized to.
     pub image_size: usize,
-    /// Fraction of a labelled folder held out as the test split.
+    /// Fraction of a labelled folder's (or a manifest's) images held out as the test split.
     pub holdout: f64,
     /// Use at most this many training images (0: all).
     pub max_train: usize,
@@ -177,10 +181,19 @@ impl DataConfig {
             }
             DataSpec::Cifar10(p) => cifar::load_dir(p, Cifar::Ten)?,
             DataSpec::Cifar100(p) => cifar::load_dir(p, Cifar::Hundred)?,
-            DataSpec::Folder(p) => {
+            DataSpec::Folder(_) | DataSpec::Manifest(_) => {
                 let ch = if self.channels == 0 { 3 } else { self.channels };
-                let all = folder::load(p, self.image_size, ch)?;
-                if all.labels.is_some() && self.holdout > 0.0 && all.len() >= 2 {
+                let (all, split) = match &self.spec {
+                    DataSpec::Folder(p) => {
+                        let all = folder::load(p, self.image_size, ch)?;
+                        let labelled = all.labels.is_some();
+                        (all, labelled)
+                    }
+                    // Image-text pairs hold out images for retrieval.
+                    DataSpec::Manifest(p) => (manifest::load(p, self.image_size, ch)?, true),
+                    _ => unreachable!("matched above"),
+                };
+                if split && self.holdout > 0.0 && all.len() >= 2 {
                     use rand::seq::SliceRandom;
                     let mut idx: Vec<usize> = (0..all.len()).collect();
                     idx.shuffle(&mut seed::rng(

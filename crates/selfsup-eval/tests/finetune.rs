@@ -37,6 +37,7 @@ fn halves(n: usize, seed_value: u64) -> ImageSet {
         width: 8,
         pixels,
         labels: Some(labels),
+        captions: None,
         class_names: vec!["left".into(), "right".into(), "top".into()],
     }
 }
