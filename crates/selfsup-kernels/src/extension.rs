@@ -50,11 +50,12 @@ pub trait GemmKernels: Backend {
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
     /// Multi-head self-attention from the fused projection `[batch, tokens, 3 dim]` (`f32`
-    /// only): the context `[batch, tokens, dim]` and the attention `[batch, heads, tokens,
-    /// tokens]` (which carries no gradient).
+    /// only), causal or not: the context `[batch, tokens, dim]` and the attention `[batch,
+    /// heads, tokens, tokens]` (which carries no gradient).
     fn fused_self_attention(
         qkv: FloatTensor<Self>,
         heads: usize,
+        causal: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
@@ -147,8 +148,12 @@ impl GemmKernels for Flex {
         tensor(y, x.layout().shape().clone())
     }
 
-    fn fused_self_attention(qkv: FlexTensor, heads: usize) -> (FlexTensor, FlexTensor) {
-        let g = attention_geometry(&qkv, heads);
+    fn fused_self_attention(
+        qkv: FlexTensor,
+        heads: usize,
+        causal: bool,
+    ) -> (FlexTensor, FlexTensor) {
+        let g = attention_geometry(&qkv, heads, causal);
         let (ctx, probs) = attention_forward(slice(&f32s(&qkv)), &g);
         (
             tensor(ctx, [g.batch, g.tokens, g.dim()]),
@@ -163,7 +168,7 @@ fn f32s(t: &FlexTensor) -> FlexTensor {
     values(t).expect("selfsup-kernels: the transformer kernels take f32 tensors")
 }
 
-fn attention_geometry(qkv: &FlexTensor, heads: usize) -> AttentionGeometry {
+fn attention_geometry(qkv: &FlexTensor, heads: usize, causal: bool) -> AttentionGeometry {
     let s = qkv.layout().shape();
     assert!(
         s.num_dims() == 3 && heads > 0 && s[2].is_multiple_of(3 * heads),
@@ -174,6 +179,7 @@ fn attention_geometry(qkv: &FlexTensor, heads: usize) -> AttentionGeometry {
         tokens: s[1],
         heads,
         head_dim: s[2] / (3 * heads),
+        causal,
     }
 }
 
@@ -343,7 +349,8 @@ impl Backward<Flex, 1> for GeluBackward {
 struct AttentionBackward;
 
 impl Backward<Flex, 1> for AttentionBackward {
-    /// The projection (checkpointed), the attention probabilities, the heads.
+    /// The projection (checkpointed), the attention probabilities (zero where a causal mask
+    /// hid a token, so the backward pass needs no mask), the heads.
     type State = (NodeId, FlexTensor, usize);
 
     fn backward(
@@ -357,7 +364,7 @@ impl Backward<Flex, 1> for AttentionBackward {
         let (qkv_id, probs, heads) = ops.state;
         let qkv = checkpointer.retrieve_node_output::<FlexTensor>(qkv_id);
         if let Some(node) = node_qkv {
-            let g = attention_geometry(&qkv, heads);
+            let g = attention_geometry(&qkv, heads, false);
             let d = attention_backward(slice(&f32s(&qkv)), slice(&probs), slice(&f32s(&grad)), &g);
             grads.register::<Flex>(node.id, tensor(d, qkv.layout().shape().clone()));
         }
@@ -488,6 +495,7 @@ impl<C: CheckpointStrategy> GemmKernels for Autodiff<Flex, C> {
     fn fused_self_attention(
         qkv: FloatTensor<Self>,
         heads: usize,
+        causal: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         match AttentionBackward
             .prepare::<C>([qkv.node()])
@@ -496,12 +504,13 @@ impl<C: CheckpointStrategy> GemmKernels for Autodiff<Flex, C> {
         {
             OpsKind::Tracked(mut prep) => {
                 let qkv_id = prep.checkpoint(&qkv);
-                let (ctx, probs) = Flex::fused_self_attention(qkv.primitive().clone(), heads);
+                let (ctx, probs) =
+                    Flex::fused_self_attention(qkv.primitive().clone(), heads, causal);
                 let ctx = prep.finish((qkv_id, probs.clone(), heads), ctx);
                 (ctx, Self::from_inner(probs))
             }
             OpsKind::UnTracked(prep) => {
-                let (ctx, probs) = Flex::fused_self_attention(qkv.into_primitive(), heads);
+                let (ctx, probs) = Flex::fused_self_attention(qkv.into_primitive(), heads, causal);
                 (prep.finish(ctx), Self::from_inner(probs))
             }
         }

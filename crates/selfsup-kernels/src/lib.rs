@@ -42,7 +42,7 @@ use burn::backend::Dispatch;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, LayerNorm, Linear, PaddingConfig2d};
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{Bool, DType, Device, Tensor};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// 0: not decided yet (read `SELFSUP_KERNELS` on first use), 1: ours, 2: burn's.
@@ -180,6 +180,19 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// # Panics
 /// If the last dimension of `qkv` is not a multiple of `3 * heads`.
 pub fn self_attention(qkv: Tensor<3>, heads: usize) -> (Tensor<3>, Tensor<4>) {
+    attention(qkv, heads, false)
+}
+
+/// [`self_attention`] with a causal mask: token `i` attends only to tokens `0..=i` (a text
+/// transformer reading left to right); the probabilities of later tokens are exactly 0.
+///
+/// # Panics
+/// If the last dimension of `qkv` is not a multiple of `3 * heads`.
+pub fn causal_self_attention(qkv: Tensor<3>, heads: usize) -> (Tensor<3>, Tensor<4>) {
+    attention(qkv, heads, true)
+}
+
+fn attention(qkv: Tensor<3>, heads: usize, causal: bool) -> (Tensor<3>, Tensor<4>) {
     let [n, t, three_d] = qkv.dims();
     assert!(
         heads > 0 && three_d.is_multiple_of(3 * heads),
@@ -187,7 +200,7 @@ pub fn self_attention(qkv: Tensor<3>, heads: usize) -> (Tensor<3>, Tensor<4>) {
     );
     if serves(&qkv.device()) && qkv.dtype() == DType::F32 {
         let (ctx, probs) =
-            <Dispatch as GemmKernels>::fused_self_attention(qkv.into_dispatch(), heads);
+            <Dispatch as GemmKernels>::fused_self_attention(qkv.into_dispatch(), heads, causal);
         return (Tensor::from_dispatch(ctx), Tensor::from_dispatch(probs));
     }
     let d = three_d / 3;
@@ -199,7 +212,14 @@ pub fn self_attention(qkv: Tensor<3>, heads: usize) -> (Tensor<3>, Tensor<4>) {
             .swap_dims(1, 2)
     };
     let (q, k, v) = (part(0), part(1), part(2));
-    let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((dh as f64).sqrt());
+    let mut scores = q.matmul(k.swap_dims(2, 3)).div_scalar((dh as f64).sqrt());
+    if causal {
+        // `true` strictly above the diagonal: the tokens after each query.
+        let later = Tensor::<2, Bool>::tril_mask([t, t], 0, &scores.device())
+            .reshape([1, 1, t, t])
+            .expand([n, heads, t, t]);
+        scores = scores.mask_fill(later, f32::NEG_INFINITY);
+    }
     let probs = burn::tensor::activation::softmax(scores, 3);
     let ctx = probs.clone().matmul(v).swap_dims(1, 2).reshape([n, t, d]);
     (ctx, probs.detach())

@@ -270,6 +270,8 @@ pub struct AttentionGeometry {
     pub heads: usize,
     /// Values per head.
     pub head_dim: usize,
+    /// Whether token `i` attends only to tokens `0..=i` (a text transformer's causal mask).
+    pub causal: bool,
 }
 
 impl AttentionGeometry {
@@ -287,7 +289,8 @@ impl AttentionGeometry {
 /// queries, then the keys, then the values, head `h` at columns `h head_dim..(h + 1)
 /// head_dim` of each): `P = softmax(Q Kᵀ / √head_dim)` per head and the context `P V`, heads
 /// side by side. Returns the context `[batch, tokens, dim]` and `P` `[batch, heads, tokens,
-/// tokens]`.
+/// tokens]`. With `g.causal`, scores of later tokens (`j > i`) count as `-∞`: their
+/// probabilities are 0, and [`attention_backward`] needs nothing more, since `dS = P ⊙ (..)`.
 pub fn attention_forward(qkv: &[f32], g: &AttentionGeometry) -> (Vec<f32>, Vec<f32>) {
     let (t, d, dh) = (g.tokens, g.dim(), g.head_dim);
     assert_eq!(
@@ -310,7 +313,9 @@ pub fn attention_forward(qkv: &[f32], g: &AttentionGeometry) -> (Vec<f32>, Vec<f
                 // Scores Q Kᵀ, then each row's softmax of the scaled scores.
                 sgemm(t, t, dh, p, false, q, transpose(k), SERIAL);
                 wide(|| {
-                    for p in p.chunks_exact_mut(t) {
+                    for (i, row) in p.chunks_exact_mut(t).enumerate() {
+                        let (p, hidden) = row.split_at_mut(if g.causal { i + 1 } else { t });
+                        hidden.fill(0.0);
                         let max = p.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
                         for s in p.iter_mut() {
                             *s = exp_nonpositive(scale * (*s - max));
@@ -552,6 +557,9 @@ mod tests {
                 for i in 0..t {
                     let s: Vec<f64> = (0..t)
                         .map(|j| {
+                            if g.causal && j > i {
+                                return f64::NEG_INFINITY;
+                            }
                             (0..dh)
                                 .map(|c| at(n, i, 0, h, c) * at(n, j, 1, h, c))
                                 .sum::<f64>()
@@ -582,12 +590,21 @@ mod tests {
                 tokens: 5,
                 heads: 2,
                 head_dim: 4,
+                causal: false,
             },
             AttentionGeometry {
                 batch: 2,
                 tokens: 17,
                 heads: 3,
                 head_dim: 11,
+                causal: false,
+            },
+            AttentionGeometry {
+                batch: 2,
+                tokens: 6,
+                heads: 2,
+                head_dim: 3,
+                causal: true,
             },
         ] {
             let qkv = values(g.batch * g.tokens * 3 * g.dim(), 0.5);
@@ -604,38 +621,67 @@ mod tests {
 
     #[test]
     fn attention_gradient_matches_finite_differences() {
-        let g = AttentionGeometry {
-            batch: 2,
-            tokens: 4,
-            heads: 2,
-            head_dim: 3,
-        };
-        let qkv: Vec<f32> = values(g.batch * g.tokens * 3 * g.dim(), 0.9)
-            .iter()
-            .map(|v| v * 0.5)
-            .collect();
-        let w = values(g.batch * g.tokens * g.dim(), 2.2);
-        let loss = |qkv: &[f32]| -> f64 {
-            naive_attention(qkv, &g)
-                .0
+        for causal in [false, true] {
+            let g = AttentionGeometry {
+                batch: 2,
+                tokens: 4,
+                heads: 2,
+                head_dim: 3,
+                causal,
+            };
+            let qkv: Vec<f32> = values(g.batch * g.tokens * 3 * g.dim(), 0.9)
                 .iter()
-                .zip(&w)
-                .map(|(c, &w)| c * w as f64)
-                .sum()
-        };
-        let (_, probs) = attention_forward(&qkv, &g);
-        let grad = attention_backward(&qkv, &probs, &w, &g);
-        let h = 1e-2f32;
-        for i in 0..qkv.len() {
-            let (mut up, mut down) = (qkv.clone(), qkv.clone());
-            up[i] += h;
-            down[i] -= h;
-            let n = (loss(&up) - loss(&down)) / (2.0 * h as f64);
-            assert!(
-                (grad[i] as f64 - n).abs() < 2e-3,
-                "dqkv[{i}]: {} vs {n}",
-                grad[i]
-            );
+                .map(|v| v * 0.5)
+                .collect();
+            let w = values(g.batch * g.tokens * g.dim(), 2.2);
+            let loss = |qkv: &[f32]| -> f64 {
+                naive_attention(qkv, &g)
+                    .0
+                    .iter()
+                    .zip(&w)
+                    .map(|(c, &w)| c * w as f64)
+                    .sum()
+            };
+            let (_, probs) = attention_forward(&qkv, &g);
+            let grad = attention_backward(&qkv, &probs, &w, &g);
+            let h = 1e-2f32;
+            for i in 0..qkv.len() {
+                let (mut up, mut down) = (qkv.clone(), qkv.clone());
+                up[i] += h;
+                down[i] -= h;
+                let n = (loss(&up) - loss(&down)) / (2.0 * h as f64);
+                assert!(
+                    (grad[i] as f64 - n).abs() < 2e-3,
+                    "causal {causal}: dqkv[{i}]: {} vs {n}",
+                    grad[i]
+                );
+            }
         }
+    }
+
+    #[test]
+    fn causal_attention_never_looks_ahead() {
+        let g = AttentionGeometry {
+            batch: 1,
+            tokens: 5,
+            heads: 1,
+            head_dim: 2,
+            causal: true,
+        };
+        let qkv = values(5 * 3 * 2, 0.3);
+        let (ctx, probs) = attention_forward(&qkv, &g);
+        for i in 0..5 {
+            for j in 0..5 {
+                assert_eq!(probs[i * 5 + j] == 0.0, j > i, "P[{i}][{j}]");
+            }
+        }
+        // Changing the last token's keys and values leaves every earlier output as it was.
+        let mut later = qkv.clone();
+        for c in 2..6 {
+            later[4 * 6 + c] += 1.0;
+        }
+        let (ctx2, _) = attention_forward(&later, &g);
+        assert_eq!(ctx[..4 * 2], ctx2[..4 * 2]);
+        assert_ne!(ctx[4 * 2..], ctx2[4 * 2..]);
     }
 }
