@@ -1,16 +1,18 @@
 //! # selfsup-encoders
 //!
 //! Backbones implementing [`selfsup_core::Encoder`] (ResNet-18/34/50, a small ConvNet, a Vision
-//! Transformer) and projection heads. [`Backbone`] picks one at run time from an [`EncoderConfig`].
+//! Transformer), a causal text transformer for image-text training, and projection heads. [`Backbone`] picks one at run time from an [`EncoderConfig`].
 
 pub mod convnet;
 pub mod head;
 pub mod resnet;
+pub mod text;
 pub mod vit;
 
 pub use convnet::ConvNet;
 pub use head::{HeadConfig, ProjectionHead};
 pub use resnet::{ResNet, ResNetDepth};
+pub use text::{TextConfig, TextTransformer};
 pub use vit::{Pool, PosEmbed, VisionTransformer, VitConfig};
 
 use burn::module::Module;

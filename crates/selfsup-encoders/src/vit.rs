@@ -266,7 +266,18 @@ impl SelfAttention {
 
     /// The attended tokens `[N, T, D]` and the attention `[N, heads, T, T]` (no gradient).
     pub fn forward(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<4>) {
-        let (ctx, probs) = selfsup_kernels::self_attention(linear(&self.qkv, x), self.heads);
+        self.forward_masked(x, false)
+    }
+
+    /// [`SelfAttention::forward`], with each token attending only to itself and earlier ones
+    /// when `causal` (a text transformer).
+    pub fn forward_masked(&self, x: Tensor<3>, causal: bool) -> (Tensor<3>, Tensor<4>) {
+        let qkv = linear(&self.qkv, x);
+        let (ctx, probs) = if causal {
+            selfsup_kernels::causal_self_attention(qkv, self.heads)
+        } else {
+            selfsup_kernels::self_attention(qkv, self.heads)
+        };
         (linear(&self.proj, ctx), probs)
     }
 }
@@ -295,7 +306,14 @@ impl TransformerBlock {
 
     /// The block's output `[N, T, D]` and its attention `[N, heads, T, T]`.
     pub fn forward(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<4>) {
-        let (attended, attention) = self.attn.forward(self.norm1.forward(x.clone()));
+        self.forward_masked(x, false)
+    }
+
+    /// [`TransformerBlock::forward`], causal or not (see [`SelfAttention::forward_masked`]).
+    pub fn forward_masked(&self, x: Tensor<3>, causal: bool) -> (Tensor<3>, Tensor<4>) {
+        let (attended, attention) = self
+            .attn
+            .forward_masked(self.norm1.forward(x.clone()), causal);
         let x = x + attended;
         let hidden = gelu(linear(&self.fc1, self.norm2.forward(x.clone())));
         (x + linear(&self.fc2, hidden), attention)
