@@ -1,10 +1,12 @@
 //! # selfsup-contrastive
 //!
-//! Contrastive methods: SimCLR with its NT-Xent loss. CLIP-style image-text training will
-//! join it here.
+//! Contrastive methods: SimCLR with its NT-Xent loss, and CLIP-style image-text training with
+//! its symmetric loss over the batch's image-caption similarities.
 
+pub mod clip;
 pub mod loss;
 pub mod simclr;
 
-pub use loss::{l2_normalize, nt_xent};
+pub use clip::{Clip, ClipConfig, ClipModel, TokenizerConfig};
+pub use loss::{clip_loss, l2_normalize, nt_xent};
 pub use simclr::{SimClr, SimClrConfig, SimClrModel};

@@ -38,6 +38,27 @@ pub fn nt_xent(z1: Tensor<2>, z2: Tensor<2>, temperature: f64) -> Tensor<1> {
     logp.mul(pos).sum().neg().div_scalar(m as f64)
 }
 
+/// CLIP's symmetric contrastive loss over a batch of `N` image-caption pairs (Radford et al.
+/// 2021): with `u = normalize(images)`, `v = normalize(texts)` (`[N, D]` each, row `i` of both
+/// from pair `i`) and `s = scale` (the learned inverse temperature), the logits are
+/// `ℓ_ij = s u_i · v_j`, and
+///
+/// `L = ½ [ 1/N Σ_i -log softmax_j(ℓ_ij)[i]  +  1/N Σ_j -log softmax_i(ℓ_ij)[j] ]`
+///
+/// — cross-entropy picking each image's caption among the batch's captions, and each caption's
+/// image among the batch's images. Swapping `images` and `texts` gives the same value.
+/// `scale` is a `[1]` tensor (gradients flow into it). Returns a `[1]` tensor.
+pub fn clip_loss(images: Tensor<2>, texts: Tensor<2>, scale: Tensor<1>) -> Tensor<1> {
+    let [n, _] = images.dims();
+    let logits = l2_normalize(images)
+        .matmul(l2_normalize(texts).transpose())
+        .mul(scale.reshape([1, 1]));
+    let eye: Tensor<2> = Tensor::eye(n, &logits.device());
+    let rows = log_softmax(logits.clone(), 1).mul(eye.clone()).sum();
+    let cols = log_softmax(logits, 0).mul(eye).sum();
+    (rows + cols).neg().div_scalar(2.0 * n as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +147,22 @@ mod tests {
         assert!((l1 - l2).abs() < 1e-5);
         let swapped = t(&[&[-3.0, 1.0], &[1.0, 2.0]]);
         assert!(value(nt_xent(a, swapped, 0.5)) > l1);
+    }
+
+    #[test]
+    fn clip_loss_matches_hand_values_and_is_symmetric() {
+        // Two pairs, unit vectors: u = [(1, 0), (0, 1)], v = [(1, 0), (0.6, 0.8)], s = 2.
+        // Logits [[2, 1.2], [0, 1.6]].
+        let u = t(&[&[3.0, 0.0], &[0.0, 0.5]]);
+        let v = t(&[&[2.0, 0.0], &[0.6, 0.8]]);
+        let s = Tensor::<1>::from_data(TensorData::new(vec![2.0f32], [1]), &Device::flex());
+        let lse = |a: f64, b: f64| (a.exp() + b.exp()).ln();
+        let rows = (lse(2.0, 1.2) - 2.0) + (lse(0.0, 1.6) - 1.6);
+        let cols = (lse(2.0, 0.0) - 2.0) + (lse(1.2, 1.6) - 1.6);
+        let want = (rows + cols) / 4.0;
+        let got = value(clip_loss(u.clone(), v.clone(), s.clone()));
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        let swapped = value(clip_loss(v, u, s));
+        assert!((swapped - got).abs() < 1e-6, "{swapped} vs {got}");
     }
 }

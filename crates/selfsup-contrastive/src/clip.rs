@@ -1,0 +1,359 @@
+//! CLIP-style image-text training (Radford et al., "Learning Transferable Visual Models From
+//! Natural Language Supervision", 2021): an image encoder and a text transformer, each followed
+//! by a linear projection to a shared space, trained so that each image is closest to its own
+//! caption among the batch's captions, and the reverse ([`crate::clip_loss`]).
+
+use crate::loss::{clip_loss, l2_normalize};
+use burn::module::{Module, Param};
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{Device, Int, Tensor};
+use selfsup_core::config::ensure;
+use selfsup_core::{Encoder, LossOutput, Objective, Result, StepInfo};
+use selfsup_data::ImageTextBatch;
+use selfsup_encoders::{TextConfig, TextTransformer};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Captions made from class names for training on a labelled set: varied, so the text tower
+/// learns the class word rather than one sentence.
+pub const TRAIN_TEMPLATES: [&str; 12] = [
+    "a photo of a {}.",
+    "a picture of a {}.",
+    "a {}, worn.",
+    "a {} on a plain background.",
+    "a product photo of a {}.",
+    "a grayscale photo of a {}.",
+    "a low resolution photo of a {}.",
+    "a close-up photo of a {}.",
+    "a photo of the {}.",
+    "an image of a {}.",
+    "a small photo of a {}.",
+    "a catalogue picture of a {}.",
+];
+
+/// Prompts for zero-shot classification, averaged per class as CLIP does: the first is also a
+/// training template, the other three use words the training captions never had.
+pub const ZERO_SHOT_TEMPLATES: [&str; 4] = [
+    "a photo of a {}.",
+    "a blurry photo of a {}.",
+    "a black and white photo of a {}.",
+    "a photo of my {}.",
+];
+
+/// The tokenizer: CLIP's own merges, or merges learned from the training captions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenizerConfig {
+    /// CLIP's `bpe_simple_vocab_16e6.txt.gz` (or a merges file saved by a run); unset: learn
+    /// merges from the training captions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merges: Option<PathBuf>,
+    /// Ids in a learned vocabulary (bytes and markers take 514): training stops earlier when
+    /// no pair repeats.
+    pub vocab_size: usize,
+}
+
+impl Default for TokenizerConfig {
+    fn default() -> Self {
+        Self {
+            merges: None,
+            vocab_size: 2048,
+        }
+    }
+}
+
+/// CLIP's settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClipConfig {
+    /// Width of the shared image-text space.
+    pub embed_dim: usize,
+    /// Initial temperature of the logits (CLIP: 0.07, a scale of 1/0.07).
+    pub init_temperature: f64,
+    /// Largest logit scale (CLIP: 100, a temperature of 0.01).
+    pub max_scale: f64,
+    /// The text tower.
+    pub text: TextConfig,
+    /// How captions become ids.
+    pub tokenizer: TokenizerConfig,
+    /// Caption templates for labelled data (`{}`: the class name).
+    pub templates: Vec<String>,
+    /// Prompt templates of zero-shot classification.
+    pub zero_shot_templates: Vec<String>,
+}
+
+impl Default for ClipConfig {
+    fn default() -> Self {
+        Self {
+            embed_dim: 128,
+            init_temperature: 0.07,
+            max_scale: 100.0,
+            text: TextConfig::default(),
+            tokenizer: TokenizerConfig::default(),
+            templates: TRAIN_TEMPLATES.map(String::from).to_vec(),
+            zero_shot_templates: ZERO_SHOT_TEMPLATES.map(String::from).to_vec(),
+        }
+    }
+}
+
+impl ClipConfig {
+    /// Checks the ranges, naming the field.
+    pub fn validate(&self) -> Result<()> {
+        ensure(self.embed_dim >= 1, "clip.embed_dim", || {
+            "must be at least 1".into()
+        })?;
+        ensure(
+            self.init_temperature.is_finite() && self.init_temperature > 0.0,
+            "clip.init_temperature",
+            || format!("{} must be > 0 (CLIP: 0.07)", self.init_temperature),
+        )?;
+        ensure(
+            self.max_scale.is_finite() && self.max_scale >= 1.0 / self.init_temperature,
+            "clip.max_scale",
+            || {
+                format!(
+                    "{} must be at least 1 / init_temperature ({:.2})",
+                    self.max_scale,
+                    1.0 / self.init_temperature
+                )
+            },
+        )?;
+        self.text.validate("clip.text")?;
+        ensure(
+            self.tokenizer.merges.is_some() || self.tokenizer.vocab_size > 514,
+            "clip.tokenizer.vocab_size",
+            || {
+                format!(
+                    "{} leaves no room for merges: bytes and markers take 514 ids",
+                    self.tokenizer.vocab_size
+                )
+            },
+        )?;
+        for (field, list) in [
+            ("clip.templates", &self.templates),
+            ("clip.zero_shot_templates", &self.zero_shot_templates),
+        ] {
+            ensure(!list.is_empty(), field, || {
+                "needs at least one template".into()
+            })?;
+            if let Some(t) = list.iter().find(|t| !t.contains("{}")) {
+                return Err(selfsup_core::Error::config(
+                    field,
+                    format!("{t:?} has no {{}} where the class name goes"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The two towers, their projections and the learned logit scale.
+#[derive(Module, Debug)]
+pub struct ClipModel<E: Encoder> {
+    /// The image encoder: what kNN and linear probes evaluate afterwards.
+    pub image: E,
+    /// The text transformer.
+    pub text: TextTransformer,
+    image_proj: Linear,
+    text_proj: Linear,
+    /// `ln` of the logit scale, `[1]` (CLIP learns the logarithm).
+    log_scale: Param<Tensor<1>>,
+}
+
+impl<E: Encoder> ClipModel<E> {
+    /// The model for `image` and a text tower over `vocab_size` ids, on `device`.
+    pub fn new(image: E, vocab_size: usize, cfg: &ClipConfig, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        let text = cfg.text.init(vocab_size, device)?;
+        let proj = |from: usize| {
+            LinearConfig::new(from, cfg.embed_dim)
+                .with_bias(false)
+                .init(device)
+        };
+        Ok(Self {
+            image_proj: proj(image.output_dim()),
+            text_proj: proj(text.output_dim()),
+            image,
+            text,
+            log_scale: Param::from_tensor(Tensor::full(
+                [1],
+                (1.0 / cfg.init_temperature).ln(),
+                device,
+            )),
+        })
+    }
+
+    /// Image embeddings `[N, embed_dim]` (not normalized).
+    pub fn embed_images(&self, images: Tensor<4>) -> Tensor<2> {
+        self.image_proj.forward(self.image.features(images))
+    }
+
+    /// Caption embeddings `[N, embed_dim]` (not normalized) from ids `[N, T]` and end
+    /// positions `[N]`.
+    pub fn embed_texts(&self, tokens: Tensor<2, Int>, eot: Tensor<1, Int>) -> Tensor<2> {
+        self.text_proj.forward(self.text.forward(tokens, eot))
+    }
+
+    /// The logit scale `exp(log_scale)`, at most `max` (no gradient flows past the clamp, as
+    /// CLIP's in-place clamp of the parameter).
+    pub fn scale(&self, max: f64) -> Tensor<1> {
+        self.log_scale.val().clamp_max(max.ln()).exp()
+    }
+}
+
+/// The CLIP objective over image-caption batches.
+pub struct Clip<E> {
+    max_scale: f64,
+    _encoder: std::marker::PhantomData<E>,
+}
+
+impl<E> Clip<E> {
+    /// The objective with `cfg`'s scale limit.
+    pub fn new(cfg: &ClipConfig) -> Self {
+        Self {
+            max_scale: cfg.max_scale,
+            _encoder: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<E: Encoder> Objective for Clip<E> {
+    type Model = ClipModel<E>;
+    type Batch = ImageTextBatch;
+
+    fn name(&self) -> &str {
+        "clip"
+    }
+
+    fn loss(
+        &mut self,
+        model: &Self::Model,
+        batch: &ImageTextBatch,
+        _phase: usize,
+        _info: &StepInfo,
+    ) -> LossOutput {
+        let u = model.embed_images(batch.images.clone());
+        let v = model.embed_texts(batch.tokens.clone(), batch.eot.clone());
+        let scale = model.scale(self.max_scale);
+        // How often an image's own caption scores highest within the batch.
+        let [n, _] = u.dims();
+        let sims =
+            l2_normalize(u.clone().detach()).matmul(l2_normalize(v.clone().detach()).transpose());
+        let picked = sims.argmax(1).reshape([n]);
+        let right = Tensor::<1, Int>::arange(0..n as i64, &picked.device());
+        let accuracy = picked.equal(right).int().sum().into_scalar::<i64>() as f64 / n as f64;
+        let scale_value = scale.clone().detach().into_scalar::<f64>();
+        LossOutput {
+            loss: clip_loss(u, v, scale),
+            metrics: vec![
+                ("logit_scale".into(), scale_value),
+                ("batch_top1".into(), accuracy),
+            ],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+    use selfsup_encoders::{Backbone, EncoderConfig};
+
+    fn tiny() -> (ClipConfig, ClipModel<Backbone>, Device) {
+        let device = Device::flex().autodiff();
+        let cfg = ClipConfig {
+            embed_dim: 8,
+            text: TextConfig {
+                context: 6,
+                dim: 8,
+                depth: 1,
+                heads: 2,
+                mlp_ratio: 2.0,
+            },
+            ..ClipConfig::default()
+        };
+        let enc = EncoderConfig {
+            width: 4,
+            ..EncoderConfig::default()
+        };
+        let image = enc.init(1, &device);
+        let model = ClipModel::new(image, 30, &cfg, &device).unwrap();
+        (cfg, model, device)
+    }
+
+    #[test]
+    fn the_scale_starts_at_one_over_the_temperature_and_is_clamped() {
+        let (cfg, model, device) = tiny();
+        let s = model.scale(cfg.max_scale).into_scalar::<f64>();
+        assert!((s - 1.0 / 0.07).abs() < 1e-3, "{s}");
+        let big = ClipModel {
+            log_scale: Param::from_tensor(Tensor::full([1], 7.0, &device)),
+            ..model
+        };
+        let s = big.scale(100.0);
+        assert!((s.clone().into_scalar::<f64>() - 100.0).abs() < 1e-3);
+        // Past the clamp, no gradient reaches the parameter.
+        let grads = s.sum().backward();
+        let g = big
+            .log_scale
+            .val()
+            .grad(&grads)
+            .map(|g| g.into_scalar::<f64>());
+        assert!(g.is_none_or(|g| g == 0.0), "{g:?}");
+    }
+
+    #[test]
+    fn a_step_gives_a_finite_loss_and_batch_metrics() {
+        let (cfg, model, device) = tiny();
+        let images =
+            Tensor::<4>::random([4, 1, 28, 28], burn::tensor::Distribution::Default, &device);
+        let ids: Vec<i64> = vec![
+            27, 3, 4, 28, 0, 0, //
+            27, 5, 28, 0, 0, 0, //
+            27, 6, 7, 8, 28, 0, //
+            27, 9, 28, 0, 0, 0,
+        ];
+        let batch = ImageTextBatch {
+            images,
+            tokens: Tensor::from_data(TensorData::new(ids, [4, 6]), &device),
+            eot: Tensor::from_data(TensorData::new(vec![3i64, 2, 4, 2], [4]), &device),
+        };
+        let mut clip = Clip::<Backbone>::new(&cfg);
+        let info = StepInfo {
+            step: 0,
+            epoch: 0,
+            total_steps: 1,
+            steps_per_epoch: 1,
+        };
+        let out = clip.loss(&model, &batch, 0, &info);
+        let loss = out.loss.into_scalar::<f64>();
+        // Random towers: about ln 4 per direction.
+        assert!(loss.is_finite() && loss > 0.0, "{loss}");
+        let names: Vec<&str> = out.metrics.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["logit_scale", "batch_top1"]);
+        assert!((0.0..=1.0).contains(&out.metrics[1].1));
+    }
+
+    #[test]
+    fn bad_settings_name_the_field() {
+        let bad = |f: fn(&mut ClipConfig), field: &str| {
+            let mut c = ClipConfig::default();
+            f(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{err} should name {field}");
+        };
+        bad(|c| c.init_temperature = 0.0, "clip.init_temperature");
+        bad(|c| c.max_scale = 5.0, "clip.max_scale");
+        bad(|c| c.templates = vec!["no slot".into()], "clip.templates");
+        bad(
+            |c| c.zero_shot_templates.clear(),
+            "clip.zero_shot_templates",
+        );
+        bad(
+            |c| c.tokenizer.vocab_size = 300,
+            "clip.tokenizer.vocab_size",
+        );
+        bad(|c| c.text.heads = 3, "clip.text.dim");
+        assert!(ClipConfig::default().validate().is_ok());
+    }
+}
