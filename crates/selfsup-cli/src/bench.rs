@@ -209,7 +209,13 @@ pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
     ));
     let mean = vec![0.5; args.channels];
     let std = vec![0.25; args.channels];
+    if args.method == Method::Clip {
+        return Err(selfsup_core::Error::Invalid(
+            "selfsup bench step does not time CLIP steps yet (it needs captions beside the images); time a run with selfsup pretrain --method clip --max-steps N".into(),
+        ));
+    }
     let views = match args.method {
+        Method::Clip => unreachable!("refused above"),
         Method::Mae => {
             MultiView::default().with(cfg.augment.pipeline(args.image_size, mean, std), 1)
         }
@@ -228,6 +234,7 @@ pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
     let loader = Prefetch::new(plain);
 
     let mut times = match args.method {
+        Method::Clip => unreachable!("refused above"),
         Method::Simclr => {
             let model = seed::init_module(&device, 0, |d| {
                 SimClrModel::new(cfg.encoder.init(args.channels, d), &cfg.simclr, d)

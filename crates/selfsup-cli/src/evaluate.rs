@@ -198,7 +198,8 @@ pub fn evaluate(
 
 /// The run folder and encoder weights a `--checkpoint` argument names: a run folder (with
 /// `encoder.bpk`) or one of its `checkpoints/step-N` folders.
-fn locate(checkpoint: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
+/// The run folder of `checkpoint` (a run or one of its step checkpoints) and the step folder.
+pub fn locate(checkpoint: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
     if checkpoint.join(ENCODER_FILE).is_file() {
         return Ok((checkpoint.to_path_buf(), None));
     }
@@ -256,6 +257,19 @@ pub fn load_trainable_encoder(checkpoint: &Path, device: &Device) -> Result<(Run
             (Method::Simclr, fresh) => {
                 let model = selfsup_contrastive::SimClrModel::new(fresh, &cfg.simclr, device);
                 selfsup_core::checkpoint::load_model(&dir, model)?.encoder
+            }
+            (Method::Clip, fresh) => {
+                let tok = selfsup_text::Tokenizer::load(
+                    &run.join(crate::clip_eval::TOKENIZER_FILE),
+                    None,
+                )?;
+                let model = selfsup_contrastive::ClipModel::new(
+                    fresh,
+                    tok.vocab_size(),
+                    &cfg.clip,
+                    device,
+                )?;
+                selfsup_core::checkpoint::load_model(&dir, model)?.image
             }
         },
     };

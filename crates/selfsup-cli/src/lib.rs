@@ -1,6 +1,7 @@
 //! The library behind the `selfsup` command, so tests and other tools can run it in-process.
 
 pub mod bench;
+pub mod clip_eval;
 pub mod evaluate;
 pub mod pretrain;
 pub mod report;

@@ -149,6 +149,22 @@ enum EvalCommand {
         #[arg(long)]
         no_baselines: bool,
     },
+    /// Zero-shot classification of a CLIP run: each test image gets the class whose prompts
+    /// (`clip.zero_shot_templates`, averaged) its embedding is nearest to.
+    ZeroShot {
+        #[command(flatten)]
+        opts: EvalOpts,
+        /// Prompt templates, `{}` standing for the class name, separated by `|` (default: the
+        /// run's `clip.zero_shot_templates`).
+        #[arg(long, value_delimiter = '|')]
+        templates: Option<Vec<String>>,
+    },
+    /// Image-to-text and text-to-image recall at 1, 5 and 10 of a CLIP run on held-out images
+    /// and their captions.
+    Retrieval {
+        #[command(flatten)]
+        opts: EvalOpts,
+    },
     /// Fine-tune the encoder with a linear head on fractions of the labels.
     Finetune {
         #[command(flatten)]
@@ -255,6 +271,12 @@ fn run(cli: Cli) -> Result<()> {
                     baselines: !no_baselines,
                 };
                 eval_frozen(&opts.args(), plan, None, epochs).map(|_| ())
+            }
+            EvalCommand::ZeroShot { opts, templates } => {
+                selfsup_cli::clip_eval::eval_clip(&opts.args(), true, false, templates).map(|_| ())
+            }
+            EvalCommand::Retrieval { opts } => {
+                selfsup_cli::clip_eval::eval_clip(&opts.args(), false, true, None).map(|_| ())
             }
             EvalCommand::Finetune {
                 opts,

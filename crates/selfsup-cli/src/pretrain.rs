@@ -1,11 +1,12 @@
 //! `selfsup pretrain`: train a method on a data spec, then report kNN accuracy.
 
+use crate::clip_eval;
 use crate::evaluate::{EvalPlan, EvalReport, eval_transform, evaluate, write_json};
 use crate::run_config::{Method, RunConfig};
 use burn::module::Module;
-use selfsup_contrastive::{SimClr, SimClrModel};
+use selfsup_contrastive::{Clip, ClipModel, SimClr, SimClrModel};
 use selfsup_core::{Error, Prefetch, Result, Trainer, seed};
-use selfsup_data::{ImageSet, MultiView, ViewLoader};
+use selfsup_data::{CaptionLoader, ImageSet, MultiView, ViewLoader};
 use selfsup_dino::{Dino, DinoModel};
 use selfsup_encoders::{Arch, Backbone};
 use selfsup_mae::{Mae, MaeModel};
@@ -58,7 +59,15 @@ pub fn pretrain(
     cfg.validate()?;
     let device = cfg.device.train_device()?;
 
-    let splits = cfg.data.load(cfg.train.seed)?;
+    let mut splits = cfg.data.load(cfg.train.seed)?;
+    if cfg.method == Method::Clip {
+        // Image-caption pairs: a manifest's own, or captions made from the class names.
+        splits.train = clip_eval::captioned(splits.train, &cfg)?;
+        splits.test = splits
+            .test
+            .map(|t| clip_eval::captioned(t, &cfg))
+            .transpose()?;
+    }
     if splits.train.len() < cfg.train.batch_size {
         return Err(Error::config(
             "train.batch_size",
@@ -196,6 +205,50 @@ pub fn pretrain(
                 o.last_loss,
                 o.images_per_sec,
             )
+        }
+        Method::Clip => {
+            let tok = clip_eval::tokenizer(&cfg, &train)?;
+            tok.save(&out.join(clip_eval::TOKENIZER_FILE))?;
+            let captions = Arc::new(clip_eval::encode_captions(
+                &train,
+                &tok,
+                cfg.clip.text.context,
+            )?);
+            let views = ViewLoader::new(
+                train.clone(),
+                Arc::new(same_views(&cfg, size, 1)),
+                cfg.train.batch_size,
+                cfg.train.seed,
+                device.clone(),
+            );
+            let loader = Prefetch::new(CaptionLoader::new(views, captions, cfg.train.seed)?);
+            let vocab = tok.vocab_size();
+            cfg.clip.validate()?;
+            let model = seed::init_module(&device, cfg.train.seed, |d| {
+                ClipModel::new(cfg.encoder.init(channels, d), vocab, &cfg.clip, d)
+                    .expect("the CLIP config was validated above")
+            });
+            let mut objective = Clip::<Backbone>::new(&cfg.clip);
+            let mut monitor = Monitor::new(&cfg, &train, splits.test.as_ref())?;
+            let mut hook = |epoch: usize, m: &ClipModel<Backbone>| {
+                monitor.run(epoch, &m.image.clone().valid())
+            };
+            let o = trainer.fit(&mut objective, model, &loader, resume, Some(&mut hook))?;
+            let whole = o.model.valid();
+            write_atomic(&out.join(clip_eval::CLIP_FILE), |p| {
+                whole
+                    .clone()
+                    .save_file(p)
+                    .map_err(|e| Error::checkpoint(p, e.to_string()))
+            })?;
+            if let Some(test) = splits.test.as_ref() {
+                let eval_device = cfg.device.device()?;
+                let model = whole.clone().to_device(&eval_device);
+                let r = clip_eval::evaluate_clip(&model, &tok, &cfg, &train, test, &eval_device)?;
+                eprint!("{}", r.markdown());
+                write_json(&out.join(clip_eval::CLIP_RESULTS_FILE), &r)?;
+            }
+            (whole.image, o.steps, o.last_loss, o.images_per_sec)
         }
     };
     let secs = start.elapsed().as_secs_f64();

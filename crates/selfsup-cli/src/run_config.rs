@@ -1,7 +1,7 @@
 //! The full configuration of a run, as written to `RUN_DIR/config.toml`.
 
 use clap::ValueEnum;
-use selfsup_contrastive::SimClrConfig;
+use selfsup_contrastive::{ClipConfig, SimClrConfig};
 use selfsup_core::config::{from_toml, to_toml};
 use selfsup_core::{DeviceSpec, Error, OptimizerKind, Result, TrainConfig};
 use selfsup_data::{AugmentConfig, DataConfig};
@@ -23,6 +23,9 @@ pub enum Method {
     /// DINO: a student matches an EMA teacher's centred, sharpened outputs over multi-crop
     /// views.
     Dino,
+    /// CLIP: an image encoder and a text transformer learn a shared space from image-caption
+    /// pairs (a manifest, or captions made from a labelled set's class names).
+    Clip,
 }
 
 /// Everything a run needs; every key has a default, unknown keys are rejected.
@@ -47,6 +50,8 @@ pub struct RunConfig {
     pub mae: MaeConfig,
     /// DINO's settings.
     pub dino: DinoConfig,
+    /// CLIP's settings.
+    pub clip: ClipConfig,
     /// The kNN evaluation.
     pub knn: KnnConfig,
     /// The linear probe.
@@ -133,6 +138,7 @@ impl RunConfig {
             eval: EvalConfig::default(),
             mae: MaeConfig::default(),
             dino: DinoConfig::default(),
+            clip: ClipConfig::default(),
         }
         .for_method(method)
     }
@@ -153,6 +159,25 @@ impl RunConfig {
                 self.train.schedule.final_weight_decay = Some(0.4);
                 self.train.grad_clip_norm = 3.0;
                 self.dino.crops.local_size = 12;
+            }
+            Method::Clip => {
+                // CLIP's optimizer (AdamW, betas 0.9 / 0.98, weight decay 0.2) at a small
+                // model's learning rate; crops and flips only, as CLIP trains.
+                let opt = &mut self.train.optimizer;
+                opt.kind = OptimizerKind::Adamw;
+                opt.lr = 1e-3;
+                opt.weight_decay = 0.2;
+                opt.beta1 = 0.9;
+                opt.beta2 = 0.98;
+                opt.eps = 1e-6;
+                self.augment = AugmentConfig {
+                    crop_min_scale: 0.5,
+                    jitter_prob: 0.0,
+                    grayscale_prob: 0.0,
+                    blur_prob: 0.0,
+                    solarize_prob: 0.0,
+                    ..AugmentConfig::simclr()
+                };
             }
             Method::Mae => {
                 // A ViT on 28-pixel images (7x7 patches of 4), narrower and shallower than
@@ -234,6 +259,7 @@ impl RunConfig {
         self.simclr.validate()?;
         self.mae.validate()?;
         self.dino.validate()?;
+        self.clip.validate()?;
         if self.method == Method::Dino && self.encoder.arch == Arch::Vit {
             let (p, crops) = (self.encoder.vit.patch_size, &self.dino.crops);
             for (field, side) in [

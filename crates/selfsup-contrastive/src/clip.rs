@@ -80,6 +80,8 @@ pub struct ClipConfig {
     pub templates: Vec<String>,
     /// Prompt templates of zero-shot classification.
     pub zero_shot_templates: Vec<String>,
+    /// Held-out images the retrieval evaluation searches among (0: all).
+    pub retrieval_images: usize,
 }
 
 impl Default for ClipConfig {
@@ -92,6 +94,7 @@ impl Default for ClipConfig {
             tokenizer: TokenizerConfig::default(),
             templates: TRAIN_TEMPLATES.map(String::from).to_vec(),
             zero_shot_templates: ZERO_SHOT_TEMPLATES.map(String::from).to_vec(),
+            retrieval_images: 1000,
         }
     }
 }
