@@ -2,11 +2,11 @@
 //! JSON line, so scripts can compare runs, machines and backends.
 
 use crate::run_config::{Method, RunConfig};
-use selfsup_contrastive::{SimClr, SimClrModel};
+use selfsup_contrastive::{Clip, ClipModel, SimClr, SimClrModel};
 use selfsup_core::{
     BatchSource, DeviceSpec, Objective, Prefetch, Result, StepInfo, StepResult, Stepper, seed,
 };
-use selfsup_data::{ImageSet, MultiView, ViewLoader};
+use selfsup_data::{CaptionLoader, ImageSet, MultiView, ViewLoader};
 use selfsup_dino::{Dino, DinoModel};
 use selfsup_encoders::{Arch, Backbone};
 use selfsup_mae::{Mae, MaeModel};
@@ -209,23 +209,25 @@ pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
     ));
     let mean = vec![0.5; args.channels];
     let std = vec![0.25; args.channels];
-    if args.method == Method::Clip {
-        return Err(selfsup_core::Error::Invalid(
-            "selfsup bench step does not time CLIP steps yet (it needs captions beside the images); time a run with selfsup pretrain --method clip --max-steps N".into(),
-        ));
-    }
+    let one_view = || {
+        MultiView::default().with(
+            cfg.augment
+                .pipeline(args.image_size, mean.clone(), std.clone()),
+            1,
+        )
+    };
     let views = match args.method {
-        Method::Clip => unreachable!("refused above"),
-        Method::Mae => {
-            MultiView::default().with(cfg.augment.pipeline(args.image_size, mean, std), 1)
+        Method::Mae | Method::Clip => one_view(),
+        Method::Simclr => MultiView::default().with(
+            cfg.augment
+                .pipeline(args.image_size, mean.clone(), std.clone()),
+            2,
+        ),
+        Method::Dino => {
+            cfg.dino
+                .crops
+                .views(&cfg.augment, args.image_size, mean.clone(), std.clone())
         }
-        Method::Simclr => {
-            MultiView::default().with(cfg.augment.pipeline(args.image_size, mean, std), 2)
-        }
-        Method::Dino => cfg
-            .dino
-            .crops
-            .views(&cfg.augment, args.image_size, mean, std),
     };
     let plain = ViewLoader::new(data.clone(), Arc::new(views), args.batch, 0, device.clone());
     let t = Instant::now();
@@ -234,7 +236,35 @@ pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
     let loader = Prefetch::new(plain);
 
     let mut times = match args.method {
-        Method::Clip => unreachable!("refused above"),
+        Method::Clip => {
+            // Synthetic captions of a few words, a tokenizer learned from them.
+            let captions: Vec<String> = (0..data.len())
+                .map(|i| format!("a synthetic picture, number {} of {}", i % 97, i % 13))
+                .collect();
+            let tok = selfsup_text::Tokenizer::train(
+                captions.iter().map(String::as_str),
+                cfg.clip.tokenizer.vocab_size,
+            );
+            let context = cfg.clip.text.context;
+            let encoded: Vec<Vec<selfsup_text::Encoded>> = captions
+                .iter()
+                .map(|c| vec![tok.encode_padded(c, context)])
+                .collect();
+            let views = ViewLoader::new(
+                data.clone(),
+                Arc::new(one_view()),
+                args.batch,
+                0,
+                device.clone(),
+            );
+            let loader = Prefetch::new(CaptionLoader::new(views, Arc::new(encoded), 0)?);
+            let vocab = tok.vocab_size();
+            let model = seed::init_module(&device, 0, |d| {
+                ClipModel::new(cfg.encoder.init(args.channels, d), vocab, &cfg.clip, d)
+                    .expect("validated above")
+            });
+            time_steps(Clip::<Backbone>::new(&cfg.clip), model, &loader, &cfg, args)?
+        }
         Method::Simclr => {
             let model = seed::init_module(&device, 0, |d| {
                 SimClrModel::new(cfg.encoder.init(args.channels, d), &cfg.simclr, d)
@@ -324,5 +354,25 @@ mod tests {
         }
         let line = serde_json::to_string(&r).unwrap();
         assert!(line.contains("\"images_per_sec\""));
+    }
+
+    #[test]
+    fn times_a_tiny_clip_step() {
+        let r = bench_step(&StepBenchArgs {
+            method: Method::Clip,
+            encoder: Arch::Convnet,
+            width: 4,
+            batch: 8,
+            steps: 1,
+            warmup: 1,
+            image_size: 16,
+            channels: 1,
+            head_hidden: 16,
+            head_out: 8,
+            device: DeviceSpec::Flex,
+        })
+        .unwrap();
+        assert_eq!((r.method.as_str(), r.steps), ("clip", 1));
+        assert!(r.images_per_sec > 0.0);
     }
 }

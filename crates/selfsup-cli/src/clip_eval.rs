@@ -67,9 +67,19 @@ pub fn encode_captions(
         .captions
         .as_ref()
         .ok_or_else(|| Error::Invalid("the images have no captions".into()))?;
+    // Template captions repeat (120 distinct among Fashion-MNIST's 720,000): encode each once.
+    let mut seen: HashMap<&str, Encoded> = HashMap::new();
     Ok(captions
         .iter()
-        .map(|cs| cs.iter().map(|c| tok.encode_padded(c, context)).collect())
+        .map(|cs| {
+            cs.iter()
+                .map(|c| {
+                    seen.entry(c.as_str())
+                        .or_insert_with(|| tok.encode_padded(c, context))
+                        .clone()
+                })
+                .collect()
+        })
         .collect())
 }
 
