@@ -144,7 +144,7 @@ pub fn pretrain(
                     .expect("RunConfig::validate checked the ViT's shape");
                 MaeModel::new(vit, channels, &cfg.mae, d)
             });
-            let mut objective = Mae::new(&cfg.mae);
+            let mut objective = Mae::new(&cfg.mae).with_seed(cfg.train.seed);
             let mut monitor = Monitor::new(&cfg, &train, splits.test.as_ref())?;
             let mut hook = |epoch: usize, m: &MaeModel| {
                 monitor.run(epoch, &Backbone::Vit(m.encoder.clone().valid()))

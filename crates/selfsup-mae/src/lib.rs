@@ -13,4 +13,6 @@ pub mod masking;
 pub use decoder::MaeDecoder;
 pub use loss::{masked_reconstruction_loss, normalize_patches};
 pub use mae::{Mae, MaeConfig, MaeModel, MaeOutput, reconstruction_images};
-pub use masking::{Masking, gather_tokens, kept, masking_from_noise, random_masking};
+pub use masking::{
+    Masking, gather_tokens, kept, masking_from_noise, random_masking, seeded_masking,
+};

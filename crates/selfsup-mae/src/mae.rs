@@ -3,7 +3,7 @@
 
 use crate::decoder::MaeDecoder;
 use crate::loss::{masked_reconstruction_loss, normalize_patches};
-use crate::masking::{Masking, gather_tokens, random_masking};
+use crate::masking::{Masking, gather_tokens, random_masking, seeded_masking};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use selfsup_core::config::ensure;
@@ -182,15 +182,23 @@ pub fn reconstruction_images(
 pub struct Mae {
     mask_ratio: f64,
     norm_pix_loss: bool,
+    seed: u64,
 }
 
 impl Mae {
-    /// The objective with `cfg`'s mask ratio and target.
+    /// The objective with `cfg`'s mask ratio and target; masks drawn from seed 0.
     pub fn new(cfg: &MaeConfig) -> Self {
         Self {
             mask_ratio: cfg.mask_ratio,
             norm_pix_loss: cfg.norm_pix_loss,
+            seed: 0,
         }
+    }
+
+    /// The same objective drawing its masks from `seed` (and the step: [`seeded_masking`]).
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
     }
 }
 
@@ -207,13 +215,20 @@ impl Objective for Mae {
         model: &MaeModel,
         views: &Vec<Tensor<4>>,
         _phase: usize,
-        _info: &StepInfo,
+        info: &StepInfo,
     ) -> LossOutput {
-        LossOutput::new(
-            model
-                .forward(views[0].clone(), self.mask_ratio, self.norm_pix_loss)
-                .loss,
-        )
+        let images = views[0].clone();
+        let [n, ..] = images.dims();
+        let grid = model.encoder.grid();
+        let masking = seeded_masking(
+            n,
+            grid * grid,
+            self.mask_ratio,
+            self.seed,
+            info.step as u64,
+            &images.device(),
+        );
+        LossOutput::new(model.reconstruct(images, masking, self.norm_pix_loss).loss)
     }
 }
 
