@@ -287,6 +287,25 @@ fn embedding(
     Ok(Some((p, pca.explained)))
 }
 
+/// The first `count` test images of the run's data (training images when there is no test
+/// split) through its evaluation transform, `[n, channels, s, s]`, and the transform (whose
+/// mean and std undo the normalization for pictures).
+fn first_images(
+    cfg: &RunConfig,
+    channels: usize,
+    count: usize,
+    device: &burn::tensor::Device,
+) -> Result<(burn::tensor::Tensor<4>, selfsup_eval::EvalTransform)> {
+    let mut data_cfg = cfg.data.clone();
+    data_cfg.channels = channels;
+    let splits = data_cfg.load(cfg.train.seed)?;
+    let tf = crate::evaluate::eval_transform(cfg, &splits.train);
+    let images = splits.test.as_ref().unwrap_or(&splits.train).take(count);
+    let (n, s) = (images.len(), tf.size);
+    let x = selfsup_eval::raw_pixels(&images, &tf, device).reshape([n, channels, s, s]);
+    Ok((x, tf))
+}
+
 /// Test images in a `reconstruction.png` (for an MAE run): originals, masked, reconstructed.
 const RECONSTRUCTED: usize = 8;
 
@@ -309,17 +328,8 @@ fn mae_reconstructions(
     let model = selfsup_mae::MaeModel::new(vit, channels, &cfg.mae, &device)
         .try_load_file(&weights)
         .map_err(|e| Error::checkpoint(&weights, e.to_string()))?;
-    let mut data_cfg = cfg.data.clone();
-    data_cfg.channels = channels;
-    let splits = data_cfg.load(cfg.train.seed)?;
-    let tf = crate::evaluate::eval_transform(cfg, &splits.train);
-    let images = splits
-        .test
-        .as_ref()
-        .unwrap_or(&splits.train)
-        .take(RECONSTRUCTED);
-    let (n, s) = (images.len(), tf.size);
-    let x = selfsup_eval::raw_pixels(&images, &tf, &device).reshape([n, channels, s, s]);
+    let (x, tf) = first_images(cfg, channels, RECONSTRUCTED, &device)?;
+    let [n, _, s, _] = x.dims();
     let grid = model.encoder.grid();
     let masking = selfsup_mae::random_masking(n, grid * grid, cfg.mae.mask_ratio, &device);
     let (masked, recon) =
@@ -361,13 +371,8 @@ fn attention_maps(
         return Ok(None);
     };
     let channels = cfg.data.mean.len().max(1);
-    let mut data_cfg = cfg.data.clone();
-    data_cfg.channels = channels;
-    let splits = data_cfg.load(cfg.train.seed)?;
-    let tf = crate::evaluate::eval_transform(cfg, &splits.train);
-    let images = splits.test.as_ref().unwrap_or(&splits.train).take(ATTENDED);
-    let (n, s) = (images.len(), tf.size);
-    let x = selfsup_eval::raw_pixels(&images, &tf, &dev).reshape([n, channels, s, s]);
+    let (x, tf) = first_images(cfg, channels, ATTENDED, &dev)?;
+    let [n, _, s, _] = x.dims();
     let attention = vit.last_attention(x.clone());
     let [_, heads, t, _] = attention.dims();
     let grid = vit.grid();

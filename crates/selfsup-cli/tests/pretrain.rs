@@ -57,6 +57,17 @@ fn same(a: &[f32], b: &[f32]) -> Result<(), String> {
     }
 }
 
+/// Makes `run` look like a run stopped right after the step checkpoint `step` (of another
+/// run): that checkpoint copied into its checkpoints folder, nothing else.
+fn interrupted_at(step: &Path, run: &Path) {
+    let dst = checkpoint::checkpoints_dir(run).join(step.file_name().unwrap());
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in std::fs::read_dir(step).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
+    }
+}
+
 fn encoder_weights(run: &Path) -> Vec<f32> {
     let (_, enc) = selfsup_cli::evaluate::load_encoder(run, &Device::flex()).unwrap();
     let mut f = Flat(Vec::new());
@@ -94,13 +105,7 @@ fn pretrain_checkpoints_resumes_and_evaluates() {
 
     // Interrupt after step 2: keep only that checkpoint, then resume.
     let b = dir.path().join("b");
-    let src = &steps[0];
-    let dst = checkpoint::checkpoints_dir(&b).join(src.file_name().unwrap());
-    std::fs::create_dir_all(&dst).unwrap();
-    for f in std::fs::read_dir(src).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
-    }
+    interrupted_at(&steps[0], &b);
     let resumed = pretrain(tiny(), &b, true, false).unwrap();
     assert_eq!(resumed.steps, 6);
     same(&encoder_weights(&a), &encoder_weights(&b))
@@ -321,13 +326,7 @@ fn dino_pretrains_resumes_exactly_and_evaluates_the_teacher() {
     // Interrupted after step 2 (mid-run, second epoch ahead): the resumed run restores the
     // teacher and centre, and ends with the very same teacher.
     let b = dir.path().join("b");
-    let src = &steps[1];
-    let dst = checkpoint::checkpoints_dir(&b).join(src.file_name().unwrap());
-    std::fs::create_dir_all(&dst).unwrap();
-    for f in std::fs::read_dir(src).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
-    }
+    interrupted_at(&steps[1], &b);
     pretrain(tiny_dino(), &b, true, false).unwrap();
     same(&encoder_weights(&a), &encoder_weights(&b))
         .expect("resumed DINO run differs from the uninterrupted one");
@@ -431,12 +430,7 @@ fn clip_trains_on_template_captions_resumes_and_evaluates() {
     // Interrupted after step 2: the resumed run ends with the same image tower.
     let steps = checkpoint::list(&a).unwrap();
     let b = dir.path().join("b");
-    let dst = checkpoint::checkpoints_dir(&b).join(steps[1].file_name().unwrap());
-    std::fs::create_dir_all(&dst).unwrap();
-    for f in std::fs::read_dir(&steps[1]).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
-    }
+    interrupted_at(&steps[1], &b);
     pretrain(tiny_clip(), &b, true, false).unwrap();
     same(&encoder_weights(&a), &encoder_weights(&b))
         .expect("resumed CLIP run differs from the uninterrupted one");
