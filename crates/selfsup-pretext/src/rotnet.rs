@@ -1,0 +1,135 @@
+//! RotNet: every image in its four rotations, a 4-way head on the encoder's features, and the
+//! cross-entropy of naming the rotation. The features kept afterwards are the encoder's.
+
+use crate::rotation::rotations_batch;
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{Device, Int, Tensor};
+use selfsup_core::{Encoder, LossOutput, Objective, StepInfo};
+
+/// The encoder and its rotation head.
+#[derive(Module, Debug)]
+pub struct RotNetModel<E: Encoder> {
+    /// The backbone whose features are kept.
+    pub encoder: E,
+    /// Linear 4-way classifier over the features, discarded after pretraining.
+    pub head: Linear,
+}
+
+impl<E: Encoder> RotNetModel<E> {
+    /// `encoder` with a fresh rotation head on `device`.
+    pub fn new(encoder: E, device: &Device) -> Self {
+        let head = LinearConfig::new(encoder.output_dim(), 4).init(device);
+        Self { encoder, head }
+    }
+
+    /// Rotation logits `[N, 4]` of images.
+    pub fn logits(&self, images: Tensor<4>) -> Tensor<2> {
+        self.head.forward(self.encoder.features(images))
+    }
+}
+
+/// The fraction of rows whose largest logit is their label.
+pub fn top1(logits: Tensor<2>, labels: Tensor<1, Int>) -> f64 {
+    let [n, _] = logits.dims();
+    let hits = logits
+        .argmax(1)
+        .reshape([n])
+        .equal(labels)
+        .int()
+        .sum()
+        .into_scalar::<i64>();
+    hits as f64 / n.max(1) as f64
+}
+
+/// The RotNet objective over one view of each image (`Vec` of views; the first is used).
+pub struct RotNet<E> {
+    _encoder: std::marker::PhantomData<E>,
+}
+
+impl<E> RotNet<E> {
+    /// The objective (it has no settings: the four rotations are the task).
+    pub fn new() -> Self {
+        Self {
+            _encoder: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<E> Default for RotNet<E> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<E: Encoder> Objective for RotNet<E> {
+    type Model = RotNetModel<E>;
+    type Batch = Vec<Tensor<4>>;
+
+    fn name(&self) -> &str {
+        "rotnet"
+    }
+
+    /// Cross-entropy of the rotation over the `4N` rotated images; logs `pretext_top1`, how
+    /// often the rotation is named right.
+    fn loss(
+        &mut self,
+        model: &Self::Model,
+        views: &Self::Batch,
+        _phase: usize,
+        _info: &StepInfo,
+    ) -> LossOutput {
+        let (images, labels) = rotations_batch(views[0].clone());
+        let logits = model.logits(images);
+        let accuracy = top1(logits.clone().detach(), labels.clone());
+        let loss = CrossEntropyLossConfig::new()
+            .init(&logits.device())
+            .forward(logits, labels);
+        LossOutput {
+            loss,
+            metrics: vec![("pretext_top1".into(), accuracy)],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+    use selfsup_encoders::EncoderConfig;
+
+    #[test]
+    fn accuracy_counts_rows_whose_best_logit_is_the_label() {
+        let dev = Device::flex();
+        let logits = Tensor::<2>::from_data(
+            TensorData::new(vec![0.1f32, 2.0, 0.0, 0.0, 3.0, 1.0, 0.0, 0.0], [2, 4]),
+            &dev,
+        );
+        let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![1i64, 1], [2]), &dev);
+        assert_eq!(top1(logits, labels), 0.5);
+    }
+
+    #[test]
+    fn a_step_gives_the_cross_entropy_of_four_classes() {
+        let dev = Device::flex().autodiff();
+        let enc = EncoderConfig {
+            width: 4,
+            ..EncoderConfig::default()
+        }
+        .init(1, &dev);
+        let model = RotNetModel::new(enc, &dev);
+        let x = Tensor::<4>::random([3, 1, 16, 16], burn::tensor::Distribution::Default, &dev);
+        let info = StepInfo {
+            step: 0,
+            epoch: 0,
+            total_steps: 1,
+            steps_per_epoch: 1,
+        };
+        let out = RotNet::new().loss(&model, &vec![x], 0, &info);
+        let loss = out.loss.into_scalar::<f64>();
+        // A fresh head: close to ln 4.
+        assert!((loss - 4f64.ln()).abs() < 0.7, "{loss}");
+        assert_eq!(out.metrics[0].0, "pretext_top1");
+    }
+}
