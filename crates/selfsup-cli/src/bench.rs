@@ -217,7 +217,7 @@ pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
         )
     };
     let views = match args.method {
-        Method::Mae | Method::Clip => one_view(),
+        Method::Mae | Method::Clip | Method::Rotnet => one_view(),
         Method::Simclr => MultiView::default().with(
             cfg.augment
                 .pipeline(args.image_size, mean.clone(), std.clone()),
@@ -270,6 +270,13 @@ pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
                 SimClrModel::new(cfg.encoder.init(args.channels, d), &cfg.simclr, d)
             });
             let objective = SimClr::<Backbone>::new(&cfg.simclr);
+            time_steps(objective, model, &loader, &cfg, args)?
+        }
+        Method::Rotnet => {
+            let model = seed::init_module(&device, 0, |d| {
+                selfsup_pretext::RotNetModel::new(cfg.encoder.init(args.channels, d), d)
+            });
+            let objective = selfsup_pretext::RotNet::<Backbone>::new();
             time_steps(objective, model, &loader, &cfg, args)?
         }
         Method::Mae => {

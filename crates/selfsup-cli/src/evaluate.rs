@@ -258,6 +258,10 @@ pub fn load_trainable_encoder(checkpoint: &Path, device: &Device) -> Result<(Run
                 let model = selfsup_contrastive::SimClrModel::new(fresh, &cfg.simclr, device);
                 selfsup_core::checkpoint::load_model(&dir, model)?.encoder
             }
+            (Method::Rotnet, fresh) => {
+                let model = selfsup_pretext::RotNetModel::new(fresh, device);
+                selfsup_core::checkpoint::load_model(&dir, model)?.encoder
+            }
             (Method::Clip, fresh) => {
                 let tok = selfsup_text::Tokenizer::load(
                     &run.join(crate::clip_eval::TOKENIZER_FILE),

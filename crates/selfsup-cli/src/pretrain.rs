@@ -10,6 +10,7 @@ use selfsup_data::{CaptionLoader, ImageSet, MultiView, ViewLoader};
 use selfsup_dino::{Dino, DinoModel};
 use selfsup_encoders::{Arch, Backbone};
 use selfsup_mae::{Mae, MaeModel};
+use selfsup_pretext::{RotNet, RotNetModel};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -201,6 +202,24 @@ pub fn pretrain(
             let o = trainer.fit(&mut objective, model, &loader, resume, Some(&mut hook))?;
             (
                 objective.teacher().backbone.clone().valid(),
+                o.steps,
+                o.last_loss,
+                o.images_per_sec,
+            )
+        }
+        Method::Rotnet => {
+            let loader = view_loader(&cfg, &train, same_views(&cfg, size, 1), &device);
+            let model = seed::init_module(&device, cfg.train.seed, |d| {
+                RotNetModel::new(cfg.encoder.init(channels, d), d)
+            });
+            let mut objective = RotNet::<Backbone>::new();
+            let mut monitor = Monitor::new(&cfg, &train, splits.test.as_ref())?;
+            let mut hook = |epoch: usize, m: &RotNetModel<Backbone>| {
+                monitor.run(epoch, &m.encoder.clone().valid())
+            };
+            let o = trainer.fit(&mut objective, model, &loader, resume, Some(&mut hook))?;
+            (
+                o.model.encoder.valid(),
                 o.steps,
                 o.last_loss,
                 o.images_per_sec,

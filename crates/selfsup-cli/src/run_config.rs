@@ -26,6 +26,8 @@ pub enum Method {
     /// CLIP: an image encoder and a text transformer learn a shared space from image-caption
     /// pairs (a manifest, or captions made from a labelled set's class names).
     Clip,
+    /// RotNet: name which of four rotations was applied to each image.
+    Rotnet,
 }
 
 /// Everything a run needs; every key has a default, unknown keys are rejected.
@@ -165,6 +167,25 @@ impl RunConfig {
                 self.dino.momentum_start = 0.99;
                 self.dino.warmup_teacher_temperature = 0.04;
                 self.dino.teacher_temperature = 0.04;
+            }
+            Method::Rotnet => {
+                // The paper's optimizer: SGD with Nesterov momentum 0.9, weight decay 5e-4
+                // (PyTorch's undampened momentum); crops and flips (a flip never changes which
+                // rotation was applied), no colour changes.
+                let opt = &mut self.train.optimizer;
+                opt.kind = OptimizerKind::Sgd;
+                opt.lr = 0.1;
+                opt.momentum = 0.9;
+                opt.nesterov = true;
+                opt.weight_decay = 5e-4;
+                self.augment = AugmentConfig {
+                    crop_min_scale: 0.5,
+                    jitter_prob: 0.0,
+                    grayscale_prob: 0.0,
+                    blur_prob: 0.0,
+                    solarize_prob: 0.0,
+                    ..AugmentConfig::simclr()
+                };
             }
             Method::Clip => {
                 // CLIP's optimizer (AdamW, betas 0.9 / 0.98, weight decay 0.2) at a small

@@ -524,3 +524,29 @@ fn clip_trains_on_a_manifest() {
         "{err}"
     );
 }
+
+/// RotNet trains through the shared engine, logs how often it names the rotation, and a step
+/// checkpoint evaluates its encoder.
+#[test]
+fn rotnet_trains_and_evaluates_its_encoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("rot");
+    let mut c = tiny();
+    c.method = Method::Rotnet;
+    c.train.epochs = 1;
+    let report = pretrain(c, &run, false, false).unwrap();
+    assert!(report.final_loss.is_finite());
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert!(metrics.contains("pretext_top1"), "{metrics}");
+    let steps = checkpoint::list(&run).unwrap();
+    let args = EvalArgs {
+        checkpoint: steps.last().unwrap().clone(),
+        ..EvalArgs::default()
+    };
+    let knn_only = EvalPlan {
+        knn: true,
+        linear: false,
+        baselines: false,
+    };
+    eval_frozen(&args, knn_only, Some(5), None).unwrap();
+}
