@@ -114,11 +114,17 @@ pub fn pretrain(
                 SimClrModel::new(cfg.encoder.init(channels, d), &cfg.simclr, d)
             });
             let mut objective = SimClr::<Backbone>::new(&cfg.simclr);
-            let mut monitor = Monitor::new(&cfg, &train, splits.test.as_ref())?;
-            let mut hook = |epoch: usize, m: &SimClrModel<Backbone>| {
-                monitor.run(epoch, &m.encoder.clone().valid())
-            };
-            let o = trainer.fit(&mut objective, model, &loader, resume, Some(&mut hook))?;
+            let o = fit_monitored(
+                &trainer,
+                &cfg,
+                &train,
+                splits.test.as_ref(),
+                &mut objective,
+                model,
+                &loader,
+                resume,
+                |m: &SimClrModel<Backbone>| m.encoder.clone().valid(),
+            )?;
             (
                 o.model.encoder.valid(),
                 o.steps,
@@ -146,11 +152,17 @@ pub fn pretrain(
                 MaeModel::new(vit, channels, &cfg.mae, d)
             });
             let mut objective = Mae::new(&cfg.mae).with_seed(cfg.train.seed);
-            let mut monitor = Monitor::new(&cfg, &train, splits.test.as_ref())?;
-            let mut hook = |epoch: usize, m: &MaeModel| {
-                monitor.run(epoch, &Backbone::Vit(m.encoder.clone().valid()))
-            };
-            let o = trainer.fit(&mut objective, model, &loader, resume, Some(&mut hook))?;
+            let o = fit_monitored(
+                &trainer,
+                &cfg,
+                &train,
+                splits.test.as_ref(),
+                &mut objective,
+                model,
+                &loader,
+                resume,
+                |m: &MaeModel| Backbone::Vit(m.encoder.clone().valid()),
+            )?;
             let whole = o.model.valid();
             write_atomic(&out.join(MAE_FILE), |p| {
                 whole
@@ -193,13 +205,19 @@ pub fn pretrain(
             // The teacher: a fresh model loaded with the student's weights, on the same device.
             let fresh = seed::init_module(&device, cfg.train.seed, build);
             let mut objective = Dino::new(&cfg.dino, fresh, &model);
-            let mut monitor = Monitor::new(&cfg, &train, splits.test.as_ref())?;
             // The monitor scores the student's backbone (the teacher lives in the objective,
             // which the trainer holds while it runs); the final table scores the teacher's.
-            let mut hook = |epoch: usize, m: &DinoModel<Backbone>| {
-                monitor.run(epoch, &m.backbone.clone().valid())
-            };
-            let o = trainer.fit(&mut objective, model, &loader, resume, Some(&mut hook))?;
+            let o = fit_monitored(
+                &trainer,
+                &cfg,
+                &train,
+                splits.test.as_ref(),
+                &mut objective,
+                model,
+                &loader,
+                resume,
+                |m: &DinoModel<Backbone>| m.backbone.clone().valid(),
+            )?;
             (
                 objective.teacher().backbone.clone().valid(),
                 o.steps,
@@ -213,11 +231,17 @@ pub fn pretrain(
                 RotNetModel::new(cfg.encoder.init(channels, d), d)
             });
             let mut objective = RotNet::<Backbone>::new();
-            let mut monitor = Monitor::new(&cfg, &train, splits.test.as_ref())?;
-            let mut hook = |epoch: usize, m: &RotNetModel<Backbone>| {
-                monitor.run(epoch, &m.encoder.clone().valid())
-            };
-            let o = trainer.fit(&mut objective, model, &loader, resume, Some(&mut hook))?;
+            let o = fit_monitored(
+                &trainer,
+                &cfg,
+                &train,
+                splits.test.as_ref(),
+                &mut objective,
+                model,
+                &loader,
+                resume,
+                |m: &RotNetModel<Backbone>| m.encoder.clone().valid(),
+            )?;
             (
                 o.model.encoder.valid(),
                 o.steps,
@@ -242,17 +266,22 @@ pub fn pretrain(
             );
             let loader = Prefetch::new(CaptionLoader::new(views, captions, cfg.train.seed)?);
             let vocab = tok.vocab_size();
-            cfg.clip.validate()?;
             let model = seed::init_module(&device, cfg.train.seed, |d| {
                 ClipModel::new(cfg.encoder.init(channels, d), vocab, &cfg.clip, d)
-                    .expect("the CLIP config was validated above")
+                    .expect("RunConfig::validate checked the CLIP config")
             });
             let mut objective = Clip::<Backbone>::new(&cfg.clip);
-            let mut monitor = Monitor::new(&cfg, &train, splits.test.as_ref())?;
-            let mut hook = |epoch: usize, m: &ClipModel<Backbone>| {
-                monitor.run(epoch, &m.image.clone().valid())
-            };
-            let o = trainer.fit(&mut objective, model, &loader, resume, Some(&mut hook))?;
+            let o = fit_monitored(
+                &trainer,
+                &cfg,
+                &train,
+                splits.test.as_ref(),
+                &mut objective,
+                model,
+                &loader,
+                resume,
+                |m: &ClipModel<Backbone>| m.image.clone().valid(),
+            )?;
             let whole = o.model.valid();
             write_atomic(&out.join(clip_eval::CLIP_FILE), |p| {
                 whole
@@ -288,6 +317,29 @@ pub fn pretrain(
         ips,
         secs,
     )
+}
+
+/// Trains `objective` from `model`, with the online kNN monitor scoring `backbone(model)` (for
+/// inference) after every epoch it is due.
+#[allow(clippy::too_many_arguments)]
+fn fit_monitored<O, S>(
+    trainer: &Trainer,
+    cfg: &RunConfig,
+    train: &ImageSet,
+    test: Option<&ImageSet>,
+    objective: &mut O,
+    model: O::Model,
+    loader: &S,
+    resume: bool,
+    backbone: impl Fn(&O::Model) -> Backbone,
+) -> Result<selfsup_core::TrainOutcome<O::Model>>
+where
+    O: selfsup_core::Objective,
+    S: selfsup_core::BatchSource<Batch = O::Batch>,
+{
+    let mut monitor = Monitor::new(cfg, train, test)?;
+    let mut hook = |epoch: usize, m: &O::Model| monitor.run(epoch, &backbone(m));
+    trainer.fit(objective, model, loader, resume, Some(&mut hook))
 }
 
 /// `views` per image, in batches; the next batch is built while a step computes.

@@ -178,14 +178,7 @@ impl RunConfig {
                 opt.momentum = 0.9;
                 opt.nesterov = true;
                 opt.weight_decay = 5e-4;
-                self.augment = AugmentConfig {
-                    crop_min_scale: 0.5,
-                    jitter_prob: 0.0,
-                    grayscale_prob: 0.0,
-                    blur_prob: 0.0,
-                    solarize_prob: 0.0,
-                    ..AugmentConfig::simclr()
-                };
+                self.augment = crops_and_flips(0.5);
             }
             Method::Clip => {
                 // CLIP's optimizer (AdamW, betas 0.9 / 0.98, weight decay 0.2) at a small
@@ -197,14 +190,7 @@ impl RunConfig {
                 opt.beta1 = 0.9;
                 opt.beta2 = 0.98;
                 opt.eps = 1e-6;
-                self.augment = AugmentConfig {
-                    crop_min_scale: 0.5,
-                    jitter_prob: 0.0,
-                    grayscale_prob: 0.0,
-                    blur_prob: 0.0,
-                    solarize_prob: 0.0,
-                    ..AugmentConfig::simclr()
-                };
+                self.augment = crops_and_flips(0.5);
             }
             Method::Mae => {
                 // A ViT on 28-pixel images (7x7 patches of 4), narrower and shallower than
@@ -217,14 +203,7 @@ impl RunConfig {
                     heads: 4,
                     ..VitConfig::tiny(28, 4)
                 };
-                self.augment = AugmentConfig {
-                    crop_min_scale: 0.2,
-                    jitter_prob: 0.0,
-                    grayscale_prob: 0.0,
-                    blur_prob: 0.0,
-                    solarize_prob: 0.0,
-                    ..AugmentConfig::simclr()
-                };
+                self.augment = crops_and_flips(0.2);
                 let opt = &mut self.train.optimizer;
                 opt.kind = OptimizerKind::Adamw;
                 opt.lr = 1e-3;
@@ -315,6 +294,19 @@ impl RunConfig {
         self.knn.validate()?;
         self.linear.validate()?;
         self.finetune.validate()
+    }
+}
+
+/// SimCLR's random resized crop (smallest area `min_scale`) and flip, and nothing else: the
+/// augmentation of methods that colour changes would hurt or not help (MAE, CLIP, RotNet).
+fn crops_and_flips(min_scale: f64) -> AugmentConfig {
+    AugmentConfig {
+        crop_min_scale: min_scale,
+        jitter_prob: 0.0,
+        grayscale_prob: 0.0,
+        blur_prob: 0.0,
+        solarize_prob: 0.0,
+        ..AugmentConfig::simclr()
     }
 }
 
