@@ -4,7 +4,8 @@
 use crate::run_config::{Method, RunConfig};
 use selfsup_contrastive::{Clip, ClipModel, SimClr, SimClrModel};
 use selfsup_core::{
-    BatchSource, DeviceSpec, Objective, Prefetch, Result, StepInfo, StepResult, Stepper, seed,
+    BatchSource, DeviceSpec, Objective, Prefetch, Result, StepInfo, StepResult, Stepper,
+    ViewGenerator, seed,
 };
 use selfsup_data::{CaptionLoader, ImageSet, MultiView, ViewLoader};
 use selfsup_dino::{Dino, DinoModel};
@@ -216,20 +217,31 @@ pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
             1,
         )
     };
-    let views = match args.method {
-        Method::Mae | Method::Clip | Method::Rotnet => one_view(),
-        Method::Simclr => MultiView::default().with(
-            cfg.augment
-                .pipeline(args.image_size, mean.clone(), std.clone()),
-            2,
+    let views: Arc<dyn ViewGenerator> = match args.method {
+        Method::Mae | Method::Clip | Method::Rotnet => Arc::new(one_view()),
+        Method::Simclr => Arc::new(
+            MultiView::default().with(
+                cfg.augment
+                    .pipeline(args.image_size, mean.clone(), std.clone()),
+                2,
+            ),
         ),
-        Method::Dino => {
-            cfg.dino
-                .crops
-                .views(&cfg.augment, args.image_size, mean.clone(), std.clone())
-        }
+        Method::Dino => Arc::new(cfg.dino.crops.views(
+            &cfg.augment,
+            args.image_size,
+            mean.clone(),
+            std.clone(),
+        )),
+        Method::Jigsaw => Arc::new(selfsup_pretext::AugmentedTiles {
+            augment: cfg.augment.pipeline(
+                cfg.jigsaw.cut_size(args.image_size),
+                mean.clone(),
+                std.clone(),
+            ),
+            tiles: cfg.jigsaw.tiles(args.image_size),
+        }),
     };
-    let plain = ViewLoader::new(data.clone(), Arc::new(views), args.batch, 0, device.clone());
+    let plain = ViewLoader::new(data.clone(), views, args.batch, 0, device.clone());
     let t = Instant::now();
     let _ = plain.batch(0, 0)?;
     let build_batch_ms = 1e3 * t.elapsed().as_secs_f64();
@@ -277,6 +289,20 @@ pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
                 selfsup_pretext::RotNetModel::new(cfg.encoder.init(args.channels, d), d)
             });
             let objective = selfsup_pretext::RotNet::<Backbone>::new();
+            time_steps(objective, model, &loader, &cfg, args)?
+        }
+        Method::Jigsaw => {
+            let j = &cfg.jigsaw;
+            let model = seed::init_module(&device, 0, |d| {
+                selfsup_pretext::JigsawModel::new(
+                    cfg.encoder.init(args.channels, d),
+                    j.grid * j.grid,
+                    j.permutations,
+                    j.hidden_dim,
+                    d,
+                )
+            });
+            let objective = selfsup_pretext::Jigsaw::<Backbone>::new(j.permutation_set(0)?, 0);
             time_steps(objective, model, &loader, &cfg, args)?
         }
         Method::Mae => {

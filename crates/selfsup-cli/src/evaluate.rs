@@ -262,6 +262,17 @@ pub fn load_trainable_encoder(checkpoint: &Path, device: &Device) -> Result<(Run
                 let model = selfsup_pretext::RotNetModel::new(fresh, device);
                 selfsup_core::checkpoint::load_model(&dir, model)?.encoder
             }
+            (Method::Jigsaw, fresh) => {
+                let j = &cfg.jigsaw;
+                let model = selfsup_pretext::JigsawModel::new(
+                    fresh,
+                    j.grid * j.grid,
+                    j.permutations,
+                    j.hidden_dim,
+                    device,
+                );
+                selfsup_core::checkpoint::load_model(&dir, model)?.encoder
+            }
             (Method::Clip, fresh) => {
                 let tok = selfsup_text::Tokenizer::load(
                     &run.join(crate::clip_eval::TOKENIZER_FILE),

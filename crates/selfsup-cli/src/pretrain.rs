@@ -5,12 +5,12 @@ use crate::evaluate::{EvalPlan, EvalReport, eval_transform, evaluate, write_json
 use crate::run_config::{Method, RunConfig};
 use burn::module::Module;
 use selfsup_contrastive::{Clip, ClipModel, SimClr, SimClrModel};
-use selfsup_core::{Error, Prefetch, Result, Trainer, seed};
+use selfsup_core::{Error, Prefetch, Result, Trainer, ViewGenerator, seed};
 use selfsup_data::{CaptionLoader, ImageSet, MultiView, ViewLoader};
 use selfsup_dino::{Dino, DinoModel};
 use selfsup_encoders::{Arch, Backbone};
 use selfsup_mae::{Mae, MaeModel};
-use selfsup_pretext::{RotNet, RotNetModel};
+use selfsup_pretext::{AugmentedTiles, Jigsaw, JigsawModel, RotNet, RotNetModel};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -249,6 +249,52 @@ pub fn pretrain(
                 o.images_per_sec,
             )
         }
+        Method::Jigsaw => {
+            cfg.jigsaw.validate(Some(size))?;
+            let cut = cfg.jigsaw.cut_size(size);
+            let views = AugmentedTiles {
+                augment: cfg
+                    .augment
+                    .pipeline(cut, cfg.data.mean.clone(), cfg.data.std.clone()),
+                tiles: cfg.jigsaw.tiles(size),
+            };
+            let loader = view_loader(&cfg, &train, views, &device);
+            let tiles = cfg.jigsaw.grid * cfg.jigsaw.grid;
+            let model = seed::init_module(&device, cfg.train.seed, |d| {
+                JigsawModel::new(
+                    cfg.encoder.init(channels, d),
+                    tiles,
+                    cfg.jigsaw.permutations,
+                    cfg.jigsaw.hidden_dim,
+                    d,
+                )
+            });
+            let set = cfg.jigsaw.permutation_set(cfg.train.seed)?;
+            eprintln!(
+                "selfsup: {} permutations of {tiles} tiles, Hamming distance min {} mean {:.2}",
+                set.len(),
+                set.min_distance().unwrap_or(0),
+                set.mean_distance()
+            );
+            let mut objective = Jigsaw::<Backbone>::new(set, cfg.train.seed);
+            let o = fit_monitored(
+                &trainer,
+                &cfg,
+                &train,
+                splits.test.as_ref(),
+                &mut objective,
+                model,
+                &loader,
+                resume,
+                |m: &JigsawModel<Backbone>| m.encoder.clone().valid(),
+            )?;
+            (
+                o.model.encoder.valid(),
+                o.steps,
+                o.last_loss,
+                o.images_per_sec,
+            )
+        }
         Method::Clip => {
             let tok = clip_eval::tokenizer(&cfg, &train)?;
             tok.save(&out.join(clip_eval::TOKENIZER_FILE))?;
@@ -346,7 +392,7 @@ where
 fn view_loader(
     cfg: &RunConfig,
     train: &Arc<ImageSet>,
-    views: MultiView,
+    views: impl ViewGenerator + 'static,
     device: &burn::tensor::Device,
 ) -> Prefetch<ViewLoader> {
     Prefetch::new(ViewLoader::new(

@@ -9,6 +9,7 @@ use selfsup_dino::DinoConfig;
 use selfsup_encoders::{Arch, EncoderConfig, VitConfig};
 use selfsup_eval::{FinetuneConfig, KnnConfig, LinearProbeConfig};
 use selfsup_mae::MaeConfig;
+use selfsup_pretext::JigsawConfig;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -28,6 +29,8 @@ pub enum Method {
     Clip,
     /// RotNet: name which of four rotations was applied to each image.
     Rotnet,
+    /// Jigsaw: name which permutation shuffled the tiles of each image.
+    Jigsaw,
 }
 
 /// Everything a run needs; every key has a default, unknown keys are rejected.
@@ -54,6 +57,8 @@ pub struct RunConfig {
     pub dino: DinoConfig,
     /// CLIP's settings.
     pub clip: ClipConfig,
+    /// The jigsaw task's settings.
+    pub jigsaw: JigsawConfig,
     /// The kNN evaluation.
     pub knn: KnnConfig,
     /// The linear probe.
@@ -141,6 +146,7 @@ impl RunConfig {
             mae: MaeConfig::default(),
             dino: DinoConfig::default(),
             clip: ClipConfig::default(),
+            jigsaw: JigsawConfig::default(),
         }
         .for_method(method)
     }
@@ -179,6 +185,19 @@ impl RunConfig {
                 opt.nesterov = true;
                 opt.weight_decay = 5e-4;
                 self.augment = crops_and_flips(0.5);
+            }
+            Method::Jigsaw => {
+                // RotNet's optimizer; crops and flips of the whole image before it is cut (each
+                // tile is normalized on its own, so colour changes would do nothing), upscaled
+                // to 48 px so the 3 x 3 tiles of small images are 14 px, not 9.
+                let opt = &mut self.train.optimizer;
+                opt.kind = OptimizerKind::Sgd;
+                opt.lr = 0.1;
+                opt.momentum = 0.9;
+                opt.nesterov = true;
+                opt.weight_decay = 5e-4;
+                self.augment = crops_and_flips(0.5);
+                self.jigsaw.image_size = 48;
             }
             Method::Clip => {
                 // CLIP's optimizer (AdamW, betas 0.9 / 0.98, weight decay 0.2) at a small
@@ -266,6 +285,15 @@ impl RunConfig {
         self.mae.validate()?;
         self.dino.validate()?;
         self.clip.validate()?;
+        if self.method == Method::Jigsaw {
+            // The tiles' fit is checked again once the data's size is known.
+            let side = match (self.jigsaw.image_size, self.augment.crop_size) {
+                (0, 0) => None,
+                (0, c) => Some(c),
+                (s, _) => Some(s),
+            };
+            self.jigsaw.validate(side)?;
+        }
         if self.method == Method::Dino && self.encoder.arch == Arch::Vit {
             let (p, crops) = (self.encoder.vit.patch_size, &self.dino.crops);
             for (field, side) in [
@@ -328,7 +356,8 @@ mod tests {
 
     #[test]
     fn preset_roundtrips_through_toml() {
-        for method in [Method::Simclr, Method::Mae, Method::Dino] {
+        for method in Method::value_variants() {
+            let method = *method;
             let c = RunConfig::preset(method);
             c.validate().unwrap();
             let back: RunConfig = from_toml(&c.to_toml().unwrap(), "x").unwrap();

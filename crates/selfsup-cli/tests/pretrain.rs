@@ -550,3 +550,48 @@ fn rotnet_trains_and_evaluates_its_encoder() {
     };
     eval_frozen(&args, knn_only, Some(5), None).unwrap();
 }
+
+/// Jigsaw trains through the shared engine on its tiles, logs how often it names the
+/// permutation, resumes to the very weights of an uninterrupted run (its permutation set and
+/// each step's permutations come from the seed), and its step checkpoints evaluate the encoder
+/// on whole images.
+#[test]
+fn jigsaw_trains_resumes_and_evaluates_its_encoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let jig = || {
+        let mut c = tiny();
+        c.method = Method::Jigsaw;
+        c.jigsaw.permutations = 10;
+        c.jigsaw.hidden_dim = 16;
+        c
+    };
+    let a = dir.path().join("a");
+    let report = pretrain(jig(), &a, false, false).unwrap();
+    assert!(report.final_loss.is_finite());
+    let metrics = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
+    assert!(metrics.contains("pretext_top1"), "{metrics}");
+    let steps = checkpoint::list(&a).unwrap();
+    let b = dir.path().join("b");
+    interrupted_at(&steps[0], &b);
+    pretrain(jig(), &b, true, false).unwrap();
+    same(&encoder_weights(&a), &encoder_weights(&b))
+        .expect("resumed jigsaw run differs from uninterrupted run");
+    let args = EvalArgs {
+        checkpoint: steps.last().unwrap().clone(),
+        ..EvalArgs::default()
+    };
+    let knn_only = EvalPlan {
+        knn: true,
+        linear: false,
+        baselines: false,
+    };
+    eval_frozen(&args, knn_only, Some(5), None).unwrap();
+    // Tiles that cannot fit their cells are refused, naming the field.
+    let mut bad = jig();
+    bad.jigsaw.image_size = 12;
+    bad.jigsaw.tile = 5;
+    let e = pretrain(bad, &dir.path().join("c"), false, false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("jigsaw.tile"), "{e}");
+}

@@ -1,147 +1,342 @@
-//! Jigsaw puzzles: an image cut into a grid of tiles, each a randomly placed crop inside its
-//! cell (so neighbouring edges never line up: the random gap and jitter of Noroozi and Favaro)
-//! and normalized on its own (so colour and brightness give nothing away).
+//! The jigsaw objective: the tiles of each image shuffled by one permutation of a maximal
+//! set, every tile through the same encoder, the tile features concatenated in their shuffled
+//! order and classified into the permutation's index. The features kept afterwards are the
+//! encoder's, applied to whole images.
 
-use rand::{Rng, RngCore};
-use selfsup_core::{Image, ViewGenerator};
+use crate::permutations::PermutationSet;
+use crate::rotnet::top1;
+use crate::tiles::JigsawTiles;
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::Rng;
+use selfsup_core::seed::{STREAM_OBJECTIVE, rng};
+use selfsup_core::{Encoder, Error, LossOutput, Objective, Result, StepInfo};
+use serde::{Deserialize, Serialize};
 
-/// Cuts images into `grid x grid` tiles of `tile` pixels, in reading order; see the module
-/// documentation. As a [`ViewGenerator`], each tile is one view.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JigsawTiles {
-    /// Tiles per side (the paper: 3).
+/// The jigsaw task's settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JigsawConfig {
+    /// Tiles per side (the paper: 3, so 9 tiles).
     pub grid: usize,
-    /// Side of a tile in pixels; at most the cell (image side / grid). The paper cuts 64 px
-    /// tiles out of 75 px cells.
+    /// Side, in pixels, of the square each image is cropped and resized to before it is cut
+    /// (0: the data's image size). The paper cuts 225 px crops.
+    pub image_size: usize,
+    /// Side of a tile in pixels, at most the cell (`image_size / grid`); 0 takes 85 % of the
+    /// cell, the paper's 64 px tiles in 75 px cells. The rest of the cell is the random gap.
     pub tile: usize,
+    /// Permutations in the set, the classifier's classes (the paper: 100 to 1,000).
+    pub permutations: usize,
+    /// Width of the hidden layer between the concatenated tile features and the classifier
+    /// (the paper's fc7: 4,096).
+    pub hidden_dim: usize,
 }
 
-impl JigsawTiles {
-    /// The tiles of `image` (square, at least `grid` cells of `tile` pixels a side), each
-    /// offset at random within its cell by `rng`, each channel of each tile brought to zero
-    /// mean and unit variance.
-    pub fn cut(&self, image: &Image, rng: &mut dyn RngCore) -> Vec<Image> {
-        let cell = image.height.min(image.width) / self.grid;
-        assert!(
-            self.grid >= 1 && self.tile >= 1 && self.tile <= cell,
-            "jigsaw: {}x{} images make cells of {cell} px, too small for {} px tiles",
-            image.height,
-            image.width,
-            self.tile
-        );
-        let (c, w, t) = (image.channels, image.width, self.tile);
-        let mut out = Vec::with_capacity(self.grid * self.grid);
-        for gy in 0..self.grid {
-            for gx in 0..self.grid {
-                let y0 = gy * cell + rng.random_range(0..=cell - t);
-                let x0 = gx * cell + rng.random_range(0..=cell - t);
-                let mut data = Vec::with_capacity(c * t * t);
-                for ch in 0..c {
-                    let plane = &image.data[ch * image.height * w..];
-                    let start = data.len();
-                    for y in y0..y0 + t {
-                        data.extend_from_slice(&plane[y * w + x0..y * w + x0 + t]);
-                    }
-                    normalize(&mut data[start..]);
-                }
-                out.push(Image::new(c, t, t, data));
-            }
+impl Default for JigsawConfig {
+    fn default() -> Self {
+        Self {
+            grid: 3,
+            image_size: 0,
+            tile: 0,
+            permutations: 100,
+            hidden_dim: 512,
         }
-        out
     }
 }
 
-/// Zero mean, unit variance (a flat tile becomes all zeros).
-fn normalize(v: &mut [f32]) {
-    let n = v.len().max(1) as f32;
-    let mean = v.iter().sum::<f32>() / n;
-    let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / n;
-    let inv = if var > 1e-12 { 1.0 / var.sqrt() } else { 0.0 };
-    for x in v {
-        *x = (*x - mean) * inv;
+impl JigsawConfig {
+    /// The side images are cut at, for data of `data_size` pixels.
+    pub fn cut_size(&self, data_size: usize) -> usize {
+        match self.image_size {
+            0 => data_size,
+            s => s,
+        }
+    }
+
+    /// The tile cutter for data of `data_size` pixels.
+    pub fn tiles(&self, data_size: usize) -> JigsawTiles {
+        let cell = self.cut_size(data_size) / self.grid.max(1);
+        let tile = match self.tile {
+            0 => ((cell as f64 * 0.85).round() as usize).max(1),
+            t => t,
+        };
+        JigsawTiles {
+            grid: self.grid,
+            tile,
+        }
+    }
+
+    /// Checks the settings, and that the tiles fit their cells for data of `data_size`
+    /// pixels when it is known, naming the first field out of range as `jigsaw.FIELD`.
+    pub fn validate(&self, data_size: Option<usize>) -> Result<()> {
+        if !(2..=3).contains(&self.grid) {
+            return Err(Error::config(
+                "jigsaw.grid",
+                format!(
+                    "{}: the permutation search takes grids of 2 x 2 or 3 x 3",
+                    self.grid
+                ),
+            ));
+        }
+        let side = data_size.map(|d| self.cut_size(d)).unwrap_or(usize::MAX);
+        let cell = side / self.grid;
+        let tile = self.tiles(side).tile;
+        if data_size.is_some() && (cell == 0 || tile > cell) {
+            return Err(Error::config(
+                "jigsaw.tile",
+                format!(
+                    "{tile} px tiles do not fit the {cell} px cells of a {side} px image cut \
+                     {g} x {g}: lower jigsaw.tile or raise jigsaw.image_size",
+                    g = self.grid
+                ),
+            ));
+        }
+        let possible: usize = (1..=self.grid * self.grid).product();
+        if self.permutations < 2 || self.permutations > possible {
+            return Err(Error::config(
+                "jigsaw.permutations",
+                format!(
+                    "{}: between 2 and {possible} (the orderings of {} tiles)",
+                    self.permutations,
+                    self.grid * self.grid
+                ),
+            ));
+        }
+        if self.hidden_dim == 0 {
+            return Err(Error::config("jigsaw.hidden_dim", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The permutation set of a run seeded by `seed` (the same for the same seed, so a resumed
+    /// run keeps its classes).
+    pub fn permutation_set(&self, seed: u64) -> Result<PermutationSet> {
+        let mut r = rng(seed, STREAM_OBJECTIVE, u64::MAX, 0);
+        PermutationSet::maximal(self.grid * self.grid, self.permutations, &mut r)
     }
 }
 
-impl ViewGenerator for JigsawTiles {
-    fn views(&self, image: &Image, rng: &mut dyn RngCore) -> Vec<Image> {
-        self.cut(image, rng)
+/// The tile encoder and the permutation classifier.
+#[derive(Module, Debug)]
+pub struct JigsawModel<E: Encoder> {
+    /// The backbone every tile goes through, whose features are kept.
+    pub encoder: E,
+    /// Concatenated tile features to the hidden layer.
+    pub hidden: Linear,
+    /// Hidden layer to the permutation logits; discarded after pretraining.
+    pub classifier: Linear,
+}
+
+impl<E: Encoder> JigsawModel<E> {
+    /// `encoder` with a fresh head for `tiles` tiles and `permutations` classes.
+    pub fn new(
+        encoder: E,
+        tiles: usize,
+        permutations: usize,
+        hidden_dim: usize,
+        device: &Device,
+    ) -> Self {
+        let hidden = LinearConfig::new(tiles * encoder.output_dim(), hidden_dim).init(device);
+        let classifier = LinearConfig::new(hidden_dim, permutations).init(device);
+        Self {
+            encoder,
+            hidden,
+            classifier,
+        }
     }
 
-    fn num_views(&self) -> usize {
-        self.grid * self.grid
+    /// Permutation logits `[N, P]` from `tiles[k]`, the `[N, C, t, t]` tiles at position `k`
+    /// of every image, and `order`, the row of the stacked tile features that goes to each
+    /// (image, position) (see [`shuffled_rows`]).
+    pub fn logits(&self, tiles: &[Tensor<4>], order: Tensor<1, Int>) -> Tensor<2> {
+        let n = tiles[0].dims()[0];
+        let k = tiles.len();
+        let features = self.encoder.features(Tensor::cat(tiles.to_vec(), 0));
+        let d = features.dims()[1];
+        let shuffled = features.select(0, order).reshape([n, k * d]);
+        self.classifier.forward(relu(self.hidden.forward(shuffled)))
     }
 }
 
-/// `tiles` shuffled by `perm`: position `k` receives tile `perm[k]`.
-pub fn permute<T: Clone>(tiles: &[T], perm: &[u8]) -> Vec<T> {
-    perm.iter().map(|&i| tiles[i as usize].clone()).collect()
+/// The rows of `K * N` stacked tile features (tile `k` of image `n` at row `k * N + n`) in
+/// the order the classifier reads them: image `n`'s position `k` gets its tile
+/// `perms[n][k]`, at index `n * K + k`. Shuffling features this way equals shuffling the
+/// tiles before the encoder, which sees each tile alone.
+pub fn shuffled_rows(perms: &[&[u8]]) -> Vec<i64> {
+    let n = perms.len();
+    perms
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| p.iter().map(move |&src| (src as usize * n + i) as i64))
+        .collect()
 }
 
-/// The inverse of `perm`: `inverse(perm)[perm[k]] = k`, so `permute(permute(x, p),
-/// inverse(p)) = x`.
-pub fn inverse(perm: &[u8]) -> Vec<u8> {
-    let mut inv = vec![0u8; perm.len()];
-    for (k, &p) in perm.iter().enumerate() {
-        inv[p as usize] = k as u8;
+/// The jigsaw objective over the `grid²` tile views of each image (what [`JigsawTiles`]
+/// yields as a view generator).
+pub struct Jigsaw<E> {
+    set: PermutationSet,
+    seed: u64,
+    _encoder: std::marker::PhantomData<E>,
+}
+
+impl<E> Jigsaw<E> {
+    /// The objective over `set`; each step's permutations are drawn from `(seed, step)`.
+    pub fn new(set: PermutationSet, seed: u64) -> Self {
+        Self {
+            set,
+            seed,
+            _encoder: std::marker::PhantomData,
+        }
     }
-    inv
+
+    /// The permutation set (the classes).
+    pub fn permutations(&self) -> &PermutationSet {
+        &self.set
+    }
+
+    /// The permutation index of each of `n` images at `step`.
+    pub fn labels(&self, step: usize, n: usize) -> Vec<usize> {
+        let mut r = rng(self.seed, STREAM_OBJECTIVE, step as u64, 0);
+        (0..n).map(|_| r.random_range(0..self.set.len())).collect()
+    }
+}
+
+impl<E: Encoder> Objective for Jigsaw<E> {
+    type Model = JigsawModel<E>;
+    type Batch = Vec<Tensor<4>>;
+
+    fn name(&self) -> &str {
+        "jigsaw"
+    }
+
+    /// Cross-entropy of the permutation index; logs `pretext_top1`, how often the
+    /// permutation is named right.
+    fn loss(
+        &mut self,
+        model: &Self::Model,
+        tiles: &Self::Batch,
+        _phase: usize,
+        info: &StepInfo,
+    ) -> LossOutput {
+        let n = tiles[0].dims()[0];
+        let device = tiles[0].device();
+        let labels = self.labels(info.step, n);
+        let perms: Vec<&[u8]> = labels.iter().map(|&l| &self.set.perms[l][..]).collect();
+        let order = shuffled_rows(&perms);
+        let order = Tensor::<1, Int>::from_data(TensorData::new(order, [n * tiles.len()]), &device);
+        let labels = Tensor::<1, Int>::from_data(
+            TensorData::new(labels.iter().map(|&l| l as i64).collect(), [n]),
+            &device,
+        );
+        let logits = model.logits(tiles, order);
+        let accuracy = top1(logits.clone().detach(), labels.clone());
+        let loss = CrossEntropyLossConfig::new()
+            .init(&device)
+            .forward(logits, labels);
+        LossOutput {
+            loss,
+            metrics: vec![("pretext_top1".into(), accuracy)],
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::permutations::PermutationSet;
-    use rand::SeedableRng;
+    use crate::tiles::permute;
+    use selfsup_encoders::EncoderConfig;
 
-    fn ramp(c: usize, s: usize) -> Image {
-        let data = (0..c * s * s).map(|i| (i % 97) as f32 / 97.0).collect();
-        Image::new(c, s, s, data)
+    #[test]
+    fn the_row_order_shuffles_each_images_tiles_by_its_permutation() {
+        // Three images of four tiles; "feature" rows named by (tile, image).
+        let (n, k) = (3usize, 4usize);
+        let rows: Vec<(usize, usize)> = (0..k).flat_map(|t| (0..n).map(move |i| (t, i))).collect();
+        let perms: [&[u8]; 3] = [&[0, 1, 2, 3], &[3, 2, 1, 0], &[1, 3, 0, 2]];
+        let order = shuffled_rows(&perms);
+        for (i, p) in perms.iter().enumerate() {
+            let tiles: Vec<(usize, usize)> = (0..k).map(|t| (t, i)).collect();
+            let got: Vec<(usize, usize)> = order[i * k..(i + 1) * k]
+                .iter()
+                .map(|&r| rows[r as usize])
+                .collect();
+            assert_eq!(got, permute(&tiles, p));
+        }
     }
 
     #[test]
-    fn tiles_are_normalized_crops_of_their_cells() {
-        let img = ramp(3, 30);
-        let cut = JigsawTiles { grid: 3, tile: 8 };
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-        let tiles = cut.cut(&img, &mut rng);
-        assert_eq!(tiles.len(), 9);
-        assert_eq!(cut.num_views(), 9);
-        for t in &tiles {
-            assert_eq!((t.channels, t.height, t.width), (3, 8, 8));
-            for plane in t.data.chunks(64) {
-                let mean = plane.iter().sum::<f32>() / 64.0;
-                let var = plane.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / 64.0;
-                assert!(
-                    mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-3,
-                    "{mean} {var}"
-                );
-            }
+    fn config_errors_name_the_field() {
+        let c = JigsawConfig::default();
+        assert!(c.validate(Some(28)).is_ok());
+        assert_eq!(c.tiles(28), JigsawTiles { grid: 3, tile: 8 });
+        assert_eq!(c.tiles(225).tile, 64);
+        let field = |c: JigsawConfig, size| format!("{}", c.validate(Some(size)).unwrap_err());
+        let big = JigsawConfig {
+            tile: 10,
+            ..c.clone()
+        };
+        assert!(field(big, 28).contains("jigsaw.tile"));
+        let grid = JigsawConfig {
+            grid: 4,
+            ..c.clone()
+        };
+        assert!(field(grid, 28).contains("jigsaw.grid"));
+        let perms = JigsawConfig {
+            grid: 2,
+            permutations: 25,
+            ..c.clone()
+        };
+        assert!(field(perms, 28).contains("jigsaw.permutations"));
+        assert!(field(JigsawConfig { hidden_dim: 0, ..c }, 28).contains("jigsaw.hidden_dim"));
+    }
+
+    #[test]
+    fn labels_are_seeded_by_step_and_cover_the_set() {
+        let cfg = JigsawConfig {
+            grid: 2,
+            permutations: 10,
+            ..JigsawConfig::default()
+        };
+        let set = cfg.permutation_set(7).unwrap();
+        assert_eq!(set, cfg.permutation_set(7).unwrap());
+        let j = Jigsaw::<()>::new(set, 7);
+        assert_eq!(j.labels(3, 50), j.labels(3, 50));
+        assert_ne!(j.labels(3, 50), j.labels(4, 50));
+        let seen: std::collections::HashSet<usize> = j.labels(0, 500).into_iter().collect();
+        assert_eq!(seen.len(), 10);
+    }
+
+    #[test]
+    fn a_step_gives_the_cross_entropy_of_the_permutations() {
+        let dev = Device::flex().autodiff();
+        let cfg = JigsawConfig {
+            grid: 2,
+            permutations: 8,
+            hidden_dim: 16,
+            ..JigsawConfig::default()
+        };
+        let enc = EncoderConfig {
+            width: 4,
+            ..EncoderConfig::default()
         }
-        // Seeded; other draws place the tiles elsewhere.
-        let mut again = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-        assert_eq!(cut.cut(&img, &mut again), tiles);
-        let mut other = rand_chacha::ChaCha8Rng::seed_from_u64(2);
-        assert_ne!(cut.cut(&img, &mut other), tiles);
-        // Tiles filling their cells exactly are the cells themselves, normalized.
-        let whole = JigsawTiles { grid: 3, tile: 10 }.cut(&img, &mut rng);
-        let mut first: Vec<f32> = (0..10)
-            .flat_map(|y| img.data[y * 30..y * 30 + 10].to_vec())
+        .init(1, &dev);
+        let model = JigsawModel::new(enc, 4, 8, 16, &dev);
+        let tiles: Vec<Tensor<4>> = (0..4)
+            .map(|_| Tensor::random([5, 1, 8, 8], burn::tensor::Distribution::Default, &dev))
             .collect();
-        normalize(&mut first);
-        assert_eq!(whole[0].data[..100], first[..]);
-    }
-
-    #[test]
-    fn the_inverse_permutation_puts_every_tile_back() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
-        let set = PermutationSet::maximal(9, 20, &mut rng).unwrap();
-        let tiles = JigsawTiles { grid: 3, tile: 4 }.cut(&ramp(1, 15), &mut rng);
-        for p in &set.perms {
-            let shuffled = permute(&tiles, p);
-            assert_eq!(permute(&shuffled, &inverse(p)), tiles);
-            for (k, &src) in p.iter().enumerate() {
-                assert_eq!(shuffled[k], tiles[src as usize]);
-            }
-        }
+        let info = StepInfo {
+            step: 0,
+            epoch: 0,
+            total_steps: 1,
+            steps_per_epoch: 1,
+        };
+        let mut objective = Jigsaw::new(cfg.permutation_set(1).unwrap(), 1);
+        let out = objective.loss(&model, &tiles, 0, &info);
+        assert_eq!(out.metrics[0].0, "pretext_top1");
+        let loss = out.loss.into_scalar::<f64>();
+        // A fresh head: close to ln 8.
+        assert!((loss - 8f64.ln()).abs() < 0.7, "{loss}");
     }
 }

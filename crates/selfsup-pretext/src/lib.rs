@@ -4,15 +4,16 @@
 //! (Gidaris, Singh, Komodakis, "Unsupervised Representation Learning by Predicting Image
 //! Rotations", ICLR 2018), and which permutation shuffled the tiles of a jigsaw puzzle
 //! (Noroozi, Favaro, "Unsupervised Learning of Visual Representations by Solving Jigsaw
-//! Puzzles", ECCV 2016). In progress (issue 8): the transformations, the permutation set and
-//! the RotNet objective, jigsaw tiles.
+//! Puzzles", ECCV 2016). Both keep the encoder and discard the head that solved the task.
 
 pub mod jigsaw;
 pub mod permutations;
 pub mod rotation;
 pub mod rotnet;
+pub mod tiles;
 
-pub use jigsaw::{JigsawTiles, inverse, permute};
+pub use jigsaw::{Jigsaw, JigsawConfig, JigsawModel, shuffled_rows};
 pub use permutations::{PermutationSet, hamming};
 pub use rotation::{rotate, rotations_batch};
 pub use rotnet::{RotNet, RotNetModel, top1};
+pub use tiles::{AugmentedTiles, JigsawTiles, inverse, permute};
