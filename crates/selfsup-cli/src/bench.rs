@@ -286,7 +286,11 @@ pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
         }
         Method::Rotnet => {
             let model = seed::init_module(&device, 0, |d| {
-                selfsup_pretext::RotNetModel::new(cfg.encoder.init(args.channels, d), d)
+                selfsup_pretext::RotNetModel::new(
+                    cfg.encoder.init(args.channels, d),
+                    &cfg.rotnet,
+                    d,
+                )
             });
             let objective = selfsup_pretext::RotNet::<Backbone>::new();
             time_steps(objective, model, &loader, &cfg, args)?

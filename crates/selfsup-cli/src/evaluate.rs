@@ -259,7 +259,7 @@ pub fn load_trainable_encoder(checkpoint: &Path, device: &Device) -> Result<(Run
                 selfsup_core::checkpoint::load_model(&dir, model)?.encoder
             }
             (Method::Rotnet, fresh) => {
-                let model = selfsup_pretext::RotNetModel::new(fresh, device);
+                let model = selfsup_pretext::RotNetModel::new(fresh, &cfg.rotnet, device);
                 selfsup_core::checkpoint::load_model(&dir, model)?.encoder
             }
             (Method::Jigsaw, fresh) => {

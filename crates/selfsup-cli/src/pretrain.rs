@@ -228,7 +228,7 @@ pub fn pretrain(
         Method::Rotnet => {
             let loader = view_loader(&cfg, &train, same_views(&cfg, size, 1), &device);
             let model = seed::init_module(&device, cfg.train.seed, |d| {
-                RotNetModel::new(cfg.encoder.init(channels, d), d)
+                RotNetModel::new(cfg.encoder.init(channels, d), &cfg.rotnet, d)
             });
             let mut objective = RotNet::<Backbone>::new();
             let o = fit_monitored(

@@ -9,7 +9,7 @@ use selfsup_dino::DinoConfig;
 use selfsup_encoders::{Arch, EncoderConfig, VitConfig};
 use selfsup_eval::{FinetuneConfig, KnnConfig, LinearProbeConfig};
 use selfsup_mae::MaeConfig;
-use selfsup_pretext::JigsawConfig;
+use selfsup_pretext::{JigsawConfig, RotNetConfig};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -57,6 +57,8 @@ pub struct RunConfig {
     pub dino: DinoConfig,
     /// CLIP's settings.
     pub clip: ClipConfig,
+    /// RotNet's settings.
+    pub rotnet: RotNetConfig,
     /// The jigsaw task's settings.
     pub jigsaw: JigsawConfig,
     /// The kNN evaluation.
@@ -146,6 +148,7 @@ impl RunConfig {
             mae: MaeConfig::default(),
             dino: DinoConfig::default(),
             clip: ClipConfig::default(),
+            rotnet: RotNetConfig::default(),
             jigsaw: JigsawConfig::default(),
         }
         .for_method(method)
@@ -285,6 +288,7 @@ impl RunConfig {
         self.mae.validate()?;
         self.dino.validate()?;
         self.clip.validate()?;
+        self.rotnet.validate()?;
         if self.method == Method::Jigsaw {
             // The tiles' fit is checked again once the data's size is known.
             let side = match (self.jigsaw.image_size, self.augment.crop_size) {

@@ -15,5 +15,5 @@ pub mod tiles;
 pub use jigsaw::{Jigsaw, JigsawConfig, JigsawModel, shuffled_rows};
 pub use permutations::{PermutationSet, hamming};
 pub use rotation::{rotate, rotations_batch};
-pub use rotnet::{RotNet, RotNetModel, top1};
+pub use rotnet::{RotNet, RotNetConfig, RotNetModel, top1};
 pub use tiles::{AugmentedTiles, JigsawTiles, inverse, permute};

@@ -4,23 +4,69 @@
 use crate::rotation::rotations_batch;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
-use selfsup_core::{Encoder, LossOutput, Objective, StepInfo};
+use selfsup_core::{Encoder, Error, LossOutput, Objective, Result, StepInfo};
+use selfsup_encoders::{HeadConfig, ProjectionHead};
+use serde::{Deserialize, Serialize};
+
+/// The rotation head's shape.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RotNetConfig {
+    /// Linear layers of the head: 1 is a linear classifier on the features; more put
+    /// `Linear -> BatchNorm -> ReLU` layers between, which take on the most task-specific part
+    /// of the work (the paper's later blocks), leaving the encoder's features more general.
+    pub layers: usize,
+    /// Width of the head's hidden layers (when `layers > 1`).
+    pub hidden_dim: usize,
+}
+
+impl Default for RotNetConfig {
+    fn default() -> Self {
+        Self {
+            layers: 1,
+            hidden_dim: 512,
+        }
+    }
+}
+
+impl RotNetConfig {
+    /// Checks the settings, naming the field out of range as `rotnet.FIELD`.
+    pub fn validate(&self) -> Result<()> {
+        if self.layers == 0 {
+            return Err(Error::config("rotnet.layers", "must be at least 1"));
+        }
+        if self.layers > 1 && self.hidden_dim == 0 {
+            return Err(Error::config("rotnet.hidden_dim", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The head as a projection head with 4 outputs.
+    fn head(&self) -> HeadConfig {
+        HeadConfig {
+            hidden_dim: self.hidden_dim,
+            output_dim: 4,
+            layers: self.layers,
+            batch_norm: true,
+            output_batch_norm: false,
+        }
+    }
+}
 
 /// The encoder and its rotation head.
 #[derive(Module, Debug)]
 pub struct RotNetModel<E: Encoder> {
     /// The backbone whose features are kept.
     pub encoder: E,
-    /// Linear 4-way classifier over the features, discarded after pretraining.
-    pub head: Linear,
+    /// 4-way classifier over the features, discarded after pretraining.
+    pub head: ProjectionHead,
 }
 
 impl<E: Encoder> RotNetModel<E> {
-    /// `encoder` with a fresh rotation head on `device`.
-    pub fn new(encoder: E, device: &Device) -> Self {
-        let head = LinearConfig::new(encoder.output_dim(), 4).init(device);
+    /// `encoder` with a fresh rotation head shaped by `cfg` on `device`.
+    pub fn new(encoder: E, cfg: &RotNetConfig, device: &Device) -> Self {
+        let head = ProjectionHead::new(&cfg.head(), encoder.output_dim(), device);
         Self { encoder, head }
     }
 
@@ -118,7 +164,7 @@ mod tests {
             ..EncoderConfig::default()
         }
         .init(1, &dev);
-        let model = RotNetModel::new(enc, &dev);
+        let model = RotNetModel::new(enc, &RotNetConfig::default(), &dev);
         let x = Tensor::<4>::random([3, 1, 16, 16], burn::tensor::Distribution::Default, &dev);
         let info = StepInfo {
             step: 0,
@@ -126,10 +172,30 @@ mod tests {
             total_steps: 1,
             steps_per_epoch: 1,
         };
-        let out = RotNet::new().loss(&model, &vec![x], 0, &info);
+        let out = RotNet::new().loss(&model, &vec![x.clone()], 0, &info);
         let loss = out.loss.into_scalar::<f64>();
         // A fresh head: close to ln 4.
         assert!((loss - 4f64.ln()).abs() < 0.7, "{loss}");
         assert_eq!(out.metrics[0].0, "pretext_top1");
+        // A deeper head.
+        let deep = RotNetConfig {
+            layers: 2,
+            hidden_dim: 8,
+        };
+        deep.validate().unwrap();
+        let enc = EncoderConfig {
+            width: 4,
+            ..EncoderConfig::default()
+        }
+        .init(1, &dev);
+        let model = RotNetModel::new(enc, &deep, &dev);
+        assert_eq!(model.logits(x).dims(), [3, 4]);
+        let zero = RotNetConfig { layers: 0, ..deep };
+        assert!(
+            zero.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("rotnet.layers")
+        );
     }
 }
