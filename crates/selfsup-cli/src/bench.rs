@@ -300,9 +300,7 @@ pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
             let model = seed::init_module(&device, 0, |d| {
                 selfsup_pretext::JigsawModel::new(
                     cfg.encoder.init(args.channels, d),
-                    j.grid * j.grid,
-                    j.permutations,
-                    j.hidden_dim,
+                    &cfg.jigsaw,
                     d,
                 )
             });

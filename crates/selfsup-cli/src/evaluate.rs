@@ -263,14 +263,7 @@ pub fn load_trainable_encoder(checkpoint: &Path, device: &Device) -> Result<(Run
                 selfsup_core::checkpoint::load_model(&dir, model)?.encoder
             }
             (Method::Jigsaw, fresh) => {
-                let j = &cfg.jigsaw;
-                let model = selfsup_pretext::JigsawModel::new(
-                    fresh,
-                    j.grid * j.grid,
-                    j.permutations,
-                    j.hidden_dim,
-                    device,
-                );
+                let model = selfsup_pretext::JigsawModel::new(fresh, &cfg.jigsaw, device);
                 selfsup_core::checkpoint::load_model(&dir, model)?.encoder
             }
             (Method::Clip, fresh) => {

@@ -261,13 +261,7 @@ pub fn pretrain(
             let loader = view_loader(&cfg, &train, views, &device);
             let tiles = cfg.jigsaw.grid * cfg.jigsaw.grid;
             let model = seed::init_module(&device, cfg.train.seed, |d| {
-                JigsawModel::new(
-                    cfg.encoder.init(channels, d),
-                    tiles,
-                    cfg.jigsaw.permutations,
-                    cfg.jigsaw.hidden_dim,
-                    d,
-                )
+                JigsawModel::new(cfg.encoder.init(channels, d), &cfg.jigsaw, d)
             });
             let set = cfg.jigsaw.permutation_set(cfg.train.seed)?;
             eprintln!(

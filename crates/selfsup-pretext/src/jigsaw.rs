@@ -14,6 +14,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::Rng;
 use selfsup_core::seed::{STREAM_OBJECTIVE, rng};
 use selfsup_core::{Encoder, Error, LossOutput, Objective, Result, StepInfo};
+use selfsup_encoders::{HeadConfig, ProjectionHead};
 use serde::{Deserialize, Serialize};
 
 /// The jigsaw task's settings.
@@ -30,6 +31,9 @@ pub struct JigsawConfig {
     pub tile: usize,
     /// Permutations in the set, the classifier's classes (the paper: 100 to 1,000).
     pub permutations: usize,
+    /// Width of the layer each tile's features pass through on their own before they are
+    /// concatenated (the paper's fc6: 1,024); 0 concatenates the encoder's features directly.
+    pub tile_dim: usize,
     /// Width of the hidden layer between the concatenated tile features and the classifier
     /// (the paper's fc7: 4,096).
     pub hidden_dim: usize,
@@ -42,6 +46,7 @@ impl Default for JigsawConfig {
             image_size: 0,
             tile: 0,
             permutations: 100,
+            tile_dim: 256,
             hidden_dim: 512,
         }
     }
@@ -124,26 +129,33 @@ impl JigsawConfig {
 pub struct JigsawModel<E: Encoder> {
     /// The backbone every tile goes through, whose features are kept.
     pub encoder: E,
-    /// Concatenated tile features to the hidden layer.
-    pub hidden: Linear,
-    /// Hidden layer to the permutation logits; discarded after pretraining.
-    pub classifier: Linear,
+    /// Each tile's own layer (`Linear -> ReLU`), when `tile_dim > 0`.
+    pub tile: Option<Linear>,
+    /// The concatenated tile features to the permutation logits: `Linear -> BatchNorm ->
+    /// ReLU -> Linear`; discarded after pretraining.
+    pub classifier: ProjectionHead,
 }
 
 impl<E: Encoder> JigsawModel<E> {
-    /// `encoder` with a fresh head for `tiles` tiles and `permutations` classes.
-    pub fn new(
-        encoder: E,
-        tiles: usize,
-        permutations: usize,
-        hidden_dim: usize,
-        device: &Device,
-    ) -> Self {
-        let hidden = LinearConfig::new(tiles * encoder.output_dim(), hidden_dim).init(device);
-        let classifier = LinearConfig::new(hidden_dim, permutations).init(device);
+    /// `encoder` with a fresh head shaped by `cfg` (its grid, permutations and widths).
+    pub fn new(encoder: E, cfg: &JigsawConfig, device: &Device) -> Self {
+        let tile = (cfg.tile_dim > 0)
+            .then(|| LinearConfig::new(encoder.output_dim(), cfg.tile_dim).init(device));
+        let per_tile = match cfg.tile_dim {
+            0 => encoder.output_dim(),
+            t => t,
+        };
+        let head = HeadConfig {
+            hidden_dim: cfg.hidden_dim,
+            output_dim: cfg.permutations,
+            layers: 2,
+            batch_norm: true,
+            output_batch_norm: false,
+        };
+        let classifier = ProjectionHead::new(&head, cfg.grid * cfg.grid * per_tile, device);
         Self {
             encoder,
-            hidden,
+            tile,
             classifier,
         }
     }
@@ -154,10 +166,13 @@ impl<E: Encoder> JigsawModel<E> {
     pub fn logits(&self, tiles: &[Tensor<4>], order: Tensor<1, Int>) -> Tensor<2> {
         let n = tiles[0].dims()[0];
         let k = tiles.len();
-        let features = self.encoder.features(Tensor::cat(tiles.to_vec(), 0));
+        let mut features = self.encoder.features(Tensor::cat(tiles.to_vec(), 0));
+        if let Some(tile) = &self.tile {
+            features = relu(tile.forward(features));
+        }
         let d = features.dims()[1];
         let shuffled = features.select(0, order).reshape([n, k * d]);
-        self.classifier.forward(relu(self.hidden.forward(shuffled)))
+        self.classifier.forward(shuffled)
     }
 }
 
@@ -314,6 +329,7 @@ mod tests {
         let cfg = JigsawConfig {
             grid: 2,
             permutations: 8,
+            tile_dim: 6,
             hidden_dim: 16,
             ..JigsawConfig::default()
         };
@@ -322,7 +338,7 @@ mod tests {
             ..EncoderConfig::default()
         }
         .init(1, &dev);
-        let model = JigsawModel::new(enc, 4, 8, 16, &dev);
+        let model = JigsawModel::new(enc, &cfg, &dev);
         let tiles: Vec<Tensor<4>> = (0..4)
             .map(|_| Tensor::random([5, 1, 8, 8], burn::tensor::Distribution::Default, &dev))
             .collect();
