@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 pub struct RotNetConfig {
     /// Linear layers of the head: 1 is a linear classifier on the features; more put
     /// `Linear -> BatchNorm -> ReLU` layers between, which take on the most task-specific part
-    /// of the work (the paper's later blocks), leaving the encoder's features more general.
+    /// of the work (the paper's later blocks), leaving the encoder's features more general
+    /// (on Fashion-MNIST: kNN 80.2 % against 77.2 % after one epoch; docs/methods/pretext.md).
     pub layers: usize,
     /// Width of the head's hidden layers (when `layers > 1`).
     pub hidden_dim: usize,
@@ -24,7 +25,7 @@ pub struct RotNetConfig {
 impl Default for RotNetConfig {
     fn default() -> Self {
         Self {
-            layers: 1,
+            layers: 2,
             hidden_dim: 512,
         }
     }
@@ -164,7 +165,11 @@ mod tests {
             ..EncoderConfig::default()
         }
         .init(1, &dev);
-        let model = RotNetModel::new(enc, &RotNetConfig::default(), &dev);
+        let linear = RotNetConfig {
+            layers: 1,
+            ..RotNetConfig::default()
+        };
+        let model = RotNetModel::new(enc, &linear, &dev);
         let x = Tensor::<4>::random([3, 1, 16, 16], burn::tensor::Distribution::Default, &dev);
         let info = StepInfo {
             step: 0,
