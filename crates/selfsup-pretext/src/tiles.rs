@@ -151,6 +151,40 @@ mod tests {
         assert_eq!(whole[0].data[..100], first[..]);
     }
 
+    /// Doubles an image's side by repeating pixels.
+    struct Double;
+    impl Augmentation for Double {
+        fn apply(&self, image: Image, _rng: &mut dyn RngCore) -> Image {
+            let (c, h, w) = (image.channels, image.height, image.width);
+            let mut data = Vec::with_capacity(c * 4 * h * w);
+            for ch in 0..c {
+                for y in 0..2 * h {
+                    for x in 0..2 * w {
+                        data.push(image.get(ch, y / 2, x / 2));
+                    }
+                }
+            }
+            Image::new(c, 2 * h, 2 * w, data)
+        }
+    }
+
+    #[test]
+    fn tiles_are_cut_after_the_augmentation() {
+        let views = AugmentedTiles {
+            augment: Double,
+            tiles: JigsawTiles { grid: 3, tile: 8 },
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        // 15 px images become 30 px: cells of 10, room for 8 px tiles.
+        let tiles = views.views(&ramp(2, 15), &mut rng);
+        assert_eq!((tiles.len(), views.num_views()), (9, 9));
+        assert!(
+            tiles
+                .iter()
+                .all(|t| (t.channels, t.height, t.width) == (2, 8, 8))
+        );
+    }
+
     #[test]
     fn the_inverse_permutation_puts_every_tile_back() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
