@@ -192,7 +192,8 @@ impl RunConfig {
             Method::Jigsaw => {
                 // RotNet's optimizer; crops and flips of the whole image before it is cut (each
                 // tile is normalized on its own, so colour changes would do nothing), upscaled
-                // to 48 px so the 3 x 3 tiles of small images are 14 px, not 9.
+                // to 48 px and cut into 12 px tiles in 16 px cells: 8 px tiles of 28 px images
+                // learned less (docs/methods/pretext.md).
                 let opt = &mut self.train.optimizer;
                 opt.kind = OptimizerKind::Sgd;
                 opt.lr = 0.1;
@@ -201,6 +202,7 @@ impl RunConfig {
                 opt.weight_decay = 5e-4;
                 self.augment = crops_and_flips(0.5);
                 self.jigsaw.image_size = 48;
+                self.jigsaw.tile = 12;
             }
             Method::Clip => {
                 // CLIP's optimizer (AdamW, betas 0.9 / 0.98, weight decay 0.2) at a small
