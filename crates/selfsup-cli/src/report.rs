@@ -28,6 +28,9 @@ pub struct Curves {
     pub lr: Vec<(f64, f64)>,
     /// `(epoch, kNN top-1)` of the online monitor, epochs counted from 1.
     pub knn: Vec<(f64, f64)>,
+    /// `(step, pretext top-1 in %)` of RotNet and jigsaw runs: how often the batch's rotation
+    /// or permutation was named right.
+    pub pretext: Vec<(f64, f64)>,
 }
 
 /// Reads `metrics.jsonl`, naming the file and line of anything unreadable.
@@ -45,6 +48,9 @@ pub fn read_curves(path: &Path) -> Result<Curves> {
             c.loss.push((step, loss));
             if let Some(lr) = num("lr") {
                 c.lr.push((step, lr));
+            }
+            if let Some(top1) = num("pretext_top1") {
+                c.pretext.push((step, 100.0 * top1));
             }
         }
         if let (Some(epoch), Some(knn)) = (num("epoch"), num("knn_top1")) {
@@ -111,31 +117,42 @@ pub fn report(
 
     if !curves.loss.is_empty() {
         let p = out.join("loss.png");
-        line_chart(
-            &p,
-            "step",
-            &[
-                (
-                    "training loss",
-                    "loss",
-                    vec![Series {
-                        name: "loss".into(),
-                        points: curves.loss.clone(),
-                    }],
-                ),
-                (
-                    "learning rate",
-                    "lr",
-                    vec![Series {
-                        name: "lr".into(),
-                        points: curves.lr.clone(),
-                    }],
-                ),
-            ],
-            800,
-            300,
-        )?;
+        let mut panels = vec![
+            (
+                "training loss",
+                "loss",
+                vec![Series {
+                    name: "loss".into(),
+                    points: curves.loss.clone(),
+                }],
+            ),
+            (
+                "learning rate",
+                "lr",
+                vec![Series {
+                    name: "lr".into(),
+                    points: curves.lr.clone(),
+                }],
+            ),
+        ];
+        if !curves.pretext.is_empty() {
+            panels.push((
+                "pretext task: transformation named right (training batches)",
+                "top-1 (%)",
+                vec![Series {
+                    name: "pretext top-1".into(),
+                    points: curves.pretext.clone(),
+                }],
+            ));
+        }
+        line_chart(&p, "step", &panels, 800, 300)?;
         let _ = writeln!(md, "![loss and learning rate](loss.png)\n");
+        if let Some(&(_, last)) = curves.pretext.last() {
+            let _ = writeln!(
+                md,
+                "Pretext top-1 at the last logged step: {last:.1} % (the bottom panel).\n"
+            );
+        }
         pictures.push(p);
     }
     if !curves.knn.is_empty() {
@@ -222,6 +239,14 @@ pub fn report(
         let _ = writeln!(
             md,
             "## Attention of the class token\n\nTest images (first column) and, for each of the last block's {heads} heads, how much the class token attends to each patch (bright: most; each map on its own scale).\n\n![class-token attention per head](attention.png)\n"
+        );
+        pictures.push(p);
+    }
+    if let Some(p) = jigsaw_puzzles(&cfg, &out)? {
+        let _ = writeln!(
+            md,
+            "## Puzzles\n\nTest images cut as in training, without the random crop (first column: the image; its tiles each at a random place in its cell), the tiles shuffled by one of the {} permutations as the network gets them (middle), and in their places again (right). Each tile is stretched to its own range: the network sees every tile normalized alone.\n\n![jigsaw puzzles](puzzle.png)\n",
+            cfg.jigsaw.permutations
         );
         pictures.push(p);
     }
@@ -410,4 +435,50 @@ fn attention_maps(
     let p = out.join("attention.png");
     image_grid(&p, &cells, [n, 1 + heads], [3, s, s], 4)?;
     Ok(Some((p, heads)))
+}
+
+/// Test images in `puzzle.png` (for a jigsaw run).
+const PUZZLES: usize = 6;
+
+/// `puzzle.png` of a jigsaw run: [`PUZZLES`] test images (training images when there is no
+/// test split), each resized to the cut size and cut, as a row: the image, its tiles shuffled
+/// by a permutation of the run's set, the tiles in order.
+fn jigsaw_puzzles(cfg: &RunConfig, out: &Path) -> Result<Option<PathBuf>> {
+    use rand::Rng;
+    use selfsup_core::Augmentation;
+    if cfg.method != Method::Jigsaw {
+        return Ok(None);
+    }
+    let splits = cfg.data.load(cfg.train.seed)?;
+    let images = splits.test.as_ref().unwrap_or(&splits.train);
+    let size = if cfg.augment.crop_size == 0 {
+        images.height
+    } else {
+        cfg.augment.crop_size
+    };
+    let cut = cfg.jigsaw.tiles(size);
+    let side = cfg.jigsaw.cut_size(size);
+    let set = cfg.jigsaw.permutation_set(cfg.train.seed)?;
+    let gap = 2;
+    let board = cut.grid * cut.tile + (cut.grid - 1) * gap;
+    let mut rng = selfsup_core::seed::rng(cfg.train.seed, selfsup_core::seed::STREAM_AUGMENT, 0, 0);
+    let identity: Vec<u8> = (0..(cut.grid * cut.grid) as u8).collect();
+    let n = PUZZLES.min(images.len());
+    let mut pixels = Vec::new();
+    let mut channels = 1;
+    for i in 0..n {
+        let whole = selfsup_data::augment::Resize { size: side }.apply(images.image(i), &mut rng);
+        channels = whole.channels;
+        let tiles = cut.cut(&whole, &mut rng);
+        let perm = &set.perms[rng.random_range(0..set.len())];
+        let shown = selfsup_data::augment::Resize { size: board }.apply(whole, &mut rng);
+        pixels.extend_from_slice(&shown.data);
+        for order in [&perm[..], &identity[..]] {
+            let picture = selfsup_pretext::puzzle_picture(&tiles, order, cut.grid, gap);
+            pixels.extend_from_slice(&picture.data);
+        }
+    }
+    let p = out.join("puzzle.png");
+    image_grid(&p, &pixels, [n, 3], [channels, board, board], 4)?;
+    Ok(Some(p))
 }

@@ -16,4 +16,4 @@ pub use jigsaw::{Jigsaw, JigsawConfig, JigsawModel, shuffled_rows};
 pub use permutations::{PermutationSet, hamming};
 pub use rotation::{rotate, rotations_batch};
 pub use rotnet::{RotNet, RotNetConfig, RotNetModel, top1};
-pub use tiles::{AugmentedTiles, JigsawTiles, inverse, permute};
+pub use tiles::{AugmentedTiles, JigsawTiles, inverse, permute, puzzle_picture};

@@ -92,6 +92,32 @@ impl<A: Augmentation> ViewGenerator for AugmentedTiles<A> {
     }
 }
 
+/// A picture of a puzzle: `tiles` (as cut, in reading order) laid out on a white
+/// `grid x grid` board with `gap` pixels between them, position `k` showing tile `order[k]`
+/// (`order` = a permutation: the puzzle as the network gets it; the identity: solved). Each
+/// tile is stretched to `[0, 1]` on its own, undoing the per-tile normalization for the eye.
+pub fn puzzle_picture(tiles: &[Image], order: &[u8], grid: usize, gap: usize) -> Image {
+    let (c, t) = (tiles[0].channels, tiles[0].height);
+    let side = grid * t + (grid - 1) * gap;
+    let mut out = Image::new(c, side, side, vec![1.0; c * side * side]);
+    for (k, &src) in order.iter().enumerate() {
+        let tile = &tiles[src as usize];
+        let lo = tile.data.iter().copied().fold(f32::INFINITY, f32::min);
+        let hi = tile.data.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let scale = if hi > lo { 1.0 / (hi - lo) } else { 0.0 };
+        let (y0, x0) = ((k / grid) * (t + gap), (k % grid) * (t + gap));
+        for ch in 0..c {
+            for y in 0..t {
+                for x in 0..t {
+                    let i = out.idx(ch, y0 + y, x0 + x);
+                    out.data[i] = (tile.get(ch, y, x) - lo) * scale;
+                }
+            }
+        }
+    }
+    out
+}
+
 /// `tiles` shuffled by `perm`: position `k` receives tile `perm[k]`.
 pub fn permute<T: Clone>(tiles: &[T], perm: &[u8]) -> Vec<T> {
     perm.iter().map(|&i| tiles[i as usize].clone()).collect()
@@ -183,6 +209,24 @@ mod tests {
                 .iter()
                 .all(|t| (t.channels, t.height, t.width) == (2, 8, 8))
         );
+    }
+
+    #[test]
+    fn a_puzzle_picture_places_each_tile_at_its_position() {
+        let tiles: Vec<Image> = (0..4)
+            .map(|k| Image::new(1, 2, 2, vec![0.0, k as f32, k as f32, 2.0 * k as f32 + 1.0]))
+            .collect();
+        let p = puzzle_picture(&tiles, &[3, 2, 1, 0], 2, 1);
+        assert_eq!((p.height, p.width), (5, 5));
+        // The gap row and column stay white.
+        assert!((0..5).all(|i| p.get(0, 2, i) == 1.0 && p.get(0, i, 2) == 1.0));
+        // Position 0 (top left) shows tile 3: 0, 3, 3, 7 stretched to 0, 3/7, 3/7, 1.
+        let got = [p.get(0, 0, 0), p.get(0, 0, 1), p.get(0, 1, 1)];
+        for (g, want) in got.iter().zip([0.0, 3.0 / 7.0, 1.0]) {
+            assert!((g - want).abs() < 1e-6, "{got:?}");
+        }
+        // Position 3 (bottom right) shows tile 0: 0, 0, 0, 1.
+        assert_eq!([p.get(0, 3, 3), p.get(0, 4, 4)], [0.0, 1.0]);
     }
 
     #[test]
