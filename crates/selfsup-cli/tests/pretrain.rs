@@ -576,6 +576,11 @@ fn jigsaw_trains_resumes_and_evaluates_its_encoder() {
     pretrain(jig(), &b, true, false).unwrap();
     same(&encoder_weights(&a), &encoder_weights(&b))
         .expect("resumed jigsaw run differs from uninterrupted run");
+    // The report shows the puzzles and the pretext accuracy.
+    let files = selfsup_cli::report::report(&a, None, 0, None).unwrap();
+    assert!(files.pictures.iter().any(|p| p.ends_with("puzzle.png")));
+    let md = std::fs::read_to_string(&files.summary).unwrap();
+    assert!(md.contains("Pretext top-1"), "{md}");
     let args = EvalArgs {
         checkpoint: steps.last().unwrap().clone(),
         ..EvalArgs::default()
