@@ -1,8 +1,9 @@
 //! The transformation-prediction steps (issue 8), through the same `Stepper` the trainer runs:
 //! RotNet on ResNet-18 with the CIFAR stem, batch 128 of 32x32 RGB images (512 rotated images
 //! through the network), and jigsaw on the Fashion-MNIST preset's shape (ConvNet 32, batch 128,
-//! nine 14 px tiles of each image: 1,152 tiles). Criterion's throughput is source images per
-//! second; the peak memory of each group is printed after it.
+//! nine 12 px tiles of each image: 1,152 tiles; 1,000 permutations). Criterion's throughput is source images per
+//! second; the peak memory of each group is printed after it (the process's peak so far: run
+//! one group alone, `-- jigsaw`, for its own).
 //!
 //! `cargo bench -p selfsup-benches --bench pretext`
 
@@ -72,8 +73,11 @@ fn jigsaw(c: &mut Criterion) {
     reset_peak_rss();
     let (batch, channels) = (128, 1);
     let device = DeviceSpec::Flex.train_device().unwrap();
+    // The Fashion-MNIST preset (configs/jigsaw-fashion-mnist.toml).
     let cfg = JigsawConfig {
         image_size: 48,
+        tile: 12,
+        permutations: 1000,
         ..JigsawConfig::default()
     };
     let tiles = cfg.tiles(28);
