@@ -3,7 +3,7 @@
 use clap::ValueEnum;
 use selfsup_contrastive::{ClipConfig, SimClrConfig};
 use selfsup_core::config::{from_toml, to_toml};
-use selfsup_core::{DeviceSpec, Error, OptimizerKind, Result, TrainConfig};
+use selfsup_core::{DeviceSpec, Error, OptimizerConfig, OptimizerKind, Result, TrainConfig};
 use selfsup_data::{AugmentConfig, DataConfig};
 use selfsup_dino::DinoConfig;
 use selfsup_encoders::{Arch, EncoderConfig, VitConfig};
@@ -178,15 +178,9 @@ impl RunConfig {
                 self.dino.teacher_temperature = 0.04;
             }
             Method::Rotnet => {
-                // The paper's optimizer: SGD with Nesterov momentum 0.9, weight decay 5e-4
-                // (PyTorch's undampened momentum); crops and flips (a flip never changes which
-                // rotation was applied), no colour changes.
-                let opt = &mut self.train.optimizer;
-                opt.kind = OptimizerKind::Sgd;
-                opt.lr = 0.1;
-                opt.momentum = 0.9;
-                opt.nesterov = true;
-                opt.weight_decay = 5e-4;
+                // Crops and flips (a flip never changes which rotation was applied), no colour
+                // changes.
+                self.train.optimizer = pretext_sgd(self.train.optimizer);
                 self.augment = crops_and_flips(0.5);
             }
             Method::Jigsaw => {
@@ -194,12 +188,7 @@ impl RunConfig {
                 // tile is normalized on its own, so colour changes would do nothing), upscaled
                 // to 48 px and cut into 12 px tiles in 16 px cells: 8 px tiles of 28 px images
                 // learned less (docs/methods/pretext.md).
-                let opt = &mut self.train.optimizer;
-                opt.kind = OptimizerKind::Sgd;
-                opt.lr = 0.1;
-                opt.momentum = 0.9;
-                opt.nesterov = true;
-                opt.weight_decay = 5e-4;
+                self.train.optimizer = pretext_sgd(self.train.optimizer);
                 self.augment = crops_and_flips(0.5);
                 self.jigsaw.image_size = 48;
                 self.jigsaw.tile = 12;
@@ -341,6 +330,19 @@ fn crops_and_flips(min_scale: f64) -> AugmentConfig {
         blur_prob: 0.0,
         solarize_prob: 0.0,
         ..AugmentConfig::simclr()
+    }
+}
+
+/// The RotNet paper's optimizer, which the jigsaw preset shares: SGD with Nesterov momentum
+/// 0.9 (PyTorch's undampened momentum), lr 0.1, weight decay 5e-4.
+fn pretext_sgd(base: OptimizerConfig) -> OptimizerConfig {
+    OptimizerConfig {
+        kind: OptimizerKind::Sgd,
+        lr: 0.1,
+        momentum: 0.9,
+        nesterov: true,
+        weight_decay: 5e-4,
+        ..base
     }
 }
 

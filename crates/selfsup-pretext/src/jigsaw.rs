@@ -3,11 +3,10 @@
 //! order and classified into the permutation's index. The features kept afterwards are the
 //! encoder's, applied to whole images.
 
+use crate::loss::pretext_loss;
 use crate::permutations::PermutationSet;
-use crate::rotnet::top1;
 use crate::tiles::JigsawTiles;
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -247,15 +246,7 @@ impl<E: Encoder> Objective for Jigsaw<E> {
             TensorData::new(labels.iter().map(|&l| l as i64).collect(), [n]),
             &device,
         );
-        let logits = model.logits(tiles, order);
-        let accuracy = top1(logits.clone().detach(), labels.clone());
-        let loss = CrossEntropyLossConfig::new()
-            .init(&device)
-            .forward(logits, labels);
-        LossOutput {
-            loss,
-            metrics: vec![("pretext_top1".into(), accuracy)],
-        }
+        pretext_loss(model.logits(tiles, order), labels)
     }
 }
 

@@ -7,13 +7,15 @@
 //! Puzzles", ECCV 2016). Both keep the encoder and discard the head that solved the task.
 
 pub mod jigsaw;
+pub mod loss;
 pub mod permutations;
 pub mod rotation;
 pub mod rotnet;
 pub mod tiles;
 
 pub use jigsaw::{Jigsaw, JigsawConfig, JigsawModel, shuffled_rows};
+pub use loss::{pretext_loss, top1};
 pub use permutations::{PermutationSet, hamming};
 pub use rotation::{rotate, rotations_batch};
-pub use rotnet::{RotNet, RotNetConfig, RotNetModel, top1};
+pub use rotnet::{RotNet, RotNetConfig, RotNetModel};
 pub use tiles::{AugmentedTiles, JigsawTiles, inverse, permute, puzzle_picture};

@@ -1,10 +1,10 @@
 //! RotNet: every image in its four rotations, a 4-way head on the encoder's features, and the
 //! cross-entropy of naming the rotation. The features kept afterwards are the encoder's.
 
+use crate::loss::pretext_loss;
 use crate::rotation::rotations_batch;
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, Tensor};
 use selfsup_core::{Encoder, Error, LossOutput, Objective, Result, StepInfo};
 use selfsup_encoders::{HeadConfig, ProjectionHead};
 use serde::{Deserialize, Serialize};
@@ -77,19 +77,6 @@ impl<E: Encoder> RotNetModel<E> {
     }
 }
 
-/// The fraction of rows whose largest logit is their label.
-pub fn top1(logits: Tensor<2>, labels: Tensor<1, Int>) -> f64 {
-    let [n, _] = logits.dims();
-    let hits = logits
-        .argmax(1)
-        .reshape([n])
-        .equal(labels)
-        .int()
-        .sum()
-        .into_scalar::<i64>();
-    hits as f64 / n.max(1) as f64
-}
-
 /// The RotNet objective over one view of each image (`Vec` of views; the first is used).
 pub struct RotNet<E> {
     _encoder: std::marker::PhantomData<E>,
@@ -128,34 +115,14 @@ impl<E: Encoder> Objective for RotNet<E> {
         _info: &StepInfo,
     ) -> LossOutput {
         let (images, labels) = rotations_batch(views[0].clone());
-        let logits = model.logits(images);
-        let accuracy = top1(logits.clone().detach(), labels.clone());
-        let loss = CrossEntropyLossConfig::new()
-            .init(&logits.device())
-            .forward(logits, labels);
-        LossOutput {
-            loss,
-            metrics: vec![("pretext_top1".into(), accuracy)],
-        }
+        pretext_loss(model.logits(images), labels)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::TensorData;
     use selfsup_encoders::EncoderConfig;
-
-    #[test]
-    fn accuracy_counts_rows_whose_best_logit_is_the_label() {
-        let dev = Device::flex();
-        let logits = Tensor::<2>::from_data(
-            TensorData::new(vec![0.1f32, 2.0, 0.0, 0.0, 3.0, 1.0, 0.0, 0.0], [2, 4]),
-            &dev,
-        );
-        let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![1i64, 1], [2]), &dev);
-        assert_eq!(top1(logits, labels), 0.5);
-    }
 
     #[test]
     fn a_step_gives_the_cross_entropy_of_four_classes() {
