@@ -232,14 +232,12 @@ pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
             mean.clone(),
             std.clone(),
         )),
-        Method::Jigsaw => Arc::new(selfsup_pretext::AugmentedTiles {
-            augment: cfg.augment.pipeline(
-                cfg.jigsaw.cut_size(args.image_size),
-                mean.clone(),
-                std.clone(),
-            ),
-            tiles: cfg.jigsaw.tiles(args.image_size),
-        }),
+        Method::Jigsaw => Arc::new(crate::pretrain::jigsaw_views(
+            &cfg,
+            args.image_size,
+            mean.clone(),
+            std.clone(),
+        )),
     };
     let plain = ViewLoader::new(data.clone(), views, args.batch, 0, device.clone());
     let t = Instant::now();

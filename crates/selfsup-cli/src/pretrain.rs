@@ -6,7 +6,7 @@ use crate::run_config::{Method, RunConfig};
 use burn::module::Module;
 use selfsup_contrastive::{Clip, ClipModel, SimClr, SimClrModel};
 use selfsup_core::{Error, Prefetch, Result, Trainer, ViewGenerator, seed};
-use selfsup_data::{CaptionLoader, ImageSet, MultiView, ViewLoader};
+use selfsup_data::{CaptionLoader, ImageSet, MultiView, Pipeline, ViewLoader};
 use selfsup_dino::{Dino, DinoModel};
 use selfsup_encoders::{Arch, Backbone};
 use selfsup_mae::{Mae, MaeModel};
@@ -251,13 +251,7 @@ pub fn pretrain(
         }
         Method::Jigsaw => {
             cfg.jigsaw.validate(Some(size))?;
-            let cut = cfg.jigsaw.cut_size(size);
-            let views = AugmentedTiles {
-                augment: cfg
-                    .augment
-                    .pipeline(cut, cfg.data.mean.clone(), cfg.data.std.clone()),
-                tiles: cfg.jigsaw.tiles(size),
-            };
+            let views = jigsaw_views(&cfg, size, cfg.data.mean.clone(), cfg.data.std.clone());
             let loader = view_loader(&cfg, &train, views, &device);
             let tiles = cfg.jigsaw.grid * cfg.jigsaw.grid;
             let model = seed::init_module(&device, cfg.train.seed, |d| {
@@ -396,6 +390,20 @@ fn view_loader(
         cfg.train.seed,
         device.clone(),
     ))
+}
+
+/// The jigsaw tiles of images of `size` pixels: the run's augmentations at the cut size, then
+/// the cut.
+pub(crate) fn jigsaw_views(
+    cfg: &RunConfig,
+    size: usize,
+    mean: Vec<f32>,
+    std: Vec<f32>,
+) -> AugmentedTiles<Pipeline> {
+    AugmentedTiles {
+        augment: cfg.augment.pipeline(cfg.jigsaw.cut_size(size), mean, std),
+        tiles: cfg.jigsaw.tiles(size),
+    }
 }
 
 /// `count` views per image of `size` pixels through the run's augmentations.
