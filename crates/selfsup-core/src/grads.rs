@@ -32,6 +32,14 @@ impl ModuleVisitor for Ids {
     }
 }
 
+/// The ids of every float parameter of `module`, in visiting order: what
+/// [`crate::Objective::phase_params`] returns to update one network of several.
+pub fn param_ids<M: Module>(module: &M) -> Vec<ParamId> {
+    let mut ids = Ids(Vec::new());
+    module.visit(&mut ids);
+    ids.0.into_iter().map(|(id, _)| id).collect()
+}
+
 /// The global L2 norm of all gradients of `module` (0 when it has none).
 pub fn global_norm<M: Module>(module: &M, grads: &GradientsParams) -> f64 {
     let mut v = SquaredNorm { grads, total: None };

@@ -82,6 +82,15 @@ pub trait Objective {
         None
     }
 
+    /// Whether `phase` runs in the step whose update count is `updates` (1-based, skipped
+    /// steps not counted), and if so the 1-based count of updates its optimizer will have
+    /// made (AdamW's bias correction). Default: every phase in every step. A GAN that
+    /// updates its generator once per `k` discriminator updates returns `None` for the
+    /// generator's phase in the other steps, and `updates / k` in those it runs.
+    fn phase_updates(&self, _phase: usize, updates: u64) -> Option<u64> {
+        Some(updates)
+    }
+
     /// Called after every optimizer step with the updated model (EMA teachers, centres).
     fn after_step(&mut self, _model: &Self::Model, _info: &StepInfo) {}
 

@@ -31,6 +31,24 @@ pub const STREAM_INIT: u64 = 3;
 pub const STREAM_OBJECTIVE: u64 = 4;
 /// Stream of the caption picked for an image when it has several.
 pub const STREAM_CAPTION: u64 = 5;
+/// Stream of a generator's noise (a GAN's latent vectors).
+pub const STREAM_NOISE: u64 = 6;
+
+/// `n` draws from the standard normal distribution (Box-Muller over `rng`'s uniforms).
+pub fn standard_normal(rng: &mut impl rand::Rng, n: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(n + 1);
+    while out.len() < n {
+        // u1 in (0, 1] so the logarithm is finite.
+        let u1 = 1.0 - rng.random::<f64>();
+        let u2 = rng.random::<f64>();
+        let r = (-2.0 * u1.ln()).sqrt();
+        let t = std::f64::consts::TAU * u2;
+        out.push((r * t.cos()) as f32);
+        out.push((r * t.sin()) as f32);
+    }
+    out.truncate(n);
+    out
+}
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};

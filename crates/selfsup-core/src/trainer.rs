@@ -143,6 +143,9 @@ impl Stepper {
         let mut loss = 0.0;
         let mut times = StepTimes::default();
         for phase in 0..self.optims.len() {
+            let Some(phase_updates) = objective.phase_updates(phase, updates) else {
+                continue;
+            };
             let t = Instant::now();
             let out = objective.loss(&model, batch, phase, info);
             let value = out.loss.clone().into_scalar::<f64>();
@@ -178,7 +181,7 @@ impl Stepper {
                 }
                 metrics.push((format!("grad_norm_{phase}"), norm));
             }
-            self.counters[phase].set(updates);
+            self.counters[phase].set(phase_updates);
             model = self.optims[phase].step(lr, model, g);
             times.optimizer += t.elapsed().as_secs_f64();
         }

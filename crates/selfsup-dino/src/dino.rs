@@ -9,7 +9,7 @@ use crate::loss::{
 };
 use crate::multicrop::MultiCropConfig;
 use crate::schedule::teacher_temperature;
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ParamId};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 use selfsup_core::config::ensure;
@@ -124,15 +124,6 @@ impl<E: Encoder> DinoModel<E> {
 pub const TEACHER_FILE: &str = "dino-teacher.bpk";
 /// The centre in a checkpoint folder (JSON list of numbers).
 pub const CENTER_FILE: &str = "dino-center.json";
-
-/// Collects every parameter's id.
-struct Ids(Vec<ParamId>);
-
-impl ModuleVisitor for Ids {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        self.0.push(param.id);
-    }
-}
 
 /// The DINO objective. Views come as `[global 1, global 2, local 1, ..]`, each `[N, C, H, W]`
 /// (the locals may be smaller).
@@ -274,10 +265,8 @@ impl<E: Encoder> Objective for Dino<E> {
             return None;
         }
         let frozen = model.head.last_layer_ids();
-        let mut ids = Ids(Vec::new());
-        model.visit(&mut ids);
         Some(
-            ids.0
+            selfsup_core::grads::param_ids(model)
                 .into_iter()
                 .filter(|id| !frozen.contains(id))
                 .collect(),

@@ -1,15 +1,18 @@
 //! # selfsup-encoders
 //!
 //! Backbones implementing [`selfsup_core::Encoder`] (ResNet-18/34/50, a small ConvNet, a Vision
-//! Transformer), a causal text transformer for image-text training, and projection heads. [`Backbone`] picks one at run time from an [`EncoderConfig`].
+//! Transformer, the DCGAN discriminator's trunk), a causal text transformer for image-text
+//! training, and projection heads. [`Backbone`] picks one at run time from an [`EncoderConfig`].
 
 pub mod convnet;
+pub mod dcgan;
 pub mod head;
 pub mod resnet;
 pub mod text;
 pub mod vit;
 
 pub use convnet::ConvNet;
+pub use dcgan::{DcganConfig, DcganEncoder};
 pub use head::{HeadConfig, ProjectionHead};
 pub use resnet::{ResNet, ResNetDepth};
 pub use text::{TextConfig, TextTransformer};
@@ -35,6 +38,8 @@ pub enum Arch {
     Convnet,
     /// A Vision Transformer, shaped by the `vit` section.
     Vit,
+    /// The DCGAN discriminator's trunk, shaped by the `dcgan` section (a GAN's encoder).
+    Dcgan,
 }
 
 impl std::str::FromStr for Arch {
@@ -47,8 +52,9 @@ impl std::str::FromStr for Arch {
             "resnet50" => Ok(Arch::Resnet50),
             "convnet" => Ok(Arch::Convnet),
             "vit" => Ok(Arch::Vit),
+            "dcgan" => Ok(Arch::Dcgan),
             other => Err(selfsup_core::Error::Invalid(format!(
-                "unknown encoder `{other}`: use resnet18, resnet34, resnet50, convnet or vit"
+                "unknown encoder `{other}`: use resnet18, resnet34, resnet50, convnet, vit or dcgan"
             ))),
         }
     }
@@ -58,14 +64,16 @@ impl std::str::FromStr for Arch {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EncoderConfig {
-    /// `resnet18`, `resnet34`, `resnet50`, `convnet` or `vit`.
+    /// `resnet18`, `resnet34`, `resnet50`, `convnet`, `vit` or `dcgan`.
     pub arch: Arch,
     /// ResNet: 3x3 stride-1 stem without max-pool, for images of about 32 pixels.
     pub cifar_stem: bool,
-    /// ConvNet: base width (features = 4 x width).
+    /// ConvNet and DCGAN: base width (ConvNet features = 4 x width).
     pub width: usize,
     /// ViT: its shape (`image_size` must be the size of the images it is fed).
     pub vit: VitConfig,
+    /// DCGAN: blocks and feature pooling.
+    pub dcgan: DcganConfig,
 }
 
 impl Default for EncoderConfig {
@@ -75,6 +83,7 @@ impl Default for EncoderConfig {
             cifar_stem: true,
             width: 32,
             vit: VitConfig::default(),
+            dcgan: DcganConfig::default(),
         }
     }
 }
@@ -85,10 +94,11 @@ impl EncoderConfig {
         ensure(self.width >= 1, "encoder.width", || {
             "must be at least 1".into()
         })?;
-        if self.arch == Arch::Vit {
-            self.vit.validate()?;
+        match self.arch {
+            Arch::Vit => self.vit.validate(),
+            Arch::Dcgan => self.dcgan.validate(),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Builds the backbone for `channels`-channel images on `device`. Call
@@ -119,6 +129,9 @@ impl EncoderConfig {
                     .init(channels, device)
                     .expect("EncoderConfig::validate accepts only valid ViT shapes"),
             ),
+            Arch::Dcgan => {
+                Backbone::Dcgan(DcganEncoder::new(channels, self.width, &self.dcgan, device))
+            }
         }
     }
 }
@@ -133,6 +146,8 @@ pub enum Backbone {
     ConvNet(ConvNet),
     /// A Vision Transformer.
     Vit(VisionTransformer),
+    /// The DCGAN discriminator's trunk.
+    Dcgan(DcganEncoder),
 }
 
 impl Encoder for Backbone {
@@ -141,6 +156,7 @@ impl Encoder for Backbone {
             Backbone::ResNet(m) => m.features(images),
             Backbone::ConvNet(m) => m.features(images),
             Backbone::Vit(m) => m.features(images),
+            Backbone::Dcgan(m) => m.features(images),
         }
     }
 
@@ -149,6 +165,7 @@ impl Encoder for Backbone {
             Backbone::ResNet(m) => m.output_dim(),
             Backbone::ConvNet(m) => m.output_dim(),
             Backbone::Vit(m) => m.output_dim(),
+            Backbone::Dcgan(m) => m.output_dim(),
         }
     }
 
@@ -174,6 +191,7 @@ mod tests {
             (Arch::Resnet50, 2048),
             (Arch::Convnet, 128),
             (Arch::Vit, 192),
+            (Arch::Dcgan, (32 + 64 + 128) * 4),
         ] {
             let m = EncoderConfig {
                 arch,
