@@ -232,6 +232,14 @@ pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
             mean.clone(),
             std.clone(),
         )),
+        Method::Gan => Arc::new(MultiView::default().with(
+            selfsup_data::augment::eval_pipeline(
+                args.image_size,
+                vec![0.5; args.channels],
+                vec![0.5; args.channels],
+            ),
+            1,
+        )),
         Method::Jigsaw => Arc::new(crate::pretrain::jigsaw_views(
             &cfg,
             args.image_size,
@@ -304,6 +312,26 @@ pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
             });
             let objective = selfsup_pretext::Jigsaw::<Backbone>::new(j.permutation_set(0)?, 0);
             time_steps(objective, model, &loader, &cfg, args)?
+        }
+        Method::Gan => {
+            selfsup_gan::gan::check_shape(&cfg.encoder.dcgan, args.image_size)?;
+            let model = seed::init_module(&device, 0, |d| {
+                let trunk = selfsup_encoders::DcganEncoder::new(
+                    args.channels,
+                    cfg.encoder.width,
+                    &cfg.encoder.dcgan,
+                    d,
+                );
+                crate::gan::gan_model(&cfg, trunk, args.channels, args.image_size, d)
+                    .expect("checked above")
+            });
+            time_steps(
+                selfsup_gan::Gan::new(&cfg.gan, 0),
+                model,
+                &loader,
+                &cfg,
+                args,
+            )?
         }
         Method::Mae => {
             let model = seed::init_module(&device, 0, |d| {

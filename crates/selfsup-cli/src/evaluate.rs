@@ -266,6 +266,11 @@ pub fn load_trainable_encoder(checkpoint: &Path, device: &Device) -> Result<(Run
                 let model = selfsup_pretext::JigsawModel::new(fresh, &cfg.jigsaw, device);
                 selfsup_core::checkpoint::load_model(&dir, model)?.encoder
             }
+            (Method::Gan, _) => Backbone::Dcgan(
+                crate::gan::load_gan_checkpoint(&cfg, &dir, device)?
+                    .discriminator
+                    .trunk,
+            ),
             (Method::Clip, fresh) => {
                 let tok = selfsup_text::Tokenizer::load(
                     &run.join(crate::clip_eval::TOKENIZER_FILE),

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod clip_eval;
 pub mod evaluate;
+pub mod gan;
 pub mod pretrain;
 pub mod report;
 pub mod run_config;

@@ -82,6 +82,24 @@ enum Command {
         #[arg(long)]
         device: Option<DeviceSpec>,
     },
+    /// Images from the generator of a GAN run (`--method gan`), as a grid PNG.
+    Sample {
+        /// A GAN run folder, or one of its checkpoints/step-N folders.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Number of images.
+        #[arg(short, default_value_t = 64)]
+        n: usize,
+        /// The PNG to write.
+        #[arg(long, default_value = "samples.png")]
+        out: PathBuf,
+        /// Noise seed (default: the run's, which repeats its per-epoch grids).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Device: flex (CPU), wgpu, cuda:N.
+        #[arg(long)]
+        device: Option<DeviceSpec>,
+    },
     /// Speed measurements.
     Bench {
         #[command(subcommand)]
@@ -297,6 +315,17 @@ fn run(cli: Cli) -> Result<()> {
             for p in files.pictures {
                 println!("wrote {}", p.display());
             }
+            Ok(())
+        }
+        Command::Sample {
+            checkpoint,
+            n,
+            out,
+            seed,
+            device,
+        } => {
+            let p = selfsup_cli::gan::sample(&checkpoint, n, &out, seed, device)?;
+            println!("wrote {n} samples to {}", p.display());
             Ok(())
         }
         Command::Bench {

@@ -6,9 +6,11 @@ use crate::run_config::{Method, RunConfig};
 use burn::module::Module;
 use selfsup_contrastive::{Clip, ClipModel, SimClr, SimClrModel};
 use selfsup_core::{Error, Prefetch, Result, Trainer, ViewGenerator, seed};
+use selfsup_data::augment::eval_pipeline;
 use selfsup_data::{CaptionLoader, ImageSet, MultiView, Pipeline, ViewLoader};
 use selfsup_dino::{Dino, DinoModel};
-use selfsup_encoders::{Arch, Backbone};
+use selfsup_encoders::{Arch, Backbone, DcganEncoder};
+use selfsup_gan::{Gan, GanModel};
 use selfsup_mae::{Mae, MaeModel};
 use selfsup_pretext::{AugmentedTiles, Jigsaw, JigsawModel, RotNet, RotNetModel};
 use serde::{Deserialize, Serialize};
@@ -80,15 +82,23 @@ pub fn pretrain(
             ),
         ));
     }
-    cfg.data.resolve_normalization(&splits.train);
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    cfg.save(&out.join(CONFIG_FILE))?;
-
     let size = if cfg.augment.crop_size == 0 {
         splits.train.height
     } else {
         cfg.augment.crop_size
     };
+    if cfg.method == Method::Gan {
+        // The generator's tanh range, and the size its model is rebuilt at from config.toml.
+        let c = splits.train.channels;
+        cfg.data.mean = vec![0.5; c];
+        cfg.data.std = vec![0.5; c];
+        cfg.augment.crop_size = size;
+        selfsup_gan::growth(size)?;
+    }
+    cfg.data.resolve_normalization(&splits.train);
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    cfg.save(&out.join(CONFIG_FILE))?;
+
     let channels = splits.train.channels;
     let train = Arc::new(splits.train);
     eprintln!(
@@ -283,6 +293,51 @@ pub fn pretrain(
                 o.images_per_sec,
             )
         }
+        Method::Gan => {
+            // Real images unaugmented, scaled to [-1, 1].
+            let views = MultiView::default().with(
+                eval_pipeline(size, cfg.data.mean.clone(), cfg.data.std.clone()),
+                1,
+            );
+            let loader = view_loader(&cfg, &train, views, &device);
+            let trunk_cfg = &cfg.encoder.dcgan;
+            selfsup_gan::gan::check_shape(trunk_cfg, size)?;
+            let model = seed::init_module(&device, cfg.train.seed, |d| {
+                let trunk = DcganEncoder::new(channels, cfg.encoder.width, trunk_cfg, d);
+                crate::gan::gan_model(&cfg, trunk, channels, size, d)
+                    .expect("the shape was checked above")
+            });
+            let mut objective = Gan::new(&cfg.gan, cfg.train.seed);
+            let mut samples = crate::gan::sample_monitor(&cfg, out, &train, size)?;
+            let mut extra =
+                |epoch: usize, m: &GanModel| samples.run(epoch, &m.generator.clone().valid());
+            let o = fit_monitored_with(
+                &trainer,
+                &cfg,
+                &train,
+                splits.test.as_ref(),
+                &mut objective,
+                model,
+                &loader,
+                resume,
+                |m: &GanModel| Backbone::Dcgan(m.discriminator.trunk.clone().valid()),
+                &mut extra,
+            )?;
+            let model = o.model.valid();
+            write_atomic(&out.join(crate::gan::GENERATOR_FILE), |p| {
+                model
+                    .generator
+                    .clone()
+                    .save_file(p)
+                    .map_err(|e| Error::checkpoint(p, e.to_string()))
+            })?;
+            (
+                Backbone::Dcgan(model.discriminator.trunk),
+                o.steps,
+                o.last_loss,
+                o.images_per_sec,
+            )
+        }
         Method::Clip => {
             let tok = clip_eval::tokenizer(&cfg, &train)?;
             tok.save(&out.join(clip_eval::TOKENIZER_FILE))?;
@@ -371,8 +426,45 @@ where
     O: selfsup_core::Objective,
     S: selfsup_core::BatchSource<Batch = O::Batch>,
 {
+    fit_monitored_with(
+        trainer,
+        cfg,
+        train,
+        test,
+        objective,
+        model,
+        loader,
+        resume,
+        backbone,
+        &mut |_, _| Ok(Vec::new()),
+    )
+}
+
+/// [`fit_monitored`] with a method's own end-of-epoch work (a GAN's sample grid) after the
+/// monitor; its values are logged with the monitor's.
+#[allow(clippy::too_many_arguments)]
+fn fit_monitored_with<O, S>(
+    trainer: &Trainer,
+    cfg: &RunConfig,
+    train: &ImageSet,
+    test: Option<&ImageSet>,
+    objective: &mut O,
+    model: O::Model,
+    loader: &S,
+    resume: bool,
+    backbone: impl Fn(&O::Model) -> Backbone,
+    extra: &mut selfsup_core::trainer::EpochHook<'_, O::Model>,
+) -> Result<selfsup_core::TrainOutcome<O::Model>>
+where
+    O: selfsup_core::Objective,
+    S: selfsup_core::BatchSource<Batch = O::Batch>,
+{
     let mut monitor = Monitor::new(cfg, train, test)?;
-    let mut hook = |epoch: usize, m: &O::Model| monitor.run(epoch, &backbone(m));
+    let mut hook = |epoch: usize, m: &O::Model| {
+        let mut values = monitor.run(epoch, &backbone(m))?;
+        values.extend(extra(epoch, m)?);
+        Ok(values)
+    };
     trainer.fit(objective, model, loader, resume, Some(&mut hook))
 }
 

@@ -31,6 +31,16 @@ pub struct Curves {
     /// `(step, pretext top-1 in %)` of RotNet and jigsaw runs: how often the batch's rotation
     /// or permutation was named right.
     pub pretext: Vec<(f64, f64)>,
+    /// GAN runs: `(step, value)` of the discriminator's and the generator's losses.
+    pub d_loss: Vec<(f64, f64)>,
+    /// See [`Curves::d_loss`].
+    pub g_loss: Vec<(f64, f64)>,
+    /// GAN runs: `(step, %)` of real images the discriminator called real.
+    pub d_real_acc: Vec<(f64, f64)>,
+    /// GAN runs: `(step, %)` of generated images the discriminator called fake.
+    pub d_fake_acc: Vec<(f64, f64)>,
+    /// GAN runs: `(epoch, Frechet distance)`, epochs counted from 1.
+    pub frechet: Vec<(f64, f64)>,
 }
 
 /// Reads `metrics.jsonl`, naming the file and line of anything unreadable.
@@ -52,6 +62,19 @@ pub fn read_curves(path: &Path) -> Result<Curves> {
             if let Some(top1) = num("pretext_top1") {
                 c.pretext.push((step, 100.0 * top1));
             }
+            for (key, curve, scale) in [
+                ("d_loss", &mut c.d_loss, 1.0),
+                ("g_loss", &mut c.g_loss, 1.0),
+                ("d_real_acc", &mut c.d_real_acc, 100.0),
+                ("d_fake_acc", &mut c.d_fake_acc, 100.0),
+            ] {
+                if let Some(v) = num(key) {
+                    curve.push((step, scale * v));
+                }
+            }
+        }
+        if let (Some(epoch), Some(d)) = (num("epoch"), num("frechet")) {
+            c.frechet.push((epoch + 1.0, d));
         }
         if let (Some(epoch), Some(knn)) = (num("epoch"), num("knn_top1")) {
             c.knn.push((epoch + 1.0, 100.0 * knn));
@@ -145,6 +168,28 @@ pub fn report(
                 }],
             ));
         }
+        let series = |name: &str, points: &[(f64, f64)]| Series {
+            name: name.into(),
+            points: points.to_vec(),
+        };
+        if !curves.d_loss.is_empty() {
+            panels.push((
+                "discriminator and generator losses",
+                "loss",
+                vec![
+                    series("discriminator", &curves.d_loss),
+                    series("generator", &curves.g_loss),
+                ],
+            ));
+            panels.push((
+                "discriminator accuracy (training batches)",
+                "%",
+                vec![
+                    series("real called real", &curves.d_real_acc),
+                    series("generated called fake", &curves.d_fake_acc),
+                ],
+            ));
+        }
         line_chart(&p, "step", &panels, 800, 300)?;
         let _ = writeln!(md, "![loss and learning rate](loss.png)\n");
         if let Some(&(_, last)) = curves.pretext.last() {
@@ -176,6 +221,48 @@ pub fn report(
             md,
             "## Online kNN monitor\n\nLast: {last:.2} % after epoch {}.\n\n![kNN top-1 over epochs](knn.png)\n",
             curves.knn.last().map(|p| p.0).unwrap_or(0.0)
+        );
+        pictures.push(p);
+    }
+    if !curves.frechet.is_empty() {
+        let p = out.join("frechet.png");
+        line_chart(
+            &p,
+            "epoch",
+            &[(
+                "Frechet distance of generated to real images",
+                "distance",
+                vec![Series {
+                    name: "Frechet distance".into(),
+                    points: curves.frechet.clone(),
+                }],
+            )],
+            800,
+            300,
+        )?;
+        let _ = writeln!(
+            md,
+            "## Sample quality\n\nFrechet distance between {} generated and real training images in the features of {} (lower is better): {}.\n\n![Frechet distance over epochs](frechet.png)\n",
+            cfg.gan.fid_images,
+            if cfg.gan.fid_encoder.is_empty() {
+                "the built-in RotNet encoder"
+            } else {
+                cfg.gan.fid_encoder.as_str()
+            },
+            curves
+                .frechet
+                .iter()
+                .map(|(e, d)| format!("{d:.2} after epoch {e}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        pictures.push(p);
+    }
+    if let Some(p) = gan_samples(run, &out)? {
+        let _ = writeln!(
+            md,
+            "## Samples\n\nThe generator's images from the same fixed noise as after every epoch (`{}/`), after the last one.\n\n![generated samples](samples.png)\n",
+            crate::gan::SAMPLES_DIR
         );
         pictures.push(p);
     }
@@ -253,6 +340,26 @@ pub fn report(
     let summary = out.join("report.md");
     std::fs::write(&summary, md).map_err(|e| Error::io(&summary, e))?;
     Ok(ReportFiles { summary, pictures })
+}
+
+/// `samples.png`: a copy of the newest per-epoch sample grid of a GAN run, if any.
+fn gan_samples(run: &Path, out: &Path) -> Result<Option<PathBuf>> {
+    let dir = run.join(crate::gan::SAMPLES_DIR);
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let mut grids: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| Error::io(&dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "png"))
+        .collect();
+    grids.sort();
+    let Some(last) = grids.pop() else {
+        return Ok(None);
+    };
+    let p = out.join("samples.png");
+    std::fs::copy(&last, &p).map_err(|e| Error::io(&last, e))?;
+    Ok(Some(p))
 }
 
 /// `embedding.png`: PCA of the encoder's features of the first `points` test images.

@@ -1,6 +1,6 @@
 //! The GAN as a selfsup method: its config, the two networks, and the two-phase objective.
 
-use crate::generator::Generator;
+use crate::generator::{Generator, growth};
 use crate::loss::{GanLoss, discriminator_accuracy};
 use burn::module::{Module, ParamId};
 use burn::nn::{Initializer, Linear, LinearConfig};
@@ -100,16 +100,8 @@ impl Discriminator {
         size: usize,
         device: &Device,
     ) -> Result<Self> {
+        check_shape(cfg, size)?;
         let side = cfg.final_size(size);
-        if side == 0 {
-            return Err(Error::config(
-                "encoder.dcgan.blocks",
-                format!(
-                    "{} blocks halve {size}-pixel images to nothing: use fewer",
-                    cfg.blocks
-                ),
-            ));
-        }
         let head = LinearConfig::new(trunk.last_channels() * side * side, 1)
             .with_initializer(Initializer::Normal {
                 mean: 0.0,
@@ -126,6 +118,22 @@ impl Discriminator {
             .forward(self.trunk.last_map(images).flatten::<2>(1, 3))
             .reshape([n])
     }
+}
+
+/// Checks that a generator can make `size`-pixel images ([`growth`]) and that the
+/// discriminator's blocks leave something of them, naming the field to change.
+pub fn check_shape(trunk: &DcganConfig, size: usize) -> Result<()> {
+    growth(size)?;
+    if trunk.final_size(size) == 0 {
+        return Err(Error::config(
+            "encoder.dcgan.blocks",
+            format!(
+                "{} blocks halve {size}-pixel images to nothing: use fewer",
+                trunk.blocks
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Both networks, trained together, saved together.

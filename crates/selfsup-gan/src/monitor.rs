@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 /// Images per generator pass when sampling.
 const BATCH: usize = 500;
-/// Noise stream `a` of the grid's fixed noise (steps use `a = step`).
-const GRID_STREAM: u64 = u64::MAX;
+/// Noise stream `a` of the grids' fixed noise (steps use `a = step`).
+pub const GRID_STREAM: u64 = u64::MAX;
 /// Noise stream `a` of the Frechet distance's generated images.
 const FID_STREAM: u64 = u64::MAX - 1;
 
