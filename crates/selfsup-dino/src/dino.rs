@@ -332,6 +332,7 @@ impl<E: Encoder> Objective for Dino<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::module::{ModuleVisitor, Param};
     use burn::tensor::Distribution;
     use selfsup_core::{Stepper, TrainConfig, seed};
     use selfsup_encoders::{Arch, Backbone, EncoderConfig};
