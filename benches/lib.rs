@@ -72,7 +72,7 @@ pub fn bench_steps<O: Objective>(
     cfg: &TrainConfig,
     lr: f64,
 ) {
-    let mut stepper = Stepper::new(cfg, 1);
+    let mut stepper = Stepper::new(cfg, objective.phases());
     let mut model = Some(model);
     let mut step = 0;
     group.bench_function(id, |b| {

@@ -145,7 +145,7 @@ where
     S: BatchSource<Batch = O::Batch>,
 {
     let total = args.warmup + args.steps;
-    let mut stepper = Stepper::new(&cfg.train, 1);
+    let mut stepper = Stepper::new(&cfg.train, objective.phases());
     let mut t_all = Timings::default();
     for step in 0..total {
         let t = Instant::now();
