@@ -1,9 +1,10 @@
 //! The DCGAN discriminator's convolutional trunk (Radford et al., 2016) as an encoder: strided
 //! 4x4 convolutions, BatchNorm (not on the first block), LeakyReLU 0.2, no pooling inside.
 //!
-//! As a representation, the paper pools every block's output and concatenates them; here each
-//! block's map is averaged down to `pool` x `pool` cells, so the features mix the early edges
-//! with the late shapes (`dim = (w + 2w + 4w + ...) * pool^2`).
+//! As a representation, the paper max-pools every block's output to a 4 x 4 grid and
+//! concatenates them; here each block's map is averaged down to `pool` x `pool` cells (4 by
+//! default), so the features mix the early edges with the late shapes
+//! (`dim = (w + 2w + 4w + ...) * pool^2`).
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -30,8 +31,10 @@ pub struct DcganConfig {
 }
 
 impl Default for DcganConfig {
+    /// Three blocks; each map averaged to 4 x 4 cells, the paper's grid (on Fashion-MNIST
+    /// kNN 84.59 % against 82.54 % with 2 x 2 and 80.99 % with global pooling, same weights).
     fn default() -> Self {
-        Self { blocks: 3, pool: 2 }
+        Self { blocks: 3, pool: 4 }
     }
 }
 
@@ -166,7 +169,7 @@ mod tests {
         assert_eq!(sides, [[2, 8, 14, 14], [2, 16, 7, 7], [2, 32, 3, 3]]);
         assert_eq!(cfg.final_size(28), 3);
         assert_eq!(cfg.final_size(32), 4);
-        assert_eq!(enc.output_dim(), (8 + 16 + 32) * 4);
+        assert_eq!(enc.output_dim(), (8 + 16 + 32) * 16);
         assert_eq!(enc.features(x).dims(), [2, enc.output_dim()]);
     }
 

@@ -191,7 +191,7 @@ mod tests {
             (Arch::Resnet50, 2048),
             (Arch::Convnet, 128),
             (Arch::Vit, 192),
-            (Arch::Dcgan, (32 + 64 + 128) * 4),
+            (Arch::Dcgan, (32 + 64 + 128) * 16),
         ] {
             let m = EncoderConfig {
                 arch,
