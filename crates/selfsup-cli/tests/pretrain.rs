@@ -617,6 +617,8 @@ fn gan_tiny() -> RunConfig {
     c.train.log_every = 1;
     c.knn.k = 5;
     c.linear.epochs = 3;
+    c.finetune.train.epochs = 1;
+    c.finetune.train.batch_size = 16;
     c
 }
 
@@ -678,6 +680,13 @@ fn gan_trains_samples_resumes_and_evaluates_its_discriminator() {
         baselines: false,
     };
     eval_frozen(&args, knn_only, Some(5), None).unwrap();
+    // The discriminator's trunk fine-tunes like any encoder.
+    let whole = EvalArgs {
+        checkpoint: a.clone(),
+        ..EvalArgs::default()
+    };
+    let ft = eval_finetune(&whole, Some(vec![0.5]), Some(1), false, false).unwrap();
+    assert!((0.0..=1.0).contains(&ft[0].test.top1));
     let files = selfsup_cli::report::report(&a, None, 0, None).unwrap();
     for pic in ["samples.png", "frechet.png", "loss.png"] {
         assert!(files.pictures.iter().any(|p| p.ends_with(pic)), "{pic}");

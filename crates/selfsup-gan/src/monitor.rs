@@ -183,3 +183,72 @@ impl<E: Encoder> SampleMonitor<E> {
         ])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::{Module, ModuleMapper, Param};
+
+    /// Sets every parameter to zero: the generator then draws one picture whatever the noise.
+    struct Zero;
+
+    impl ModuleMapper for Zero {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            param.map(|t| t.zeros_like())
+        }
+    }
+
+    fn monitor(dir: &Path, device: &Device) -> SampleMonitor<selfsup_encoders::Backbone> {
+        let cfg = GanConfig {
+            samples: 5,
+            fid_images: 40,
+            ..GanConfig::default()
+        };
+        let real = Tensor::<4>::random(
+            [40, 1, 28, 28],
+            burn::tensor::Distribution::Uniform(0.0, 1.0),
+            device,
+        );
+        let fid = crate::fid::builtin(device).unwrap();
+        SampleMonitor::new(&cfg, 3, dir, Some((fid, real)), vec![0.5], vec![0.5], device).unwrap()
+    }
+
+    #[test]
+    fn a_collapsed_generator_has_no_spread_and_a_varied_one_has_some() {
+        let dev = Device::flex();
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = monitor(dir.path(), &dev);
+        let g = Generator::new(100, 1, 28, 8, &dev).unwrap().valid();
+        let values = m.run(0, &g).unwrap();
+        let get = |v: &[(String, f64)], k: &str| v.iter().find(|(n, _)| n == k).unwrap().1;
+        assert!(get(&values, "sample_spread") > 0.0);
+        assert!(get(&values, "frechet") > 0.0);
+        // 5 samples: a 3 x 2 grid with one blank cell, written for epoch 1.
+        let grid = image_grid_size(&m.grid_path(0));
+        assert_eq!(grid, (3 * (28 * 2 + 2) + 2, 2 * (28 * 2 + 2) + 2));
+        let collapsed = g.map(&mut Zero);
+        let values = m.run(1, &collapsed).unwrap();
+        let spread = get(&values, "sample_spread");
+        assert!(spread < 1e-6, "{spread}");
+        assert!(m.grid_path(1).is_file());
+    }
+
+    fn image_grid_size(path: &Path) -> (usize, usize) {
+        // PNG: width and height are the big-endian u32s at bytes 16..24.
+        let b = std::fs::read(path).unwrap();
+        let w = u32::from_be_bytes([b[16], b[17], b[18], b[19]]) as usize;
+        let h = u32::from_be_bytes([b[20], b[21], b[22], b[23]]) as usize;
+        (w, h)
+    }
+
+    #[test]
+    fn pixels_undo_the_normalization() {
+        let dev = Device::flex();
+        let x = Tensor::<4>::from_floats([[[[-1.0, 0.0, 1.0, 3.0]]]], &dev);
+        let p = to_pixels(x, &[0.5], &[0.5])
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert_eq!(p, [0.0, 0.5, 1.0, 1.0]);
+    }
+}

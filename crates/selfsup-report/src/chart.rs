@@ -65,7 +65,8 @@ fn tick(v: &f64) -> String {
     }
 }
 
-/// `[lo, hi]` padded by 5 %, never empty.
+/// `[lo, hi]` padded by 5 %, never empty; a constant `v` gets `[v/2, 3v/2]` (a constant
+/// learning rate of 2e-4 would vanish in a `[-0.5, 0.5]` axis), zero `[-1, 1]`.
 fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
     for v in values.filter(|v| v.is_finite()) {
@@ -77,8 +78,10 @@ fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     }
     let pad = if hi > lo {
         0.05 * (hi - lo)
+    } else if lo != 0.0 {
+        0.5 * lo.abs()
     } else {
-        0.5 * lo.abs().max(1.0)
+        1.0
     };
     (lo - pad, hi + pad)
 }
@@ -222,6 +225,14 @@ mod tests {
     fn nonwhite(path: &Path) -> usize {
         let img = image::open(path).unwrap().to_rgb8();
         img.pixels().filter(|p| p.0 != [255, 255, 255]).count()
+    }
+
+    #[test]
+    fn constant_series_keep_their_scale() {
+        let (lo, hi) = range([2e-4, 2e-4].into_iter());
+        assert!((lo - 1e-4).abs() < 1e-12 && (hi - 3e-4).abs() < 1e-12, "{lo} {hi}");
+        assert_eq!(range([0.0].into_iter()), (-1.0, 1.0));
+        assert_eq!(range([0.0, 10.0].into_iter()), (-0.5, 10.5));
     }
 
     #[test]
