@@ -45,7 +45,7 @@ impl Default for GanConfig {
             samples: 64,
             fid_images: 2000,
             fid_encoder: String::new(),
-            collapse_threshold: 0.1,
+            collapse_threshold: 0.05,
         }
     }
 }

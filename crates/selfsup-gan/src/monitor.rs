@@ -210,7 +210,16 @@ mod tests {
             device,
         );
         let fid = crate::fid::builtin(device).unwrap();
-        SampleMonitor::new(&cfg, 3, dir, Some((fid, real)), vec![0.5], vec![0.5], device).unwrap()
+        SampleMonitor::new(
+            &cfg,
+            3,
+            dir,
+            Some((fid, real)),
+            vec![0.5],
+            vec![0.5],
+            device,
+        )
+        .unwrap()
     }
 
     #[test]

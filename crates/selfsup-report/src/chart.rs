@@ -230,7 +230,10 @@ mod tests {
     #[test]
     fn constant_series_keep_their_scale() {
         let (lo, hi) = range([2e-4, 2e-4].into_iter());
-        assert!((lo - 1e-4).abs() < 1e-12 && (hi - 3e-4).abs() < 1e-12, "{lo} {hi}");
+        assert!(
+            (lo - 1e-4).abs() < 1e-12 && (hi - 3e-4).abs() < 1e-12,
+            "{lo} {hi}"
+        );
         assert_eq!(range([0.0].into_iter()), (-1.0, 1.0));
         assert_eq!(range([0.0, 10.0].into_iter()), (-0.5, 10.5));
     }
