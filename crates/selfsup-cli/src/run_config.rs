@@ -423,6 +423,7 @@ mod tests {
         assert!(err.contains("encoder.arch"), "{err}");
         let mut c = RunConfig::preset(Method::Gan);
         c.data.mean = vec![0.3];
+        c.data.std = vec![0.5];
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("data.mean"), "{err}");
         c.data.mean = vec![0.5];
