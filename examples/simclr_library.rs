@@ -64,6 +64,7 @@ fn main() -> Result<()> {
         size: 28,
         mean,
         std,
+        grid: 1,
     };
     let acc = knn_accuracy(
         extract(&encoder, &train, &tf, 512, &plain),

@@ -115,6 +115,7 @@ pub fn eval_transform(cfg: &RunConfig, images: &ImageSet) -> EvalTransform {
         },
         mean: cfg.data.mean.clone(),
         std: cfg.data.std.clone(),
+        grid: cfg.eval.grid,
     }
 }
 

@@ -19,4 +19,11 @@ pub trait Encoder: Module + ModuleDisplay {
     fn tokens(&self, _images: Tensor<4>) -> Option<Tensor<3>> {
         None
     }
+
+    /// The last convolutional feature map `[N, C, h, w]`, before pooling: for evaluations
+    /// that keep some of its spatial layout (pooled to a grid of cells rather than one
+    /// average). `None` for encoders without one (a ViT).
+    fn feature_map(&self, _images: Tensor<4>) -> Option<Tensor<4>> {
+        None
+    }
 }

@@ -29,16 +29,22 @@ impl ConvNet {
     }
 }
 
+impl ConvNet {
+    fn last_map(&self, images: Tensor<4>) -> Tensor<4> {
+        self.layers.iter().fold(images, |x, l| relu(l.forward(x)))
+    }
+}
+
 impl Encoder for ConvNet {
     fn features(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = images;
-        for l in &self.layers {
-            x = relu(l.forward(x));
-        }
-        global_avg_pool(x)
+        global_avg_pool(self.last_map(images))
     }
 
     fn output_dim(&self) -> usize {
         self.dim
+    }
+
+    fn feature_map(&self, images: Tensor<4>) -> Option<Tensor<4>> {
+        Some(self.last_map(images))
     }
 }

@@ -152,6 +152,10 @@ impl Encoder for DcganEncoder {
     fn output_dim(&self) -> usize {
         self.widths.iter().sum::<usize>() * self.pool * self.pool
     }
+
+    fn feature_map(&self, images: Tensor<4>) -> Option<Tensor<4>> {
+        Some(self.last_map(images))
+    }
 }
 
 #[cfg(test)]

@@ -175,6 +175,15 @@ impl Encoder for Backbone {
             _ => None,
         }
     }
+
+    fn feature_map(&self, images: Tensor<4>) -> Option<Tensor<4>> {
+        match self {
+            Backbone::ResNet(m) => Encoder::feature_map(m, images),
+            Backbone::ConvNet(m) => m.feature_map(images),
+            Backbone::Dcgan(m) => m.feature_map(images),
+            Backbone::Vit(_) => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -191,4 +191,8 @@ impl Encoder for ResNet {
     fn output_dim(&self) -> usize {
         self.dim
     }
+
+    fn feature_map(&self, images: Tensor<4>) -> Option<Tensor<4>> {
+        Some(ResNet::feature_map(self, images))
+    }
 }

@@ -47,6 +47,7 @@ fn tf() -> EvalTransform {
         size: 8,
         mean: vec![0.47],
         std: vec![0.3],
+        grid: 1,
     }
 }
 
