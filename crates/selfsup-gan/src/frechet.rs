@@ -2,7 +2,7 @@
 //! number FID reports, here in the feature space of one of our own encoders.
 
 use nalgebra::{DMatrix, DVector};
-use selfsup_core::{Error, Result};
+use selfsup_core::Result;
 
 /// The mean and covariance of a set of feature vectors.
 #[derive(Clone, Debug)]
@@ -16,25 +16,11 @@ pub struct Gaussian {
 impl Gaussian {
     /// Fits `n` rows of width `dim` (row-major `features`).
     pub fn fit(features: &[f32], n: usize, dim: usize) -> Result<Self> {
-        if n < 2 || dim == 0 || features.len() != n * dim {
-            return Err(Error::Invalid(format!(
-                "a Gaussian fit needs at least 2 rows of a positive width; got {} values for {n} rows of width {dim}",
-                features.len()
-            )));
-        }
-        if features.iter().any(|v| !v.is_finite()) {
-            return Err(Error::Invalid(
-                "features for the Frechet distance hold NaN or infinite values".into(),
-            ));
-        }
-        let x = DMatrix::from_row_iterator(n, dim, features.iter().map(|&v| v as f64));
-        let mean = x.row_mean().transpose();
-        let mut centred = x;
-        for mut row in centred.row_iter_mut() {
-            row -= mean.transpose();
-        }
-        let cov = centred.transpose() * &centred / (n as f64 - 1.0);
-        Ok(Self { mean, cov })
+        let m = selfsup_report::moments(features, n, dim, "the Frechet distance")?;
+        Ok(Self {
+            mean: m.mean,
+            cov: m.cov,
+        })
     }
 
     /// The total variance (trace of the covariance): half the mean squared distance between

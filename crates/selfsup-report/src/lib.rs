@@ -7,9 +7,11 @@
 pub mod chart;
 pub mod grid;
 pub mod heatmap;
+pub mod moments;
 pub mod pca;
 
 pub use chart::{Series, line_chart, scatter_chart};
 pub use grid::image_grid;
 pub use heatmap::{heat, heat_image, normalize};
+pub use moments::{Moments, moments};
 pub use pca::{Pca, pca_2d};

@@ -1,8 +1,8 @@
 //! Principal component analysis: project features onto their two directions of largest
 //! variance, to draw them in a plane.
 
-use nalgebra::DMatrix;
-use selfsup_core::{Error, Result};
+use crate::moments::{Moments, moments};
+use selfsup_core::Result;
 
 /// A 2-D projection and how much of the variance it keeps.
 #[derive(Clone, Debug)]
@@ -17,24 +17,7 @@ pub struct Pca {
 /// eigenvectors of their covariance matrix. Eigenvector signs are fixed so the largest
 /// component of each is positive, so the picture does not flip between runs.
 pub fn pca_2d(data: &[f32], n: usize, dim: usize) -> Result<Pca> {
-    if n < 2 || dim == 0 || data.len() != n * dim {
-        return Err(Error::Invalid(format!(
-            "PCA needs at least 2 rows of a positive width; got {} values for {n} rows of width {dim}",
-            data.len()
-        )));
-    }
-    if data.iter().any(|v| !v.is_finite()) {
-        return Err(Error::Invalid(
-            "PCA input holds NaN or infinite values".into(),
-        ));
-    }
-    let x = DMatrix::from_row_iterator(n, dim, data.iter().map(|&v| v as f64));
-    let mean = x.row_mean();
-    let mut centred = x;
-    for mut row in centred.row_iter_mut() {
-        row -= &mean;
-    }
-    let cov = centred.transpose() * &centred / (n as f64 - 1.0);
+    let Moments { centred, cov, .. } = moments(data, n, dim, "PCA")?;
     let eig = cov.symmetric_eigen();
     let mut order: Vec<usize> = (0..dim).collect();
     order.sort_by(|&a, &b| eig.eigenvalues[b].total_cmp(&eig.eigenvalues[a]));
