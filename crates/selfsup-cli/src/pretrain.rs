@@ -93,7 +93,7 @@ pub fn pretrain(
         cfg.data.mean = vec![0.5; c];
         cfg.data.std = vec![0.5; c];
         cfg.augment.crop_size = size;
-        selfsup_gan::growth(size)?;
+        selfsup_gan::gan::check_shape(&cfg.encoder.dcgan, size)?;
     }
     cfg.data.resolve_normalization(&splits.train);
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
@@ -301,11 +301,10 @@ pub fn pretrain(
             );
             let loader = view_loader(&cfg, &train, views, &device);
             let trunk_cfg = &cfg.encoder.dcgan;
-            selfsup_gan::gan::check_shape(trunk_cfg, size)?;
             let model = seed::init_module(&device, cfg.train.seed, |d| {
                 let trunk = DcganEncoder::new(channels, cfg.encoder.width, trunk_cfg, d);
                 crate::gan::gan_model(&cfg, trunk, channels, size, d)
-                    .expect("the shape was checked above")
+                    .expect("check_shape passed before the run folder was written")
             });
             let mut objective = Gan::new(&cfg.gan, cfg.train.seed);
             let mut samples = crate::gan::sample_monitor(&cfg, out, &train, size)?;
