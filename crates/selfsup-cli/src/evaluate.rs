@@ -127,6 +127,84 @@ pub fn random_encoder(cfg: &RunConfig, channels: usize, device: &Device) -> Back
     })
 }
 
+/// The labels and class count of a labelled train / test pair.
+fn labelled(train: &ImageSet, test: &ImageSet) -> Result<(Vec<usize>, Vec<usize>, usize)> {
+    Ok((
+        labels(train, "training")?,
+        labels(test, "test")?,
+        train.num_classes().max(test.num_classes()),
+    ))
+}
+
+/// Scores one kind of features (`a` of the training images, `b` of the test images) with
+/// the kNN and the linear probe of `cfg`, as `plan` asks.
+fn score(
+    cfg: &RunConfig,
+    plan: EvalPlan,
+    name: &str,
+    (a, b): (Tensor<2>, Tensor<2>),
+    (train_labels, test_labels, classes): &(Vec<usize>, Vec<usize>, usize),
+) -> Result<EvalRow> {
+    let dim = a.dims()[1];
+    let knn_top1 = if plan.knn {
+        Some(knn_accuracy(
+            a.clone(),
+            train_labels,
+            b.clone(),
+            test_labels,
+            *classes,
+            &cfg.knn,
+        )?)
+    } else {
+        None
+    };
+    let linear = if plan.linear {
+        Some(linear_probe(a, train_labels, b, test_labels, *classes, &cfg.linear)?.test)
+    } else {
+        None
+    };
+    Ok(EvalRow {
+        features: name.to_string(),
+        dim,
+        knn_top1,
+        linear,
+    })
+}
+
+/// The random-init baseline of a run: an encoder of its architecture, untrained, read as the
+/// run reads its own (`eval.grid`).
+pub fn random_init_row(
+    cfg: &RunConfig,
+    train: &ImageSet,
+    test: &ImageSet,
+    plan: EvalPlan,
+) -> Result<EvalRow> {
+    let device = cfg.device.device()?;
+    let tf = eval_transform(cfg, train);
+    let random = random_encoder(cfg, train.channels, &device).valid();
+    let feats = (
+        extract(&random, train, &tf, 512, &device),
+        extract(&random, test, &tf, 512, &device),
+    );
+    score(cfg, plan, RANDOM_INIT, feats, &labelled(train, test)?)
+}
+
+/// The raw-pixel baseline: the normalized pixels of the run's evaluation crops.
+pub fn raw_pixel_row(
+    cfg: &RunConfig,
+    train: &ImageSet,
+    test: &ImageSet,
+    plan: EvalPlan,
+) -> Result<EvalRow> {
+    let device = cfg.device.device()?;
+    let tf = eval_transform(cfg, train);
+    let feats = (
+        raw_pixels(train, &tf, &device),
+        raw_pixels(test, &tf, &device),
+    );
+    score(cfg, plan, RAW_PIXELS, feats, &labelled(train, test)?)
+}
+
 /// Scores frozen features of `encoder` (an inference copy) from `train` to `test`, with the
 /// baselines when `plan` asks, and prints the table.
 pub fn evaluate(
@@ -138,53 +216,16 @@ pub fn evaluate(
 ) -> Result<EvalReport> {
     let start = std::time::Instant::now();
     let device = cfg.device.device()?;
-    let train_labels = labels(train, "training")?;
-    let test_labels = labels(test, "test")?;
-    let classes = train.num_classes().max(test.num_classes());
+    let labels = labelled(train, test)?;
     let tf = eval_transform(cfg, train);
-    let score = |name: &str, a: Tensor<2>, b: Tensor<2>| -> Result<EvalRow> {
-        let dim = a.dims()[1];
-        let knn_top1 = if plan.knn {
-            Some(knn_accuracy(
-                a.clone(),
-                &train_labels,
-                b.clone(),
-                &test_labels,
-                classes,
-                &cfg.knn,
-            )?)
-        } else {
-            None
-        };
-        let linear = if plan.linear {
-            Some(linear_probe(a, &train_labels, b, &test_labels, classes, &cfg.linear)?.test)
-        } else {
-            None
-        };
-        Ok(EvalRow {
-            features: name.to_string(),
-            dim,
-            knn_top1,
-            linear,
-        })
-    };
-    let mut rows = vec![score(
-        PRETRAINED,
+    let feats = (
         extract(encoder, train, &tf, 512, &device),
         extract(encoder, test, &tf, 512, &device),
-    )?];
+    );
+    let mut rows = vec![score(cfg, plan, PRETRAINED, feats, &labels)?];
     if plan.baselines {
-        let random = random_encoder(cfg, train.channels, &device).valid();
-        rows.push(score(
-            RANDOM_INIT,
-            extract(&random, train, &tf, 512, &device),
-            extract(&random, test, &tf, 512, &device),
-        )?);
-        rows.push(score(
-            RAW_PIXELS,
-            raw_pixels(train, &tf, &device),
-            raw_pixels(test, &tf, &device),
-        )?);
+        rows.push(random_init_row(cfg, train, test, plan)?);
+        rows.push(raw_pixel_row(cfg, train, test, plan)?);
     }
     let report = EvalReport {
         rows,

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use selfsup_cli::{EvalArgs, EvalPlan, Method, RunConfig, eval_finetune, eval_frozen, pretrain};
-use selfsup_core::{DeviceSpec, Result};
+use selfsup_core::{DeviceSpec, Error, Result};
 use selfsup_data::DataSpec;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -100,10 +100,15 @@ enum Command {
         #[arg(long)]
         device: Option<DeviceSpec>,
     },
-    /// Speed measurements.
+    /// Compare methods: pretrain each on the same data with the same budget, score each with
+    /// the same kNN and linear probe, write results.md, results.csv and results.png (accuracy
+    /// against training time). A rerun of the same command resumes. `bench step` times steps.
+    #[command(args_conflicts_with_subcommands = true)]
     Bench {
         #[command(subcommand)]
-        what: BenchCommand,
+        what: Option<BenchCommand>,
+        #[command(flatten)]
+        suite: selfsup_cli::suite::SuiteArgs,
     },
     /// Print the default config of a method as TOML.
     Config {
@@ -328,8 +333,25 @@ fn run(cli: Cli) -> Result<()> {
             println!("wrote {n} samples to {}", p.display());
             Ok(())
         }
+        Command::Bench { what: None, suite } => {
+            let r = selfsup_cli::suite::run_suite(&suite, &selfsup_cli::suite::builtin_recipes())?;
+            if std::env::var_os(selfsup_cli::suite::CHILD_ENV).is_none() {
+                print!(
+                    "{}",
+                    std::fs::read_to_string(&r.markdown).map_err(|e| Error::io(&r.markdown, e))?
+                );
+                println!(
+                    "wrote {}, {} and {}",
+                    r.markdown.display(),
+                    r.csv.display(),
+                    r.chart.display()
+                );
+            }
+            Ok(())
+        }
         Command::Bench {
-            what: BenchCommand::Step(args),
+            what: Some(BenchCommand::Step(args)),
+            ..
         } => {
             let r = selfsup_cli::bench::bench_step(&args)?;
             println!(

@@ -1,13 +1,14 @@
 //! `selfsup pretrain`: train a method on a data spec, then report kNN accuracy.
 
 use crate::clip_eval;
-use crate::evaluate::{EvalPlan, EvalReport, eval_transform, evaluate, write_json};
+use crate::evaluate::{EvalPlan, EvalReport, evaluate, write_json};
+use crate::recipe::{Recipe, TrainRun, Trained};
 use crate::run_config::{Method, RunConfig};
 use burn::module::Module;
 use selfsup_contrastive::{Clip, ClipModel, SimClr, SimClrModel};
-use selfsup_core::{Error, Prefetch, Result, Trainer, ViewGenerator, seed};
+use selfsup_core::{Error, Prefetch, Result, Trainer, seed};
 use selfsup_data::augment::eval_pipeline;
-use selfsup_data::{CaptionLoader, ImageSet, MultiView, Pipeline, ViewLoader};
+use selfsup_data::{CaptionLoader, MultiView, Pipeline, Splits, ViewLoader};
 use selfsup_dino::{Dino, DinoModel};
 use selfsup_encoders::{Arch, Backbone, DcganEncoder};
 use selfsup_gan::{Gan, GanModel};
@@ -37,10 +38,14 @@ pub struct PretrainReport {
     pub final_loss: f64,
     /// Training images per second in this process.
     pub images_per_sec: f64,
-    /// Seconds spent training in this process.
+    /// Seconds of training of the whole run (over resumes; the engine's loop with its
+    /// per-epoch monitors, not the final evaluation).
     pub train_seconds: f64,
     /// Peak resident memory of this process in MiB (Linux; `None` elsewhere).
     pub peak_rss_mib: Option<f64>,
+    /// Peak resident memory when training ended, before the evaluation, in MiB.
+    #[serde(default)]
+    pub train_peak_rss_mib: Option<f64>,
     /// Frozen-feature evaluation on the test split, when it has labels.
     pub eval: Option<EvalReport>,
 }
@@ -52,25 +57,70 @@ fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
-/// Runs pretraining as configured, writing everything under `out`.
+/// Runs pretraining of the built-in method `cfg.method` as configured, writing everything
+/// under `out`.
 pub fn pretrain(
-    mut cfg: RunConfig,
+    cfg: RunConfig,
     out: &Path,
     resume: bool,
     progress: bool,
 ) -> Result<PretrainReport> {
+    if let Some(c) = &cfg.custom {
+        return Err(Error::config(
+            "custom.name",
+            format!(
+                "`{}` is not a method of this binary but of the crate that adds it: run it with that crate's binary (docs/tutorial-custom-objective.md)",
+                c.name
+            ),
+        ));
+    }
+    let method = cfg.method;
+    pretrain_with(&method, cfg, out, resume, progress)
+}
+
+/// Runs pretraining of `recipe` (a built-in [`Method`] or a crate's own) as configured:
+/// loads the data, writes `out/config.toml`, trains through the shared engine with the online
+/// kNN monitor, saves the encoder and scores it (kNN, linear probe) on the test split.
+pub fn pretrain_with(
+    recipe: &dyn Recipe,
+    cfg: RunConfig,
+    out: &Path,
+    resume: bool,
+    progress: bool,
+) -> Result<PretrainReport> {
+    pretrain_run(recipe, cfg, out, resume, progress, true)
+}
+
+/// [`pretrain_with`], scoring the encoder afterwards only when `score` (the bench's timing
+/// probe does not).
+pub(crate) fn pretrain_run(
+    recipe: &dyn Recipe,
+    mut cfg: RunConfig,
+    out: &Path,
+    resume: bool,
+    progress: bool,
+    score: bool,
+) -> Result<PretrainReport> {
     cfg.validate()?;
+    if cfg.method_name() != recipe.name() {
+        return Err(Error::config(
+            "custom.name",
+            format!(
+                "the config is for `{}`, but this run is `{}`: start from the recipe's preset",
+                cfg.method_name(),
+                recipe.name()
+            ),
+        ));
+    }
     let device = cfg.device.train_device()?;
 
     let mut splits = cfg.data.load(cfg.train.seed)?;
-    if cfg.method == Method::Clip {
-        // Image-caption pairs: a manifest's own, or captions made from the class names.
-        splits.train = clip_eval::captioned(splits.train, &cfg)?;
-        splits.test = splits
-            .test
-            .map(|t| clip_eval::captioned(t, &cfg))
-            .transpose()?;
-    }
+    let size = if cfg.augment.crop_size == 0 {
+        splits.train.height
+    } else {
+        cfg.augment.crop_size
+    };
+    recipe.prepare(&mut cfg, &mut splits, size)?;
     if splits.train.len() < cfg.train.batch_size {
         return Err(Error::config(
             "train.batch_size",
@@ -82,19 +132,6 @@ pub fn pretrain(
             ),
         ));
     }
-    let size = if cfg.augment.crop_size == 0 {
-        splits.train.height
-    } else {
-        cfg.augment.crop_size
-    };
-    if cfg.method == Method::Gan {
-        // The generator's tanh range, and the size its model is rebuilt at from config.toml.
-        let c = splits.train.channels;
-        cfg.data.mean = vec![0.5; c];
-        cfg.data.std = vec![0.5; c];
-        cfg.augment.crop_size = size;
-        selfsup_gan::gan::check_shape(&cfg.encoder.dcgan, size)?;
-    }
     cfg.data.resolve_normalization(&splits.train);
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     cfg.save(&out.join(CONFIG_FILE))?;
@@ -102,8 +139,8 @@ pub fn pretrain(
     let channels = splits.train.channels;
     let train = Arc::new(splits.train);
     eprintln!(
-        "selfsup: {:?} on {} ({} training images {}x{}x{}), {:?} encoder, device {}, {} epochs of {} steps",
-        cfg.method,
+        "selfsup: {} on {} ({} training images {}x{}x{}), {:?} encoder, device {}, {} epochs of {} steps",
+        recipe.name(),
         cfg.data.spec,
         train.len(),
         channels,
@@ -116,31 +153,119 @@ pub fn pretrain(
     );
 
     let trainer = Trainer::new(cfg.train.clone(), out)?.with_progress(progress);
-    let start = std::time::Instant::now();
-    let (encoder, steps, last_loss, ips) = match cfg.method {
+    let run = TrainRun {
+        cfg: &cfg,
+        out,
+        train: &train,
+        test: splits.test.as_ref(),
+        channels,
+        size,
+        device,
+        trainer: &trainer,
+        resume,
+    };
+    let Trained {
+        encoder,
+        steps,
+        last_loss,
+        images_per_sec: ips,
+        train_seconds: secs,
+    } = recipe.train(&run)?;
+    let train_peak = selfsup_core::metrics::peak_rss_mib();
+    write_atomic(&out.join(ENCODER_FILE), |p| {
+        encoder
+            .clone()
+            .save_file(p)
+            .map_err(|e| Error::checkpoint(p, e.to_string()))
+    })?;
+    finish(
+        cfg,
+        out,
+        &encoder,
+        &train,
+        splits.test.as_ref(),
+        steps,
+        last_loss,
+        ips,
+        secs,
+        train_peak,
+        score,
+    )
+}
+
+/// The jigsaw tiles of images of `size` pixels: the run's augmentations at the cut size, then
+/// the cut.
+pub(crate) fn jigsaw_views(
+    cfg: &RunConfig,
+    size: usize,
+    mean: Vec<f32>,
+    std: Vec<f32>,
+) -> AugmentedTiles<Pipeline> {
+    AugmentedTiles {
+        augment: cfg.augment.pipeline(cfg.jigsaw.cut_size(size), mean, std),
+        tiles: cfg.jigsaw.tiles(size),
+    }
+}
+
+impl Recipe for Method {
+    fn name(&self) -> String {
+        format!("{self:?}").to_lowercase()
+    }
+
+    fn preset(&self) -> RunConfig {
+        RunConfig::preset(*self)
+    }
+
+    fn prepare(&self, cfg: &mut RunConfig, splits: &mut Splits, size: usize) -> Result<()> {
+        match self {
+            Method::Clip => {
+                // Image-caption pairs: a manifest's own, or captions made from the class names.
+                let empty = splits.train.take(0);
+                let train = std::mem::replace(&mut splits.train, empty);
+                splits.train = clip_eval::captioned(train, cfg)?;
+                splits.test = splits
+                    .test
+                    .take()
+                    .map(|t| clip_eval::captioned(t, cfg))
+                    .transpose()?;
+            }
+            Method::Gan => {
+                // The generator's tanh range, and the size its model is rebuilt at from
+                // config.toml.
+                let c = splits.train.channels;
+                cfg.data.mean = vec![0.5; c];
+                cfg.data.std = vec![0.5; c];
+                cfg.augment.crop_size = size;
+                selfsup_gan::gan::check_shape(&cfg.encoder.dcgan, size)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn train(&self, run: &TrainRun<'_>) -> Result<Trained> {
+        train_builtin(*self, run)
+    }
+}
+
+/// The training of each built-in method: its loader, model, objective and what it keeps.
+fn train_builtin(method: Method, run: &TrainRun<'_>) -> Result<Trained> {
+    let (cfg, out) = (run.cfg, run.out);
+    let (channels, size, device) = (run.channels, run.size, &run.device);
+    Ok(match method {
         Method::Simclr => {
-            let loader = view_loader(&cfg, &train, same_views(&cfg, size, 2), &device);
-            let model = seed::init_module(&device, cfg.train.seed, |d| {
+            let loader = run.loader(run.views(2));
+            let model = seed::init_module(device, cfg.train.seed, |d| {
                 SimClrModel::new(cfg.encoder.init(channels, d), &cfg.simclr, d)
             });
             let mut objective = SimClr::<Backbone>::new(&cfg.simclr);
-            let o = fit_monitored(
-                &trainer,
-                &cfg,
-                &train,
-                splits.test.as_ref(),
+            let o = run.fit(
                 &mut objective,
                 model,
                 &loader,
-                resume,
                 |m: &SimClrModel<Backbone>| m.encoder.clone().valid(),
             )?;
-            (
-                o.model.encoder.valid(),
-                o.steps,
-                o.last_loss,
-                o.images_per_sec,
-            )
+            Trained::new(o.model.encoder.clone().valid(), &o)
         }
         Method::Mae => {
             if cfg.encoder.vit.image_size != size {
@@ -152,8 +277,8 @@ pub fn pretrain(
                     ),
                 ));
             }
-            let loader = view_loader(&cfg, &train, same_views(&cfg, size, 1), &device);
-            let model = seed::init_module(&device, cfg.train.seed, |d| {
+            let loader = run.loader(run.views(1));
+            let model = seed::init_module(device, cfg.train.seed, |d| {
                 let vit = cfg
                     .encoder
                     .vit
@@ -162,30 +287,17 @@ pub fn pretrain(
                 MaeModel::new(vit, channels, &cfg.mae, d)
             });
             let mut objective = Mae::new(&cfg.mae).with_seed(cfg.train.seed);
-            let o = fit_monitored(
-                &trainer,
-                &cfg,
-                &train,
-                splits.test.as_ref(),
-                &mut objective,
-                model,
-                &loader,
-                resume,
-                |m: &MaeModel| Backbone::Vit(m.encoder.clone().valid()),
-            )?;
-            let whole = o.model.valid();
+            let o = run.fit(&mut objective, model, &loader, |m: &MaeModel| {
+                Backbone::Vit(m.encoder.clone().valid())
+            })?;
+            let whole = o.model.clone().valid();
             write_atomic(&out.join(MAE_FILE), |p| {
                 whole
                     .clone()
                     .save_file(p)
                     .map_err(|e| Error::checkpoint(p, e.to_string()))
             })?;
-            (
-                Backbone::Vit(whole.encoder),
-                o.steps,
-                o.last_loss,
-                o.images_per_sec,
-            )
+            Trained::new(Backbone::Vit(whole.encoder), &o)
         }
         Method::Dino => {
             let global = match cfg.dino.crops.global_size {
@@ -207,64 +319,41 @@ pub fn pretrain(
                 cfg.data.mean.clone(),
                 cfg.data.std.clone(),
             );
-            let loader = view_loader(&cfg, &train, views, &device);
+            let loader = run.loader(views);
             let build = |d: &burn::tensor::Device| {
                 DinoModel::new(cfg.encoder.init(channels, d), &cfg.dino.head, d)
             };
-            let model = seed::init_module(&device, cfg.train.seed, build);
+            let model = seed::init_module(device, cfg.train.seed, build);
             // The teacher: a fresh model loaded with the student's weights, on the same device.
-            let fresh = seed::init_module(&device, cfg.train.seed, build);
+            let fresh = seed::init_module(device, cfg.train.seed, build);
             let mut objective = Dino::new(&cfg.dino, fresh, &model);
             // The monitor scores the student's backbone (the teacher lives in the objective,
             // which the trainer holds while it runs); the final table scores the teacher's.
-            let o = fit_monitored(
-                &trainer,
-                &cfg,
-                &train,
-                splits.test.as_ref(),
-                &mut objective,
-                model,
-                &loader,
-                resume,
-                |m: &DinoModel<Backbone>| m.backbone.clone().valid(),
-            )?;
-            (
-                objective.teacher().backbone.clone().valid(),
-                o.steps,
-                o.last_loss,
-                o.images_per_sec,
-            )
+            let o = run.fit(&mut objective, model, &loader, |m: &DinoModel<Backbone>| {
+                m.backbone.clone().valid()
+            })?;
+            Trained::new(objective.teacher().backbone.clone().valid(), &o)
         }
         Method::Rotnet => {
-            let loader = view_loader(&cfg, &train, same_views(&cfg, size, 1), &device);
-            let model = seed::init_module(&device, cfg.train.seed, |d| {
+            let loader = run.loader(run.views(1));
+            let model = seed::init_module(device, cfg.train.seed, |d| {
                 RotNetModel::new(cfg.encoder.init(channels, d), &cfg.rotnet, d)
             });
             let mut objective = RotNet::<Backbone>::new();
-            let o = fit_monitored(
-                &trainer,
-                &cfg,
-                &train,
-                splits.test.as_ref(),
+            let o = run.fit(
                 &mut objective,
                 model,
                 &loader,
-                resume,
                 |m: &RotNetModel<Backbone>| m.encoder.clone().valid(),
             )?;
-            (
-                o.model.encoder.valid(),
-                o.steps,
-                o.last_loss,
-                o.images_per_sec,
-            )
+            Trained::new(o.model.encoder.clone().valid(), &o)
         }
         Method::Jigsaw => {
             cfg.jigsaw.validate(Some(size))?;
-            let views = jigsaw_views(&cfg, size, cfg.data.mean.clone(), cfg.data.std.clone());
-            let loader = view_loader(&cfg, &train, views, &device);
+            let views = jigsaw_views(cfg, size, cfg.data.mean.clone(), cfg.data.std.clone());
+            let loader = run.loader(views);
             let tiles = cfg.jigsaw.grid * cfg.jigsaw.grid;
-            let model = seed::init_module(&device, cfg.train.seed, |d| {
+            let model = seed::init_module(device, cfg.train.seed, |d| {
                 JigsawModel::new(cfg.encoder.init(channels, d), &cfg.jigsaw, d)
             });
             let set = cfg.jigsaw.permutation_set(cfg.train.seed)?;
@@ -275,23 +364,13 @@ pub fn pretrain(
                 set.mean_distance()
             );
             let mut objective = Jigsaw::<Backbone>::new(set, cfg.train.seed);
-            let o = fit_monitored(
-                &trainer,
-                &cfg,
-                &train,
-                splits.test.as_ref(),
+            let o = run.fit(
                 &mut objective,
                 model,
                 &loader,
-                resume,
                 |m: &JigsawModel<Backbone>| m.encoder.clone().valid(),
             )?;
-            (
-                o.model.encoder.valid(),
-                o.steps,
-                o.last_loss,
-                o.images_per_sec,
-            )
+            Trained::new(o.model.encoder.clone().valid(), &o)
         }
         Method::Gan => {
             // Real images unaugmented, scaled to [-1, 1].
@@ -299,30 +378,25 @@ pub fn pretrain(
                 eval_pipeline(size, cfg.data.mean.clone(), cfg.data.std.clone()),
                 1,
             );
-            let loader = view_loader(&cfg, &train, views, &device);
+            let loader = run.loader(views);
             let trunk_cfg = &cfg.encoder.dcgan;
-            let model = seed::init_module(&device, cfg.train.seed, |d| {
+            let model = seed::init_module(device, cfg.train.seed, |d| {
                 let trunk = DcganEncoder::new(channels, cfg.encoder.width, trunk_cfg, d);
-                crate::gan::gan_model(&cfg, trunk, channels, size, d)
+                crate::gan::gan_model(cfg, trunk, channels, size, d)
                     .expect("check_shape passed before the run folder was written")
             });
             let mut objective = Gan::new(&cfg.gan, cfg.train.seed);
-            let mut samples = crate::gan::sample_monitor(&cfg, out, &train, size)?;
+            let mut samples = crate::gan::sample_monitor(cfg, out, run.train, size)?;
             let mut extra =
                 |epoch: usize, m: &GanModel| samples.run(epoch, &m.generator.clone().valid());
-            let o = fit_monitored_with(
-                &trainer,
-                &cfg,
-                &train,
-                splits.test.as_ref(),
+            let o = run.fit_with(
                 &mut objective,
                 model,
                 &loader,
-                resume,
                 |m: &GanModel| Backbone::Dcgan(m.discriminator.trunk.clone().valid()),
                 &mut extra,
             )?;
-            let model = o.model.valid();
+            let model = o.model.clone().valid();
             write_atomic(&out.join(crate::gan::GENERATOR_FILE), |p| {
                 model
                     .generator
@@ -330,179 +404,50 @@ pub fn pretrain(
                     .save_file(p)
                     .map_err(|e| Error::checkpoint(p, e.to_string()))
             })?;
-            (
-                Backbone::Dcgan(model.discriminator.trunk),
-                o.steps,
-                o.last_loss,
-                o.images_per_sec,
-            )
+            Trained::new(Backbone::Dcgan(model.discriminator.trunk), &o)
         }
         Method::Clip => {
-            let tok = clip_eval::tokenizer(&cfg, &train)?;
+            let tok = clip_eval::tokenizer(cfg, run.train)?;
             tok.save(&out.join(clip_eval::TOKENIZER_FILE))?;
             let captions = Arc::new(clip_eval::encode_captions(
-                &train,
+                run.train,
                 &tok,
                 cfg.clip.text.context,
             )?);
             let views = ViewLoader::new(
-                train.clone(),
-                Arc::new(same_views(&cfg, size, 1)),
+                run.train.clone(),
+                Arc::new(run.views(1)),
                 cfg.train.batch_size,
                 cfg.train.seed,
                 device.clone(),
             );
             let loader = Prefetch::new(CaptionLoader::new(views, captions, cfg.train.seed)?);
             let vocab = tok.vocab_size();
-            let model = seed::init_module(&device, cfg.train.seed, |d| {
+            let model = seed::init_module(device, cfg.train.seed, |d| {
                 ClipModel::new(cfg.encoder.init(channels, d), vocab, &cfg.clip, d)
                     .expect("RunConfig::validate checked the CLIP config")
             });
             let mut objective = Clip::<Backbone>::new(&cfg.clip);
-            let o = fit_monitored(
-                &trainer,
-                &cfg,
-                &train,
-                splits.test.as_ref(),
-                &mut objective,
-                model,
-                &loader,
-                resume,
-                |m: &ClipModel<Backbone>| m.image.clone().valid(),
-            )?;
-            let whole = o.model.valid();
+            let o = run.fit(&mut objective, model, &loader, |m: &ClipModel<Backbone>| {
+                m.image.clone().valid()
+            })?;
+            let whole = o.model.clone().valid();
             write_atomic(&out.join(clip_eval::CLIP_FILE), |p| {
                 whole
                     .clone()
                     .save_file(p)
                     .map_err(|e| Error::checkpoint(p, e.to_string()))
             })?;
-            if let Some(test) = splits.test.as_ref() {
+            if let Some(test) = run.test {
                 let eval_device = cfg.device.device()?;
                 let model = whole.clone().to_device(&eval_device);
-                let r = clip_eval::evaluate_clip(&model, &tok, &cfg, &train, test, &eval_device)?;
+                let r = clip_eval::evaluate_clip(&model, &tok, cfg, run.train, test, &eval_device)?;
                 eprint!("{}", r.markdown());
                 write_json(&out.join(clip_eval::CLIP_RESULTS_FILE), &r)?;
             }
-            (whole.image, o.steps, o.last_loss, o.images_per_sec)
+            Trained::new(whole.image, &o)
         }
-    };
-    let secs = start.elapsed().as_secs_f64();
-    write_atomic(&out.join(ENCODER_FILE), |p| {
-        encoder
-            .clone()
-            .save_file(p)
-            .map_err(|e| Error::checkpoint(p, e.to_string()))
-    })?;
-    finish(
-        cfg,
-        out,
-        &encoder,
-        &train,
-        splits.test.as_ref(),
-        steps,
-        last_loss,
-        ips,
-        secs,
-    )
-}
-
-/// Trains `objective` from `model`, with the online kNN monitor scoring `backbone(model)` (for
-/// inference) after every epoch it is due.
-#[allow(clippy::too_many_arguments)]
-fn fit_monitored<O, S>(
-    trainer: &Trainer,
-    cfg: &RunConfig,
-    train: &ImageSet,
-    test: Option<&ImageSet>,
-    objective: &mut O,
-    model: O::Model,
-    loader: &S,
-    resume: bool,
-    backbone: impl Fn(&O::Model) -> Backbone,
-) -> Result<selfsup_core::TrainOutcome<O::Model>>
-where
-    O: selfsup_core::Objective,
-    S: selfsup_core::BatchSource<Batch = O::Batch>,
-{
-    fit_monitored_with(
-        trainer,
-        cfg,
-        train,
-        test,
-        objective,
-        model,
-        loader,
-        resume,
-        backbone,
-        &mut |_, _| Ok(Vec::new()),
-    )
-}
-
-/// [`fit_monitored`] with a method's own end-of-epoch work (a GAN's sample grid) after the
-/// monitor; its values are logged with the monitor's.
-#[allow(clippy::too_many_arguments)]
-fn fit_monitored_with<O, S>(
-    trainer: &Trainer,
-    cfg: &RunConfig,
-    train: &ImageSet,
-    test: Option<&ImageSet>,
-    objective: &mut O,
-    model: O::Model,
-    loader: &S,
-    resume: bool,
-    backbone: impl Fn(&O::Model) -> Backbone,
-    extra: &mut selfsup_core::trainer::EpochHook<'_, O::Model>,
-) -> Result<selfsup_core::TrainOutcome<O::Model>>
-where
-    O: selfsup_core::Objective,
-    S: selfsup_core::BatchSource<Batch = O::Batch>,
-{
-    let mut monitor = Monitor::new(cfg, train, test)?;
-    let mut hook = |epoch: usize, m: &O::Model| {
-        let mut values = monitor.run(epoch, &backbone(m))?;
-        values.extend(extra(epoch, m)?);
-        Ok(values)
-    };
-    trainer.fit(objective, model, loader, resume, Some(&mut hook))
-}
-
-/// `views` per image, in batches; the next batch is built while a step computes.
-fn view_loader(
-    cfg: &RunConfig,
-    train: &Arc<ImageSet>,
-    views: impl ViewGenerator + 'static,
-    device: &burn::tensor::Device,
-) -> Prefetch<ViewLoader> {
-    Prefetch::new(ViewLoader::new(
-        train.clone(),
-        Arc::new(views),
-        cfg.train.batch_size,
-        cfg.train.seed,
-        device.clone(),
-    ))
-}
-
-/// The jigsaw tiles of images of `size` pixels: the run's augmentations at the cut size, then
-/// the cut.
-pub(crate) fn jigsaw_views(
-    cfg: &RunConfig,
-    size: usize,
-    mean: Vec<f32>,
-    std: Vec<f32>,
-) -> AugmentedTiles<Pipeline> {
-    AugmentedTiles {
-        augment: cfg.augment.pipeline(cfg.jigsaw.cut_size(size), mean, std),
-        tiles: cfg.jigsaw.tiles(size),
-    }
-}
-
-/// `count` views per image of `size` pixels through the run's augmentations.
-fn same_views(cfg: &RunConfig, size: usize, count: usize) -> MultiView {
-    let pipeline = cfg
-        .augment
-        .pipeline(size, cfg.data.mean.clone(), cfg.data.std.clone());
-    MultiView::default().with(pipeline, count)
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -516,8 +461,11 @@ fn finish(
     final_loss: f64,
     images_per_sec: f64,
     train_seconds: f64,
+    train_peak_rss_mib: Option<f64>,
+    score: bool,
 ) -> Result<PretrainReport> {
     let eval = match test {
+        _ if !score => None,
         Some(test) if test.labels.is_some() && train.labels.is_some() => Some(evaluate(
             &cfg,
             encoder,
@@ -541,69 +489,9 @@ fn finish(
         images_per_sec,
         train_seconds,
         peak_rss_mib: selfsup_core::metrics::peak_rss_mib(),
+        train_peak_rss_mib,
         eval,
     };
     write_json(&out.join(RESULTS_FILE), &report)?;
     Ok(report)
-}
-
-/// The online kNN monitor: every `eval.monitor_every` epochs, kNN top-1 of the current
-/// encoder on (a part of) the labelled test split, logged with the losses.
-/// Training images and labels, test images and labels, classes.
-type MonitorData = (ImageSet, Vec<usize>, ImageSet, Vec<usize>, usize);
-
-struct Monitor {
-    every: usize,
-    data: Option<MonitorData>,
-    tf: selfsup_eval::EvalTransform,
-    knn: selfsup_eval::KnnConfig,
-    device: burn::tensor::Device,
-}
-
-impl Monitor {
-    fn new(cfg: &RunConfig, train: &ImageSet, test: Option<&ImageSet>) -> Result<Self> {
-        let take = |s: &ImageSet, n: usize| if n == 0 { s.clone() } else { s.take(n) };
-        let data = match (cfg.eval.monitor_every, test, &train.labels) {
-            (0, _, _) | (_, None, _) | (_, _, None) => None,
-            (_, Some(test), Some(_)) if test.labels.is_some() => {
-                // A class-balanced part of the training set votes, so a sorted dataset
-                // still has every class.
-                let n = train.len();
-                let frac = if cfg.eval.monitor_train == 0 || cfg.eval.monitor_train >= n {
-                    1.0
-                } else {
-                    cfg.eval.monitor_train as f64 / n as f64
-                };
-                let tr = train.label_fraction(frac, cfg.train.seed)?;
-                let te = take(test, cfg.eval.monitor_test);
-                let (trl, tel) = (
-                    tr.labels.clone().unwrap_or_default(),
-                    te.labels.clone().unwrap_or_default(),
-                );
-                let classes = tr.num_classes().max(te.num_classes());
-                Some((tr, trl, te, tel, classes))
-            }
-            _ => None,
-        };
-        Ok(Self {
-            every: cfg.eval.monitor_every,
-            data,
-            tf: eval_transform(cfg, train),
-            knn: cfg.knn.clone(),
-            device: cfg.device.device()?,
-        })
-    }
-
-    fn run(&mut self, epoch: usize, encoder: &Backbone) -> Result<Vec<(String, f64)>> {
-        let Some((tr, trl, te, tel, classes)) = &self.data else {
-            return Ok(Vec::new());
-        };
-        if !(epoch + 1).is_multiple_of(self.every) {
-            return Ok(Vec::new());
-        }
-        let a = selfsup_eval::extract(encoder, tr, &self.tf, 512, &self.device);
-        let b = selfsup_eval::extract(encoder, te, &self.tf, 512, &self.device);
-        let acc = selfsup_eval::knn_accuracy(a, trl, b, tel, *classes, &self.knn)?;
-        Ok(vec![("knn_top1".to_string(), acc)])
-    }
 }

@@ -75,6 +75,45 @@ pub struct RunConfig {
     pub finetune: FinetuneConfig,
     /// What runs during and after pretraining.
     pub eval: EvalConfig,
+    /// A method from a crate of its own ([`crate::Recipe`]): its name and settings. Unset for
+    /// the built-in methods.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom: Option<CustomMethod>,
+}
+
+/// The `[custom]` section: a method that is not built in, added by a crate's own
+/// [`crate::Recipe`], which reads its settings from here.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomMethod {
+    /// The recipe's name (run folders, checkpoints, the bench table); a file over a recipe's
+    /// preset may leave it out.
+    #[serde(default)]
+    pub name: String,
+    /// The recipe's own keys, `[custom.settings]`.
+    #[serde(default)]
+    pub settings: toml::Table,
+}
+
+impl CustomMethod {
+    /// A section named `name` holding `settings` (any serializable struct).
+    pub fn new(name: &str, settings: &impl Serialize) -> Result<Self> {
+        let settings = toml::Table::try_from(settings)
+            .map_err(|e| Error::config("custom.settings", e.to_string()))?;
+        Ok(Self {
+            name: name.to_string(),
+            settings,
+        })
+    }
+
+    /// The settings as the recipe's own struct; a wrong key or type is an error naming
+    /// `custom.settings`.
+    pub fn settings<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        self.settings
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::config("custom.settings", e.message().to_string()))
+    }
 }
 
 /// Evaluation during and after pretraining.
@@ -163,6 +202,7 @@ impl RunConfig {
             rotnet: RotNetConfig::default(),
             jigsaw: JigsawConfig::default(),
             gan: GanConfig::default(),
+            custom: None,
         }
         .for_method(method)
     }
@@ -270,6 +310,14 @@ impl RunConfig {
         self
     }
 
+    /// The method's name: `custom.name`, or the built-in method's.
+    pub fn method_name(&self) -> String {
+        match &self.custom {
+            Some(c) => c.name.clone(),
+            None => format!("{:?}", self.method).to_lowercase(),
+        }
+    }
+
     /// Reads a TOML file; keys it leaves out keep the defaults of its `method`.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -284,9 +332,16 @@ impl RunConfig {
     pub fn from_toml_text(text: &str, origin: &str) -> Result<Self> {
         // Checks every key and type against the schema, with the line in the message.
         let plain: RunConfig = from_toml(text, origin)?;
+        Self::from_toml_over(RunConfig::preset(plain.method), text, origin)
+    }
+
+    /// Parses TOML text as the keys it sets over `base` (a [`crate::Recipe`]'s preset), with
+    /// the errors of [`RunConfig::from_toml_text`].
+    pub fn from_toml_over(base: RunConfig, text: &str, origin: &str) -> Result<Self> {
+        let _: RunConfig = from_toml(text, origin)?;
         let given: toml::Table = from_toml(text, origin)?;
         let invalid = |e: toml::ser::Error| Error::Invalid(format!("{origin}: {e}"));
-        let mut merged = toml::Table::try_from(RunConfig::preset(plain.method)).map_err(invalid)?;
+        let mut merged = toml::Table::try_from(base).map_err(invalid)?;
         merge(&mut merged, given);
         merged
             .try_into()
@@ -362,6 +417,12 @@ impl RunConfig {
             return Err(Error::config(
                 "encoder.arch",
                 "MAE masks patches of a Vision Transformer: set encoder.arch = \"vit\"",
+            ));
+        }
+        if self.custom.as_ref().is_some_and(|c| c.name.is_empty()) {
+            return Err(Error::config(
+                "custom.name",
+                "a custom method needs its recipe's name",
             ));
         }
         if self.eval.grid == 0 {

@@ -20,6 +20,10 @@ pub struct CheckpointState {
     pub total_steps: usize,
     /// Steps skipped because the loss was not finite.
     pub skipped_steps: usize,
+    /// Seconds of training up to this checkpoint, over every process that trained the run
+    /// (0 in checkpoints written before this was recorded).
+    #[serde(default)]
+    pub train_seconds: f64,
 }
 
 const MODEL: &str = "model.bpk";

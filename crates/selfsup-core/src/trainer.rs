@@ -43,8 +43,11 @@ pub struct TrainOutcome<M> {
     pub steps: usize,
     /// Mean loss of the last logged window.
     pub last_loss: f64,
-    /// Training throughput of this process, images per second.
+    /// Training throughput of this process, images per second (of the whole run when this
+    /// process resumed a finished run).
     pub images_per_sec: f64,
+    /// Seconds of training of the whole run, over every process that trained it (resumes).
+    pub train_seconds: f64,
     /// The final checkpoint folder.
     pub checkpoint: PathBuf,
 }
@@ -252,6 +255,7 @@ impl Trainer {
 
         let mut start = 0;
         let mut skipped = 0;
+        let mut seconds_before = 0.0;
         if resume {
             if let Some(dir) = checkpoint::latest(&self.run_dir)? {
                 let st = checkpoint::read_state(&dir)?;
@@ -272,6 +276,7 @@ impl Trainer {
                 objective.load_state(&dir)?;
                 start = st.step;
                 skipped = st.skipped_steps;
+                seconds_before = st.train_seconds;
                 MetricsLog::truncate_from(&metrics_path, start)?;
                 tracing::info!("resuming from {} at step {start}", dir.display());
             } else {
@@ -407,6 +412,7 @@ impl Trainer {
                     steps_per_epoch: spe,
                     total_steps: total,
                     skipped_steps: skipped,
+                    train_seconds: seconds_before + t0.elapsed().as_secs_f64(),
                 };
                 last_ckpt = Some(checkpoint::save(
                     &self.run_dir,
@@ -420,6 +426,12 @@ impl Trainer {
         }
         bar.finish_and_clear();
         let elapsed = t0.elapsed().as_secs_f64().max(1e-9);
+        let train_seconds = seconds_before + elapsed;
+        let images_per_sec = if total > start {
+            (total - start) as f64 * source.batch_size() as f64 / elapsed
+        } else {
+            total as f64 * source.batch_size() as f64 / train_seconds
+        };
         let checkpoint = match last_ckpt {
             Some(c) => c,
             None => checkpoint::latest(&self.run_dir)?.ok_or_else(|| {
@@ -430,7 +442,8 @@ impl Trainer {
             model,
             steps: total,
             last_loss,
-            images_per_sec: (total - start) as f64 * source.batch_size() as f64 / elapsed,
+            images_per_sec,
+            train_seconds,
             checkpoint,
         })
     }

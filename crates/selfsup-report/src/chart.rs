@@ -218,6 +218,82 @@ pub fn scatter_chart(
     save_png(path, buf, w, h)
 }
 
+/// A point set whose points carry text labels (a method's name beside its point).
+#[derive(Clone, Debug)]
+pub struct Labelled {
+    /// Legend text.
+    pub name: String,
+    /// `(label, x, y)` points.
+    pub points: Vec<(String, f64, f64)>,
+}
+
+/// A scatter plot of labelled point sets (one colour each, large markers, each point's label
+/// beside it), written to `path` as PNG.
+pub fn labelled_scatter(
+    path: &Path,
+    title: &str,
+    axes: (&str, &str),
+    sets: &[Labelled],
+    size: (u32, u32),
+) -> Result<()> {
+    register_font();
+    let (w, h) = size;
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| draw_err(path, e))?;
+        let all = || sets.iter().flat_map(|s| s.points.iter());
+        let (x0, x1) = range(all().map(|p| p.1));
+        // Room on the right for the last point's label and the legend.
+        let x1 = x1 + 0.2 * (x1 - x0);
+        let (y0, y1) = range(all().map(|p| p.2));
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (FONT, 20))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(|e| draw_err(path, e))?;
+        chart
+            .configure_mesh()
+            .x_desc(axes.0)
+            .y_desc(axes.1)
+            .x_label_formatter(&tick)
+            .y_label_formatter(&tick)
+            .label_style((FONT, 13))
+            .draw()
+            .map_err(|e| draw_err(path, e))?;
+        for (i, s) in sets.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            let finite = || {
+                s.points
+                    .iter()
+                    .filter(|p| p.1.is_finite() && p.2.is_finite())
+            };
+            // A marker and, a few pixels to its right, its label.
+            chart
+                .draw_series(finite().map(|p| {
+                    EmptyElement::at((p.1, p.2))
+                        + Circle::new((0, 0), 5, color.filled())
+                        + Text::new(p.0.clone(), (8, -7), (FONT, 13).into_font().color(&color))
+                }))
+                .map_err(|e| draw_err(path, e))?
+                .label(s.name.clone())
+                .legend(move |(x, y)| Circle::new((x + 8, y), 5, color.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font((FONT, 13))
+            .draw()
+            .map_err(|e| draw_err(path, e))?;
+        root.present().map_err(|e| draw_err(path, e))?;
+    }
+    save_png(path, buf, w, h)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,5 +365,23 @@ mod tests {
         }];
         scatter_chart(&q, "one", ("a", "b"), &one, (200, 200)).unwrap();
         line_chart(&p, "step", &[("empty", "y", vec![])], 200, 150).unwrap();
+    }
+
+    #[test]
+    fn labelled_points_draw_their_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("labelled.png");
+        let set = |labels: bool| Labelled {
+            name: "kNN".into(),
+            points: vec![
+                (if labels { "simclr" } else { "" }.into(), 5.0, 80.0),
+                (if labels { "raw pixels" } else { "" }.into(), 0.0, 78.0),
+            ],
+        };
+        labelled_scatter(&p, "t", ("min", "%"), &[set(false)], (400, 300)).unwrap();
+        let bare = nonwhite(&p);
+        labelled_scatter(&p, "t", ("min", "%"), &[set(true)], (400, 300)).unwrap();
+        assert!(nonwhite(&p) > bare + 50, "labels add ink");
+        labelled_scatter(&p, "t", ("a", "b"), &[], (200, 200)).unwrap();
     }
 }

@@ -1,0 +1,899 @@
+//! `selfsup bench`: the method comparison. Pretrains each method on the same data with the
+//! same budget, scores each with the same kNN and linear probe, and writes `results.md`,
+//! `results.csv` and `results.png` (accuracy against training time) with the machine and the
+//! commit.
+//!
+//! Each method runs in a child process of the same binary (so its peak memory is its own)
+//! into `OUT/runs/NAME`, and leaves `OUT/runs/NAME/bench.json` when done. A rerun of the same
+//! command skips the methods that are done and resumes an interrupted one from its last
+//! checkpoint. The tables are built from every `bench.json` under `OUT`, so a crate's own
+//! method, run by that crate's binary into the same `OUT`, joins the table
+//! (docs/tutorial-custom-objective.md).
+
+use crate::evaluate::{EvalPlan, EvalRow, random_init_row, raw_pixel_row, write_json};
+use crate::pretrain::{CONFIG_FILE, PretrainReport, pretrain_run};
+use crate::recipe::Recipe;
+use crate::run_config::{Method, RunConfig};
+use clap::ValueEnum;
+use selfsup_core::{DeviceSpec, Error, Result};
+use selfsup_data::{DataConfig, DataSpec, ImageSet};
+use selfsup_encoders::{Arch, EncoderConfig};
+use selfsup_report::chart::{Labelled, labelled_scatter};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Set in a child process to the one method it runs.
+pub const CHILD_ENV: &str = "SELFSUP_BENCH_METHOD";
+/// The settings file of a bench folder.
+pub const SETTINGS_FILE: &str = "bench.toml";
+/// A finished method's row, in its run folder.
+pub const ROW_FILE: &str = "bench.json";
+/// The minutes budget's plan (steps), in a method's run folder.
+pub const PLAN_FILE: &str = "plan.json";
+/// Steps of the timing probe that turns a minutes budget into steps.
+pub const PROBE_STEPS: usize = 8;
+/// Probe steps left out of the timing (allocation, caches).
+const PROBE_WARMUP: usize = 3;
+
+/// How long each method trains.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Budget {
+    /// Passes over the training set.
+    Epochs(usize),
+    /// Minutes of training (evaluation not counted), turned into a number of steps by timing
+    /// a short probe of the method, so its schedule spans the budget.
+    Minutes(f64),
+}
+
+impl FromStr for Budget {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let bad = || {
+            format!("`{s}`: give epochs (`3`, `3e`, `3epochs`) or minutes (`10m`, `10min`, `0.5m`)")
+        };
+        match unit {
+            "" | "e" | "epoch" | "epochs" => match num.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(Budget::Epochs(n)),
+                _ => Err(bad()),
+            },
+            "m" | "min" | "minutes" => match num.parse::<f64>() {
+                Ok(m) if m > 0.0 && m.is_finite() => Ok(Budget::Minutes(m)),
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Budget::Epochs(n) => write!(f, "{n} epochs"),
+            Budget::Minutes(m) => write!(f, "{m} minutes"),
+        }
+    }
+}
+
+/// The flags of `selfsup bench` (and of a method crate's own bench command).
+#[derive(Clone, Debug, clap::Args)]
+pub struct SuiteArgs {
+    /// Methods, comma-separated, or `all`.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    pub methods: Vec<String>,
+    /// Data: sample, fashion-mnist:PATH, mnist:PATH, cifar10:PATH, cifar100:PATH, folder:PATH.
+    #[arg(long, default_value = "sample")]
+    pub data: DataSpec,
+    /// Training per method: epochs (`3`, `3e`) or minutes (`10m`).
+    #[arg(long, default_value = "1")]
+    pub budget: Budget,
+    /// Device: flex (CPU), wgpu, cuda:N.
+    #[arg(long, default_value = "flex")]
+    pub device: DeviceSpec,
+    /// The bench folder: results.md, results.csv, results.png, runs/METHOD.
+    #[arg(long, default_value = "bench")]
+    pub out: PathBuf,
+    /// Seed of every run.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Cap every method's steps (0: none): a quick check that each method runs.
+    #[arg(long, default_value_t = 0)]
+    pub max_steps: usize,
+    /// Use at most this many training images (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub max_train: usize,
+    /// Score on at most this many test images (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub max_test: usize,
+    /// Run the methods in this process instead of one child process each (peak memory is
+    /// then the process's, shared by the methods).
+    #[arg(long)]
+    pub in_process: bool,
+    /// Hide the progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// What must match for runs to share a bench folder (`OUT/bench.toml`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Settings {
+    data: DataSpec,
+    budget: Budget,
+    device: DeviceSpec,
+    seed: u64,
+    max_steps: usize,
+    max_train: usize,
+    max_test: usize,
+}
+
+impl std::fmt::Display for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "data `{}`, budget {}, device {}, seed {}",
+            self.data, self.budget, self.device, self.seed
+        )?;
+        for (what, n) in [
+            ("steps at most", self.max_steps),
+            ("training images at most", self.max_train),
+            ("test images at most", self.max_test),
+        ] {
+            if n > 0 {
+                write!(f, ", {what} {n}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    fn of(args: &SuiteArgs) -> Self {
+        Self {
+            data: args.data.clone(),
+            budget: args.budget,
+            device: args.device.clone(),
+            seed: args.seed,
+            max_steps: args.max_steps,
+            max_train: args.max_train,
+            max_test: args.max_test,
+        }
+    }
+}
+
+/// One method's line of the table.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MethodRow {
+    /// The method.
+    pub method: String,
+    /// The encoder, e.g. `convnet-32`.
+    pub encoder: String,
+    /// How its features are read, with their width.
+    pub features: String,
+    /// Images per step.
+    pub batch: usize,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Passes over the training set (`steps x batch / images`).
+    pub epochs: f64,
+    /// Seconds of training (over resumes; the final evaluation not counted).
+    pub train_seconds: f64,
+    /// Training images per second over the whole run.
+    pub images_per_sec: f64,
+    /// Peak resident memory of the method's process when training ended, MiB.
+    pub peak_mib: Option<f64>,
+    /// Weighted-kNN top-1 on the test split.
+    pub knn_top1: Option<f64>,
+    /// Linear-probe top-1 on the test split.
+    pub linear_top1: Option<f64>,
+    /// The random-init baseline of the same encoder read the same way.
+    pub random_init: Option<BaselineRow>,
+}
+
+/// A baseline's line: raw pixels, or a random-init encoder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BaselineRow {
+    /// What it is.
+    pub name: String,
+    /// Feature width.
+    pub dim: usize,
+    /// Weighted-kNN top-1.
+    pub knn_top1: Option<f64>,
+    /// Linear-probe top-1.
+    pub linear_top1: Option<f64>,
+}
+
+impl BaselineRow {
+    fn of(name: String, r: &EvalRow) -> Self {
+        Self {
+            name,
+            dim: r.dim,
+            knn_top1: r.knn_top1,
+            linear_top1: r.linear.map(|a| a.top1),
+        }
+    }
+}
+
+/// Everything `selfsup bench` wrote.
+#[derive(Clone, Debug)]
+pub struct SuiteReport {
+    /// The methods' rows, in the order of their names.
+    pub rows: Vec<MethodRow>,
+    /// The raw-pixel row, when measured.
+    pub raw_pixels: Option<BaselineRow>,
+    /// `results.md`.
+    pub markdown: PathBuf,
+    /// `results.csv`.
+    pub csv: PathBuf,
+    /// `results.png`.
+    pub chart: PathBuf,
+}
+
+/// The seven built-in methods, in the order of the table.
+pub fn builtin_recipes() -> Vec<Box<dyn Recipe>> {
+    Method::value_variants()
+        .iter()
+        .map(|m| Box::new(*m) as Box<dyn Recipe>)
+        .collect()
+}
+
+/// Runs `selfsup bench` over `recipes` (the names `--methods` may pick from).
+pub fn run_suite(args: &SuiteArgs, recipes: &[Box<dyn Recipe>]) -> Result<SuiteReport> {
+    let chosen = choose(&args.methods, recipes)?;
+    if let Ok(name) = std::env::var(CHILD_ENV) {
+        let recipe = chosen
+            .iter()
+            .find(|r| r.name() == name)
+            .ok_or_else(|| Error::Invalid(format!("{CHILD_ENV}={name} names no chosen method")))?;
+        run_method(args, *recipe)?;
+        return tables(&args.out);
+    }
+    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+    check_settings(args)?;
+    let mut failed = Vec::new();
+    for recipe in &chosen {
+        let name = recipe.name();
+        if run_dir(&args.out, &name).join(ROW_FILE).is_file() {
+            eprintln!("selfsup bench: {name} already done, kept");
+            continue;
+        }
+        eprintln!("selfsup bench: {name} ({})", args.budget);
+        let outcome = if args.in_process {
+            run_method(args, *recipe).map(|_| ())
+        } else {
+            child(&name)
+        };
+        if let Err(e) = outcome {
+            eprintln!("selfsup bench: {name} failed: {e}");
+            failed.push(name);
+        }
+    }
+    let report = tables(&args.out)?;
+    if failed.is_empty() {
+        Ok(report)
+    } else {
+        Err(Error::Invalid(format!(
+            "{} failed (see above); the others are in {}: rerun the same command to retry them",
+            failed.join(", "),
+            report.markdown.display()
+        )))
+    }
+}
+
+/// The recipes `--methods` names, in the order given (`all`: every recipe).
+fn choose<'a>(names: &[String], recipes: &'a [Box<dyn Recipe>]) -> Result<Vec<&'a dyn Recipe>> {
+    let known: Vec<String> = recipes.iter().map(|r| r.name()).collect();
+    if names.iter().any(|n| n == "all") {
+        return Ok(recipes.iter().map(|r| r.as_ref()).collect());
+    }
+    let mut out: Vec<&dyn Recipe> = Vec::new();
+    for n in names {
+        let r = recipes.iter().find(|r| &r.name() == n).ok_or_else(|| {
+            Error::config(
+                "--methods",
+                format!("no method `{n}`: choose from all, {}", known.join(", ")),
+            )
+        })?;
+        if !out.iter().any(|o| o.name() == *n) {
+            out.push(r.as_ref());
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::config(
+            "--methods",
+            "name at least one method, or all",
+        ));
+    }
+    Ok(out)
+}
+
+fn run_dir(out: &Path, name: &str) -> PathBuf {
+    out.join("runs").join(name)
+}
+
+/// Writes `OUT/bench.toml`, or checks that this run's settings match the folder's.
+fn check_settings(args: &SuiteArgs) -> Result<()> {
+    let path = args.out.join(SETTINGS_FILE);
+    let now = Settings::of(args);
+    if path.is_file() {
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let was: Settings = selfsup_core::config::from_toml(&text, &path.display().to_string())?;
+        if was != now {
+            return Err(Error::config(
+                path.display().to_string(),
+                format!(
+                    "this bench folder was run with {was}; use the same flags to add to it, or another --out"
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    let text = selfsup_core::config::to_toml(&now)?;
+    std::fs::write(&path, text).map_err(|e| Error::io(&path, e))
+}
+
+/// Runs one method in a child process of this binary, with the same arguments.
+fn child(name: &str) -> Result<()> {
+    let exe = std::env::current_exe().map_err(|e| Error::Invalid(format!("own binary: {e}")))?;
+    let status = std::process::Command::new(&exe)
+        .args(std::env::args_os().skip(1))
+        .env(CHILD_ENV, name)
+        .status()
+        .map_err(|e| Error::io(&exe, e))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!("its process ended with {status}")))
+    }
+}
+
+/// The config a method trains with in this bench: its preset on the bench's data, device
+/// and seed, its own baselines off (the bench scores them once per encoder).
+fn bench_config(args: &SuiteArgs, recipe: &dyn Recipe) -> RunConfig {
+    let mut cfg = recipe.preset();
+    cfg.data = DataConfig {
+        spec: args.data.clone(),
+        max_train: args.max_train,
+        max_test: args.max_test,
+        ..cfg.data
+    };
+    cfg.data.mean.clear();
+    cfg.data.std.clear();
+    cfg.device = args.device.clone();
+    cfg.train.seed = args.seed;
+    cfg.eval.baselines = false;
+    cfg.eval.linear = true;
+    // Training time is the method's alone: no kNN monitor between epochs.
+    cfg.eval.monitor_every = 0;
+    if let Budget::Epochs(n) = args.budget {
+        cfg.train.epochs = n;
+    }
+    if args.max_steps > 0 {
+        cfg.train.max_steps = args.max_steps;
+    }
+    cfg
+}
+
+/// The steps of a minutes budget: from `plan.json`, or timed by a probe run and saved.
+fn plan_steps(
+    args: &SuiteArgs,
+    recipe: &dyn Recipe,
+    cfg: &RunConfig,
+    minutes: f64,
+) -> Result<usize> {
+    #[derive(Serialize, Deserialize)]
+    struct Plan {
+        steps: usize,
+        seconds_per_step: f64,
+        minutes: f64,
+    }
+    let dir = run_dir(&args.out, &recipe.name());
+    let path = dir.join(PLAN_FILE);
+    if path.is_file() {
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let plan: Plan = serde_json::from_str(&text)
+            .map_err(|e| Error::config(path.display().to_string(), e.to_string()))?;
+        return Ok(plan.steps);
+    }
+    let probe_dir = args.out.join("probe").join(recipe.name());
+    let _ = std::fs::remove_dir_all(&probe_dir);
+    let mut probe = cfg.clone();
+    probe.train.max_steps = PROBE_STEPS;
+    probe.train.log_every = 1;
+    probe.train.checkpoint_every = 0;
+    probe.eval.monitor_every = 0;
+    pretrain_run(recipe, probe, &probe_dir, false, false, false)?;
+    let per_step = probe_seconds_per_step(&probe_dir.join("metrics.jsonl"), cfg.train.batch_size)?;
+    let steps = ((minutes * 60.0 / per_step).floor() as usize).max(1);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    write_json(
+        &path,
+        &Plan {
+            steps,
+            seconds_per_step: per_step,
+            minutes,
+        },
+    )?;
+    let _ = std::fs::remove_dir_all(&probe_dir);
+    eprintln!(
+        "selfsup bench: {} takes {:.3} s a step here: {minutes} minutes is {steps} steps",
+        recipe.name(),
+        per_step
+    );
+    Ok(steps)
+}
+
+/// Seconds per step after the warm-up, from a probe's per-step `images_per_sec` (which counts
+/// from the start of training).
+fn probe_seconds_per_step(metrics: &Path, batch: usize) -> Result<f64> {
+    let text = std::fs::read_to_string(metrics).map_err(|e| Error::io(metrics, e))?;
+    let mut at = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| Error::config(metrics.display().to_string(), e.to_string()))?;
+        if let (Some(step), Some(ips)) = (v["step"].as_u64(), v["images_per_sec"].as_f64()) {
+            // Seconds since training began when `step` finished.
+            at.push((step as f64, step as f64 * batch as f64 / ips.max(1e-9)));
+        }
+    }
+    let first = at.iter().find(|(s, _)| *s as usize == PROBE_WARMUP);
+    match (first, at.last()) {
+        (Some(a), Some(b)) if b.0 > a.0 => Ok((b.1 - a.1) / (b.0 - a.0)),
+        _ => Err(Error::checkpoint(
+            metrics,
+            format!("the timing probe logged fewer than {PROBE_STEPS} steps"),
+        )),
+    }
+}
+
+/// Pretrains and scores one method, then its encoder's random-init baseline and the raw
+/// pixels (each once per bench folder), and writes its `bench.json`.
+fn run_method(args: &SuiteArgs, recipe: &dyn Recipe) -> Result<MethodRow> {
+    let name = recipe.name();
+    let dir = run_dir(&args.out, &name);
+    let mut cfg = bench_config(args, recipe);
+    if let Budget::Minutes(m) = args.budget {
+        let steps = plan_steps(args, recipe, &cfg, m)?;
+        let images = cfg.data.load(args.seed)?.train.len();
+        let per_epoch = (images / cfg.train.batch_size).max(1);
+        cfg.train.max_steps = if args.max_steps > 0 {
+            steps.min(args.max_steps)
+        } else {
+            steps
+        };
+        cfg.train.epochs = cfg.train.max_steps.div_ceil(per_epoch);
+    }
+    let report = pretrain_run(recipe, cfg, &dir, true, !args.quiet, true)?;
+    // The config as trained (normalization resolved, a method's own changes).
+    let cfg = RunConfig::load(&dir.join(CONFIG_FILE))?;
+    let row = method_row(&name, &cfg, &report, args)?;
+    write_json(&dir.join(ROW_FILE), &row)?;
+    Ok(row)
+}
+
+fn method_row(
+    name: &str,
+    cfg: &RunConfig,
+    report: &PretrainReport,
+    args: &SuiteArgs,
+) -> Result<MethodRow> {
+    let pretrained = report
+        .eval
+        .as_ref()
+        .and_then(|e| e.row(crate::evaluate::PRETRAINED))
+        .cloned();
+    let splits = cfg.data.load(cfg.train.seed)?;
+    let images = splits.train.len();
+    let random_init = match &splits.test {
+        Some(test) if test.labels.is_some() && splits.train.labels.is_some() => {
+            let raw = args.out.join("baselines").join("raw-pixels.json");
+            if !raw.is_file() {
+                let mut plain = RunConfig::preset(Method::Simclr);
+                plain.data = cfg.data.clone();
+                plain.data.mean.clear();
+                plain.data.std.clear();
+                plain.data.resolve_normalization(&splits.train);
+                plain.augment.crop_size = 0;
+                plain.device = cfg.device.clone();
+                let r = raw_pixel_row(&plain, &splits.train, test, plan())?;
+                write_baseline(&raw, &BaselineRow::of("raw pixels".into(), &r))?;
+            }
+            Some(random_row(cfg, &splits.train, test, &args.out)?)
+        }
+        _ => None,
+    };
+    let batch = cfg.train.batch_size;
+    let secs = report.train_seconds.max(1e-9);
+    Ok(MethodRow {
+        method: name.to_string(),
+        encoder: encoder_name(&cfg.encoder),
+        features: features(cfg, pretrained.as_ref().map_or(0, |r| r.dim)),
+        batch,
+        steps: report.steps,
+        epochs: (report.steps * batch) as f64 / images.max(1) as f64,
+        train_seconds: report.train_seconds,
+        images_per_sec: (report.steps * batch) as f64 / secs,
+        peak_mib: report.train_peak_rss_mib,
+        knn_top1: pretrained.as_ref().and_then(|r| r.knn_top1),
+        linear_top1: pretrained.and_then(|r| r.linear.map(|a| a.top1)),
+        random_init,
+    })
+}
+
+fn plan() -> EvalPlan {
+    EvalPlan {
+        knn: true,
+        linear: true,
+        baselines: false,
+    }
+}
+
+fn write_baseline(path: &Path, row: &BaselineRow) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    write_json(path, row)
+}
+
+/// The random-init row of `cfg`'s encoder and reading, scored once per bench folder: methods
+/// with the same encoder, crops, normalization and `eval.grid` share it.
+fn random_row(
+    cfg: &RunConfig,
+    train: &ImageSet,
+    test: &ImageSet,
+    out: &Path,
+) -> Result<BaselineRow> {
+    let key = format!(
+        "{}|{:?}|{:?}|{:?}|{}|{}",
+        toml::to_string(&cfg.encoder).unwrap_or_default(),
+        cfg.data.mean,
+        cfg.data.std,
+        cfg.augment.crop_size,
+        cfg.eval.grid,
+        cfg.train.seed
+    );
+    let name = format!("random {} ({})", encoder_name(&cfg.encoder), reading(cfg));
+    let path = out
+        .join("baselines")
+        .join(format!("random-{:016x}.json", fnv1a(key.as_bytes())));
+    if path.is_file() {
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        return serde_json::from_str(&text)
+            .map_err(|e| Error::config(path.display().to_string(), e.to_string()));
+    }
+    let r = random_init_row(cfg, train, test, plan())?;
+    let row = BaselineRow::of(name, &r);
+    write_baseline(&path, &row)?;
+    Ok(row)
+}
+
+/// FNV-1a, 64 bits: a stable file name for a baseline's key.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// A short name of an encoder config, e.g. `convnet-32`, `vit-128x6`, `resnet18`.
+pub fn encoder_name(e: &EncoderConfig) -> String {
+    match e.arch {
+        Arch::Convnet => format!("convnet-{}", e.width),
+        Arch::Dcgan => format!("dcgan-{}", e.width),
+        Arch::Vit => format!("vit-{}x{}", e.vit.dim, e.vit.depth),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+fn reading(cfg: &RunConfig) -> String {
+    match (cfg.encoder.arch, cfg.eval.grid) {
+        (Arch::Dcgan, _) => format!("blocks at {0}x{0}", cfg.encoder.dcgan.pool),
+        (_, 1) => "pooled".to_string(),
+        (_, g) => format!("{g}x{g} map"),
+    }
+}
+
+fn features(cfg: &RunConfig, dim: usize) -> String {
+    format!("{}, {dim}", reading(cfg))
+}
+
+/// Reads every `bench.json` and baseline under `out` and writes the tables and the chart.
+pub fn tables(out: &Path) -> Result<SuiteReport> {
+    let mut rows = Vec::new();
+    let runs = out.join("runs");
+    if runs.is_dir() {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&runs)
+            .map_err(|e| Error::io(&runs, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        dirs.sort();
+        for d in dirs {
+            let p = d.join(ROW_FILE);
+            if p.is_file() {
+                let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+                let row: MethodRow = serde_json::from_str(&text)
+                    .map_err(|e| Error::config(p.display().to_string(), e.to_string()))?;
+                rows.push(row);
+            }
+        }
+    }
+    let order = |m: &str| {
+        builtin_recipes()
+            .iter()
+            .position(|r| r.name() == m)
+            .unwrap_or(usize::MAX)
+    };
+    rows.sort_by(|a, b| {
+        order(&a.method)
+            .cmp(&order(&b.method))
+            .then(a.method.cmp(&b.method))
+    });
+    let raw_path = out.join("baselines").join("raw-pixels.json");
+    let raw_pixels: Option<BaselineRow> = if raw_path.is_file() {
+        let text = std::fs::read_to_string(&raw_path).map_err(|e| Error::io(&raw_path, e))?;
+        Some(
+            serde_json::from_str(&text)
+                .map_err(|e| Error::config(raw_path.display().to_string(), e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    let settings = match std::fs::read_to_string(out.join(SETTINGS_FILE)) {
+        Ok(text) => {
+            let s: Settings = selfsup_core::config::from_toml(&text, SETTINGS_FILE)?;
+            s.to_string()
+        }
+        Err(_) => String::new(),
+    };
+    let markdown = out.join("results.md");
+    let csv = out.join("results.csv");
+    let chart = out.join("results.png");
+    std::fs::write(
+        &markdown,
+        results_markdown(&rows, raw_pixels.as_ref(), &settings),
+    )
+    .map_err(|e| Error::io(&markdown, e))?;
+    std::fs::write(&csv, results_csv(&rows, raw_pixels.as_ref()))
+        .map_err(|e| Error::io(&csv, e))?;
+    results_chart(&chart, &rows, raw_pixels.as_ref())?;
+    Ok(SuiteReport {
+        rows,
+        raw_pixels,
+        markdown,
+        csv,
+        chart,
+    })
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map_or("-".into(), |v| format!("{:.2}", 100.0 * v))
+}
+
+fn minutes(secs: f64) -> String {
+    format!("{:.2}", secs / 60.0)
+}
+
+/// The machine: CPU model, cores, memory (Linux), OS.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or("unknown CPU".to_string(), |s| s.trim().to_string());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .map_or(String::new(), |k| {
+            format!(", {:.0} GiB", k / 1024.0 / 1024.0)
+        });
+    format!("{model}, {cores} threads{mem}, {}", std::env::consts::OS)
+}
+
+/// The git commit of the working directory (with `-dirty` when it has changes), or the
+/// crate version when there is no repository.
+pub fn commit() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(c) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            format!("{c}{}", if dirty { "-dirty" } else { "" })
+        }
+        None => format!("selfsup {} (no git repository)", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+fn results_markdown(rows: &[MethodRow], raw: Option<&BaselineRow>, settings: &str) -> String {
+    let mut s = String::from("# selfsup bench\n\n");
+    let _ = writeln!(s, "- machine: {}", machine());
+    let _ = writeln!(s, "- commit: {}", commit());
+    let _ = writeln!(s, "- settings: {settings}\n");
+    s += "Accuracy in % on the test split (frozen features: weighted kNN, linear probe). Time: \
+          training only, minutes. Memory: the method's process at the end of training.\n\n";
+    s += "| method | encoder | features | batch | epochs | kNN top-1 | linear top-1 | random init kNN / linear | time (min) | images/s | peak memory (MiB) |\n";
+    s += "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    for r in rows {
+        let random = r.random_init.as_ref().map_or("-".to_string(), |b| {
+            format!("{} / {}", pct(b.knn_top1), pct(b.linear_top1))
+        });
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.2} | {} | {} | {} | {} | {:.0} | {} |",
+            r.method,
+            r.encoder,
+            r.features,
+            r.batch,
+            r.epochs,
+            pct(r.knn_top1),
+            pct(r.linear_top1),
+            random,
+            minutes(r.train_seconds),
+            r.images_per_sec,
+            r.peak_mib.map_or("-".into(), |m| format!("{m:.0}")),
+        );
+    }
+    if let Some(b) = raw {
+        let _ = writeln!(
+            s,
+            "| raw pixels | - | pixels, {} | - | - | {} | {} | - | 0 | - | - |",
+            b.dim,
+            pct(b.knn_top1),
+            pct(b.linear_top1)
+        );
+    }
+    s
+}
+
+fn results_csv(rows: &[MethodRow], raw: Option<&BaselineRow>) -> String {
+    let num = |x: Option<f64>| x.map_or(String::new(), |v| format!("{:.4}", 100.0 * v));
+    let mut s = String::from(
+        "method,encoder,features,batch,steps,epochs,knn_top1,linear_top1,random_knn_top1,random_linear_top1,train_seconds,images_per_sec,peak_mib\n",
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{},{},\"{}\",{},{},{:.3},{},{},{},{},{:.1},{:.1},{}",
+            r.method,
+            r.encoder,
+            r.features,
+            r.batch,
+            r.steps,
+            r.epochs,
+            num(r.knn_top1),
+            num(r.linear_top1),
+            num(r.random_init.as_ref().and_then(|b| b.knn_top1)),
+            num(r.random_init.as_ref().and_then(|b| b.linear_top1)),
+            r.train_seconds,
+            r.images_per_sec,
+            r.peak_mib.map_or(String::new(), |m| format!("{m:.0}")),
+        );
+    }
+    if let Some(b) = raw {
+        let _ = writeln!(
+            s,
+            "raw pixels,,\"pixels, {}\",,0,0,{},{},,,0,,",
+            b.dim,
+            num(b.knn_top1),
+            num(b.linear_top1)
+        );
+    }
+    s
+}
+
+fn results_chart(path: &Path, rows: &[MethodRow], raw: Option<&BaselineRow>) -> Result<()> {
+    let point = |label: &str, secs: f64, acc: Option<f64>| {
+        acc.map(|a| (label.to_string(), secs / 60.0, 100.0 * a))
+    };
+    let mut knn: Vec<(String, f64, f64)> = rows
+        .iter()
+        .filter_map(|r| point(&r.method, r.train_seconds, r.knn_top1))
+        .collect();
+    let mut linear: Vec<(String, f64, f64)> = rows
+        .iter()
+        .filter_map(|r| point(&r.method, r.train_seconds, r.linear_top1))
+        .collect();
+    if let Some(b) = raw {
+        knn.extend(point("raw pixels", 0.0, b.knn_top1));
+        linear.extend(point("raw pixels", 0.0, b.linear_top1));
+    }
+    labelled_scatter(
+        path,
+        "Methods: test accuracy against training time",
+        ("training time (minutes)", "test accuracy (%)"),
+        &[
+            Labelled {
+                name: "kNN top-1".into(),
+                points: knn,
+            },
+            Labelled {
+                name: "linear top-1".into(),
+                points: linear,
+            },
+        ],
+        (900, 600),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_parse_epochs_and_minutes() {
+        assert_eq!("3".parse::<Budget>(), Ok(Budget::Epochs(3)));
+        assert_eq!("3e".parse::<Budget>(), Ok(Budget::Epochs(3)));
+        assert_eq!("2epochs".parse::<Budget>(), Ok(Budget::Epochs(2)));
+        assert_eq!("10m".parse::<Budget>(), Ok(Budget::Minutes(10.0)));
+        assert_eq!("0.5min".parse::<Budget>(), Ok(Budget::Minutes(0.5)));
+        for bad in ["0", "0m", "m", "3h", "", "1.5e", "-2"] {
+            let e = bad.parse::<Budget>().unwrap_err();
+            assert!(e.contains("minutes"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn probe_time_leaves_the_warmup_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metrics.jsonl");
+        // Steps 1-3 take 2 s each, then 0.5 s each; batch 10.
+        let mut t = 0.0;
+        let mut text = String::new();
+        for step in 1..=PROBE_STEPS {
+            t += if step <= PROBE_WARMUP { 2.0 } else { 0.5 };
+            let ips = step as f64 * 10.0 / t;
+            text += &format!("{{\"step\":{step},\"images_per_sec\":{ips}}}\n");
+        }
+        std::fs::write(&p, text).unwrap();
+        let s = probe_seconds_per_step(&p, 10).unwrap();
+        assert!((s - 0.5).abs() < 1e-9, "{s}");
+        std::fs::write(&p, "{\"step\":1,\"images_per_sec\":5.0}\n").unwrap();
+        let e = probe_seconds_per_step(&p, 10).unwrap_err().to_string();
+        assert!(e.contains("metrics.jsonl"), "{e}");
+    }
+
+    #[test]
+    fn unknown_methods_are_named_with_the_choices() {
+        let recipes = builtin_recipes();
+        let e = choose(&["simclr".into(), "byol".into()], &recipes)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("byol") && e.contains("jigsaw"), "{e}");
+        let all = choose(&["all".into()], &recipes).unwrap();
+        assert_eq!(all.len(), 7);
+        let two = choose(&["gan".into(), "mae".into(), "gan".into()], &recipes).unwrap();
+        let names: Vec<String> = two.iter().map(|r| r.name()).collect();
+        assert_eq!(names, ["gan", "mae"]);
+    }
+
+    #[test]
+    fn encoder_names_are_short() {
+        let c = RunConfig::preset(Method::Mae);
+        assert_eq!(encoder_name(&c.encoder), "vit-128x6");
+        let c = RunConfig::preset(Method::Jigsaw);
+        assert_eq!(
+            (encoder_name(&c.encoder), reading(&c)),
+            ("convnet-32".into(), "4x4 map".into())
+        );
+    }
+}

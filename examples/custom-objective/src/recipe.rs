@@ -1,0 +1,52 @@
+//! VICReg as a [`Recipe`]: what lets `selfsup`'s pipeline (pretraining, the online monitor,
+//! the final kNN and linear probe, `selfsup bench`) run it.
+
+use crate::vicreg::{VicReg, VicRegConfig, VicRegModel};
+use burn::module::Module;
+use selfsup_cli::{CustomMethod, Method, Recipe, RunConfig, TrainRun, Trained};
+use selfsup_core::{Result, seed};
+use selfsup_encoders::Backbone;
+
+/// The method's name in configs, run folders and the bench table.
+pub const NAME: &str = "vicreg";
+
+/// VICReg's recipe. Its settings travel in the run config's `[custom.settings]`.
+#[derive(Clone, Debug, Default)]
+pub struct VicRegRecipe;
+
+impl Recipe for VicRegRecipe {
+    fn name(&self) -> String {
+        NAME.to_string()
+    }
+
+    /// SimCLR's preset (ConvNet-32, its augmentations, LARS) with VICReg's settings: the
+    /// paper trains with SimCLR-style views and LARS too.
+    fn preset(&self) -> RunConfig {
+        let mut cfg = RunConfig::preset(Method::Simclr);
+        cfg.custom = Some(
+            CustomMethod::new(NAME, &VicRegConfig::default())
+                .expect("the default settings serialize"),
+        );
+        cfg
+    }
+
+    fn train(&self, run: &TrainRun<'_>) -> Result<Trained> {
+        let settings: VicRegConfig = match &run.cfg.custom {
+            Some(c) => c.settings()?,
+            None => VicRegConfig::default(),
+        };
+        settings.validate()?;
+        let loader = run.loader(run.views(2));
+        let model = seed::init_module(&run.device, run.cfg.train.seed, |d| {
+            VicRegModel::new(run.cfg.encoder.init(run.channels, d), &settings, d)
+        });
+        let mut objective = VicReg::<Backbone>::new(&settings);
+        let o = run.fit(
+            &mut objective,
+            model,
+            &loader,
+            |m: &VicRegModel<Backbone>| m.encoder.clone().valid(),
+        )?;
+        Ok(Trained::new(o.model.encoder.clone().valid(), &o))
+    }
+}
