@@ -3,6 +3,7 @@
 //! The font (DejaVu Sans) is embedded, so charts look the same on every machine and need no
 //! system fonts.
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 use selfsup_core::{Error, Result};
@@ -159,13 +160,20 @@ pub fn line_chart(
     save_png(path, buf, width, h)
 }
 
-/// A scatter plot of point sets (one colour each, with a legend), written to `path` as PNG.
-pub fn scatter_chart(
+/// The chart area a scatter plot draws its points into.
+type Plane<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A framed scatter plot over `x` and `y` (title, axes, grid): `draw` adds the labelled
+/// series, then the legend goes at `legend`, and the picture is written to `path` as PNG.
+fn scatter_png(
     path: &Path,
     title: &str,
     axes: (&str, &str),
-    sets: &[Series],
+    (x, y): ((f64, f64), (f64, f64)),
     size: (u32, u32),
+    legend: SeriesLabelPosition,
+    draw: impl FnOnce(&mut Plane<'_, '_>) -> Result<()>,
 ) -> Result<()> {
     register_font();
     let (w, h) = size;
@@ -173,15 +181,12 @@ pub fn scatter_chart(
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| draw_err(path, e))?;
-        let all = || sets.iter().flat_map(|s| s.points.iter());
-        let (x0, x1) = range(all().map(|p| p.0));
-        let (y0, y1) = range(all().map(|p| p.1));
         let mut chart = ChartBuilder::on(&root)
             .caption(title, (FONT, 20))
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(56)
-            .build_cartesian_2d(x0..x1, y0..y1)
+            .build_cartesian_2d(x.0..x.1, y.0..y.1)
             .map_err(|e| draw_err(path, e))?;
         chart
             .configure_mesh()
@@ -192,22 +197,10 @@ pub fn scatter_chart(
             .label_style((FONT, 13))
             .draw()
             .map_err(|e| draw_err(path, e))?;
-        for (i, s) in sets.iter().enumerate() {
-            let color = PALETTE[i % PALETTE.len()];
-            chart
-                .draw_series(
-                    s.points
-                        .iter()
-                        .filter(|p| p.0.is_finite() && p.1.is_finite())
-                        .map(|&p| Circle::new(p, 2, color.mix(0.7).filled())),
-                )
-                .map_err(|e| draw_err(path, e))?
-                .label(s.name.clone())
-                .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
-        }
+        draw(&mut chart)?;
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(legend)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .label_font((FONT, 13))
@@ -216,6 +209,42 @@ pub fn scatter_chart(
         root.present().map_err(|e| draw_err(path, e))?;
     }
     save_png(path, buf, w, h)
+}
+
+/// A scatter plot of point sets (one colour each, with a legend), written to `path` as PNG.
+pub fn scatter_chart(
+    path: &Path,
+    title: &str,
+    axes: (&str, &str),
+    sets: &[Series],
+    size: (u32, u32),
+) -> Result<()> {
+    let all = || sets.iter().flat_map(|s| s.points.iter());
+    let ranges = (range(all().map(|p| p.0)), range(all().map(|p| p.1)));
+    scatter_png(
+        path,
+        title,
+        axes,
+        ranges,
+        size,
+        SeriesLabelPosition::UpperRight,
+        |chart| {
+            for (i, s) in sets.iter().enumerate() {
+                let color = PALETTE[i % PALETTE.len()];
+                chart
+                    .draw_series(
+                        s.points
+                            .iter()
+                            .filter(|p| p.0.is_finite() && p.1.is_finite())
+                            .map(|&p| Circle::new(p, 2, color.mix(0.7).filled())),
+                    )
+                    .map_err(|e| draw_err(path, e))?
+                    .label(s.name.clone())
+                    .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
+            }
+            Ok(())
+        },
+    )
 }
 
 /// A point set whose points carry text labels (a method's name beside its point).
@@ -236,62 +265,40 @@ pub fn labelled_scatter(
     sets: &[Labelled],
     size: (u32, u32),
 ) -> Result<()> {
-    register_font();
-    let (w, h) = size;
-    let mut buf = vec![0u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| draw_err(path, e))?;
-        let all = || sets.iter().flat_map(|s| s.points.iter());
-        let (x0, x1) = range(all().map(|p| p.1));
-        // Room on the right for the last point's label and the legend.
-        let x1 = x1 + 0.2 * (x1 - x0);
-        let (y0, y1) = range(all().map(|p| p.2));
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, (FONT, 20))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(|e| draw_err(path, e))?;
-        chart
-            .configure_mesh()
-            .x_desc(axes.0)
-            .y_desc(axes.1)
-            .x_label_formatter(&tick)
-            .y_label_formatter(&tick)
-            .label_style((FONT, 13))
-            .draw()
-            .map_err(|e| draw_err(path, e))?;
-        for (i, s) in sets.iter().enumerate() {
-            let color = PALETTE[i % PALETTE.len()];
-            let finite = || {
-                s.points
-                    .iter()
-                    .filter(|p| p.1.is_finite() && p.2.is_finite())
-            };
-            // A marker and, a few pixels to its right, its label.
-            chart
-                .draw_series(finite().map(|p| {
-                    EmptyElement::at((p.1, p.2))
-                        + Circle::new((0, 0), 5, color.filled())
-                        + Text::new(p.0.clone(), (8, -7), (FONT, 13).into_font().color(&color))
-                }))
-                .map_err(|e| draw_err(path, e))?
-                .label(s.name.clone())
-                .legend(move |(x, y)| Circle::new((x + 8, y), 5, color.filled()));
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font((FONT, 13))
-            .draw()
-            .map_err(|e| draw_err(path, e))?;
-        root.present().map_err(|e| draw_err(path, e))?;
-    }
-    save_png(path, buf, w, h)
+    let all = || sets.iter().flat_map(|s| s.points.iter());
+    let (x0, x1) = range(all().map(|p| p.1));
+    // Room on the right for the last point's label and the legend.
+    let x = (x0, x1 + 0.2 * (x1 - x0));
+    let ranges = (x, range(all().map(|p| p.2)));
+    scatter_png(
+        path,
+        title,
+        axes,
+        ranges,
+        size,
+        SeriesLabelPosition::LowerRight,
+        |chart| {
+            for (i, s) in sets.iter().enumerate() {
+                let color = PALETTE[i % PALETTE.len()];
+                let finite = || {
+                    s.points
+                        .iter()
+                        .filter(|p| p.1.is_finite() && p.2.is_finite())
+                };
+                // A marker and, a few pixels to its right, its label.
+                chart
+                    .draw_series(finite().map(|p| {
+                        EmptyElement::at((p.1, p.2))
+                            + Circle::new((0, 0), 5, color.filled())
+                            + Text::new(p.0.clone(), (8, -7), (FONT, 13).into_font().color(&color))
+                    }))
+                    .map_err(|e| draw_err(path, e))?
+                    .label(s.name.clone())
+                    .legend(move |(x, y)| Circle::new((x + 8, y), 5, color.filled()));
+            }
+            Ok(())
+        },
+    )
 }
 
 #[cfg(test)]
