@@ -275,6 +275,15 @@ pub fn load_trainable_encoder(checkpoint: &Path, device: &Device) -> Result<(Run
                 .try_load_file(&p)
                 .map_err(|e| Error::checkpoint(&p, e.to_string()))?
         }
+        Some(dir) if cfg.custom.is_some() => {
+            return Err(Error::checkpoint(
+                &dir,
+                format!(
+                    "a step checkpoint of `{}` holds that method's own model, which this binary cannot rebuild: evaluate the run folder (its encoder.bpk), or use the binary of the crate that adds the method",
+                    cfg.method_name()
+                ),
+            ));
+        }
         // A step checkpoint holds the method's whole model; keep its encoder.
         Some(dir) => match (cfg.method, fresh) {
             (Method::Mae, Backbone::Vit(vit)) => {

@@ -114,7 +114,7 @@ pub fn report(
     let _ = writeln!(
         md,
         "{} on `{}`, {} encoder (width {}), {} epochs of batch {}, {} lr {} on `{}`.\n",
-        format!("{:?}", cfg.method).to_lowercase(),
+        cfg.method_name(),
         cfg.data.spec,
         format!("{:?}", cfg.encoder.arch).to_lowercase(),
         cfg.encoder.width,

@@ -3,7 +3,7 @@
 //! method.
 
 use selfsup_cli::suite::{Budget, SuiteArgs, builtin_recipes, run_suite};
-use selfsup_cli::{Recipe, RunConfig, pretrain_with};
+use selfsup_cli::{EvalArgs, EvalPlan, Recipe, RunConfig, eval_frozen, pretrain_with};
 use selfsup_core::DeviceSpec;
 use selfsup_data::DataSpec;
 use selfsup_vicreg::{VicRegConfig, VicRegRecipe};
@@ -40,6 +40,25 @@ fn vicreg_trains_through_the_engine_and_is_scored() {
     // The engine logged VICReg's terms.
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     assert!(metrics.contains("\"covariance\"") && metrics.contains("\"variance\""));
+    // `selfsup eval` scores the run folder like any other (its encoder is one of selfsup's);
+    // a step checkpoint, which holds VICReg's whole model, is refused naming the method.
+    let args = |checkpoint: std::path::PathBuf| EvalArgs {
+        checkpoint,
+        data: None,
+        device: None,
+    };
+    let plan = EvalPlan {
+        knn: true,
+        linear: false,
+        baselines: false,
+    };
+    let again = eval_frozen(&args(out.clone()), plan, Some(5), None).unwrap();
+    assert_eq!(again.rows[0].knn_top1, eval.rows[0].knn_top1);
+    let step = out.join("checkpoints/step-00000004");
+    let e = eval_frozen(&args(step), plan, Some(5), None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("vicreg") && e.contains("encoder.bpk"), "{e}");
     // The plain `selfsup pretrain` refuses a method it does not have, naming it.
     let e = selfsup_cli::pretrain(back, &dir.path().join("x"), false, false)
         .unwrap_err()
