@@ -195,6 +195,9 @@ pub struct MethodRow {
     pub linear_top1: Option<f64>,
     /// The random-init baseline of the same encoder read the same way.
     pub random_init: Option<BaselineRow>,
+    /// The commit the method was measured at ([`commit`]).
+    #[serde(default)]
+    pub commit: String,
 }
 
 /// A baseline's line: raw pixels, or a random-init encoder.
@@ -524,6 +527,7 @@ fn method_row(
         knn_top1: pretrained.as_ref().and_then(|r| r.knn_top1),
         linear_top1: pretrained.and_then(|r| r.linear.map(|a| a.top1)),
         random_init,
+        commit: commit(),
     })
 }
 
@@ -726,7 +730,24 @@ pub fn commit() -> String {
 fn results_markdown(rows: &[MethodRow], raw: Option<&BaselineRow>, settings: &str) -> String {
     let mut s = String::from("# selfsup bench\n\n");
     let _ = writeln!(s, "- machine: {}", machine());
-    let _ = writeln!(s, "- commit: {}", commit());
+    // Rows can come from several runs (a crate's own binary adds its method later).
+    let mut commits: Vec<(String, Vec<&str>)> = Vec::new();
+    for r in rows.iter().filter(|r| !r.commit.is_empty()) {
+        match commits.iter_mut().find(|(c, _)| *c == r.commit) {
+            Some((_, methods)) => methods.push(&r.method),
+            None => commits.push((r.commit.clone(), vec![&r.method])),
+        }
+    }
+    let measured = match commits.len() {
+        0 => commit(),
+        1 => commits[0].0.clone(),
+        _ => commits
+            .iter()
+            .map(|(c, m)| format!("{c} ({})", m.join(", ")))
+            .collect::<Vec<_>>()
+            .join("; "),
+    };
+    let _ = writeln!(s, "- commit: {measured}");
     let _ = writeln!(s, "- settings: {settings}\n");
     s += "Accuracy in % on the test split (frozen features: weighted kNN, linear probe). Time: \
           training only, minutes. Memory: the method's process at the end of training.\n\n";

@@ -20,9 +20,14 @@ impl Recipe for VicRegRecipe {
     }
 
     /// SimCLR's preset (ConvNet-32, its augmentations, LARS) with VICReg's settings: the
-    /// paper trains with SimCLR-style views and LARS too.
+    /// paper trains with SimCLR-style views and LARS too. A quarter of SimCLR's learning
+    /// rate (solo-learn's 0.3 per 256 images) with weight decay 1e-4: at SimCLR's 0.6 the
+    /// loss went to NaN after 830 steps on Fashion-MNIST; at 0.15, 5 epochs reached kNN
+    /// 82.04 / linear 85.87 (raw pixels 81.78 / 84.51).
     fn preset(&self) -> RunConfig {
         let mut cfg = RunConfig::preset(Method::Simclr);
+        cfg.train.optimizer.lr = 0.15;
+        cfg.train.optimizer.weight_decay = 1e-4;
         cfg.custom = Some(
             CustomMethod::new(NAME, &VicRegConfig::default())
                 .expect("the default settings serialize"),
