@@ -70,10 +70,28 @@ impl ModuleVisitor for Materialize {
 /// parameter's first use. This seeds the device, builds the module and touches every
 /// parameter while holding a process-wide lock, so the weights depend on `seed` only, not
 /// on what other threads draw or when the module is first used.
+///
+/// The weights are always drawn on the CPU (`flex`) and then moved to `device`: each
+/// backend has its own generator (wgpu's and CUDA's differ from flex's), so drawing on the
+/// GPU would give other initial weights for the same seed.
 pub fn init_module<M: Module>(device: &Device, seed: u64, build: impl FnOnce(&Device) -> M) -> M {
     let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    device.seed(mix(&[seed, STREAM_INIT]));
-    let module = build(device);
+    if *device == Device::flex() {
+        device.seed(mix(&[seed, STREAM_INIT]));
+        let module = build(device);
+        module.visit(&mut Materialize);
+        return module;
+    }
+    // Drawn on the CPU, then forked to `device`: the parameters arrive there as fresh leaves
+    // that keep their `require_grad` (a plain `to_device` of autodiff tensors would record
+    // the move in the graph).
+    let cpu = if device.is_autodiff() {
+        Device::flex().autodiff()
+    } else {
+        Device::flex()
+    };
+    cpu.seed(mix(&[seed, STREAM_INIT]));
+    let module = build(&cpu);
     module.visit(&mut Materialize);
-    module
+    module.fork(device)
 }
