@@ -394,6 +394,18 @@ pub fn open_run(
     Ok((cfg, encoder, splits.train, test))
 }
 
+/// Reads the JSON file `path`, `None` when there is no such file; a malformed one is an error
+/// naming it.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::format(path, e.to_string()))
+}
+
 /// Writes `value` as pretty JSON to `path`.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let json = serde_json::to_string_pretty(value).expect("report serializes");

@@ -1,6 +1,6 @@
 //! `selfsup report RUN_DIR`: pictures and a Markdown summary of a run.
 
-use crate::evaluate::{EvalArgs, FINETUNE_FILE, open_run};
+use crate::evaluate::{EvalArgs, FINETUNE_FILE, open_run, read_json};
 use crate::pretrain::{CONFIG_FILE, MAE_FILE, PretrainReport, RESULTS_FILE};
 use crate::run_config::{Method, RunConfig};
 use selfsup_core::{Error, Result};
@@ -81,16 +81,6 @@ pub fn read_curves(path: &Path) -> Result<Curves> {
         }
     }
     Ok(c)
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| Error::format(path, e.to_string()))
 }
 
 /// Writes `loss.png`, `knn.png` (when the monitor ran), `embedding.png` (PCA of up to

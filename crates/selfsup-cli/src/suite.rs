@@ -10,7 +10,7 @@
 //! method, run by that crate's binary into the same `OUT`, joins the table
 //! (docs/tutorial-custom-objective.md).
 
-use crate::evaluate::{EvalPlan, EvalRow, random_init_row, raw_pixel_row, write_json};
+use crate::evaluate::{EvalPlan, EvalRow, random_init_row, raw_pixel_row, read_json, write_json};
 use crate::pretrain::{CONFIG_FILE, PretrainReport, pretrain_run};
 use crate::recipe::Recipe;
 use crate::run_config::{Method, RunConfig};
@@ -399,10 +399,7 @@ fn plan_steps(
     }
     let dir = run_dir(&args.out, &recipe.name());
     let path = dir.join(PLAN_FILE);
-    if path.is_file() {
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let plan: Plan = serde_json::from_str(&text)
-            .map_err(|e| Error::config(path.display().to_string(), e.to_string()))?;
+    if let Some(plan) = read_json::<Plan>(&path)? {
         return Ok(plan.steps);
     }
     let probe_dir = args.out.join("probe").join(recipe.name());
@@ -567,10 +564,8 @@ fn random_row(
     let path = out
         .join("baselines")
         .join(format!("random-{:016x}.json", fnv1a(key.as_bytes())));
-    if path.is_file() {
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        return serde_json::from_str(&text)
-            .map_err(|e| Error::config(path.display().to_string(), e.to_string()));
+    if let Some(row) = read_json(&path)? {
+        return Ok(row);
     }
     let r = random_init_row(cfg, train, test, plan())?;
     let row = BaselineRow::of(name, &r);
@@ -618,36 +613,18 @@ pub fn tables(out: &Path) -> Result<SuiteReport> {
             .collect();
         dirs.sort();
         for d in dirs {
-            let p = d.join(ROW_FILE);
-            if p.is_file() {
-                let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-                let row: MethodRow = serde_json::from_str(&text)
-                    .map_err(|e| Error::config(p.display().to_string(), e.to_string()))?;
-                rows.push(row);
-            }
+            rows.extend(read_json::<MethodRow>(&d.join(ROW_FILE))?);
         }
     }
-    let order = |m: &str| {
-        builtin_recipes()
-            .iter()
-            .position(|r| r.name() == m)
-            .unwrap_or(usize::MAX)
-    };
+    let builtin: Vec<String> = builtin_recipes().iter().map(|r| r.name()).collect();
+    let order = |m: &str| builtin.iter().position(|b| b == m).unwrap_or(usize::MAX);
     rows.sort_by(|a, b| {
         order(&a.method)
             .cmp(&order(&b.method))
             .then(a.method.cmp(&b.method))
     });
-    let raw_path = out.join("baselines").join("raw-pixels.json");
-    let raw_pixels: Option<BaselineRow> = if raw_path.is_file() {
-        let text = std::fs::read_to_string(&raw_path).map_err(|e| Error::io(&raw_path, e))?;
-        Some(
-            serde_json::from_str(&text)
-                .map_err(|e| Error::config(raw_path.display().to_string(), e.to_string()))?,
-        )
-    } else {
-        None
-    };
+    let raw_pixels: Option<BaselineRow> =
+        read_json(&out.join("baselines").join("raw-pixels.json"))?;
     let settings = match std::fs::read_to_string(out.join(SETTINGS_FILE)) {
         Ok(text) => {
             let s: Settings = selfsup_core::config::from_toml(&text, SETTINGS_FILE)?;
