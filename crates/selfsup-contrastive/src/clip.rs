@@ -8,7 +8,8 @@ use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
 use selfsup_core::config::ensure;
-use selfsup_core::{Encoder, LossOutput, Objective, Result, StepInfo};
+use selfsup_core::parallel::{split_int_rows, split_rows};
+use selfsup_core::{Encoder, LossOutput, Objective, Result, Shardable, StepInfo};
 use selfsup_data::ImageTextBatch;
 use selfsup_encoders::{TextConfig, TextTransformer};
 use serde::{Deserialize, Serialize};
@@ -233,10 +234,47 @@ impl<E: Encoder> Objective for Clip<E> {
         model: &Self::Model,
         batch: &ImageTextBatch,
         _phase: usize,
-        _info: &StepInfo,
+        info: &StepInfo,
     ) -> LossOutput {
-        let u = model.embed_images(batch.images.clone());
-        let v = model.embed_texts(batch.tokens.clone(), batch.eot.clone());
+        let outputs = self.outputs(model, batch, info);
+        self.gathered_loss(model, outputs, info)
+    }
+}
+
+/// Over several devices, every image is contrasted with the captions of every device and
+/// the reverse; the logit scale gets its gradient on the first device.
+impl<E: Encoder> Shardable for Clip<E> {
+    fn shard(&self, batch: &ImageTextBatch, devices: &[Device]) -> Result<Vec<ImageTextBatch>> {
+        let images = split_rows(&batch.images, devices)?;
+        let tokens = split_int_rows(&batch.tokens, devices)?;
+        let eot = split_int_rows(&batch.eot, devices)?;
+        Ok(images
+            .into_iter()
+            .zip(tokens)
+            .zip(eot)
+            .map(|((images, tokens), eot)| ImageTextBatch {
+                images,
+                tokens,
+                eot,
+            })
+            .collect())
+    }
+
+    /// Image and caption embeddings, `[n, embed_dim]` each.
+    fn outputs(&self, model: &Self::Model, batch: &ImageTextBatch, _: &StepInfo) -> Vec<Tensor<2>> {
+        vec![
+            model.embed_images(batch.images.clone()),
+            model.embed_texts(batch.tokens.clone(), batch.eot.clone()),
+        ]
+    }
+
+    fn gathered_loss(
+        &mut self,
+        model: &Self::Model,
+        outputs: Vec<Tensor<2>>,
+        _: &StepInfo,
+    ) -> LossOutput {
+        let [u, v]: [Tensor<2>; 2] = outputs.try_into().expect("images and captions");
         let scale = model.scale(self.max_scale);
         // How often an image's own caption scores highest within the batch.
         let [n, _] = u.dims();

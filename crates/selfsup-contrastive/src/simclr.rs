@@ -5,7 +5,8 @@ use crate::loss::nt_xent;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use selfsup_core::config::ensure;
-use selfsup_core::{Encoder, LossOutput, Objective, Result, StepInfo};
+use selfsup_core::parallel::split_rows;
+use selfsup_core::{Encoder, LossOutput, Objective, Result, Shardable, StepInfo};
 use selfsup_encoders::{HeadConfig, ProjectionHead};
 use serde::{Deserialize, Serialize};
 
@@ -95,13 +96,169 @@ impl<E: Encoder> Objective for SimClr<E> {
         model: &Self::Model,
         views: &Self::Batch,
         _phase: usize,
-        _info: &StepInfo,
+        info: &StepInfo,
     ) -> LossOutput {
-        // One forward over both views: half the kernel launches, and BatchNorm sees all 2N.
+        let outputs = self.outputs(model, views, info);
+        self.gathered_loss(model, outputs, info)
+    }
+}
+
+/// Over several devices, NT-Xent runs over the embeddings of every device: each image's
+/// negatives are the whole global batch, and gradients flow back to every device's samples.
+impl<E: Encoder> Shardable for SimClr<E> {
+    fn shard(&self, views: &Vec<Tensor<4>>, devices: &[Device]) -> Result<Vec<Vec<Tensor<4>>>> {
+        let per_view = views
+            .iter()
+            .map(|v| split_rows(v, devices))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((0..devices.len())
+            .map(|k| per_view.iter().map(|v| v[k].clone()).collect())
+            .collect())
+    }
+
+    /// The embeddings `[n, D]` of the first and of the second view.
+    fn outputs(&self, model: &Self::Model, views: &Vec<Tensor<4>>, _: &StepInfo) -> Vec<Tensor<2>> {
+        // One forward over both views: half the kernel launches, and BatchNorm sees all 2n.
         let [n, ..] = views[0].dims();
         let z = model.embed(Tensor::cat(vec![views[0].clone(), views[1].clone()], 0));
-        let z1 = z.clone().narrow(0, 0, n);
-        let z2 = z.narrow(0, n, n);
+        vec![z.clone().narrow(0, 0, n), z.narrow(0, n, n)]
+    }
+
+    fn gathered_loss(&mut self, _: &Self::Model, z: Vec<Tensor<2>>, _: &StepInfo) -> LossOutput {
+        let [z1, z2]: [Tensor<2>; 2] = z.try_into().expect("two views");
         LossOutput::new(nt_xent(z1, z2, self.temperature))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::{ModuleVisitor, Param};
+    use burn::tensor::TensorData;
+    use selfsup_core::parallel::replicate;
+    use selfsup_core::seed::{init_module, rng, standard_normal};
+    use selfsup_core::{DataParallel, StepResult, Stepper, TrainConfig};
+    use selfsup_encoders::{Arch, Backbone, EncoderConfig, VitConfig};
+
+    struct Flat(Vec<f32>);
+    impl ModuleVisitor for Flat {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.0.extend(
+                p.val()
+                    .into_data()
+                    .convert::<f32>()
+                    .try_to_vec::<f32>()
+                    .unwrap(),
+            );
+        }
+    }
+    fn flat<M: Module>(m: &M) -> Vec<f32> {
+        let mut f = Flat(Vec::new());
+        m.visit(&mut f);
+        f.0
+    }
+
+    /// A model without BatchNorm (a ViT and a plain head): with BatchNorm every device
+    /// normalizes with its own shard's statistics and the steps differ by design.
+    fn model(device: &Device) -> SimClrModel<Backbone> {
+        let cfg = SimClrConfig {
+            temperature: 0.5,
+            head: HeadConfig {
+                hidden_dim: 16,
+                output_dim: 8,
+                layers: 2,
+                batch_norm: false,
+                output_batch_norm: false,
+            },
+        };
+        let enc = EncoderConfig {
+            arch: Arch::Vit,
+            vit: VitConfig {
+                dim: 16,
+                depth: 1,
+                heads: 2,
+                ..VitConfig::tiny(8, 4)
+            },
+            ..EncoderConfig::default()
+        };
+        init_module(device, 3, |d| SimClrModel::new(enc.init(1, d), &cfg, d))
+    }
+
+    fn views(device: &Device) -> Vec<Tensor<4>> {
+        let mut r = rng(5, 0, 0, 0);
+        (0..2)
+            .map(|_| {
+                let data = TensorData::new(standard_normal(&mut r, 8 * 64), [8, 1, 8, 8]);
+                Tensor::from_data(data, device)
+            })
+            .collect()
+    }
+
+    fn info() -> StepInfo {
+        StepInfo {
+            step: 0,
+            epoch: 0,
+            total_steps: 10,
+            steps_per_epoch: 10,
+        }
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn a_step_over_two_devices_equals_one_device_with_the_whole_batch() {
+        let device = Device::flex().autodiff();
+        let cfg = TrainConfig::default();
+        let batch = views(&device);
+        let (start, info) = (model(&device), info());
+        let before = flat(&start);
+        let objective = || {
+            SimClr::<Backbone>::new(&SimClrConfig {
+                temperature: 0.5,
+                ..SimClrConfig::default()
+            })
+        };
+
+        let (mut obj1, mut obj2) = (objective(), objective());
+        let copy = replicate(&start, &device);
+        let (m1, r1) = Stepper::new(&cfg, 1)
+            .step(&mut obj1, copy, &batch, &info, 0.5, 1)
+            .unwrap();
+        let dp = DataParallel::new(vec![device.clone(), device.clone()]).unwrap();
+        let (m2, r2) = Stepper::new(&cfg, 1)
+            .step_parallel(&dp, &mut obj2, start, &batch, &info, 0.5, 1)
+            .unwrap();
+        let (StepResult::Updated { loss: l1, .. }, StepResult::Updated { loss: l2, .. }) = (r1, r2)
+        else {
+            panic!("a step was skipped")
+        };
+        assert!((l1 - l2).abs() < 1e-5, "one device {l1}, two {l2}");
+        let (w1, w2) = (flat(&m1), flat(&m2));
+        assert!(max_diff(&w1, &before) > 1e-4, "the step changed nothing");
+        let d = max_diff(&w1, &w2);
+        assert!(d < 1e-5, "weights differ by {d}");
+
+        // Without gathering, each device would see only its own negatives: another loss.
+        let shards = obj2.shard(&batch, dp.devices()).unwrap();
+        let local: f64 = shards
+            .iter()
+            .map(|s| {
+                let z = obj2.outputs(&m2, s, &info);
+                let [a, b]: [Tensor<2>; 2] = z.try_into().unwrap();
+                nt_xent(a, b, 0.5).into_scalar::<f64>()
+            })
+            .sum::<f64>()
+            / 2.0;
+        let gathered = obj2.loss(&m2, &batch, 0, &info).loss.into_scalar::<f64>();
+        assert!(
+            (local - gathered).abs() > 1e-3,
+            "per-device negatives {local} vs gathered {gathered}"
+        );
     }
 }

@@ -16,6 +16,7 @@ pub mod grads;
 pub mod metrics;
 pub mod objective;
 pub mod optim;
+pub mod parallel;
 pub mod prefetch;
 pub mod schedule;
 pub mod seed;
@@ -28,6 +29,7 @@ pub use ema::Ema;
 pub use encoder::Encoder;
 pub use error::{Error, Result};
 pub use objective::{LossOutput, Objective, StepInfo};
+pub use parallel::{DataParallel, Shardable};
 pub use prefetch::Prefetch;
 pub use trainer::{BatchSource, StepResult, StepTimes, Stepper, TrainOutcome, Trainer};
 

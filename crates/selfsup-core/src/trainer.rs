@@ -12,6 +12,7 @@ use crate::grads;
 use crate::metrics::MetricsLog;
 use crate::objective::{Objective, StepInfo};
 use crate::optim::{SelfsupOptimizer, StepCounter};
+use crate::parallel::{DataParallel, Shardable};
 use crate::schedule::{LrSchedule, weight_decay_at};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -167,25 +168,13 @@ impl Stepper {
             metrics.extend(out.metrics);
             let t = Instant::now();
             let mut raw = out.loss.backward();
-            let mut g = match objective.phase_params(&model, phase) {
+            let g = match objective.phase_params(&model, phase) {
                 Some(ids) => GradientsParams::from_params(&mut raw, &model, &ids),
                 None => GradientsParams::from_grads(raw, &model),
             };
             times.backward += t.elapsed().as_secs_f64();
             let t = Instant::now();
-            if self.grad_clip_norm > 0.0 {
-                let norm = grads::clip_global_norm(&model, &mut g, self.grad_clip_norm);
-                if !norm.is_finite() {
-                    return Err(Error::NonFinite {
-                        step: info.step,
-                        what: "gradient norm".into(),
-                        value: norm,
-                    });
-                }
-                metrics.push((format!("grad_norm_{phase}"), norm));
-            }
-            self.counters[phase].set(phase_updates);
-            model = self.optims[phase].step(lr, model, g);
+            model = self.update(model, g, phase, phase_updates, info, lr, &mut metrics)?;
             times.optimizer += t.elapsed().as_secs_f64();
         }
         Ok((
@@ -196,6 +185,89 @@ impl Stepper {
                 times,
             },
         ))
+    }
+
+    /// [`Stepper::step`] with the batch split over `parallel`'s devices: one gathered loss,
+    /// gradients summed over the devices, one update on the first device. One-phase
+    /// objectives only.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step_parallel<O: Shardable>(
+        &mut self,
+        parallel: &DataParallel,
+        objective: &mut O,
+        model: O::Model,
+        batch: &O::Batch,
+        info: &StepInfo,
+        lr: f64,
+        updates: u64,
+    ) -> Result<(O::Model, StepResult)> {
+        if self.optims.len() != 1 {
+            return Err(Error::Invalid(format!(
+                "{} has {} optimizer phases; data-parallel training runs one-phase methods",
+                objective.name(),
+                self.optims.len()
+            )));
+        }
+        let Some(phase_updates) = objective.phase_updates(0, updates) else {
+            return Ok((model, StepResult::Skipped));
+        };
+        let t = Instant::now();
+        let g = match parallel.gradients(objective, &model, batch, 0, info)? {
+            Ok(g) => g,
+            Err(value) => {
+                if self.skip_nonfinite {
+                    return Ok((model, StepResult::Skipped));
+                }
+                return Err(Error::NonFinite {
+                    step: info.step,
+                    what: format!("{} loss", objective.name()),
+                    value,
+                });
+            }
+        };
+        let mut times = StepTimes {
+            backward: t.elapsed().as_secs_f64(),
+            ..StepTimes::default()
+        };
+        let mut metrics = g.metrics;
+        let t = Instant::now();
+        let model = self.update(model, g.grads, 0, phase_updates, info, lr, &mut metrics)?;
+        times.optimizer = t.elapsed().as_secs_f64();
+        Ok((
+            model,
+            StepResult::Updated {
+                loss: g.loss,
+                metrics,
+                times,
+            },
+        ))
+    }
+
+    /// Clipping and the optimizer update of `phase` with gradients `g`.
+    #[allow(clippy::too_many_arguments)]
+    fn update<M: burn::module::Module>(
+        &mut self,
+        model: M,
+        mut g: GradientsParams,
+        phase: usize,
+        phase_updates: u64,
+        info: &StepInfo,
+        lr: f64,
+        metrics: &mut Vec<(String, f64)>,
+    ) -> Result<M> {
+        if self.grad_clip_norm > 0.0 {
+            let norm = grads::clip_global_norm(&model, &mut g, self.grad_clip_norm);
+            if !norm.is_finite() {
+                return Err(Error::NonFinite {
+                    step: info.step,
+                    what: "gradient norm".into(),
+                    value: norm,
+                });
+            }
+            metrics.push((format!("grad_norm_{phase}"), norm));
+        }
+        self.counters[phase].set(phase_updates);
+        Ok(self.optims[phase].step(lr, model, g))
     }
 }
 
