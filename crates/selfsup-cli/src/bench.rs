@@ -130,6 +130,17 @@ struct Timings {
     optimizer: Vec<f64>,
     wait: Vec<f64>,
     timed: f64,
+    losses: Vec<f64>,
+    weights: Vec<f32>,
+}
+
+/// What the steps of [`trace_steps`] computed: for comparing backends.
+#[derive(Clone, Debug, Default)]
+pub struct StepTrace {
+    /// The loss of every step (warm-up steps included; `NaN` for a skipped step).
+    pub losses: Vec<f64>,
+    /// Every parameter after the last step, in the model's visiting order.
+    pub weights: Vec<f32>,
 }
 
 /// Runs `args.warmup + args.steps` training steps of `objective` and times the last `steps`.
@@ -139,6 +150,7 @@ fn time_steps<O, S>(
     loader: &S,
     cfg: &RunConfig,
     args: &StepBenchArgs,
+    keep_weights: bool,
 ) -> Result<Timings>
 where
     O: Objective,
@@ -167,8 +179,11 @@ where
         )?;
         model = next;
         // EMA teachers and centres move after every step, as in training.
-        if matches!(result, StepResult::Updated { .. }) {
+        if let StepResult::Updated { loss, .. } = &result {
             objective.after_step(&model, &info);
+            t_all.losses.push(*loss);
+        } else {
+            t_all.losses.push(f64::NAN);
         }
         let secs = t.elapsed().as_secs_f64();
         if step >= args.warmup {
@@ -182,11 +197,25 @@ where
             }
         }
     }
+    if keep_weights {
+        t_all.weights = selfsup_core::grads::param_values(&model);
+    }
     Ok(t_all)
 }
 
 /// Runs the benchmark and returns its line (also printed by the command).
 pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
+    Ok(run_steps(args, false)?.0)
+}
+
+/// Runs the steps of [`bench_step`] and returns each step's loss and the final weights:
+/// the same arguments on two devices should give the same numbers (the data, the initial
+/// weights and every random draw of the objectives are made on the CPU).
+pub fn trace_steps(args: &StepBenchArgs) -> Result<StepTrace> {
+    Ok(run_steps(args, true)?.1)
+}
+
+fn run_steps(args: &StepBenchArgs, keep_weights: bool) -> Result<(StepBench, StepTrace)> {
     let mut cfg = RunConfig::preset(args.method);
     cfg.encoder.arch = args.encoder;
     cfg.encoder.width = args.width;
@@ -281,14 +310,21 @@ pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
                 ClipModel::new(cfg.encoder.init(args.channels, d), vocab, &cfg.clip, d)
                     .expect("validated above")
             });
-            time_steps(Clip::<Backbone>::new(&cfg.clip), model, &loader, &cfg, args)?
+            time_steps(
+                Clip::<Backbone>::new(&cfg.clip),
+                model,
+                &loader,
+                &cfg,
+                args,
+                keep_weights,
+            )?
         }
         Method::Simclr => {
             let model = seed::init_module(&device, 0, |d| {
                 SimClrModel::new(cfg.encoder.init(args.channels, d), &cfg.simclr, d)
             });
             let objective = SimClr::<Backbone>::new(&cfg.simclr);
-            time_steps(objective, model, &loader, &cfg, args)?
+            time_steps(objective, model, &loader, &cfg, args, keep_weights)?
         }
         Method::Rotnet => {
             let model = seed::init_module(&device, 0, |d| {
@@ -299,7 +335,7 @@ pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
                 )
             });
             let objective = selfsup_pretext::RotNet::<Backbone>::new();
-            time_steps(objective, model, &loader, &cfg, args)?
+            time_steps(objective, model, &loader, &cfg, args, keep_weights)?
         }
         Method::Jigsaw => {
             let j = &cfg.jigsaw;
@@ -311,7 +347,7 @@ pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
                 )
             });
             let objective = selfsup_pretext::Jigsaw::<Backbone>::new(j.permutation_set(0)?, 0);
-            time_steps(objective, model, &loader, &cfg, args)?
+            time_steps(objective, model, &loader, &cfg, args, keep_weights)?
         }
         Method::Gan => {
             selfsup_gan::gan::check_shape(&cfg.encoder.dcgan, args.image_size)?;
@@ -331,6 +367,7 @@ pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
                 &loader,
                 &cfg,
                 args,
+                keep_weights,
             )?
         }
         Method::Mae => {
@@ -342,7 +379,7 @@ pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
                     .expect("validated above");
                 MaeModel::new(vit, args.channels, &cfg.mae, d)
             });
-            time_steps(Mae::new(&cfg.mae), model, &loader, &cfg, args)?
+            time_steps(Mae::new(&cfg.mae), model, &loader, &cfg, args, keep_weights)?
         }
         Method::Dino => {
             let build = |d: &burn::tensor::Device| {
@@ -350,7 +387,7 @@ pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
             };
             let model = seed::init_module(&device, 0, build);
             let objective = Dino::new(&cfg.dino, seed::init_module(&device, 0, build), &model);
-            time_steps(objective, model, &loader, &cfg, args)?
+            time_steps(objective, model, &loader, &cfg, args, keep_weights)?
         }
     };
     let (step_ms, fwd, bwd, opt, wait) = (
@@ -363,7 +400,11 @@ pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
     let timed = times.timed;
     let ms_per_step_min = step_ms.iter().copied().fold(f64::INFINITY, f64::min);
     let median = |v: &mut Vec<f64>| median(v);
-    Ok(StepBench {
+    let trace = StepTrace {
+        losses: std::mem::take(&mut times.losses),
+        weights: std::mem::take(&mut times.weights),
+    };
+    let line = StepBench {
         method: format!("{:?}", args.method).to_lowercase(),
         encoder: format!("{:?}", args.encoder).to_lowercase(),
         device: cfg.device.to_string(),
@@ -380,7 +421,8 @@ pub fn bench_step(args: &StepBenchArgs) -> Result<StepBench> {
         build_batch_ms,
         peak_rss_mib: selfsup_core::metrics::peak_rss_mib(),
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-    })
+    };
+    Ok((line, trace))
 }
 
 #[cfg(test)]

@@ -40,6 +40,10 @@ enum Command {
         /// Device: flex (CPU), wgpu, cuda:N.
         #[arg(long)]
         device: Option<DeviceSpec>,
+        /// Data-parallel training over several devices, comma-separated (cuda:0,cuda:1): each
+        /// step's batch is split over them; the first holds the model. SimCLR and CLIP.
+        #[arg(long, value_delimiter = ',', conflicts_with = "device")]
+        devices: Option<Vec<DeviceSpec>>,
         /// Number of epochs.
         #[arg(long)]
         epochs: Option<usize>,
@@ -214,6 +218,7 @@ fn run(cli: Cli) -> Result<()> {
             config,
             data,
             device,
+            devices,
             epochs,
             batch_size,
             max_steps,
@@ -242,6 +247,13 @@ fn run(cli: Cli) -> Result<()> {
             }
             if let Some(d) = device {
                 cfg.device = d;
+                cfg.devices.clear();
+            }
+            if let Some(list) = devices {
+                if let Some(first) = list.first() {
+                    cfg.device = first.clone();
+                }
+                cfg.devices = list;
             }
             if let Some(e) = epochs {
                 cfg.train.epochs = e;

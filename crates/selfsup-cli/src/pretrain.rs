@@ -6,7 +6,7 @@ use crate::recipe::{Recipe, TrainRun, Trained};
 use crate::run_config::{Method, RunConfig};
 use burn::module::Module;
 use selfsup_contrastive::{Clip, ClipModel, SimClr, SimClrModel};
-use selfsup_core::{Error, Prefetch, Result, Trainer, seed};
+use selfsup_core::{DataParallel, Error, Prefetch, Result, Trainer, seed};
 use selfsup_data::augment::eval_pipeline;
 use selfsup_data::{CaptionLoader, MultiView, Pipeline, Splits, ViewLoader};
 use selfsup_dino::{Dino, DinoModel};
@@ -113,6 +113,16 @@ pub(crate) fn pretrain_run(
         ));
     }
     let device = cfg.device.train_device()?;
+    let devices = cfg.train_devices();
+    let parallel = if devices.len() > 1 {
+        let devices = devices
+            .iter()
+            .map(|d| d.train_device())
+            .collect::<Result<Vec<_>>>()?;
+        Some(DataParallel::new(devices)?)
+    } else {
+        None
+    };
 
     let mut splits = cfg.data.load(cfg.train.seed)?;
     let size = if cfg.augment.crop_size == 0 {
@@ -147,7 +157,11 @@ pub(crate) fn pretrain_run(
         train.height,
         train.width,
         cfg.encoder.arch,
-        cfg.device,
+        devices
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
         cfg.train.epochs,
         train.len() / cfg.train.batch_size,
     );
@@ -161,6 +175,7 @@ pub(crate) fn pretrain_run(
         channels,
         size,
         device,
+        parallel,
         trainer: &trainer,
         resume,
     };
@@ -259,7 +274,7 @@ fn train_builtin(method: Method, run: &TrainRun<'_>) -> Result<Trained> {
                 SimClrModel::new(cfg.encoder.init(channels, d), &cfg.simclr, d)
             });
             let mut objective = SimClr::<Backbone>::new(&cfg.simclr);
-            let o = run.fit(
+            let o = run.fit_sharded(
                 &mut objective,
                 model,
                 &loader,
@@ -428,9 +443,10 @@ fn train_builtin(method: Method, run: &TrainRun<'_>) -> Result<Trained> {
                     .expect("RunConfig::validate checked the CLIP config")
             });
             let mut objective = Clip::<Backbone>::new(&cfg.clip);
-            let o = run.fit(&mut objective, model, &loader, |m: &ClipModel<Backbone>| {
-                m.image.clone().valid()
-            })?;
+            let o =
+                run.fit_sharded(&mut objective, model, &loader, |m: &ClipModel<Backbone>| {
+                    m.image.clone().valid()
+                })?;
             let whole = o.model.clone().valid();
             write_atomic(&out.join(clip_eval::CLIP_FILE), |p| {
                 whole

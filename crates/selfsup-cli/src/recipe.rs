@@ -9,7 +9,8 @@ use crate::evaluate::eval_transform;
 use crate::run_config::RunConfig;
 use selfsup_core::trainer::EpochHook;
 use selfsup_core::{
-    BatchSource, Objective, Prefetch, Result, TrainOutcome, Trainer, ViewGenerator,
+    BatchSource, DataParallel, Error, Objective, Prefetch, Result, Shardable, TrainOutcome,
+    Trainer, ViewGenerator,
 };
 use selfsup_data::{ImageSet, MultiView, Splits, ViewLoader};
 use selfsup_encoders::Backbone;
@@ -52,8 +53,11 @@ pub struct TrainRun<'a> {
     pub channels: usize,
     /// Side of the square crops the encoder sees.
     pub size: usize,
-    /// The training device (autodiff).
+    /// The training device (autodiff): the one holding the model.
     pub device: burn::tensor::Device,
+    /// The devices of a data-parallel run (`devices` in the config), first `device`; `None`
+    /// on one device.
+    pub parallel: Option<DataParallel>,
     /// The engine: checkpoints, metrics, schedule, progress.
     pub trainer: &'a Trainer,
     /// Continue from the newest checkpoint in the run folder.
@@ -142,6 +146,15 @@ impl TrainRun<'_> {
         O: Objective,
         S: BatchSource<Batch = O::Batch>,
     {
+        if self.parallel.is_some() {
+            return Err(Error::config(
+                "devices",
+                format!(
+                    "{} trains on one device: its objective is not `Shardable`",
+                    objective.name()
+                ),
+            ));
+        }
         let mut monitor = Monitor::new(self.cfg, self.train, self.test)?;
         let mut hook = |epoch: usize, m: &O::Model| {
             let mut values = monitor.run(epoch, &backbone(m))?;
@@ -150,6 +163,34 @@ impl TrainRun<'_> {
         };
         self.trainer
             .fit(objective, model, loader, self.resume, Some(&mut hook))
+    }
+
+    /// [`TrainRun::fit`] for an objective that can split its batch over devices: over the
+    /// config's `devices` when it names several, else on `device` as `fit` does.
+    pub fn fit_sharded<O, S>(
+        &self,
+        objective: &mut O,
+        model: O::Model,
+        loader: &S,
+        backbone: impl Fn(&O::Model) -> Backbone,
+    ) -> Result<TrainOutcome<O::Model>>
+    where
+        O: Shardable,
+        S: BatchSource<Batch = O::Batch>,
+    {
+        let Some(parallel) = &self.parallel else {
+            return self.fit(objective, model, loader, backbone);
+        };
+        let mut monitor = Monitor::new(self.cfg, self.train, self.test)?;
+        let mut hook = |epoch: usize, m: &O::Model| monitor.run(epoch, &backbone(m));
+        self.trainer.fit_parallel(
+            parallel,
+            objective,
+            model,
+            loader,
+            self.resume,
+            Some(&mut hook),
+        )
     }
 }
 

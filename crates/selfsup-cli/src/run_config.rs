@@ -45,6 +45,9 @@ pub struct RunConfig {
     pub method: Method,
     /// Compute device: `flex` (CPU), `wgpu` or `cuda:N`.
     pub device: DeviceSpec,
+    /// Data-parallel training over these devices (the first one is `device`, which holds the
+    /// model); empty: `device` alone. SimCLR and CLIP only.
+    pub devices: Vec<DeviceSpec>,
     /// The images.
     pub data: DataConfig,
     /// The augmentations of each view.
@@ -174,6 +177,7 @@ impl RunConfig {
         Self {
             method,
             device: DeviceSpec::Flex,
+            devices: Vec::new(),
             data: DataConfig::default(),
             augment: AugmentConfig {
                 crop_min_scale: 0.2,
@@ -358,6 +362,52 @@ impl RunConfig {
         to_toml(self)
     }
 
+    /// The devices a run trains on: `devices`, or `device` alone.
+    pub fn train_devices(&self) -> Vec<DeviceSpec> {
+        if self.devices.is_empty() {
+            vec![self.device.clone()]
+        } else {
+            self.devices.clone()
+        }
+    }
+
+    fn validate_devices(&self) -> Result<()> {
+        let Some(first) = self.devices.first() else {
+            return Ok(());
+        };
+        if *first != self.device {
+            return Err(Error::config(
+                "devices",
+                format!(
+                    "the first device ({first}) must be `device` ({}), which holds the model",
+                    self.device
+                ),
+            ));
+        }
+        let n = self.devices.len();
+        if n > 1 {
+            if self.custom.is_none() && !matches!(self.method, Method::Simclr | Method::Clip) {
+                return Err(Error::config(
+                    "devices",
+                    format!(
+                        "data-parallel training runs SimCLR and CLIP; {} trains on one device (leave `devices` empty)",
+                        self.method_name()
+                    ),
+                ));
+            }
+            if !self.train.batch_size.is_multiple_of(n) {
+                return Err(Error::config(
+                    "train.batch_size",
+                    format!(
+                        "{} does not split evenly over {n} devices: use a multiple of {n}",
+                        self.train.batch_size
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks every section, naming the first field out of range.
     pub fn validate(&self) -> Result<()> {
         self.data.validate()?;
@@ -369,6 +419,7 @@ impl RunConfig {
         self.dino.validate()?;
         self.clip.validate()?;
         self.rotnet.validate()?;
+        self.validate_devices()?;
         if self.method == Method::Jigsaw {
             // The tiles' fit is checked again once the data's size is known.
             let side = match (self.jigsaw.image_size, self.augment.crop_size) {

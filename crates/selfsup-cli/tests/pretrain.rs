@@ -5,7 +5,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
 use selfsup_cli::evaluate::{PRETRAINED, RANDOM_INIT, RAW_PIXELS};
 use selfsup_cli::{EvalArgs, EvalPlan, Method, RunConfig, eval_finetune, eval_frozen, pretrain};
-use selfsup_core::checkpoint;
+use selfsup_core::{DeviceSpec, checkpoint};
 use selfsup_encoders::Arch;
 use std::path::Path;
 use std::process::Command;
@@ -222,6 +222,45 @@ fn cli_reports_bad_input_clearly() {
     );
     let parsed: RunConfig = selfsup_core::config::from_toml(&out, "stdout").unwrap();
     assert_eq!(parsed, RunConfig::preset(Method::Simclr));
+}
+
+/// `--devices`: SimCLR trains data-parallel over two (flex) replicas; what cannot is refused
+/// naming the field.
+#[test]
+fn simclr_trains_over_two_devices_and_bad_device_lists_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = tiny();
+    c.train.epochs = 1;
+    c.eval.baselines = false;
+    c.eval.linear = false;
+    c.devices = vec![DeviceSpec::Flex, DeviceSpec::Flex];
+    let r = pretrain(c.clone(), dir.path(), false, false).unwrap();
+    assert_eq!(r.steps, 3);
+    assert!(r.final_loss.is_finite(), "{}", r.final_loss);
+    let saved = RunConfig::load(&dir.path().join("config.toml")).unwrap();
+    assert_eq!(saved.devices.len(), 2);
+
+    let mut odd = c.clone();
+    odd.train.batch_size = 33;
+    let err = pretrain(odd, &dir.path().join("odd"), false, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("train.batch_size") && err.contains('2'),
+        "{err}"
+    );
+    let mut mae = RunConfig::preset(Method::Mae);
+    mae.devices = vec![DeviceSpec::Flex, DeviceSpec::Flex];
+    let err = mae.validate().unwrap_err().to_string();
+    assert!(err.contains("devices") && err.contains("mae"), "{err}");
+
+    let exe = env!("CARGO_BIN_EXE_selfsup");
+    let o = Command::new(exe)
+        .args(["pretrain", "--devices", "flex,tpu"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("tpu"), "{err}");
 }
 
 /// A tiny MAE run: a ViT trains, its step checkpoint evaluates, the report draws reconstructions.

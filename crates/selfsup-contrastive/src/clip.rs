@@ -8,7 +8,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
 use selfsup_core::config::ensure;
-use selfsup_core::parallel::{split_int_rows, split_rows};
+use selfsup_core::parallel::split_rows;
 use selfsup_core::{Encoder, LossOutput, Objective, Result, Shardable, StepInfo};
 use selfsup_data::ImageTextBatch;
 use selfsup_encoders::{TextConfig, TextTransformer};
@@ -246,8 +246,8 @@ impl<E: Encoder> Objective for Clip<E> {
 impl<E: Encoder> Shardable for Clip<E> {
     fn shard(&self, batch: &ImageTextBatch, devices: &[Device]) -> Result<Vec<ImageTextBatch>> {
         let images = split_rows(&batch.images, devices)?;
-        let tokens = split_int_rows(&batch.tokens, devices)?;
-        let eot = split_int_rows(&batch.eot, devices)?;
+        let tokens = split_rows(&batch.tokens, devices)?;
+        let eot = split_rows(&batch.eot, devices)?;
         Ok(images
             .into_iter()
             .zip(tokens)

@@ -1,4 +1,5 @@
-//! Gradient utilities over whole modules: global norm, clipping by it, finiteness.
+//! Utilities over whole modules: parameter ids and values, the gradients' global norm and
+//! clipping by it.
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
@@ -38,6 +39,24 @@ pub fn param_ids<M: Module>(module: &M) -> Vec<ParamId> {
     let mut ids = Ids(Vec::new());
     module.visit(&mut ids);
     ids.0.into_iter().map(|(id, _)| id).collect()
+}
+
+struct Values(Vec<f32>);
+
+impl ModuleVisitor for Values {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let data = param.val().into_data().convert::<f32>();
+        self.0
+            .extend(data.try_to_vec::<f32>().expect("converted to f32"));
+    }
+}
+
+/// Every float parameter of `module` as `f32`, in visiting order: for comparing two models'
+/// weights (a resumed run against an uninterrupted one, one backend against another).
+pub fn param_values<M: Module>(module: &M) -> Vec<f32> {
+    let mut v = Values(Vec::new());
+    module.visit(&mut v);
+    v.0
 }
 
 /// The global L2 norm of all gradients of `module` (0 when it has none).

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::objective::{LossOutput, Objective, StepInfo};
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
+use burn::tensor::kind::Basic;
 use burn::tensor::{Device, Tensor};
 
 /// An objective whose loss is a function of per-sample outputs, so that its batch can be
@@ -48,35 +49,16 @@ pub trait Shardable: Objective {
     ) -> LossOutput;
 }
 
-/// Splits the first dimension of `t` into `devices.len()` equal consecutive parts, part `k`
-/// moved to `devices[k]`. An error when the size does not divide evenly.
-pub fn split_rows<const D: usize>(t: &Tensor<D>, devices: &[Device]) -> Result<Vec<Tensor<D>>> {
-    let n = t.dims()[0];
-    let parts = devices.len().max(1);
-    if n % parts != 0 {
-        return Err(Error::config(
-            "train.batch_size",
-            format!(
-                "a batch of {n} rows does not split evenly over {parts} devices; use a multiple of {parts}"
-            ),
-        ));
-    }
-    let rows = n / parts;
-    Ok(devices
-        .iter()
-        .enumerate()
-        .map(|(k, d)| t.clone().narrow(0, k * rows, rows).to_device(d))
-        .collect())
-}
-
-/// [`split_rows`] for integer tensors (token ids, labels).
-pub fn split_int_rows<const D: usize>(
-    t: &Tensor<D, burn::tensor::Int>,
+/// Splits the first dimension of `t` (float or integer) into `devices.len()` equal
+/// consecutive parts, part `k` moved to `devices[k]`. An error when the size does not divide
+/// evenly.
+pub fn split_rows<const D: usize, K: Basic>(
+    t: &Tensor<D, K>,
     devices: &[Device],
-) -> Result<Vec<Tensor<D, burn::tensor::Int>>> {
+) -> Result<Vec<Tensor<D, K>>> {
     let n = t.dims()[0];
     let parts = devices.len().max(1);
-    if n % parts != 0 {
+    if !n.is_multiple_of(parts) {
         return Err(Error::config(
             "train.batch_size",
             format!(

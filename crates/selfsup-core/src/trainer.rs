@@ -300,14 +300,84 @@ impl Trainer {
     pub fn fit<O, S>(
         &self,
         objective: &mut O,
-        mut model: O::Model,
+        model: O::Model,
         source: &S,
         resume: bool,
-        mut on_epoch: Option<&mut EpochHook<'_, O::Model>>,
+        on_epoch: Option<&mut EpochHook<'_, O::Model>>,
     ) -> Result<TrainOutcome<O::Model>>
     where
         O: Objective,
         S: BatchSource<Batch = O::Batch>,
+    {
+        self.run(
+            objective,
+            model,
+            source,
+            resume,
+            on_epoch,
+            |stepper, o, m, b, info, lr, updates| stepper.step(o, m, b, info, lr, updates),
+        )
+    }
+
+    /// [`Trainer::fit`] with every step's batch split over `parallel`'s devices (see
+    /// [`crate::parallel`]); `model` lives on the first device. Checkpoints are the same as a
+    /// one-device run's, so a run may resume on another number of devices.
+    pub fn fit_parallel<O, S>(
+        &self,
+        parallel: &DataParallel,
+        objective: &mut O,
+        model: O::Model,
+        source: &S,
+        resume: bool,
+        on_epoch: Option<&mut EpochHook<'_, O::Model>>,
+    ) -> Result<TrainOutcome<O::Model>>
+    where
+        O: Shardable,
+        S: BatchSource<Batch = O::Batch>,
+    {
+        if !source.batch_size().is_multiple_of(parallel.devices().len()) {
+            return Err(Error::config(
+                "train.batch_size",
+                format!(
+                    "{} does not split evenly over {} devices",
+                    source.batch_size(),
+                    parallel.devices().len()
+                ),
+            ));
+        }
+        self.run(
+            objective,
+            model,
+            source,
+            resume,
+            on_epoch,
+            |stepper, o, m, b, info, lr, updates| {
+                stepper.step_parallel(parallel, o, m, b, info, lr, updates)
+            },
+        )
+    }
+
+    fn run<O, S, F>(
+        &self,
+        objective: &mut O,
+        mut model: O::Model,
+        source: &S,
+        resume: bool,
+        mut on_epoch: Option<&mut EpochHook<'_, O::Model>>,
+        mut step_fn: F,
+    ) -> Result<TrainOutcome<O::Model>>
+    where
+        O: Objective,
+        S: BatchSource<Batch = O::Batch>,
+        F: FnMut(
+            &mut Stepper,
+            &mut O,
+            O::Model,
+            &O::Batch,
+            &StepInfo,
+            f64,
+            u64,
+        ) -> Result<(O::Model, StepResult)>,
     {
         let cfg = &self.config;
         let spe = source.steps_per_epoch();
@@ -405,7 +475,8 @@ impl Trainer {
             ));
             let batch = source.batch(epoch, index)?;
             let updates = step as u64 + 1 - skipped as u64;
-            let (next, result) = stepper.step(objective, model, &batch, &info, lr, updates)?;
+            let (next, result) =
+                step_fn(&mut stepper, objective, model, &batch, &info, lr, updates)?;
             model = next;
             let mut extra = Vec::new();
             match result {
