@@ -4,8 +4,8 @@
 use crate::run_config::{Method, RunConfig};
 use selfsup_contrastive::{Clip, ClipModel, SimClr, SimClrModel};
 use selfsup_core::{
-    BatchSource, DeviceSpec, Objective, Prefetch, Result, StepInfo, StepResult, Stepper,
-    ViewGenerator, seed,
+    BatchSource, DeviceSpec, Objective, OptimizerKind, Prefetch, Result, StepInfo, StepResult,
+    Stepper, ViewGenerator, seed,
 };
 use selfsup_data::{CaptionLoader, ImageSet, MultiView, ViewLoader};
 use selfsup_dino::{Dino, DinoModel};
@@ -52,6 +52,18 @@ pub struct StepBenchArgs {
     /// Device: flex (CPU), wgpu, cuda:N.
     #[arg(long, default_value = "flex")]
     pub device: DeviceSpec,
+    /// Optimizer in place of the method preset's (same learning rate): sgd, adamw, lars.
+    #[arg(long, value_parser = optimizer_kind)]
+    pub optimizer: Option<OptimizerKind>,
+}
+
+fn optimizer_kind(s: &str) -> std::result::Result<OptimizerKind, String> {
+    selfsup_core::config::from_toml::<std::collections::BTreeMap<String, OptimizerKind>>(
+        &format!("kind = \"{s}\""),
+        "--optimizer",
+    )
+    .map(|m| m["kind"])
+    .map_err(|_| format!("unknown optimizer `{s}`: use sgd, adamw or lars"))
 }
 
 /// One JSON line of results.
@@ -131,6 +143,7 @@ struct Timings {
     wait: Vec<f64>,
     timed: f64,
     losses: Vec<f64>,
+    initial: Vec<f32>,
     weights: Vec<f32>,
 }
 
@@ -139,7 +152,9 @@ struct Timings {
 pub struct StepTrace {
     /// The loss of every step (warm-up steps included; `NaN` for a skipped step).
     pub losses: Vec<f64>,
-    /// Every parameter after the last step, in the model's visiting order.
+    /// Every parameter before the first step, in the model's visiting order.
+    pub initial: Vec<f32>,
+    /// Every parameter after the last step.
     pub weights: Vec<f32>,
 }
 
@@ -159,6 +174,9 @@ where
     let total = args.warmup + args.steps;
     let mut stepper = Stepper::new(&cfg.train, objective.phases());
     let mut t_all = Timings::default();
+    if keep_weights {
+        t_all.initial = selfsup_core::grads::param_values(&model);
+    }
     for step in 0..total {
         let t = Instant::now();
         let batch = loader.batch(0, step)?;
@@ -223,6 +241,9 @@ fn run_steps(args: &StepBenchArgs, keep_weights: bool) -> Result<(StepBench, Ste
     cfg.simclr.head.output_dim = args.head_out;
     cfg.encoder.vit.image_size = args.image_size;
     cfg.train.batch_size = args.batch;
+    if let Some(kind) = args.optimizer {
+        cfg.train.optimizer.kind = kind;
+    }
     cfg.device = args.device.clone();
     cfg.validate()?;
     if args.batch == 0 || args.steps == 0 {
@@ -402,6 +423,7 @@ fn run_steps(args: &StepBenchArgs, keep_weights: bool) -> Result<(StepBench, Ste
     let median = |v: &mut Vec<f64>| median(v);
     let trace = StepTrace {
         losses: std::mem::take(&mut times.losses),
+        initial: std::mem::take(&mut times.initial),
         weights: std::mem::take(&mut times.weights),
     };
     let line = StepBench {
@@ -443,6 +465,7 @@ mod tests {
             head_hidden: 16,
             head_out: 8,
             device: DeviceSpec::Flex,
+            optimizer: None,
         })
         .unwrap();
         assert_eq!(r.steps, 2);
@@ -473,6 +496,7 @@ mod tests {
             head_hidden: 16,
             head_out: 8,
             device: DeviceSpec::Flex,
+            optimizer: None,
         })
         .unwrap();
         assert_eq!((r.method.as_str(), r.steps), ("clip", 1));

@@ -6,7 +6,7 @@ use crate::recipe::{Recipe, TrainRun, Trained};
 use crate::run_config::{Method, RunConfig};
 use burn::module::Module;
 use selfsup_contrastive::{Clip, ClipModel, SimClr, SimClrModel};
-use selfsup_core::{DataParallel, Error, Prefetch, Result, Trainer, seed};
+use selfsup_core::{DataParallel, Error, Precision, Prefetch, Result, Trainer, seed};
 use selfsup_data::augment::eval_pipeline;
 use selfsup_data::{CaptionLoader, MultiView, Pipeline, Splits, ViewLoader};
 use selfsup_dino::{Dino, DinoModel};
@@ -114,7 +114,7 @@ pub(crate) fn pretrain_run(
     }
     let device = cfg.device.train_device()?;
     let devices = cfg.train_devices();
-    let parallel = if devices.len() > 1 {
+    let parallel = if devices.len() > 1 || cfg.train.precision != Precision::F32 {
         let devices = devices
             .iter()
             .map(|d| d.train_device())

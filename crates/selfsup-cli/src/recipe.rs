@@ -146,7 +146,11 @@ impl TrainRun<'_> {
         O: Objective,
         S: BatchSource<Batch = O::Batch>,
     {
-        if self.parallel.is_some() {
+        if self
+            .parallel
+            .as_ref()
+            .is_some_and(|p| p.devices().len() > 1)
+        {
             return Err(Error::config(
                 "devices",
                 format!(

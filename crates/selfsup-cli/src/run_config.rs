@@ -3,7 +3,9 @@
 use clap::ValueEnum;
 use selfsup_contrastive::{ClipConfig, SimClrConfig};
 use selfsup_core::config::{from_toml, to_toml};
-use selfsup_core::{DeviceSpec, Error, OptimizerConfig, OptimizerKind, Result, TrainConfig};
+use selfsup_core::{
+    DeviceSpec, Error, OptimizerConfig, OptimizerKind, Precision, Result, TrainConfig,
+};
 use selfsup_data::{AugmentConfig, DataConfig};
 use selfsup_dino::DinoConfig;
 use selfsup_encoders::{Arch, DcganConfig, EncoderConfig, VitConfig};
@@ -372,6 +374,17 @@ impl RunConfig {
     }
 
     fn validate_devices(&self) -> Result<()> {
+        let shardable =
+            self.custom.is_some() || matches!(self.method, Method::Simclr | Method::Clip);
+        if self.train.precision != Precision::F32 && !shardable {
+            return Err(Error::config(
+                "train.precision",
+                format!(
+                    "mixed precision runs SimCLR and CLIP; {} trains in f32",
+                    self.method_name()
+                ),
+            ));
+        }
         let Some(first) = self.devices.first() else {
             return Ok(());
         };
@@ -386,7 +399,7 @@ impl RunConfig {
         }
         let n = self.devices.len();
         if n > 1 {
-            if self.custom.is_none() && !matches!(self.method, Method::Simclr | Method::Clip) {
+            if !shardable {
                 return Err(Error::config(
                     "devices",
                     format!(

@@ -6,7 +6,7 @@
 use crate::loss::{clip_loss, l2_normalize};
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, FloatDType, Int, Tensor};
 use selfsup_core::config::ensure;
 use selfsup_core::parallel::split_rows;
 use selfsup_core::{Encoder, LossOutput, Objective, Result, Shardable, StepInfo};
@@ -260,6 +260,13 @@ impl<E: Encoder> Shardable for Clip<E> {
             .collect())
     }
 
+    fn cast(&self, batch: ImageTextBatch, dtype: FloatDType) -> ImageTextBatch {
+        ImageTextBatch {
+            images: batch.images.cast(dtype),
+            ..batch
+        }
+    }
+
     /// Image and caption embeddings, `[n, embed_dim]` each.
     fn outputs(&self, model: &Self::Model, batch: &ImageTextBatch, _: &StepInfo) -> Vec<Tensor<2>> {
         vec![
@@ -396,5 +403,95 @@ mod tests {
         );
         bad(|c| c.text.heads = 3, "clip.text.dim");
         assert!(ClipConfig::default().validate().is_ok());
+    }
+
+    /// CLIP over two (flex) replicas: the same loss and the same updated weights as one
+    /// device with the whole batch, the logit scale included (its gradient comes from the
+    /// gathered loss on the first device). A ViT: no BatchNorm.
+    #[test]
+    fn a_step_over_two_devices_equals_one_device_with_the_whole_batch() {
+        use selfsup_core::grads::param_values;
+        use selfsup_core::parallel::replicate;
+        use selfsup_core::seed::{init_module, rng, standard_normal};
+        use selfsup_core::{DataParallel, StepResult, Stepper, TrainConfig};
+        use selfsup_encoders::{Arch, VitConfig};
+
+        let (cfg, _, device) = tiny();
+        let enc = EncoderConfig {
+            arch: Arch::Vit,
+            vit: VitConfig {
+                dim: 8,
+                depth: 1,
+                heads: 2,
+                ..VitConfig::tiny(8, 4)
+            },
+            ..EncoderConfig::default()
+        };
+        let start = init_module(&device, 1, |d| {
+            ClipModel::new(enc.init(1, d), 30, &cfg, d).unwrap()
+        });
+        let mut r = rng(9, 0, 0, 0);
+        let ids: Vec<i64> = vec![
+            27, 3, 4, 28, 0, 0, //
+            27, 5, 28, 0, 0, 0, //
+            27, 6, 7, 8, 28, 0, //
+            27, 9, 28, 0, 0, 0,
+        ];
+        let batch = ImageTextBatch {
+            images: Tensor::from_data(
+                TensorData::new(standard_normal(&mut r, 4 * 64), [4, 1, 8, 8]),
+                &device,
+            ),
+            tokens: Tensor::from_data(TensorData::new(ids, [4, 6]), &device),
+            eot: Tensor::from_data(TensorData::new(vec![3i64, 2, 4, 2], [4]), &device),
+        };
+        let info = StepInfo {
+            step: 0,
+            epoch: 0,
+            total_steps: 1,
+            steps_per_epoch: 1,
+        };
+        let mut train = TrainConfig::default();
+        train.optimizer.kind = selfsup_core::OptimizerKind::Sgd;
+        let scale0 = start.scale(cfg.max_scale).into_scalar::<f64>();
+        let (one, r1) = Stepper::new(&train, 1)
+            .step(
+                &mut Clip::<Backbone>::new(&cfg),
+                replicate(&start, &device),
+                &batch,
+                &info,
+                0.1,
+                1,
+            )
+            .unwrap();
+        let dp = DataParallel::new(vec![device.clone(), device.clone()]).unwrap();
+        let (two, r2) = Stepper::new(&train, 1)
+            .step_parallel(
+                &dp,
+                &mut Clip::<Backbone>::new(&cfg),
+                start,
+                &batch,
+                &info,
+                0.1,
+                1,
+            )
+            .unwrap();
+        let (StepResult::Updated { loss: l1, .. }, StepResult::Updated { loss: l2, .. }) = (r1, r2)
+        else {
+            panic!("a step was skipped")
+        };
+        assert!((l1 - l2).abs() < 1e-5, "one device {l1}, two {l2}");
+        let (w1, w2) = (param_values(&one), param_values(&two));
+        let d = w1
+            .iter()
+            .zip(&w2)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(d < 1e-5, "weights differ by {d}");
+        let (s1, s2) = (
+            one.scale(cfg.max_scale).into_scalar::<f64>(),
+            two.scale(cfg.max_scale).into_scalar::<f64>(),
+        );
+        assert!((s1 - scale0).abs() > 1e-6, "the scale did not train");
+        assert!((s1 - s2).abs() < 1e-6 * s1, "scale {s1} vs {s2}");
     }
 }

@@ -106,6 +106,10 @@ pub struct TrainConfig {
     pub log_every: usize,
     /// Skip a step whose loss is not finite instead of stopping with an error.
     pub skip_nonfinite: bool,
+    /// Type of the forward and backward passes: `f32`, or mixed precision with `bf16` or
+    /// `f16` passes while the weights, the optimizer and the loss stay `f32` (SimCLR and
+    /// CLIP; the device must support the type).
+    pub precision: Precision,
     /// The optimizer.
     pub optimizer: OptimizerConfig,
     /// The learning-rate schedule.
@@ -124,8 +128,46 @@ impl Default for TrainConfig {
             keep_checkpoints: 2,
             log_every: 10,
             skip_nonfinite: false,
+            precision: Precision::F32,
             optimizer: OptimizerConfig::default(),
             schedule: ScheduleConfig::default(),
+        }
+    }
+}
+
+/// The floating-point type of a step's forward and backward passes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit throughout.
+    #[default]
+    F32,
+    /// bfloat16 passes (f32's range, 8 bits of mantissa): no loss scaling needed.
+    Bf16,
+    /// float16 passes, with the loss's gradient scaled by [`Precision::F16_LOSS_SCALE`] so
+    /// that small gradients do not flush to zero.
+    F16,
+}
+
+impl Precision {
+    /// The fixed loss scale of `f16` steps (2^10); a step whose scaled gradients overflow
+    /// is caught as a non-finite gradient.
+    pub const F16_LOSS_SCALE: f64 = 1024.0;
+
+    /// The reduced type of the passes; `None` for `f32`.
+    pub fn reduced(self) -> Option<burn::tensor::FloatDType> {
+        match self {
+            Precision::F32 => None,
+            Precision::Bf16 => Some(burn::tensor::FloatDType::BF16),
+            Precision::F16 => Some(burn::tensor::FloatDType::F16),
+        }
+    }
+
+    /// What the gradient of the loss is multiplied by before the reduced passes.
+    pub fn loss_scale(self) -> f64 {
+        match self {
+            Precision::F16 => Self::F16_LOSS_SCALE,
+            _ => 1.0,
         }
     }
 }

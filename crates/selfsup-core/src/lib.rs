@@ -23,7 +23,7 @@ pub mod seed;
 pub mod trainer;
 
 pub use augment::{Augmentation, Image, ViewGenerator};
-pub use config::{OptimizerConfig, OptimizerKind, ScheduleConfig, TrainConfig};
+pub use config::{OptimizerConfig, OptimizerKind, Precision, ScheduleConfig, TrainConfig};
 pub use device::DeviceSpec;
 pub use ema::Ema;
 pub use encoder::Encoder;

@@ -14,13 +14,22 @@
 //! from a custom all-gather). The step equals one device's step over the combined batch up to
 //! floating-point summation order, for any model without BatchNorm; see
 //! `docs/backends.md` for BatchNorm, learning rates and what the devices may be.
+//!
+//! Mixed precision (`train.precision = "bf16"` or `"f16"`) is the same machinery with
+//! reduced-precision copies: every device (the first one too) runs the passes on a copy of the
+//! model cast to the reduced type, over a batch cast to it; the outputs are cast back to `f32`
+//! for the loss, and the copies' gradients are cast back to `f32` before they are summed, so
+//! the weights, the optimizer and the loss stay `f32`. BatchNorm running statistics come back
+//! from the first device's copy.
 
+use crate::config::Precision;
 use crate::error::{Error, Result};
 use crate::objective::{LossOutput, Objective, StepInfo};
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::kind::Basic;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, FloatDType, Tensor};
+use std::collections::HashMap;
 
 /// An objective whose loss is a function of per-sample outputs, so that its batch can be
 /// split over devices and its loss computed over the outputs of every device.
@@ -31,6 +40,10 @@ pub trait Shardable: Objective {
     /// Splits `batch` into `devices.len()` consecutive shards of equal size, shard `k` on
     /// `devices[k]`. [`split_rows`] does it for one tensor.
     fn shard(&self, batch: &Self::Batch, devices: &[Device]) -> Result<Vec<Self::Batch>>;
+
+    /// The shard with its floating-point tensors (images) cast to `dtype`, for mixed
+    /// precision; integer tensors (token ids) stay as they are.
+    fn cast(&self, shard: Self::Batch, dtype: FloatDType) -> Self::Batch;
 
     /// Per-sample outputs of `model` over one shard: tensors whose first dimension runs over
     /// the shard's samples (embeddings of each view, logits, ...). Computed on the shard's
@@ -81,6 +94,80 @@ pub fn replicate<M: Module>(model: &M, device: &Device) -> M {
     model.valid().train().fork(device)
 }
 
+/// Casts every float tensor of a module, keeping trainable parameters leaves of the graph.
+struct CastTo(FloatDType);
+
+impl ModuleMapper for CastTo {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        let grad = tensor.is_require_grad();
+        let mut t = Tensor::from_inner(tensor.inner().cast(self.0));
+        if grad {
+            t = t.require_grad();
+        }
+        Param::from_mapped_value(id, t, mapper)
+    }
+}
+
+/// [`replicate`], with every float tensor cast to `dtype` when it is `Some`.
+pub fn replicate_as<M: Module>(model: &M, device: &Device, dtype: Option<FloatDType>) -> M {
+    let copy = replicate(model, device);
+    match dtype {
+        Some(dt) => copy.map(&mut CastTo(dt)),
+        None => copy,
+    }
+}
+
+struct Collect(HashMap<ParamId, Tensor<1>>);
+
+impl ModuleVisitor for Collect {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let t = param.val();
+        let n = t.shape().num_elements();
+        self.0.insert(param.id, t.reshape([n]));
+    }
+}
+
+/// Writes the values `from` holds into the tensors of a module that need no gradient (its
+/// BatchNorm running statistics), where they differ.
+struct Buffers(HashMap<ParamId, Tensor<1>>);
+
+impl ModuleMapper for Buffers {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if param.is_require_grad() {
+            return param;
+        }
+        let Some(new) = self.0.remove(&param.id) else {
+            return param;
+        };
+        param.map(|old| {
+            let (shape, dtype, device) = (old.shape(), old.dtype(), old.device());
+            let new: Tensor<D> = Tensor::from_inner(new.to_device(&device.clone().inner()))
+                .reshape(shape)
+                .cast(dtype);
+            // A frozen parameter comes back rounded to the reduced type: keep the original.
+            let same = old
+                .clone()
+                .inner()
+                .cast(new.dtype())
+                .equal(new.clone().inner())
+                .all()
+                .into_scalar::<bool>();
+            if same { old } else { new }
+        })
+    }
+}
+
+/// Copies the BatchNorm running statistics of `copy` (a reduced-precision replica that ran
+/// the forward pass) into `model`, in place: a module's clones share their running state, so
+/// mapping a clone writes into `model`'s own.
+fn copy_running_state<M: Module>(copy: &M, model: &M) {
+    let mut values = Collect(HashMap::new());
+    // `valid()` folds the pending per-thread updates of the running state into its value.
+    copy.valid().visit(&mut values);
+    let _ = model.clone().map(&mut Buffers(values.0));
+}
+
 struct Ranks(Vec<(ParamId, usize)>);
 
 impl ModuleVisitor for Ranks {
@@ -94,9 +181,13 @@ fn add_rank<const D: usize>(
     from: &mut GradientsParams,
     id: ParamId,
     device: &Device,
+    factor: f64,
 ) {
     if let Some(g) = from.remove::<D>(id) {
-        let g = g.to_device(device);
+        let mut g = g.to_device(device).cast(FloatDType::F32);
+        if factor != 1.0 {
+            g = g.mul_scalar(factor);
+        }
         let sum = match into.remove::<D>(id) {
             Some(acc) => acc.add(g),
             None => g,
@@ -105,23 +196,25 @@ fn add_rank<const D: usize>(
     }
 }
 
-/// Adds the gradients of `from` to those of `into` (moved to `device`), parameter by
-/// parameter of `module`: the all-reduce of a data-parallel step, done on the first device.
+/// Adds the gradients of `from`, moved to `device`, cast to `f32` and multiplied by `factor`,
+/// to those of `into`, parameter by parameter of `module`: the all-reduce of a data-parallel
+/// step, done on the first device.
 pub fn sum_gradients<M: Module>(
     module: &M,
     into: &mut GradientsParams,
     mut from: GradientsParams,
     device: &Device,
+    factor: f64,
 ) {
     let mut ranks = Ranks(Vec::new());
     module.visit(&mut ranks);
     for (id, rank) in ranks.0 {
         match rank {
-            1 => add_rank::<1>(into, &mut from, id, device),
-            2 => add_rank::<2>(into, &mut from, id, device),
-            3 => add_rank::<3>(into, &mut from, id, device),
-            4 => add_rank::<4>(into, &mut from, id, device),
-            5 => add_rank::<5>(into, &mut from, id, device),
+            1 => add_rank::<1>(into, &mut from, id, device, factor),
+            2 => add_rank::<2>(into, &mut from, id, device, factor),
+            3 => add_rank::<3>(into, &mut from, id, device, factor),
+            4 => add_rank::<4>(into, &mut from, id, device, factor),
+            5 => add_rank::<5>(into, &mut from, id, device, factor),
             _ => {}
         }
     }
@@ -131,6 +224,7 @@ pub fn sum_gradients<M: Module>(
 #[derive(Clone, Debug)]
 pub struct DataParallel {
     devices: Vec<Device>,
+    precision: Precision,
 }
 
 /// The loss and gradients of one data-parallel forward and backward pass.
@@ -156,7 +250,30 @@ impl DataParallel {
                 "data-parallel training needs autodiff devices; {d:?} is not one"
             )));
         }
-        Ok(Self { devices })
+        Ok(Self {
+            devices,
+            precision: Precision::F32,
+        })
+    }
+
+    /// The same devices running the passes in `precision` (mixed precision for `bf16` and
+    /// `f16`); an error naming `train.precision` when a device does not support the type.
+    pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
+        if let Some(dt) = precision.reduced()
+            && let Some(d) = self.devices.iter().find(|d| !d.supports_dtype(dt))
+        {
+            return Err(Error::config(
+                "train.precision",
+                format!("{d:?} does not compute in {dt:?}; use f32 on it"),
+            ));
+        }
+        self.precision = precision;
+        Ok(self)
+    }
+
+    /// The type of the passes.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The devices, the first one holding the model.
@@ -176,12 +293,23 @@ impl DataParallel {
         info: &StepInfo,
     ) -> Result<std::result::Result<ParallelGrads, f64>> {
         let main = &self.devices[0];
-        let shards = objective.shard(batch, &self.devices)?;
-        let replicas: Vec<O::Model> = self.devices[1..]
+        let low = self.precision.reduced();
+        let mut shards = objective.shard(batch, &self.devices)?;
+        if let Some(dt) = low {
+            shards = shards.into_iter().map(|s| objective.cast(s, dt)).collect();
+        }
+        // In f32 the first device runs `model` itself; in mixed precision every device runs
+        // a reduced copy.
+        let first = usize::from(low.is_none());
+        let replicas: Vec<O::Model> = self.devices[first..]
             .iter()
-            .map(|d| replicate(model, d))
+            .map(|d| replicate_as(model, d, low))
             .collect();
-        let models: Vec<&O::Model> = std::iter::once(model).chain(replicas.iter()).collect();
+        let models: Vec<&O::Model> = if low.is_some() {
+            replicas.iter().collect()
+        } else {
+            std::iter::once(model).chain(replicas.iter()).collect()
+        };
         // Every device's forward pass. GPU backends queue the work, so the devices compute
         // while the host goes on to the next one.
         let outputs: Vec<Vec<Tensor<2>>> = models
@@ -205,7 +333,7 @@ impl DataParallel {
             .map(|s| {
                 let parts = outputs
                     .iter()
-                    .map(|o| o[s].clone().detach().to_device(main))
+                    .map(|o| o[s].clone().detach().to_device(main).cast(FloatDType::F32))
                     .collect();
                 Tensor::cat(parts, 0).require_grad()
             })
@@ -224,7 +352,9 @@ impl DataParallel {
             Some(ids) => GradientsParams::from_params(&mut loss_grads, model, ids),
             None => GradientsParams::from_grads(loss_grads, model),
         };
-        // Each device back-propagates its slice of those gradients through its replica.
+        // Each device back-propagates its slice of those gradients through its replica (in
+        // f16, scaled up first and the parameter gradients scaled back down).
+        let scale = self.precision.loss_scale();
         let mut offset = 0;
         for ((m, outs), (&n, device)) in models
             .iter()
@@ -234,10 +364,13 @@ impl DataParallel {
             let mut surrogate: Option<Tensor<1>> = None;
             for (o, up) in outs.into_iter().zip(&upstream) {
                 let Some(up) = up else { continue };
-                let g = up
+                let mut g = up
                     .clone()
                     .narrow(0, offset, n)
                     .to_device(&device.clone().inner());
+                if let Some(dt) = low {
+                    g = g.mul_scalar(scale).cast(dt);
+                }
                 let term = o.mul(g).sum();
                 surrogate = Some(match surrogate {
                     Some(s) => s.add(term),
@@ -251,7 +384,10 @@ impl DataParallel {
                 Some(ids) => GradientsParams::from_params(&mut raw, *m, ids),
                 None => GradientsParams::from_grads(raw, *m),
             };
-            sum_gradients(model, &mut total, g, main);
+            sum_gradients(model, &mut total, g, main, 1.0 / scale);
+        }
+        if low.is_some() {
+            copy_running_state(&replicas[0], model);
         }
         Ok(Ok(ParallelGrads {
             loss: value,

@@ -6,7 +6,7 @@
 //! with less machinery than adapting the Learner to each.
 
 use crate::checkpoint::{self, CheckpointState};
-use crate::config::TrainConfig;
+use crate::config::{Precision, TrainConfig};
 use crate::error::{Error, Result};
 use crate::grads;
 use crate::metrics::MetricsLog;
@@ -309,6 +309,15 @@ impl Trainer {
         O: Objective,
         S: BatchSource<Batch = O::Batch>,
     {
+        if self.config.precision != Precision::F32 {
+            return Err(Error::config(
+                "train.precision",
+                format!(
+                    "{} trains in f32: mixed precision needs an objective that implements `Shardable` (SimCLR, CLIP)",
+                    objective.name()
+                ),
+            ));
+        }
         self.run(
             objective,
             model,
@@ -320,8 +329,9 @@ impl Trainer {
     }
 
     /// [`Trainer::fit`] with every step's batch split over `parallel`'s devices (see
-    /// [`crate::parallel`]); `model` lives on the first device. Checkpoints are the same as a
-    /// one-device run's, so a run may resume on another number of devices.
+    /// [`crate::parallel`]) and its passes in `train.precision`; `model` lives on the first
+    /// device. Checkpoints are the same as a one-device run's, so a run may resume on another
+    /// number of devices.
     pub fn fit_parallel<O, S>(
         &self,
         parallel: &DataParallel,
@@ -345,6 +355,7 @@ impl Trainer {
                 ),
             ));
         }
+        let parallel = parallel.clone().with_precision(self.config.precision)?;
         self.run(
             objective,
             model,
@@ -352,7 +363,7 @@ impl Trainer {
             resume,
             on_epoch,
             |stepper, o, m, b, info, lr, updates| {
-                stepper.step_parallel(parallel, o, m, b, info, lr, updates)
+                stepper.step_parallel(&parallel, o, m, b, info, lr, updates)
             },
         )
     }

@@ -380,13 +380,15 @@ impl VisionTransformer {
                 .reshape([1, rows * cols, d]);
                 Tensor::cat(vec![cls, resized], 1)
             }
-            None => Tensor::from_data(
+            // The fixed table, in the type of the weights (a mixed-precision copy's).
+            None => Tensor::<3>::from_data(
                 TensorData::new(
                     sincos_position_embedding_resized(g, [rows, cols], d),
                     [1, rows * cols + 1, d],
                 ),
                 device,
-            ),
+            )
+            .cast(self.patch.weight.val().dtype()),
         }
     }
 

@@ -119,6 +119,9 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
     let device = x.device();
     let training = device.is_autodiff() && bn.training.is_enabled();
+    if training && D >= 2 && matches!(x.dtype(), DType::BF16 | DType::F16) {
+        return batch_norm_f32(bn, x);
+    }
     if !training || !serves(&device) || x.dtype() != DType::F32 || D < 2 {
         return bn.forward(x);
     }
@@ -144,6 +147,34 @@ pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
     bn.running_mean.update(running_mean.detach());
     bn.running_var.update(running_var.detach());
     Tensor::<D>::from_dispatch(out)
+}
+
+/// Training-mode BatchNorm of a reduced-precision `x` (mixed precision) computed in `f32` and
+/// returned in `x`'s type, as PyTorch's autocast does: in `bf16` or `f16` the backward pass's
+/// `g - mean(g) - x_hat * mean(g * x_hat)` cancels away most of its digits.
+fn batch_norm_f32<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    let (dtype, device, dims) = (x.dtype(), x.device(), x.dims());
+    let (n, c) = (dims[0], dims[1]);
+    let rest = dims[2..].iter().product::<usize>();
+    let x = x.cast(DType::F32).reshape([n, c, rest]);
+    let mean = x.clone().mean_dim(2).mean_dim(0);
+    let centred = x - mean.clone();
+    let var = centred.clone().square().mean_dim(2).mean_dim(0);
+    let gamma = bn.gamma.val().cast(DType::F32).reshape([1, c, 1]);
+    let beta = bn.beta.val().cast(DType::F32).reshape([1, c, 1]);
+    let out = centred.div(var.clone().add_scalar(bn.epsilon).sqrt()) * gamma + beta;
+    let m = bn.momentum;
+    let stat = |running: &burn::module::RunningState<Tensor<1>>, batch: Tensor<3>| {
+        let old = running.value_sync().to_device(&device);
+        let new = old
+            .clone()
+            .mul_scalar(1.0 - m)
+            .add(batch.detach().reshape([c]).cast(old.dtype()).mul_scalar(m));
+        running.update(new.detach());
+    };
+    stat(&bn.running_mean, mean);
+    stat(&bn.running_var, var);
+    out.reshape(dims).cast(dtype)
 }
 
 /// `norm.forward(x)` over the last dimension, in one pass each way on flex (`f32`, a layer with
