@@ -282,8 +282,8 @@ impl DataParallel {
     }
 
     /// Forward and backward over `batch` split across the devices, for `model` (on the first
-    /// device): the gathered loss and the summed gradients of `phase`'s parameters. `None`
-    /// when the loss is not finite (nothing was back-propagated).
+    /// device): the gathered loss and the summed gradients of `phase`'s parameters; the inner
+    /// `Err` holds the loss when it is not finite (nothing was back-propagated).
     pub fn gradients<O: Shardable>(
         &self,
         objective: &mut O,
