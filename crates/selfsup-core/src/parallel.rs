@@ -310,8 +310,8 @@ impl DataParallel {
         } else {
             std::iter::once(model).chain(replicas.iter()).collect()
         };
-        // Every device's forward pass. GPU backends queue the work, so the devices compute
-        // while the host goes on to the next one.
+        // Every device's forward pass, issued in turn from this thread (GPU backends queue
+        // work asynchronously, so devices may overlap; not measured).
         let outputs: Vec<Vec<Tensor<2>>> = models
             .iter()
             .zip(&shards)
