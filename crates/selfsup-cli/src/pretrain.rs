@@ -355,7 +355,7 @@ fn train_builtin(method: Method, run: &TrainRun<'_>) -> Result<Trained> {
                 RotNetModel::new(cfg.encoder.init(channels, d), &cfg.rotnet, d)
             });
             let mut objective = RotNet::<Backbone>::new();
-            let o = run.fit(
+            let o = run.fit_sharded(
                 &mut objective,
                 model,
                 &loader,

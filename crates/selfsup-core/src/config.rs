@@ -107,7 +107,7 @@ pub struct TrainConfig {
     /// Skip a step whose loss is not finite instead of stopping with an error.
     pub skip_nonfinite: bool,
     /// Type of the forward and backward passes: `f32`, or mixed precision with `bf16` or
-    /// `f16` passes while the weights, the optimizer and the loss stay `f32` (SimCLR and
+    /// `f16` passes while the weights, the optimizer and the loss stay `f32` (SimCLR, RotNet and
     /// CLIP; the device must support the type).
     pub precision: Precision,
     /// The optimizer.

@@ -4,8 +4,9 @@
 use crate::loss::pretext_loss;
 use crate::rotation::rotations_batch;
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
-use selfsup_core::{Encoder, Error, LossOutput, Objective, Result, StepInfo};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
+use selfsup_core::parallel::split_rows;
+use selfsup_core::{Encoder, Error, LossOutput, Objective, Result, Shardable, StepInfo};
 use selfsup_encoders::{HeadConfig, ProjectionHead};
 use serde::{Deserialize, Serialize};
 
@@ -112,10 +113,48 @@ impl<E: Encoder> Objective for RotNet<E> {
         model: &Self::Model,
         views: &Self::Batch,
         _phase: usize,
-        _info: &StepInfo,
+        info: &StepInfo,
     ) -> LossOutput {
-        let (images, labels) = rotations_batch(views[0].clone());
-        pretext_loss(model.logits(images), labels)
+        let outputs = self.outputs(model, views, info);
+        self.gathered_loss(model, outputs, info)
+    }
+}
+
+/// Over several devices, each rotates its own images; the cross-entropy is the mean over
+/// every device's `4n` rotated images, as over the whole batch on one device.
+impl<E: Encoder> Shardable for RotNet<E> {
+    fn shard(&self, views: &Vec<Tensor<4>>, devices: &[Device]) -> Result<Vec<Vec<Tensor<4>>>> {
+        Ok(split_rows(&views[0], devices)?
+            .into_iter()
+            .map(|v| vec![v])
+            .collect())
+    }
+
+    fn cast(&self, views: Vec<Tensor<4>>, dtype: FloatDType) -> Vec<Tensor<4>> {
+        views.into_iter().map(|v| v.cast(dtype)).collect()
+    }
+
+    /// The logits `[n, 4]` of the images turned by 0, 90, 180 and 270 degrees: four outputs.
+    fn outputs(&self, model: &Self::Model, views: &Vec<Tensor<4>>, _: &StepInfo) -> Vec<Tensor<2>> {
+        let n = views[0].dims()[0];
+        let (images, _) = rotations_batch(views[0].clone());
+        let logits = model.logits(images);
+        (0..4).map(|r| logits.clone().narrow(0, r * n, n)).collect()
+    }
+
+    fn gathered_loss(
+        &mut self,
+        _: &Self::Model,
+        logits: Vec<Tensor<2>>,
+        _: &StepInfo,
+    ) -> LossOutput {
+        let n = logits[0].dims()[0];
+        let device = logits[0].device();
+        let labels: Vec<i64> = (0..4).flat_map(|r| std::iter::repeat_n(r, n)).collect();
+        pretext_loss(
+            Tensor::cat(logits, 0),
+            Tensor::from_data(TensorData::new(labels, [4 * n]), &device),
+        )
     }
 }
 
@@ -169,5 +208,81 @@ mod tests {
                 .to_string()
                 .contains("rotnet.layers")
         );
+    }
+
+    /// RotNet over two (flex) replicas equals one device with the whole batch (a ViT: no
+    /// BatchNorm).
+    #[test]
+    fn a_step_over_two_devices_equals_one_device_with_the_whole_batch() {
+        use selfsup_core::grads::param_values;
+        use selfsup_core::parallel::replicate;
+        use selfsup_core::seed::init_module;
+        use selfsup_core::{DataParallel, StepResult, Stepper, TrainConfig};
+        use selfsup_encoders::{Arch, Backbone, VitConfig};
+
+        let dev = Device::flex().autodiff();
+        let enc = EncoderConfig {
+            arch: Arch::Vit,
+            vit: VitConfig {
+                dim: 8,
+                depth: 1,
+                heads: 2,
+                ..VitConfig::tiny(8, 4)
+            },
+            ..EncoderConfig::default()
+        };
+        let head = RotNetConfig {
+            layers: 1,
+            ..RotNetConfig::default()
+        };
+        let start = init_module(&dev, 2, |d| RotNetModel::new(enc.init(1, d), &head, d));
+        let x = vec![Tensor::<4>::from_data(
+            TensorData::new(
+                (0..4 * 64).map(|i| ((i * 37) % 11) as f32 / 11.0).collect(),
+                [4, 1, 8, 8],
+            ),
+            &dev,
+        )];
+        let info = StepInfo {
+            step: 0,
+            epoch: 0,
+            total_steps: 1,
+            steps_per_epoch: 1,
+        };
+        let mut train = TrainConfig::default();
+        train.optimizer.kind = selfsup_core::OptimizerKind::Sgd;
+        let (one, r1) = Stepper::new(&train, 1)
+            .step(
+                &mut RotNet::<Backbone>::new(),
+                replicate(&start, &dev),
+                &x,
+                &info,
+                0.1,
+                1,
+            )
+            .unwrap();
+        let dp = DataParallel::new(vec![dev.clone(), dev.clone()]).unwrap();
+        let (two, r2) = Stepper::new(&train, 1)
+            .step_parallel(
+                &dp,
+                &mut RotNet::<Backbone>::new(),
+                start,
+                &x,
+                &info,
+                0.1,
+                1,
+            )
+            .unwrap();
+        let (StepResult::Updated { loss: l1, .. }, StepResult::Updated { loss: l2, .. }) = (r1, r2)
+        else {
+            panic!("a step was skipped")
+        };
+        assert!((l1 - l2).abs() < 1e-5, "one device {l1}, two {l2}");
+        let (w1, w2) = (param_values(&one), param_values(&two));
+        let d = w1
+            .iter()
+            .zip(&w2)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(d < 1e-5, "weights differ by {d}");
     }
 }
