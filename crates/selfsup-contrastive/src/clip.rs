@@ -410,10 +410,10 @@ mod tests {
     /// gathered loss on the first device). A ViT: no BatchNorm.
     #[test]
     fn a_step_over_two_devices_equals_one_device_with_the_whole_batch() {
+        use selfsup_core::TrainConfig;
         use selfsup_core::grads::param_values;
-        use selfsup_core::parallel::replicate;
+        use selfsup_core::parallel::one_and_two_devices;
         use selfsup_core::seed::{init_module, rng, standard_normal};
-        use selfsup_core::{DataParallel, StepResult, Stepper, TrainConfig};
         use selfsup_encoders::{Arch, VitConfig};
 
         let (cfg, _, device) = tiny();
@@ -454,32 +454,15 @@ mod tests {
         let mut train = TrainConfig::default();
         train.optimizer.kind = selfsup_core::OptimizerKind::Sgd;
         let scale0 = start.scale(cfg.max_scale).into_scalar::<f64>();
-        let (one, r1) = Stepper::new(&train, 1)
-            .step(
-                &mut Clip::<Backbone>::new(&cfg),
-                replicate(&start, &device),
-                &batch,
-                &info,
-                0.1,
-                1,
-            )
-            .unwrap();
-        let dp = DataParallel::new(vec![device.clone(), device.clone()]).unwrap();
-        let (two, r2) = Stepper::new(&train, 1)
-            .step_parallel(
-                &dp,
-                &mut Clip::<Backbone>::new(&cfg),
-                start,
-                &batch,
-                &info,
-                0.1,
-                1,
-            )
-            .unwrap();
-        let (StepResult::Updated { loss: l1, .. }, StepResult::Updated { loss: l2, .. }) = (r1, r2)
-        else {
-            panic!("a step was skipped")
-        };
+        let ((one, l1), (two, l2)) = one_and_two_devices(
+            || Clip::<Backbone>::new(&cfg),
+            &train,
+            start,
+            &batch,
+            &info,
+            0.1,
+        )
+        .unwrap();
         assert!((l1 - l2).abs() < 1e-5, "one device {l1}, two {l2}");
         let (w1, w2) = (param_values(&one), param_values(&two));
         let d = w1

@@ -396,3 +396,48 @@ impl DataParallel {
         }))
     }
 }
+
+/// `(model, loss)` after one step on one device, then after the step over two.
+pub type OneAndTwo<M> = ((M, f64), (M, f64));
+
+/// One optimizer step of `model` (at `lr`, with `cfg`'s optimizer) on one device and the same
+/// step over two replicas on that device: what a [`Shardable`] implementation's test compares
+/// (with no BatchNorm in the model, losses and weights should agree to rounding). Returns
+/// `(model, loss)` for one device, then for two.
+pub fn one_and_two_devices<O: Shardable>(
+    mut objective: impl FnMut() -> O,
+    cfg: &crate::TrainConfig,
+    model: O::Model,
+    batch: &O::Batch,
+    info: &StepInfo,
+    lr: f64,
+) -> Result<OneAndTwo<O::Model>> {
+    let device = model
+        .devices()
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Invalid("the model has no parameters".into()))?;
+    let loss = |r: crate::StepResult| match r {
+        crate::StepResult::Updated { loss, .. } => Ok(loss),
+        crate::StepResult::Skipped => Err(Error::Invalid("the step was skipped".into())),
+    };
+    let (one, r1) = crate::Stepper::new(cfg, 1).step(
+        &mut objective(),
+        replicate(&model, &device),
+        batch,
+        info,
+        lr,
+        1,
+    )?;
+    let dp = DataParallel::new(vec![device.clone(), device])?;
+    let (two, r2) = crate::Stepper::new(cfg, 1).step_parallel(
+        &dp,
+        &mut objective(),
+        model,
+        batch,
+        info,
+        lr,
+        1,
+    )?;
+    Ok(((one, loss(r1)?), (two, loss(r2)?)))
+}

@@ -214,10 +214,10 @@ mod tests {
     /// BatchNorm).
     #[test]
     fn a_step_over_two_devices_equals_one_device_with_the_whole_batch() {
+        use selfsup_core::TrainConfig;
         use selfsup_core::grads::param_values;
-        use selfsup_core::parallel::replicate;
+        use selfsup_core::parallel::one_and_two_devices;
         use selfsup_core::seed::init_module;
-        use selfsup_core::{DataParallel, StepResult, Stepper, TrainConfig};
         use selfsup_encoders::{Arch, Backbone, VitConfig};
 
         let dev = Device::flex().autodiff();
@@ -251,32 +251,8 @@ mod tests {
         };
         let mut train = TrainConfig::default();
         train.optimizer.kind = selfsup_core::OptimizerKind::Sgd;
-        let (one, r1) = Stepper::new(&train, 1)
-            .step(
-                &mut RotNet::<Backbone>::new(),
-                replicate(&start, &dev),
-                &x,
-                &info,
-                0.1,
-                1,
-            )
-            .unwrap();
-        let dp = DataParallel::new(vec![dev.clone(), dev.clone()]).unwrap();
-        let (two, r2) = Stepper::new(&train, 1)
-            .step_parallel(
-                &dp,
-                &mut RotNet::<Backbone>::new(),
-                start,
-                &x,
-                &info,
-                0.1,
-                1,
-            )
-            .unwrap();
-        let (StepResult::Updated { loss: l1, .. }, StepResult::Updated { loss: l2, .. }) = (r1, r2)
-        else {
-            panic!("a step was skipped")
-        };
+        let ((one, l1), (two, l2)) =
+            one_and_two_devices(RotNet::<Backbone>::new, &train, start, &x, &info, 0.1).unwrap();
         assert!((l1 - l2).abs() < 1e-5, "one device {l1}, two {l2}");
         let (w1, w2) = (param_values(&one), param_values(&two));
         let d = w1
