@@ -302,7 +302,7 @@ fn train_builtin(method: Method, run: &TrainRun<'_>) -> Result<Trained> {
                 MaeModel::new(vit, channels, &cfg.mae, d)
             });
             let mut objective = Mae::new(&cfg.mae).with_seed(cfg.train.seed);
-            let o = run.fit(&mut objective, model, &loader, |m: &MaeModel| {
+            let o = run.fit_sharded(&mut objective, model, &loader, |m: &MaeModel| {
                 Backbone::Vit(m.encoder.clone().valid())
             })?;
             let whole = o.model.clone().valid();

@@ -48,7 +48,7 @@ pub struct RunConfig {
     /// Compute device: `flex` (CPU), `wgpu` or `cuda:N`.
     pub device: DeviceSpec,
     /// Data-parallel training over these devices (the first one is `device`, which holds the
-    /// model); empty: `device` alone. SimCLR, CLIP and RotNet.
+    /// model); empty: `device` alone. SimCLR, CLIP, RotNet and MAE.
     pub devices: Vec<DeviceSpec>,
     /// The images.
     pub data: DataConfig,
@@ -375,12 +375,15 @@ impl RunConfig {
 
     fn validate_devices(&self) -> Result<()> {
         let shardable = self.custom.is_some()
-            || matches!(self.method, Method::Simclr | Method::Clip | Method::Rotnet);
+            || matches!(
+                self.method,
+                Method::Simclr | Method::Clip | Method::Rotnet | Method::Mae
+            );
         if self.train.precision != Precision::F32 && !shardable {
             return Err(Error::config(
                 "train.precision",
                 format!(
-                    "mixed precision runs SimCLR, CLIP and RotNet; {} trains in f32",
+                    "mixed precision runs SimCLR, CLIP, RotNet and MAE; {} trains in f32",
                     self.method_name()
                 ),
             ));
@@ -403,7 +406,7 @@ impl RunConfig {
                 return Err(Error::config(
                     "devices",
                     format!(
-                        "data-parallel training runs SimCLR, CLIP and RotNet; {} trains on one device (leave `devices` empty)",
+                        "data-parallel training runs SimCLR, CLIP, RotNet and MAE; {} trains on one device (leave `devices` empty)",
                         self.method_name()
                     ),
                 ));

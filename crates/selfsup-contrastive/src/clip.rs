@@ -244,7 +244,15 @@ impl<E: Encoder> Objective for Clip<E> {
 /// Over several devices, every image is contrasted with the captions of every device and
 /// the reverse; the logit scale gets its gradient on the first device.
 impl<E: Encoder> Shardable for Clip<E> {
-    fn shard(&self, batch: &ImageTextBatch, devices: &[Device]) -> Result<Vec<ImageTextBatch>> {
+    type Shard = ImageTextBatch;
+
+    fn shard(
+        &self,
+        _: &Self::Model,
+        batch: &ImageTextBatch,
+        devices: &[Device],
+        _: &StepInfo,
+    ) -> Result<Vec<ImageTextBatch>> {
         let images = split_rows(&batch.images, devices)?;
         let tokens = split_rows(&batch.tokens, devices)?;
         let eot = split_rows(&batch.eot, devices)?;

@@ -106,7 +106,15 @@ impl<E: Encoder> Objective for SimClr<E> {
 /// Over several devices, NT-Xent runs over the embeddings of every device: each image's
 /// negatives are the whole global batch, and gradients flow back to every device's samples.
 impl<E: Encoder> Shardable for SimClr<E> {
-    fn shard(&self, views: &Vec<Tensor<4>>, devices: &[Device]) -> Result<Vec<Vec<Tensor<4>>>> {
+    type Shard = Vec<Tensor<4>>;
+
+    fn shard(
+        &self,
+        _: &Self::Model,
+        views: &Vec<Tensor<4>>,
+        devices: &[Device],
+        _: &StepInfo,
+    ) -> Result<Vec<Vec<Tensor<4>>>> {
         let per_view = views
             .iter()
             .map(|v| split_rows(v, devices))
@@ -263,7 +271,7 @@ mod tests {
         assert!(d < 1e-5, "weights differ by {d}");
 
         // Without gathering, each device would see only its own negatives: another loss.
-        let shards = obj2.shard(&batch, dp.devices()).unwrap();
+        let shards = obj2.shard(&m2, &batch, dp.devices(), &info).unwrap();
         let local: f64 = shards
             .iter()
             .map(|s| {

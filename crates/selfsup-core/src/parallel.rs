@@ -37,18 +37,29 @@ use std::collections::HashMap;
 /// `loss` of a one-device step must equal `gathered_loss(model, outputs(model, batch))`;
 /// implementing `loss` that way keeps the two paths one.
 pub trait Shardable: Objective {
-    /// Splits `batch` into `devices.len()` consecutive shards of equal size, shard `k` on
-    /// `devices[k]`. [`split_rows`] does it for one tensor.
-    fn shard(&self, batch: &Self::Batch, devices: &[Device]) -> Result<Vec<Self::Batch>>;
+    /// One device's part of a batch: the batch type itself for most objectives; what else a
+    /// shard needs of the whole batch's step (MAE's masks, drawn for the whole batch) besides.
+    type Shard;
 
-    /// The shard with its floating-point tensors (images) cast to `dtype`, for mixed
-    /// precision; integer tensors (token ids) stay as they are.
-    fn cast(&self, shard: Self::Batch, dtype: FloatDType) -> Self::Batch;
+    /// Splits `batch` of step `info.step` for `model` (the first device's) into
+    /// `devices.len()` consecutive shards of equal size, shard `k` on `devices[k]`.
+    /// [`split_rows`] does it for one tensor.
+    fn shard(
+        &self,
+        model: &Self::Model,
+        batch: &Self::Batch,
+        devices: &[Device],
+        info: &StepInfo,
+    ) -> Result<Vec<Self::Shard>>;
+
+    /// The shard with its floating-point inputs (images) cast to `dtype`, for mixed
+    /// precision; integer tensors (token ids) and random draws stay as they are.
+    fn cast(&self, shard: Self::Shard, dtype: FloatDType) -> Self::Shard;
 
     /// Per-sample outputs of `model` over one shard: tensors whose first dimension runs over
     /// the shard's samples (embeddings of each view, logits, ...). Computed on the shard's
     /// device by that device's replica.
-    fn outputs(&self, model: &Self::Model, shard: &Self::Batch, info: &StepInfo) -> Vec<Tensor<2>>;
+    fn outputs(&self, model: &Self::Model, shard: &Self::Shard, info: &StepInfo) -> Vec<Tensor<2>>;
 
     /// The loss over the outputs of every shard, each output concatenated along its first
     /// dimension in shard order (so in the order of the unsplit batch). `model` is the
@@ -294,7 +305,7 @@ impl DataParallel {
     ) -> Result<std::result::Result<ParallelGrads, f64>> {
         let main = &self.devices[0];
         let low = self.precision.reduced();
-        let mut shards = objective.shard(batch, &self.devices)?;
+        let mut shards = objective.shard(model, batch, &self.devices, info)?;
         if let Some(dt) = low {
             shards = shards.into_iter().map(|s| objective.cast(s, dt)).collect();
         }

@@ -69,7 +69,8 @@ impl MaeDecoder {
                 [1, l + 1, self.dim],
             ),
             &device,
-        );
+        )
+        .cast(cls.dtype());
         let mut x = Tensor::cat(vec![cls, patches], 1) + pos;
         for block in &self.blocks {
             x = block.forward(x).0;

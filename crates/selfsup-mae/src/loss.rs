@@ -20,10 +20,21 @@ pub fn masked_reconstruction_loss(
     target: Tensor<3>,
     mask: Tensor<2>,
 ) -> Tensor<1> {
+    let hidden = mask.clone().sum();
+    let errors = masked_errors(pred, target, mask);
+    let hidden = hidden.cast(errors.dtype());
+    errors.sum() / hidden.clamp_min(1.0)
+}
+
+/// Each image's summed error over its masked patches, `[N, 1]`:
+/// `e_n = Σ_l m_{nl} · mean_p (pred_{nlp} - target_{nlp})²`. Summed over the images and
+/// divided by `Σ m` it is [`masked_reconstruction_loss`]; data-parallel steps sum it over the
+/// images of every device. The mask is taken in `pred`'s type.
+pub fn masked_errors(pred: Tensor<3>, target: Tensor<3>, mask: Tensor<2>) -> Tensor<2> {
     let [n, l, _] = pred.dims();
     let per_patch = (pred - target).powi_scalar(2).mean_dim(2).reshape([n, l]);
-    let hidden = mask.clone().sum();
-    (per_patch * mask).sum() / hidden.clamp_min(1.0)
+    let mask = mask.cast(per_patch.dtype());
+    (per_patch * mask).sum_dim(1)
 }
 
 #[cfg(test)]
@@ -51,6 +62,23 @@ mod tests {
         // Masked patch errors: (1 + 4) / 2 = 2.5, (9 + 1) / 2 = 5, (4 + 4) / 2 = 4; mean 11.5 / 3.
         let got = values(masked_reconstruction_loss(pred, target, mask))[0];
         assert!((got - 11.5 / 3.0).abs() < 1e-6, "{got}");
+    }
+
+    #[test]
+    fn per_image_errors_match_hand_computed_values() {
+        let dev = Device::flex();
+        let pred = Tensor::<3>::from_floats(
+            [
+                [[1.0, 2.0], [0.0, 0.0], [3.0, 1.0]],
+                [[0.0, 1.0], [2.0, 2.0], [1.0, 1.0]],
+            ],
+            &dev,
+        );
+        let target = Tensor::<3>::zeros([2, 3, 2], &dev);
+        let mask = Tensor::<2>::from_floats([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], &dev);
+        // Image 0: 2.5 + 5 = 7.5; image 1: 4.
+        let got = values(masked_errors(pred, target, mask));
+        assert_eq!(got, [7.5, 4.0]);
     }
 
     #[test]

@@ -2,12 +2,15 @@
 //! patches of each image, encode the rest with a ViT, reconstruct the hidden ones' pixels.
 
 use crate::decoder::MaeDecoder;
-use crate::loss::{masked_reconstruction_loss, normalize_patches};
-use crate::masking::{Masking, gather_tokens, random_masking, seeded_masking};
+use crate::loss::{masked_errors, masked_reconstruction_loss, normalize_patches};
+use crate::masking::{
+    Masking, gather_tokens, kept, masking_from_noise, random_masking, seeded_noise,
+};
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, FloatDType, Tensor};
 use selfsup_core::config::ensure;
-use selfsup_core::{LossOutput, Objective, Result, StepInfo};
+use selfsup_core::parallel::split_rows;
+use selfsup_core::{LossOutput, Objective, Result, Shardable, StepInfo};
 use selfsup_encoders::VisionTransformer;
 use selfsup_encoders::vit::{patchify, unpatchify};
 use serde::{Deserialize, Serialize};
@@ -210,6 +213,8 @@ impl Objective for Mae {
         "mae"
     }
 
+    /// The mean squared error over the hidden patches of every image, masks drawn from
+    /// `(seed, step)`: [`Shardable::gathered_loss`] of the whole batch as one shard.
     fn loss(
         &mut self,
         model: &MaeModel,
@@ -217,18 +222,83 @@ impl Objective for Mae {
         _phase: usize,
         info: &StepInfo,
     ) -> LossOutput {
+        let shard = self.whole(model, views, info);
+        let errors = self.outputs(model, &shard, info);
+        self.gathered_loss(model, errors, info)
+    }
+}
+
+/// One device's images and the noise its masks are sorted from.
+#[derive(Clone, Debug)]
+pub struct MaeShard {
+    /// `[n, C, H, W]`.
+    pub images: Tensor<4>,
+    /// `[n, L]` uniform noise: [`masking_from_noise`] turns it into the masks.
+    pub noise: Tensor<2>,
+}
+
+impl Mae {
+    /// The whole batch as one shard: its images with the noise of `(seed, step)`.
+    fn whole(&self, model: &MaeModel, views: &[Tensor<4>], info: &StepInfo) -> MaeShard {
         let images = views[0].clone();
         let [n, ..] = images.dims();
         let grid = model.encoder.grid();
-        let masking = seeded_masking(
+        let noise = seeded_noise(
             n,
             grid * grid,
-            self.mask_ratio,
             self.seed,
             info.step as u64,
             &images.device(),
         );
-        LossOutput::new(model.reconstruct(images, masking, self.norm_pix_loss).loss)
+        MaeShard { images, noise }
+    }
+}
+
+/// Over several devices the masks are drawn for the whole batch (each image masked as on one
+/// device) and split with the images; the loss is every device's summed masked error over
+/// the hidden patches of every image.
+impl Shardable for Mae {
+    type Shard = MaeShard;
+
+    fn shard(
+        &self,
+        model: &MaeModel,
+        views: &Vec<Tensor<4>>,
+        devices: &[Device],
+        info: &StepInfo,
+    ) -> Result<Vec<MaeShard>> {
+        let whole = self.whole(model, views, info);
+        Ok(split_rows(&whole.images, devices)?
+            .into_iter()
+            .zip(split_rows(&whole.noise, devices)?)
+            .map(|(images, noise)| MaeShard { images, noise })
+            .collect())
+    }
+
+    fn cast(&self, shard: MaeShard, dtype: FloatDType) -> MaeShard {
+        MaeShard {
+            images: shard.images.cast(dtype),
+            noise: shard.noise,
+        }
+    }
+
+    /// Each image's summed error over its hidden patches, `[n, 1]` ([`masked_errors`]).
+    fn outputs(&self, model: &MaeModel, shard: &MaeShard, _: &StepInfo) -> Vec<Tensor<2>> {
+        let masking = masking_from_noise(shard.noise.clone(), self.mask_ratio);
+        let out = model.reconstruct(shard.images.clone(), masking, self.norm_pix_loss);
+        vec![masked_errors(out.pred, out.target, out.masking.mask)]
+    }
+
+    fn gathered_loss(
+        &mut self,
+        model: &MaeModel,
+        errors: Vec<Tensor<2>>,
+        _: &StepInfo,
+    ) -> LossOutput {
+        let n = errors[0].dims()[0];
+        let patches = model.encoder.grid().pow(2);
+        let hidden = (patches - kept(patches, self.mask_ratio)) * n;
+        LossOutput::new(errors[0].clone().sum().div_scalar(hidden.max(1) as f64))
     }
 }
 
@@ -293,6 +363,104 @@ mod tests {
             model = opt.step(3e-3, model, grads);
         }
         assert!(losses[29] < 0.5 * losses[0], "{losses:?}");
+    }
+
+    fn step0() -> StepInfo {
+        StepInfo {
+            step: 3,
+            epoch: 0,
+            total_steps: 4,
+            steps_per_epoch: 4,
+        }
+    }
+
+    #[test]
+    fn the_objective_is_the_masked_loss_of_its_seeded_masks() {
+        use crate::masking::seeded_masking;
+        let dev = Device::flex();
+        let model = MaeModel::new(tiny_vit(&dev), 1, &cfg(), &dev);
+        let x = Tensor::<4>::random([3, 1, 8, 8], Distribution::Default, &dev);
+        let c = cfg();
+        let got = Mae::new(&c)
+            .with_seed(7)
+            .loss(&model, &vec![x.clone()], 0, &step0())
+            .loss
+            .into_scalar::<f64>();
+        let masking = seeded_masking(3, 16, c.mask_ratio, 7, 3, &dev);
+        let want = model
+            .reconstruct(x, masking, c.norm_pix_loss)
+            .loss
+            .into_scalar::<f64>();
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    }
+
+    /// Masks drawn for the whole batch and split with it; no BatchNorm in a ViT, so the two
+    /// steps agree to rounding.
+    #[test]
+    fn a_step_over_two_devices_equals_one_device_with_the_whole_batch() {
+        use selfsup_core::TrainConfig;
+        use selfsup_core::grads::param_values;
+        use selfsup_core::parallel::one_and_two_devices;
+        use selfsup_core::seed::init_module;
+
+        let dev = Device::flex().autodiff();
+        let start = init_module(&dev, 2, |d| MaeModel::new(tiny_vit(d), 1, &cfg(), d));
+        let x = vec![Tensor::<4>::from_data(
+            burn::tensor::TensorData::new(
+                (0..4 * 64).map(|i| ((i * 37) % 11) as f32 / 11.0).collect(),
+                [4, 1, 8, 8],
+            ),
+            &dev,
+        )];
+        let mut train = TrainConfig::default();
+        train.optimizer.kind = selfsup_core::OptimizerKind::Sgd;
+        let make = || Mae::new(&cfg()).with_seed(5);
+        let before = param_values(&start);
+        let ((one, l1), (two, l2)) =
+            one_and_two_devices(make, &train, start, &x, &step0(), 0.1).unwrap();
+        assert!((l1 - l2).abs() < 1e-5, "one device {l1}, two {l2}");
+        let (w1, w2) = (param_values(&one), param_values(&two));
+        let diff =
+            |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff(&w1, &before) > 1e-4, "the step changed nothing");
+        let d = diff(&w1, &w2);
+        assert!(d < 1e-5, "weights differ by {d}");
+    }
+
+    /// bf16 and f16 passes (reduced copies of the model, masks from the same f32 noise) give
+    /// the f32 loss to reduced precision.
+    #[test]
+    fn mixed_precision_steps_give_the_f32_loss() {
+        use selfsup_core::config::Precision;
+        use selfsup_core::seed::init_module;
+        use selfsup_core::{DataParallel, Stepper, TrainConfig};
+
+        let dev = Device::flex().autodiff();
+        let start = init_module(&dev, 2, |d| MaeModel::new(tiny_vit(d), 1, &cfg(), d));
+        let x = vec![Tensor::<4>::random(
+            [4, 1, 8, 8],
+            Distribution::Default,
+            &dev,
+        )];
+        let train = TrainConfig::default();
+        let mut losses = Vec::new();
+        for p in [Precision::F32, Precision::Bf16, Precision::F16] {
+            let dp = DataParallel::new(vec![dev.clone()])
+                .unwrap()
+                .with_precision(p)
+                .unwrap();
+            let model = selfsup_core::parallel::replicate(&start, &dev);
+            let (_, r) = Stepper::new(&train, 1)
+                .step_parallel(&dp, &mut Mae::new(&cfg()), model, &x, &step0(), 1e-3, 1)
+                .unwrap();
+            let selfsup_core::StepResult::Updated { loss, .. } = r else {
+                panic!("{p:?}: the step was skipped")
+            };
+            losses.push(loss);
+        }
+        for l in &losses[1..] {
+            assert!((l - losses[0]).abs() < 3e-2 * losses[0], "{losses:?}");
+        }
     }
 
     #[test]

@@ -38,13 +38,17 @@ pub fn seeded_masking(
     step: u64,
     device: &Device,
 ) -> Masking {
+    masking_from_noise(seeded_noise(n, patches, seed, step, device), ratio)
+}
+
+/// The uniform noise `[n, patches]` that [`seeded_masking`] sorts: drawn from `(seed, step)`
+/// for the whole batch, so that a batch split over devices masks each image as one device
+/// would.
+pub fn seeded_noise(n: usize, patches: usize, seed: u64, step: u64, device: &Device) -> Tensor<2> {
     use rand::Rng;
     let mut rng = selfsup_core::seed::rng(seed, selfsup_core::seed::STREAM_OBJECTIVE, step, 0);
     let noise: Vec<f32> = (0..n * patches).map(|_| rng.random::<f32>()).collect();
-    masking_from_noise(
-        Tensor::from_data(burn::tensor::TensorData::new(noise, [n, patches]), device),
-        ratio,
-    )
+    Tensor::from_data(burn::tensor::TensorData::new(noise, [n, patches]), device)
 }
 
 /// The masking that keeps, in each row, the patches with the smallest `noise` (`[N, L]`).

@@ -123,7 +123,15 @@ impl<E: Encoder> Objective for RotNet<E> {
 /// Over several devices, each rotates its own images; the cross-entropy is the mean over
 /// every device's `4n` rotated images, as over the whole batch on one device.
 impl<E: Encoder> Shardable for RotNet<E> {
-    fn shard(&self, views: &Vec<Tensor<4>>, devices: &[Device]) -> Result<Vec<Vec<Tensor<4>>>> {
+    type Shard = Vec<Tensor<4>>;
+
+    fn shard(
+        &self,
+        _: &Self::Model,
+        views: &Vec<Tensor<4>>,
+        devices: &[Device],
+        _: &StepInfo,
+    ) -> Result<Vec<Vec<Tensor<4>>>> {
         Ok(split_rows(&views[0], devices)?
             .into_iter()
             .map(|v| vec![v])
