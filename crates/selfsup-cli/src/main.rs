@@ -41,7 +41,7 @@ enum Command {
         #[arg(long)]
         device: Option<DeviceSpec>,
         /// Data-parallel training over several devices, comma-separated (cuda:0,cuda:1): each
-        /// step's batch is split over them; the first holds the model. SimCLR, CLIP, RotNet, MAE.
+        /// step's batch is split over them; the first holds the model. Every method but the GAN.
         #[arg(long, value_delimiter = ',', conflicts_with = "device")]
         devices: Option<Vec<DeviceSpec>>,
         /// Number of epochs.

@@ -344,9 +344,10 @@ fn train_builtin(method: Method, run: &TrainRun<'_>) -> Result<Trained> {
             let mut objective = Dino::new(&cfg.dino, fresh, &model);
             // The monitor scores the student's backbone (the teacher lives in the objective,
             // which the trainer holds while it runs); the final table scores the teacher's.
-            let o = run.fit(&mut objective, model, &loader, |m: &DinoModel<Backbone>| {
-                m.backbone.clone().valid()
-            })?;
+            let o =
+                run.fit_sharded(&mut objective, model, &loader, |m: &DinoModel<Backbone>| {
+                    m.backbone.clone().valid()
+                })?;
             Trained::new(objective.teacher().backbone.clone().valid(), &o)
         }
         Method::Rotnet => {
@@ -379,7 +380,7 @@ fn train_builtin(method: Method, run: &TrainRun<'_>) -> Result<Trained> {
                 set.mean_distance()
             );
             let mut objective = Jigsaw::<Backbone>::new(set, cfg.train.seed);
-            let o = run.fit(
+            let o = run.fit_sharded(
                 &mut objective,
                 model,
                 &loader,

@@ -48,7 +48,7 @@ pub struct RunConfig {
     /// Compute device: `flex` (CPU), `wgpu` or `cuda:N`.
     pub device: DeviceSpec,
     /// Data-parallel training over these devices (the first one is `device`, which holds the
-    /// model); empty: `device` alone. SimCLR, CLIP, RotNet and MAE.
+    /// model); empty: `device` alone. Every method but the GAN.
     pub devices: Vec<DeviceSpec>,
     /// The images.
     pub data: DataConfig,
@@ -374,16 +374,13 @@ impl RunConfig {
     }
 
     fn validate_devices(&self) -> Result<()> {
-        let shardable = self.custom.is_some()
-            || matches!(
-                self.method,
-                Method::Simclr | Method::Clip | Method::Rotnet | Method::Mae
-            );
+        // Every method but the GAN (two optimizer phases a step) splits its batch.
+        let shardable = self.custom.is_some() || self.method != Method::Gan;
         if self.train.precision != Precision::F32 && !shardable {
             return Err(Error::config(
                 "train.precision",
                 format!(
-                    "mixed precision runs SimCLR, CLIP, RotNet and MAE; {} trains in f32",
+                    "mixed precision runs every method but the GAN; {} trains in f32",
                     self.method_name()
                 ),
             ));
@@ -406,7 +403,7 @@ impl RunConfig {
                 return Err(Error::config(
                     "devices",
                     format!(
-                        "data-parallel training runs SimCLR, CLIP, RotNet and MAE; {} trains on one device (leave `devices` empty)",
+                        "data-parallel training runs every method but the GAN (two optimizer phases a step); {} trains on one device (leave `devices` empty)",
                         self.method_name()
                     ),
                 ));

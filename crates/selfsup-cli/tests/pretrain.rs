@@ -249,10 +249,10 @@ fn simclr_trains_over_two_devices_and_bad_device_lists_are_refused() {
         err.contains("train.batch_size") && err.contains('2'),
         "{err}"
     );
-    let mut dino = RunConfig::preset(Method::Dino);
-    dino.devices = vec![DeviceSpec::Flex, DeviceSpec::Flex];
-    let err = dino.validate().unwrap_err().to_string();
-    assert!(err.contains("devices") && err.contains("dino"), "{err}");
+    let mut gan = RunConfig::preset(Method::Gan);
+    gan.devices = vec![DeviceSpec::Flex, DeviceSpec::Flex];
+    let err = gan.validate().unwrap_err().to_string();
+    assert!(err.contains("devices") && err.contains("gan"), "{err}");
 
     let exe = env!("CARGO_BIN_EXE_selfsup");
     let o = Command::new(exe)
@@ -432,6 +432,19 @@ fn dino_trains_a_vit_on_global_and_local_crops() {
     );
     let summary = std::fs::read_to_string(files.summary).unwrap();
     assert!(summary.contains("attention.png"), "{summary}");
+
+    // Over two (flex) replicas in bf16 (the teacher copied in bf16 too): near the f32 run.
+    let mut split = vit.clone();
+    split.devices = vec![DeviceSpec::Flex, DeviceSpec::Flex];
+    split.train.precision = selfsup_core::config::Precision::Bf16;
+    let r = pretrain(split, &dir.path().join("split"), false, false).unwrap();
+    assert_eq!(r.steps, 2);
+    assert!(
+        (r.final_loss - report.final_loss).abs() < 0.05 * report.final_loss,
+        "{} vs {}",
+        r.final_loss,
+        report.final_loss
+    );
 
     // Crops that are not whole patches are refused, naming the field.
     vit.dino.crops.local_size = 6;
@@ -642,6 +655,12 @@ fn jigsaw_trains_resumes_and_evaluates_its_encoder() {
         baselines: false,
     };
     eval_frozen(&args, knn_only, Some(5), None).unwrap();
+    // Over two (flex) replicas: it trains (BatchNorm per half, so not the same weights).
+    let mut split = jig();
+    split.devices = vec![DeviceSpec::Flex, DeviceSpec::Flex];
+    let r = pretrain(split, &dir.path().join("split"), false, false).unwrap();
+    assert_eq!(r.steps, report.steps);
+    assert!(r.final_loss.is_finite());
     // Tiles that cannot fit their cells are refused, naming the field.
     let mut bad = jig();
     bad.jigsaw.image_size = 12;

@@ -313,7 +313,7 @@ impl Trainer {
             return Err(Error::config(
                 "train.precision",
                 format!(
-                    "{} trains in f32: mixed precision needs an objective that implements `Shardable` (SimCLR, CLIP, RotNet, MAE)",
+                    "{} trains in f32: mixed precision needs an objective that implements `Shardable` (every built-in method but the GAN)",
                     objective.name()
                 ),
             ));

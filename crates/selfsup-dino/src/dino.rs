@@ -11,11 +11,12 @@ use crate::multicrop::MultiCropConfig;
 use crate::schedule::teacher_temperature;
 use burn::module::{Module, ParamId};
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 use selfsup_core::config::ensure;
 use selfsup_core::ema::Ema;
+use selfsup_core::parallel::{replicate_as, split_rows};
 use selfsup_core::schedule::cosine_ramp;
-use selfsup_core::{Encoder, Error, LossOutput, Objective, Result, StepInfo};
+use selfsup_core::{Encoder, Error, LossOutput, Objective, Result, Shardable, StepInfo};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -203,6 +204,8 @@ impl<E: Encoder> Objective for Dino<E> {
         "dino"
     }
 
+    /// The cross-entropy between the teacher's centred, sharpened targets and the student's
+    /// outputs: [`Shardable::gathered_loss`] of the whole batch as one shard.
     fn loss(
         &mut self,
         model: &Self::Model,
@@ -210,54 +213,8 @@ impl<E: Encoder> Objective for Dino<E> {
         _phase: usize,
         info: &StepInfo,
     ) -> LossOutput {
-        assert!(
-            views.len() >= 2,
-            "DINO needs two global views, got {}",
-            views.len()
-        );
-        self.epoch = info.epoch;
-        let n = views[0].dims()[0];
-        let globals = Tensor::cat(views[..2].to_vec(), 0);
-        // The teacher: global views only, nothing tracked.
-        let t = self
-            .teacher
-            .teacher()
-            .forward(globals.clone().detach())
-            .detach();
-        let teacher_out = vec![t.clone().narrow(0, 0, n), t.narrow(0, n, n)];
-        let temperature = self.teacher_temperature(info);
-        let targets: Vec<Tensor<2>> = teacher_out
-            .iter()
-            .map(|t| teacher_targets(t.clone(), self.center.clone(), temperature))
-            .collect();
-        // The student: one forward per crop size.
-        let s = model.forward(globals);
-        let mut student = vec![s.clone().narrow(0, 0, n), s.narrow(0, n, n)];
-        if views.len() > 2 {
-            let locals = model.forward(Tensor::cat(views[2..].to_vec(), 0));
-            student.extend((0..views.len() - 2).map(|i| locals.clone().narrow(0, i * n, n)));
-        }
-        let loss = dino_loss(&student, &targets, self.cfg.student_temperature);
-
-        let tau_s = self.cfg.student_temperature;
-        let (mut entropy, mut kl) = (0.0, 0.0);
-        for (p, s) in targets.iter().zip(&student) {
-            entropy += mean_entropy(p.clone()) / 2.0;
-            let log_q = log_softmax(s.clone().detach().inner().div_scalar(tau_s), 1);
-            kl += mean_kl(p.clone(), log_q) / 2.0;
-        }
-        let batch = batch_entropy(Tensor::cat(targets.clone(), 0));
-        self.monitor.record(entropy, batch, kl);
-        self.pending = teacher_out;
-        LossOutput {
-            loss,
-            metrics: vec![
-                ("teacher_entropy".into(), entropy),
-                ("teacher_batch_entropy".into(), batch),
-                ("teacher_student_kl".into(), kl),
-                ("teacher_temperature".into(), temperature),
-            ],
-        }
+        let outputs = self.outputs(model, views, info);
+        self.gathered_loss(model, outputs, info)
     }
 
     fn phase_params(&self, model: &Self::Model, _phase: usize) -> Option<Vec<ParamId>> {
@@ -326,6 +283,110 @@ impl<E: Encoder> Objective for Dino<E> {
         }
         let momentum = self.momentum(info);
         self.teacher.update(model, momentum);
+    }
+}
+
+/// Over several devices each runs the teacher (a copy of it on its own device) over its
+/// shard's global views and the student over all its views; the targets, the loss and the
+/// centre's update see every device's teacher outputs, as over the whole batch on one device.
+/// The teacher's BatchNorm layers, like the student's, use each shard's own statistics.
+impl<E: Encoder> Shardable for Dino<E> {
+    type Shard = Vec<Tensor<4>>;
+
+    fn shard(
+        &self,
+        _: &Self::Model,
+        views: &Vec<Tensor<4>>,
+        devices: &[Device],
+        _: &StepInfo,
+    ) -> Result<Vec<Vec<Tensor<4>>>> {
+        let mut shards: Vec<Vec<Tensor<4>>> = vec![Vec::new(); devices.len()];
+        for v in views {
+            for (shard, part) in shards.iter_mut().zip(split_rows(v, devices)?) {
+                shard.push(part);
+            }
+        }
+        Ok(shards)
+    }
+
+    fn cast(&self, views: Vec<Tensor<4>>, dtype: FloatDType) -> Vec<Tensor<4>> {
+        views.into_iter().map(|v| v.cast(dtype)).collect()
+    }
+
+    /// The teacher's outputs `[n, K]` for the two global views (detached), then the
+    /// student's for every view.
+    fn outputs(&self, model: &Self::Model, views: &Vec<Tensor<4>>, _: &StepInfo) -> Vec<Tensor<2>> {
+        assert!(
+            views.len() >= 2,
+            "DINO needs two global views, got {}",
+            views.len()
+        );
+        let n = views[0].dims()[0];
+        let globals = Tensor::cat(views[..2].to_vec(), 0);
+        // The teacher: global views only, nothing tracked; copied to the shard's device and
+        // type when they are not its own.
+        let teacher = self.teacher.teacher();
+        let (device, dtype) = (globals.device(), globals.dtype());
+        let same = teacher
+            .devices()
+            .first()
+            .is_some_and(|d| *d == device && dtype == burn::tensor::DType::F32);
+        let t = if same {
+            teacher.forward(globals.clone().detach())
+        } else {
+            let low = match dtype {
+                burn::tensor::DType::F32 => None,
+                d => Some(d.into()),
+            };
+            replicate_as(teacher, &device, low).forward(globals.clone().detach())
+        }
+        .detach();
+        let mut out = vec![t.clone().narrow(0, 0, n), t.narrow(0, n, n)];
+        // The student: one forward per crop size.
+        let s = model.forward(globals);
+        out.extend([s.clone().narrow(0, 0, n), s.narrow(0, n, n)]);
+        if views.len() > 2 {
+            let locals = model.forward(Tensor::cat(views[2..].to_vec(), 0));
+            out.extend((0..views.len() - 2).map(|i| locals.clone().narrow(0, i * n, n)));
+        }
+        out
+    }
+
+    fn gathered_loss(
+        &mut self,
+        _: &Self::Model,
+        mut outputs: Vec<Tensor<2>>,
+        info: &StepInfo,
+    ) -> LossOutput {
+        self.epoch = info.epoch;
+        let student = outputs.split_off(2);
+        let teacher_out: Vec<Tensor<2>> = outputs.into_iter().map(|t| t.detach()).collect();
+        let temperature = self.teacher_temperature(info);
+        let targets: Vec<Tensor<2>> = teacher_out
+            .iter()
+            .map(|t| teacher_targets(t.clone(), self.center.clone(), temperature))
+            .collect();
+        let loss = dino_loss(&student, &targets, self.cfg.student_temperature);
+
+        let tau_s = self.cfg.student_temperature;
+        let (mut entropy, mut kl) = (0.0, 0.0);
+        for (p, s) in targets.iter().zip(&student) {
+            entropy += mean_entropy(p.clone()) / 2.0;
+            let log_q = log_softmax(s.clone().detach().inner().div_scalar(tau_s), 1);
+            kl += mean_kl(p.clone(), log_q) / 2.0;
+        }
+        let batch = batch_entropy(Tensor::cat(targets.clone(), 0));
+        self.monitor.record(entropy, batch, kl);
+        self.pending = teacher_out;
+        LossOutput {
+            loss,
+            metrics: vec![
+                ("teacher_entropy".into(), entropy),
+                ("teacher_batch_entropy".into(), batch),
+                ("teacher_student_kl".into(), kl),
+                ("teacher_temperature".into(), temperature),
+            ],
+        }
     }
 }
 
@@ -460,6 +521,109 @@ mod tests {
         // The schedule's end points.
         assert_eq!(dino.momentum(&info(0, 0)), 0.996);
         assert_eq!(dino.momentum(&info(100, 9)), 1.0);
+    }
+
+    /// Two replicas of a ViT student (no BatchNorm anywhere, teacher included) over half the
+    /// views each: the loss, the updated student and the centre equal one device's, last
+    /// layer frozen or not.
+    #[test]
+    fn a_step_over_two_devices_equals_one_device_with_the_whole_batch() {
+        use selfsup_core::DataParallel;
+        use selfsup_core::grads::param_values;
+        use selfsup_core::parallel::replicate;
+        use selfsup_encoders::VitConfig;
+
+        let cfg = DinoConfig {
+            head: DinoHeadConfig {
+                layers: 2,
+                hidden_dim: 16,
+                bottleneck_dim: 8,
+                output_dim: 32,
+                norm_last_layer: true,
+                batch_norm: false,
+            },
+            ..DinoConfig::default()
+        };
+        let enc = EncoderConfig {
+            arch: Arch::Vit,
+            vit: VitConfig {
+                dim: 8,
+                depth: 1,
+                heads: 2,
+                ..VitConfig::tiny(8, 4)
+            },
+            ..EncoderConfig::default()
+        };
+        let dev = Device::flex().autodiff();
+        let build = |d: &Device| DinoModel::new(enc.init(1, d), &cfg.head, d);
+        let student = seed::init_module(&dev, 1, build);
+        let objective = || Dino::new(&cfg, seed::init_module(&dev, 2, build), &student);
+        let views: Vec<Tensor<4>> = (0..3)
+            .map(|v| {
+                Tensor::from_data(
+                    TensorData::new(
+                        (0..4 * 64)
+                            .map(|i| (((i + 7 * v) * 37) % 11) as f32 / 11.0 - 0.5)
+                            .collect(),
+                        [4, 1, 8, 8],
+                    ),
+                    &dev,
+                )
+            })
+            .collect();
+        let train = TrainConfig::default();
+        // Epoch 0 freezes the last layer; epoch 1 trains it.
+        for step in [info(3, 0), info(13, 1)] {
+            let (mut d1, mut d2) = (objective(), objective());
+            let (m1, r1) = Stepper::new(&train, 1)
+                .step(&mut d1, replicate(&student, &dev), &views, &step, 0.1, 1)
+                .unwrap();
+            let dp = DataParallel::new(vec![dev.clone(), dev.clone()]).unwrap();
+            let (m2, r2) = Stepper::new(&train, 1)
+                .step_parallel(
+                    &dp,
+                    &mut d2,
+                    replicate(&student, &dev),
+                    &views,
+                    &step,
+                    0.1,
+                    1,
+                )
+                .unwrap();
+            let (
+                selfsup_core::StepResult::Updated { loss: l1, .. },
+                selfsup_core::StepResult::Updated { loss: l2, .. },
+            ) = (r1, r2)
+            else {
+                panic!("a step was skipped")
+            };
+            assert!((l1 - l2).abs() < 1e-5, "one device {l1}, two {l2}");
+            let diff =
+                |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            let (w0, w1, w2) = (param_values(&student), param_values(&m1), param_values(&m2));
+            assert!(diff(&w1, &w0) > 1e-5, "the step changed nothing");
+            assert!(
+                diff(&w1, &w2) < 1e-5,
+                "weights differ by {}",
+                diff(&w1, &w2)
+            );
+            d1.after_step(&m1, &step);
+            d2.after_step(&m2, &step);
+            let (c1, c2) = (
+                d1.center().into_data().try_to_vec::<f32>().unwrap(),
+                d2.center().into_data().try_to_vec::<f32>().unwrap(),
+            );
+            assert!(c1.iter().any(|&c| c != 0.0), "the centre did not move");
+            assert!(
+                diff(&c1, &c2) < 1e-6,
+                "centres differ by {}",
+                diff(&c1, &c2)
+            );
+            assert!(
+                diff(&param_values(d1.teacher()), &param_values(d2.teacher())) < 1e-6,
+                "teachers differ"
+            );
+        }
     }
 
     #[test]

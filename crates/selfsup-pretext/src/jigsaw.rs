@@ -9,10 +9,11 @@ use crate::tiles::JigsawTiles;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::relu;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 use rand::Rng;
+use selfsup_core::parallel::split_rows;
 use selfsup_core::seed::{STREAM_OBJECTIVE, rng};
-use selfsup_core::{Encoder, Error, LossOutput, Objective, Result, StepInfo};
+use selfsup_core::{Encoder, Error, LossOutput, Objective, Result, Shardable, StepInfo};
 use selfsup_encoders::{HeadConfig, ProjectionHead};
 use serde::{Deserialize, Serialize};
 
@@ -217,6 +218,24 @@ impl<E> Jigsaw<E> {
         let mut r = rng(self.seed, STREAM_OBJECTIVE, step as u64, 0);
         (0..n).map(|_| r.random_range(0..self.set.len())).collect()
     }
+
+    /// The row order ([`shuffled_rows`]) of images with permutation indices `labels`, on
+    /// `device`.
+    fn order(&self, labels: &[usize], device: &Device) -> Tensor<1, Int> {
+        let perms: Vec<&[u8]> = labels.iter().map(|&l| &self.set.perms[l][..]).collect();
+        let order = shuffled_rows(&perms);
+        let len = order.len();
+        Tensor::from_data(TensorData::new(order, [len]), device)
+    }
+}
+
+/// One device's tiles and the order its tile features are read in.
+#[derive(Clone, Debug)]
+pub struct JigsawShard {
+    /// `tiles[k]`: the `[n, C, t, t]` tiles at position `k`.
+    pub tiles: Vec<Tensor<4>>,
+    /// [`shuffled_rows`] of the shard's images' permutations.
+    pub order: Tensor<1, Int>,
 }
 
 impl<E: Encoder> Objective for Jigsaw<E> {
@@ -237,16 +256,74 @@ impl<E: Encoder> Objective for Jigsaw<E> {
         info: &StepInfo,
     ) -> LossOutput {
         let n = tiles[0].dims()[0];
-        let device = tiles[0].device();
+        let shard = JigsawShard {
+            tiles: tiles.clone(),
+            order: self.order(&self.labels(info.step, n), &tiles[0].device()),
+        };
+        let logits = self.outputs(model, &shard, info);
+        self.gathered_loss(model, logits, info)
+    }
+}
+
+/// Over several devices the permutations are drawn for the whole batch and each device
+/// classifies its images' shuffled tiles; the cross-entropy is the mean over every device's
+/// images. The classifier's BatchNorm normalizes over each device's images.
+impl<E: Encoder> Shardable for Jigsaw<E> {
+    type Shard = JigsawShard;
+
+    fn shard(
+        &self,
+        _: &Self::Model,
+        tiles: &Vec<Tensor<4>>,
+        devices: &[Device],
+        info: &StepInfo,
+    ) -> Result<Vec<JigsawShard>> {
+        let n = tiles[0].dims()[0];
         let labels = self.labels(info.step, n);
-        let perms: Vec<&[u8]> = labels.iter().map(|&l| &self.set.perms[l][..]).collect();
-        let order = shuffled_rows(&perms);
-        let order = Tensor::<1, Int>::from_data(TensorData::new(order, [n * tiles.len()]), &device);
+        let mut parts: Vec<Vec<Tensor<4>>> = vec![Vec::new(); devices.len()];
+        for t in tiles {
+            for (p, s) in parts.iter_mut().zip(split_rows(t, devices)?) {
+                p.push(s);
+            }
+        }
+        let rows = n / devices.len().max(1);
+        Ok(parts
+            .into_iter()
+            .zip(devices)
+            .enumerate()
+            .map(|(k, (tiles, d))| JigsawShard {
+                tiles,
+                order: self.order(&labels[k * rows..(k + 1) * rows], d),
+            })
+            .collect())
+    }
+
+    fn cast(&self, shard: JigsawShard, dtype: FloatDType) -> JigsawShard {
+        JigsawShard {
+            tiles: shard.tiles.into_iter().map(|t| t.cast(dtype)).collect(),
+            order: shard.order,
+        }
+    }
+
+    /// The permutation logits `[n, P]` of the shard's images.
+    fn outputs(&self, model: &Self::Model, shard: &JigsawShard, _: &StepInfo) -> Vec<Tensor<2>> {
+        vec![model.logits(&shard.tiles, shard.order.clone())]
+    }
+
+    fn gathered_loss(
+        &mut self,
+        _: &Self::Model,
+        logits: Vec<Tensor<2>>,
+        info: &StepInfo,
+    ) -> LossOutput {
+        let n = logits[0].dims()[0];
+        let device = logits[0].device();
+        let labels = self.labels(info.step, n);
         let labels = Tensor::<1, Int>::from_data(
             TensorData::new(labels.iter().map(|&l| l as i64).collect(), [n]),
             &device,
         );
-        pretext_loss(model.logits(tiles, order), labels)
+        pretext_loss(logits[0].clone(), labels)
     }
 }
 
@@ -346,5 +423,89 @@ mod tests {
         let loss = out.loss.into_scalar::<f64>();
         // A fresh head: close to ln 8.
         assert!((loss - 8f64.ln()).abs() < 0.7, "{loss}");
+    }
+
+    /// A ViT tile encoder and a classifier without BatchNorm: a step over two replicas (the
+    /// permutations drawn for the whole batch, each half's tiles shuffled by its own) equals
+    /// one device's.
+    #[test]
+    fn a_step_over_two_devices_equals_one_device_with_the_whole_batch() {
+        use selfsup_core::TrainConfig;
+        use selfsup_core::grads::param_values;
+        use selfsup_core::parallel::one_and_two_devices;
+        use selfsup_core::seed::init_module;
+        use selfsup_encoders::{Arch, Backbone, VitConfig};
+
+        let dev = Device::flex().autodiff();
+        let cfg = JigsawConfig {
+            grid: 2,
+            permutations: 8,
+            tile_dim: 6,
+            hidden_dim: 16,
+            ..JigsawConfig::default()
+        };
+        let enc = EncoderConfig {
+            arch: Arch::Vit,
+            vit: VitConfig {
+                dim: 8,
+                depth: 1,
+                heads: 2,
+                ..VitConfig::tiny(8, 4)
+            },
+            ..EncoderConfig::default()
+        };
+        let start = init_module(&dev, 2, |d| {
+            let mut m = JigsawModel::new(enc.init(1, d), &cfg, d);
+            let plain = HeadConfig {
+                hidden_dim: 16,
+                output_dim: 8,
+                layers: 2,
+                batch_norm: false,
+                output_batch_norm: false,
+            };
+            m.classifier = ProjectionHead::new(&plain, 4 * 6, d);
+            m
+        });
+        let tiles: Vec<Tensor<4>> = (0..4)
+            .map(|k| {
+                Tensor::from_data(
+                    TensorData::new(
+                        (0..4 * 64)
+                            .map(|i| (((i + 5 * k) * 37) % 11) as f32 / 11.0)
+                            .collect(),
+                        [4, 1, 8, 8],
+                    ),
+                    &dev,
+                )
+            })
+            .collect();
+        let info = StepInfo {
+            step: 2,
+            epoch: 0,
+            total_steps: 3,
+            steps_per_epoch: 3,
+        };
+        let set = cfg.permutation_set(1).unwrap();
+        let make = || Jigsaw::<Backbone>::new(set.clone(), 9);
+        let labels = make().labels(2, 4);
+        assert!(
+            labels[..2] != labels[2..],
+            "the halves should differ: {labels:?}"
+        );
+        let mut train = TrainConfig::default();
+        train.optimizer.kind = selfsup_core::OptimizerKind::Sgd;
+        let before = param_values(&start);
+        let ((one, l1), (two, l2)) =
+            one_and_two_devices(make, &train, start, &tiles, &info, 0.1).unwrap();
+        assert!((l1 - l2).abs() < 1e-5, "one device {l1}, two {l2}");
+        let (w1, w2) = (param_values(&one), param_values(&two));
+        let diff =
+            |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(diff(&w1, &before) > 1e-4, "the step changed nothing");
+        assert!(
+            diff(&w1, &w2) < 1e-5,
+            "weights differ by {}",
+            diff(&w1, &w2)
+        );
     }
 }
