@@ -229,6 +229,10 @@ impl<E: Encoder> Objective for Clip<E> {
         "clip"
     }
 
+    fn divergence_hint(&self) -> String {
+        "a logit scale grown too large (lower clip.max_scale; the paper caps it at 100) or a learning rate too high for AdamW without warm-up (lower train.optimizer.lr, lengthen train.schedule.warmup_epochs, set train.grad_clip_norm)".into()
+    }
+
     fn loss(
         &mut self,
         model: &Self::Model,

@@ -91,6 +91,10 @@ impl<E: Encoder> Objective for SimClr<E> {
         "simclr"
     }
 
+    fn divergence_hint(&self) -> String {
+        "a temperature far below 0.1 (simclr.temperature) or a learning rate too high for the batch (LARS: lower train.optimizer.lr, lengthen train.schedule.warmup_epochs, set train.grad_clip_norm)".into()
+    }
+
     fn loss(
         &mut self,
         model: &Self::Model,

@@ -1,5 +1,7 @@
-//! Checkpoints: a folder per step, written under a temporary name and renamed when complete,
-//! so a killed run never leaves a partial checkpoint that looks finished.
+//! Checkpoints: a folder per step, written under a temporary name, flushed to disk and renamed
+//! when complete, so a killed run never leaves a partial checkpoint that looks finished. Each
+//! folder lists the SHA-256 of its files in `SHA256SUMS` (`sha256sum -c` reads it too); loading
+//! checks them, and a resume passes over a checkpoint that fails the check to the one before.
 
 use crate::error::{Error, Result};
 use burn::module::Module;
@@ -28,6 +30,101 @@ pub struct CheckpointState {
 
 const MODEL: &str = "model.bpk";
 const STATE: &str = "state.json";
+/// The checksums of a checkpoint's files, in `sha256sum`'s format.
+pub const SUMS: &str = "SHA256SUMS";
+
+fn sha256_hex(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io(path, e))?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Flushes a file or folder to the disk, so that a rename after it cannot land before its
+/// contents (a crash of the machine, not only of the process).
+fn sync(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(path, e))
+}
+
+/// Writes `SHA256SUMS` for every other file of `dir` and flushes them all.
+fn write_sums(dir: &Path) -> Result<()> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != SUMS)
+        .collect();
+    names.sort();
+    let mut text = String::new();
+    for n in &names {
+        let p = dir.join(n);
+        sync(&p)?;
+        text.push_str(&format!("{}  {n}\n", sha256_hex(&p)?));
+    }
+    let p = dir.join(SUMS);
+    std::fs::write(&p, text).map_err(|e| Error::io(&p, e))?;
+    sync(&p)?;
+    sync(dir)
+}
+
+/// The checksum `SHA256SUMS` of `dir` lists for `name`, if any.
+fn listed_sums(dir: &Path) -> Result<Option<Vec<(String, String)>>> {
+    let p = dir.join(SUMS);
+    if !p.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            l.split_once("  ")
+                .map(|(h, n)| (n.to_string(), h.to_string()))
+                .ok_or_else(|| Error::checkpoint(&p, format!("unreadable line `{l}`")))
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
+/// Checks `name` in checkpoint `dir` against its listed checksum: an error naming the file
+/// when it differs (a checkpoint without `SHA256SUMS`, from before they were written, passes).
+pub fn verify_file(dir: &Path, name: &str) -> Result<()> {
+    let Some(sums) = listed_sums(dir)? else {
+        return Ok(());
+    };
+    let p = dir.join(name);
+    let Some((_, want)) = sums.iter().find(|(n, _)| n == name) else {
+        return Err(Error::checkpoint(&p, format!("not listed in {SUMS}")));
+    };
+    let got = sha256_hex(&p)?;
+    if &got != want {
+        return Err(Error::checkpoint(
+            &p,
+            format!(
+                "checksum mismatch (SHA-256 {got}, {SUMS} says {want}): the file is damaged; resume from an earlier checkpoint"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks every file `SHA256SUMS` lists in checkpoint `dir`.
+pub fn verify(dir: &Path) -> Result<()> {
+    let Some(sums) = listed_sums(dir)? else {
+        return Ok(());
+    };
+    for (name, _) in &sums {
+        verify_file(dir, name)?;
+    }
+    Ok(())
+}
 
 fn optim_file(phase: usize) -> String {
     format!("optim-{phase}.bpk")
@@ -70,11 +167,39 @@ pub fn save<M: Module>(
     extra(&tmp)?;
     let json = serde_json::to_string_pretty(state).expect("state serializes");
     std::fs::write(tmp.join(STATE), json).map_err(|e| Error::io(tmp.join(STATE), e))?;
+    write_sums(&tmp)?;
     if dst.exists() {
         std::fs::remove_dir_all(&dst).map_err(|e| Error::io(&dst, e))?;
     }
     std::fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
+    sync(&root)?;
     Ok(dst)
+}
+
+/// The newest checkpoint whose files match their checksums. One that does not is renamed
+/// `.step-N.damaged` (kept for a look, never listed again) with a warning naming the file,
+/// and the one before it is tried.
+pub fn latest_verified(run_dir: &Path) -> Result<Option<PathBuf>> {
+    let mut all = list(run_dir)?;
+    while let Some(dir) = all.pop() {
+        match verify(&dir) {
+            Ok(()) => return Ok(Some(dir)),
+            Err(e) => {
+                let name = dir.file_name().unwrap_or_default().to_string_lossy();
+                let aside = dir.with_file_name(format!(".{name}.damaged"));
+                tracing::warn!(
+                    "{e}; passing over {} to the checkpoint before",
+                    dir.display()
+                );
+                eprintln!("selfsup: {e}; passing over it to the checkpoint before");
+                if aside.exists() {
+                    std::fs::remove_dir_all(&aside).map_err(|e| Error::io(&aside, e))?;
+                }
+                std::fs::rename(&dir, &aside).map_err(|e| Error::io(&dir, e))?;
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Complete checkpoints of a run, oldest first.
@@ -125,6 +250,7 @@ pub fn load_model<M: Module>(dir: &Path, model: M) -> Result<M> {
     if !p.is_file() {
         return Err(Error::checkpoint(&p, "no model weights here"));
     }
+    verify_file(dir, MODEL)?;
     model.try_load_file(&p).map_err(|e| {
         Error::checkpoint(
             &p,
@@ -140,6 +266,7 @@ pub fn load_optims(dir: &Path, optims: Vec<ModuleOptimizer>) -> Result<Vec<Modul
         .enumerate()
         .map(|(i, o)| {
             let p = dir.join(optim_file(i));
+            verify_file(dir, &optim_file(i))?;
             o.load(&p).map_err(|e| Error::checkpoint(&p, e.to_string()))
         })
         .collect()

@@ -104,7 +104,8 @@ pub struct TrainConfig {
     pub keep_checkpoints: usize,
     /// Write a metrics line every this many steps.
     pub log_every: usize,
-    /// Skip a step whose loss is not finite instead of stopping with an error.
+    /// Skip a step whose loss or gradient norm is not finite (nothing of it is applied; the
+    /// count is logged and checkpointed) instead of stopping with an error.
     pub skip_nonfinite: bool,
     /// Type of the forward and backward passes: `f32`, or mixed precision with `bf16` or
     /// `f16` passes while the weights, the optimizer and the loss stay `f32` (SimCLR, RotNet and

@@ -34,15 +34,17 @@ pub enum Error {
     },
     /// The loss or a gradient stopped being finite.
     #[error(
-        "step {step}: {what} is not finite ({value}); lower the learning rate, enable gradient clipping, or check the inputs"
+        "step {step}: {what} is not finite ({value}). Likely cause: {hint}. The run folder keeps its last checkpoint: change the config and continue with --resume, or set train.skip_nonfinite = true to skip such steps"
     )]
     NonFinite {
-        /// Global optimizer step at which it happened.
+        /// Global optimizer step at which it happened (0-based).
         step: usize,
-        /// Which quantity (`loss`, `gradient norm`).
+        /// Which quantity (`simclr loss`, `dino gradient norm`).
         what: String,
         /// The value seen.
         value: f64,
+        /// What usually causes it for this method ([`crate::Objective::divergence_hint`]).
+        hint: String,
     },
     /// A checkpoint is missing, incomplete or does not match the model.
     #[error("checkpoint {path}: {msg}")]

@@ -110,4 +110,12 @@ pub trait Objective {
     fn load_state(&mut self, _dir: &Path) -> Result<()> {
         Ok(())
     }
+
+    /// What most often makes this method's loss or gradients non-finite, and the settings to
+    /// change: the error of a diverged step says it.
+    fn divergence_hint(&self) -> String {
+        "a learning rate too high for the batch (lower train.optimizer.lr or lengthen \
+         train.schedule.warmup_epochs), or no gradient clipping (set train.grad_clip_norm)"
+            .into()
+    }
 }

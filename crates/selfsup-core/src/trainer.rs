@@ -85,7 +85,8 @@ pub enum StepResult {
         /// Where the time went.
         times: StepTimes,
     },
-    /// The loss was not finite and `skip_nonfinite` is set: nothing changed.
+    /// The loss or the gradients were not finite and `skip_nonfinite` is set: nothing of the
+    /// step was applied (but the updates of a multi-phase step's earlier phases).
     Skipped,
 }
 
@@ -155,14 +156,8 @@ impl Stepper {
             let value = out.loss.clone().into_scalar::<f64>();
             times.forward += t.elapsed().as_secs_f64();
             if !value.is_finite() {
-                if self.skip_nonfinite {
-                    return Ok((model, StepResult::Skipped));
-                }
-                return Err(Error::NonFinite {
-                    step: info.step,
-                    what: format!("{} loss", objective.name()),
-                    value,
-                });
+                self.nonfinite(objective, info, "loss", value)?;
+                return Ok((model, StepResult::Skipped));
             }
             loss += value;
             metrics.extend(out.metrics);
@@ -174,8 +169,22 @@ impl Stepper {
             };
             times.backward += t.elapsed().as_secs_f64();
             let t = Instant::now();
-            model = self.update(model, g, phase, phase_updates, info, lr, &mut metrics)?;
+            let (next, updated) = self.update(
+                objective,
+                model,
+                g,
+                phase,
+                phase_updates,
+                info,
+                lr,
+                &mut metrics,
+            )?;
+            model = next;
             times.optimizer += t.elapsed().as_secs_f64();
+            if !updated {
+                // Earlier phases' updates of this step stand (a GAN's discriminator).
+                return Ok((model, StepResult::Skipped));
+            }
         }
         Ok((
             model,
@@ -215,14 +224,8 @@ impl Stepper {
         let g = match parallel.gradients(objective, &model, batch, 0, info)? {
             Ok(g) => g,
             Err(value) => {
-                if self.skip_nonfinite {
-                    return Ok((model, StepResult::Skipped));
-                }
-                return Err(Error::NonFinite {
-                    step: info.step,
-                    what: format!("{} loss", objective.name()),
-                    value,
-                });
+                self.nonfinite(objective, info, "loss", value)?;
+                return Ok((model, StepResult::Skipped));
             }
         };
         let mut times = StepTimes {
@@ -231,8 +234,20 @@ impl Stepper {
         };
         let mut metrics = g.metrics;
         let t = Instant::now();
-        let model = self.update(model, g.grads, 0, phase_updates, info, lr, &mut metrics)?;
+        let (model, updated) = self.update(
+            objective,
+            model,
+            g.grads,
+            0,
+            phase_updates,
+            info,
+            lr,
+            &mut metrics,
+        )?;
         times.optimizer = t.elapsed().as_secs_f64();
+        if !updated {
+            return Ok((model, StepResult::Skipped));
+        }
         Ok((
             model,
             StepResult::Updated {
@@ -243,31 +258,60 @@ impl Stepper {
         ))
     }
 
-    /// Clipping and the optimizer update of `phase` with gradients `g`.
+    /// `Ok` when `skip_nonfinite` is set (the step is to be skipped), else the error naming
+    /// the step, the quantity and the method's likely cause.
+    fn nonfinite<O: Objective>(
+        &self,
+        objective: &O,
+        info: &StepInfo,
+        what: &str,
+        value: f64,
+    ) -> Result<()> {
+        if self.skip_nonfinite {
+            tracing::warn!(
+                "step {}: {} {what} is {value}; step skipped (train.skip_nonfinite)",
+                info.step,
+                objective.name()
+            );
+            return Ok(());
+        }
+        Err(Error::NonFinite {
+            step: info.step,
+            what: format!("{} {what}", objective.name()),
+            value,
+            hint: objective.divergence_hint(),
+        })
+    }
+
+    /// Clipping and the optimizer update of `phase` with gradients `g`; `false` (the model
+    /// untouched) when the gradients are not finite and steps are skipped. Their global norm
+    /// is checked at every step, clipped or not: one reduction per parameter.
     #[allow(clippy::too_many_arguments)]
-    fn update<M: burn::module::Module>(
+    fn update<O: Objective>(
         &mut self,
-        model: M,
+        objective: &O,
+        model: O::Model,
         mut g: GradientsParams,
         phase: usize,
         phase_updates: u64,
         info: &StepInfo,
         lr: f64,
         metrics: &mut Vec<(String, f64)>,
-    ) -> Result<M> {
+    ) -> Result<(O::Model, bool)> {
+        let norm = if self.grad_clip_norm > 0.0 {
+            grads::clip_global_norm(&model, &mut g, self.grad_clip_norm)
+        } else {
+            grads::global_norm(&model, &g)
+        };
+        if !norm.is_finite() {
+            self.nonfinite(objective, info, "gradient norm", norm)?;
+            return Ok((model, false));
+        }
         if self.grad_clip_norm > 0.0 {
-            let norm = grads::clip_global_norm(&model, &mut g, self.grad_clip_norm);
-            if !norm.is_finite() {
-                return Err(Error::NonFinite {
-                    step: info.step,
-                    what: "gradient norm".into(),
-                    value: norm,
-                });
-            }
             metrics.push((format!("grad_norm_{phase}"), norm));
         }
         self.counters[phase].set(phase_updates);
-        Ok(self.optims[phase].step(lr, model, g))
+        Ok((self.optims[phase].step(lr, model, g), true))
     }
 }
 
@@ -410,7 +454,7 @@ impl Trainer {
         let mut skipped = 0;
         let mut seconds_before = 0.0;
         if resume {
-            if let Some(dir) = checkpoint::latest(&self.run_dir)? {
+            if let Some(dir) = checkpoint::latest_verified(&self.run_dir)? {
                 let st = checkpoint::read_state(&dir)?;
                 if st.method != objective.name() || st.steps_per_epoch != spe {
                     return Err(Error::checkpoint(
@@ -492,8 +536,9 @@ impl Trainer {
             let mut extra = Vec::new();
             match result {
                 StepResult::Skipped => {
+                    // The stepper warned, naming the quantity; the count goes to the metrics
+                    // and the checkpoints.
                     skipped += 1;
-                    tracing::warn!("step {step}: non-finite loss, step skipped ({skipped} so far)");
                 }
                 StepResult::Updated { loss, metrics, .. } => {
                     objective.after_step(&model, &info);
@@ -519,6 +564,9 @@ impl Trainer {
                     ("lr", json!(lr)),
                     ("images_per_sec", json!(ips)),
                 ];
+                if skipped > 0 {
+                    fields.push(("skipped_steps", json!(skipped)));
+                }
                 for (k, v) in &extra {
                     fields.push((k.as_str(), json!(v)));
                 }

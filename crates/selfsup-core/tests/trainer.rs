@@ -15,7 +15,10 @@ struct Toy {
 }
 
 struct Regress {
+    /// The step whose loss is NaN.
     poison_at: Option<usize>,
+    /// The step whose loss is finite but whose gradient is NaN.
+    poison_grad_at: Option<usize>,
 }
 
 impl Objective for Regress {
@@ -30,7 +33,15 @@ impl Objective for Regress {
         if self.poison_at == Some(info.step) {
             l = l.mul_scalar(f64::NAN);
         }
+        if self.poison_grad_at == Some(info.step) {
+            // 0 * sqrt(|w - w|): worth 0, but its gradient is 0 * infinity.
+            let w = model.lin.weight.val();
+            l = l + w.clone().sub(w.detach()).abs().sqrt().sum().mul_scalar(0.0);
+        }
         LossOutput::new(l)
+    }
+    fn divergence_hint(&self) -> String {
+        "the toy's poison".into()
     }
 }
 
@@ -95,9 +106,21 @@ fn run(
     poison_at: Option<usize>,
     resume: bool,
 ) -> Result<TrainOutcome<Toy>> {
+    fit(
+        cfg,
+        dir,
+        Regress {
+            poison_at,
+            poison_grad_at: None,
+        },
+        resume,
+    )
+}
+
+fn fit(cfg: TrainConfig, dir: &Path, mut obj: Regress, resume: bool) -> Result<TrainOutcome<Toy>> {
     let device = Device::flex().autodiff();
     Trainer::new(cfg, dir)?.with_progress(false).fit(
-        &mut Regress { poison_at },
+        &mut obj,
         model(&device),
         &Data(device.clone()),
         resume,
@@ -177,6 +200,93 @@ fn nan_loss_stops_with_the_step_and_leaves_no_checkpoint() {
     assert_eq!(out.steps, 12);
     let st = checkpoint::read_state(&checkpoint::latest(dir2.path()).unwrap().unwrap()).unwrap();
     assert_eq!(st.skipped_steps, 1);
+}
+
+/// A finite loss with a NaN gradient, unclipped: caught at its step, named with the method's
+/// likely cause; the run folder resumes from its last checkpoint to the weights of a clean
+/// run; with `skip_nonfinite` the step is skipped and counted in metrics and checkpoints.
+#[test]
+fn nan_gradient_is_named_and_the_run_resumes_from_its_last_checkpoint() {
+    let mut c = config(OptimizerKind::Adamw);
+    c.grad_clip_norm = 0.0;
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let poisoned = || Regress {
+        poison_at: None,
+        poison_grad_at: Some(7),
+    };
+    let clean = || Regress {
+        poison_at: None,
+        poison_grad_at: None,
+    };
+    let err = fit(c.clone(), &a, poisoned(), false).err().unwrap();
+    assert!(matches!(err, Error::NonFinite { step: 7, .. }), "{err}");
+    let msg = err.to_string();
+    for part in [
+        "step 7",
+        "toy gradient norm",
+        "Likely cause: the toy's poison",
+        "--resume",
+        "train.skip_nonfinite",
+    ] {
+        assert!(msg.contains(part), "`{part}` missing from: {msg}");
+    }
+    let last = checkpoint::latest(&a).unwrap().unwrap();
+    assert_eq!(checkpoint::read_state(&last).unwrap().step, 5);
+    let resumed = fit(c.clone(), &a, clean(), true).unwrap();
+    let straight = fit(c.clone(), &dir.path().join("b"), clean(), false).unwrap();
+    assert_eq!(weights(&resumed.model), weights(&straight.model));
+
+    c.skip_nonfinite = true;
+    let s = dir.path().join("s");
+    let out = fit(c, &s, poisoned(), false).unwrap();
+    assert_eq!(out.steps, 12);
+    assert_ne!(weights(&out.model), weights(&straight.model));
+    let st = checkpoint::read_state(&checkpoint::latest(&s).unwrap().unwrap()).unwrap();
+    assert_eq!(st.skipped_steps, 1);
+    let metrics = std::fs::read_to_string(s.join("metrics.jsonl")).unwrap();
+    assert!(metrics.contains("\"skipped_steps\":1"), "{metrics}");
+}
+
+/// A checkpoint whose file no longer matches its checksum: loading it names the file; a resume
+/// passes over it to the one before (and sets it aside), and still ends where a clean run does.
+#[test]
+fn damaged_checkpoints_are_named_and_passed_over() {
+    let mut c = config(OptimizerKind::Sgd);
+    c.checkpoint_every = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let straight = run(c.clone(), &a, None, false).unwrap();
+    let all = checkpoint::list(&a).unwrap();
+    assert_eq!(all.len(), 6);
+    assert!(all[0].join(checkpoint::SUMS).is_file());
+    checkpoint::verify(&all[5]).unwrap();
+    // Keep steps 2..8; flip a byte of step 8's weights.
+    for d in &all[4..] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+    let model_file = all[3].join("model.bpk");
+    let mut bytes = std::fs::read(&model_file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&model_file, bytes).unwrap();
+    let err = checkpoint::verify(&all[3]).unwrap_err().to_string();
+    assert!(
+        err.contains("model.bpk") && err.contains("checksum"),
+        "{err}"
+    );
+    let device = Device::flex().autodiff();
+    let err = checkpoint::load_model(&all[3], model(&device))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.bpk") && err.contains("checksum"),
+        "{err}"
+    );
+    let resumed = run(c, &a, None, true).unwrap();
+    assert_eq!(weights(&resumed.model), weights(&straight.model));
+    let aside = checkpoint::checkpoints_dir(&a).join(".step-00000008.damaged");
+    assert!(aside.is_dir(), "the damaged checkpoint was not set aside");
 }
 
 #[test]

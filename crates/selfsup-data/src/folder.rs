@@ -52,8 +52,14 @@ pub fn decode_full(path: &Path, channels: usize) -> Result<selfsup_core::Image> 
 
 /// Decodes one image file, resized to `size`x`size` with `channels` channels (1 or 3).
 pub fn decode(path: &Path, size: usize, channels: usize) -> Result<Vec<u8>> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_bytes(path, &bytes, size, channels)
+}
+
+/// [`decode`] on a file's bytes (`path` names it in errors): the format is guessed from the
+/// bytes, not the name.
+pub fn decode_bytes(path: &Path, bytes: &[u8], size: usize, channels: usize) -> Result<Vec<u8>> {
+    let img = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?
         .decode()

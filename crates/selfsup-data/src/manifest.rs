@@ -28,14 +28,20 @@ pub struct Entry {
 /// anything wrong: an unknown extension, a missing field, an empty caption.
 pub fn read(path: &Path) -> Result<Vec<Entry>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse(path, &text)
+}
+
+/// [`read`] on a manifest's text: `path` gives the format (its extension), the folder image
+/// paths are resolved against, and the name errors report.
+pub fn parse(path: &Path, text: &str) -> Result<Vec<Entry>> {
     let base = path.parent().unwrap_or(Path::new("."));
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
     let pairs = match ext.as_deref() {
-        Some("jsonl" | "json") => json_lines(path, &text)?,
-        Some("csv") => csv_rows(path, &text)?,
+        Some("jsonl" | "json") => json_lines(path, text)?,
+        Some("csv") => csv_rows(path, text)?,
         _ => {
             return Err(Error::format(
                 path,

@@ -204,6 +204,10 @@ impl<E: Encoder> Objective for Dino<E> {
         "dino"
     }
 
+    fn divergence_hint(&self) -> String {
+        "a learning rate too high for the batch, a teacher temperature too low (dino.teacher_temperature) or the last layer unfrozen too early (dino.freeze_last_layer_epochs); the paper clips gradients at 3 (train.grad_clip_norm = 3)".into()
+    }
+
     /// The cross-entropy between the teacher's centred, sharpened targets and the student's
     /// outputs: [`Shardable::gathered_loss`] of the whole batch as one shard.
     fn loss(

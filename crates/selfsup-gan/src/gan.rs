@@ -209,6 +209,10 @@ impl Objective for Gan {
         "gan"
     }
 
+    fn divergence_hint(&self) -> String {
+        "a learning rate too high for one of the networks (lower train.optimizer.lr; the DCGAN paper uses 2e-4 with Adam beta1 0.5), or the non-saturating loss on a discriminator that wins outright (try gan.loss = 'hinge')".into()
+    }
+
     fn phases(&self) -> usize {
         2
     }

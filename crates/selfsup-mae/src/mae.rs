@@ -213,6 +213,10 @@ impl Objective for Mae {
         "mae"
     }
 
+    fn divergence_hint(&self) -> String {
+        "a learning rate too high for AdamW on a ViT (lower train.optimizer.lr, lengthen train.schedule.warmup_epochs, set train.grad_clip_norm)".into()
+    }
+
     /// The mean squared error over the hidden patches of every image, masks drawn from
     /// `(seed, step)`: [`Shardable::gathered_loss`] of the whole batch as one shard.
     fn loss(

@@ -246,6 +246,10 @@ impl<E: Encoder> Objective for Jigsaw<E> {
         "jigsaw"
     }
 
+    fn divergence_hint(&self) -> String {
+        "a learning rate too high for the batch (lower train.optimizer.lr, lengthen train.schedule.warmup_epochs, set train.grad_clip_norm)".into()
+    }
+
     /// Cross-entropy of the permutation index; logs `pretext_top1`, how often the
     /// permutation is named right.
     fn loss(

@@ -106,6 +106,10 @@ impl<E: Encoder> Objective for RotNet<E> {
         "rotnet"
     }
 
+    fn divergence_hint(&self) -> String {
+        "a learning rate too high for the batch (lower train.optimizer.lr, lengthen train.schedule.warmup_epochs, set train.grad_clip_norm)".into()
+    }
+
     /// Cross-entropy of the rotation over the `4N` rotated images; logs `pretext_top1`, how
     /// often the rotation is named right.
     fn loss(

@@ -124,6 +124,10 @@ impl<E: Encoder> Objective for VicReg<E> {
         "vicreg"
     }
 
+    fn divergence_hint(&self) -> String {
+        "a learning rate too high for LARS (this crate's preset went NaN at step 830 with 0.6 and trains at 0.15: lower train.optimizer.lr) or a variance term on too small a batch (raise train.batch_size or custom.settings.eps)".into()
+    }
+
     fn loss(
         &mut self,
         model: &Self::Model,
