@@ -409,7 +409,7 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T
 /// Writes `value` as pretty JSON to `path`.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let json = serde_json::to_string_pretty(value).expect("report serializes");
-    std::fs::write(path, json).map_err(|e| Error::io(path, e))
+    selfsup_core::atomic::write(path, json)
 }
 
 /// The run folder of a `--checkpoint` argument.

@@ -5,6 +5,7 @@ pub mod clip_eval;
 pub mod evaluate;
 pub mod gan;
 pub mod pretrain;
+pub mod provenance;
 pub mod recipe;
 pub mod report;
 pub mod run_config;

@@ -50,12 +50,7 @@ pub struct PretrainReport {
     pub eval: Option<EvalReport>,
 }
 
-/// Writes `path` through `write` into a temporary file, then renames it into place.
-fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let tmp = path.with_extension("partial");
-    write(&tmp)?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
+use selfsup_core::atomic::write_with as write_atomic;
 
 /// Runs pretraining of the built-in method `cfg.method` as configured, writing everything
 /// under `out`.
@@ -144,7 +139,21 @@ pub(crate) fn pretrain_run(
     }
     cfg.data.resolve_normalization(&splits.train);
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    cfg.save(&out.join(CONFIG_FILE))?;
+    let saved = out.join(CONFIG_FILE);
+    if resume && saved.is_file() {
+        // A resume with other settings is allowed (a fix after a divergence), never silent.
+        let before = RunConfig::load(&saved)?;
+        let changed = crate::provenance::changed_settings(&before, &cfg);
+        if !changed.is_empty() {
+            eprintln!(
+                "selfsup: resuming {} with changed settings:\n  {}",
+                out.display(),
+                changed.join("\n  ")
+            );
+        }
+    }
+    cfg.save(&saved)?;
+    crate::provenance::append(out, &cfg, resume)?;
 
     let channels = splits.train.channels;
     let train = Arc::new(splits.train);

@@ -356,7 +356,7 @@ impl RunConfig {
 
     /// Writes the config as TOML.
     pub fn save(&self, path: &Path) -> Result<()> {
-        std::fs::write(path, self.to_toml()?).map_err(|e| Error::io(path, e))
+        selfsup_core::atomic::write(path, self.to_toml()?)
     }
 
     /// The config as TOML text.

@@ -12,6 +12,7 @@
 
 use crate::evaluate::{EvalPlan, EvalRow, random_init_row, raw_pixel_row, read_json, write_json};
 use crate::pretrain::{CONFIG_FILE, PretrainReport, pretrain_run};
+use crate::provenance;
 use crate::recipe::Recipe;
 use crate::run_config::{Method, RunConfig};
 use clap::ValueEnum;
@@ -339,7 +340,7 @@ fn check_settings(args: &SuiteArgs) -> Result<()> {
         return Ok(());
     }
     let text = selfsup_core::config::to_toml(&now)?;
-    std::fs::write(&path, text).map_err(|e| Error::io(&path, e))
+    selfsup_core::atomic::write(&path, text)
 }
 
 /// Runs one method in a child process of this binary, with the same arguments.
@@ -524,7 +525,7 @@ fn method_row(
         knn_top1: pretrained.as_ref().and_then(|r| r.knn_top1),
         linear_top1: pretrained.and_then(|r| r.linear.map(|a| a.top1)),
         random_init,
-        commit: commit(),
+        commit: provenance::commit().to_string(),
     })
 }
 
@@ -635,13 +636,11 @@ pub fn tables(out: &Path) -> Result<SuiteReport> {
     let markdown = out.join("results.md");
     let csv = out.join("results.csv");
     let chart = out.join("results.png");
-    std::fs::write(
+    selfsup_core::atomic::write(
         &markdown,
         results_markdown(&rows, raw_pixels.as_ref(), &settings),
-    )
-    .map_err(|e| Error::io(&markdown, e))?;
-    std::fs::write(&csv, results_csv(&rows, raw_pixels.as_ref()))
-        .map_err(|e| Error::io(&csv, e))?;
+    )?;
+    selfsup_core::atomic::write(&csv, results_csv(&rows, raw_pixels.as_ref()))?;
     results_chart(&chart, &rows, raw_pixels.as_ref())?;
     Ok(SuiteReport {
         rows,
@@ -660,53 +659,9 @@ fn minutes(secs: f64) -> String {
     format!("{:.2}", secs / 60.0)
 }
 
-/// The machine: CPU model, cores, memory (Linux), OS.
-pub fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map_or("unknown CPU".to_string(), |s| s.trim().to_string());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|k| k.parse::<f64>().ok())
-        })
-        .map_or(String::new(), |k| {
-            format!(", {:.0} GiB", k / 1024.0 / 1024.0)
-        });
-    format!("{model}, {cores} threads{mem}, {}", std::env::consts::OS)
-}
-
-/// The git commit of the working directory (with `-dirty` when it has changes), or the
-/// crate version when there is no repository.
-pub fn commit() -> String {
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match git(&["rev-parse", "--short=12", "HEAD"]) {
-        Some(c) => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
-            format!("{c}{}", if dirty { "-dirty" } else { "" })
-        }
-        None => format!("selfsup {} (no git repository)", env!("CARGO_PKG_VERSION")),
-    }
-}
-
 fn results_markdown(rows: &[MethodRow], raw: Option<&BaselineRow>, settings: &str) -> String {
     let mut s = String::from("# selfsup bench\n\n");
-    let _ = writeln!(s, "- machine: {}", machine());
+    let _ = writeln!(s, "- machine: {}", provenance::machine());
     // Rows can come from several runs (a crate's own binary adds its method later).
     let mut commits: Vec<(String, Vec<&str>)> = Vec::new();
     for r in rows.iter().filter(|r| !r.commit.is_empty()) {
@@ -716,7 +671,7 @@ fn results_markdown(rows: &[MethodRow], raw: Option<&BaselineRow>, settings: &st
         }
     }
     let measured = match commits.len() {
-        0 => commit(),
+        0 => provenance::commit().to_string(),
         1 => commits[0].0.clone(),
         _ => commits
             .iter()

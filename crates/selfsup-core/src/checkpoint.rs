@@ -45,13 +45,7 @@ fn sha256_hex(path: &Path) -> Result<String> {
         .collect())
 }
 
-/// Flushes a file or folder to the disk, so that a rename after it cannot land before its
-/// contents (a crash of the machine, not only of the process).
-fn sync(path: &Path) -> Result<()> {
-    std::fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(path, e))
-}
+use crate::atomic::sync;
 
 /// Writes `SHA256SUMS` for every other file of `dir` and flushes them all.
 fn write_sums(dir: &Path) -> Result<()> {

@@ -5,6 +5,7 @@
 //! optimizers (SGD, AdamW, LARS), schedules, global-norm clipping, the [`Ema`] teacher,
 //! checkpoints, device choice, errors and config.
 
+pub mod atomic;
 pub mod augment;
 pub mod checkpoint;
 pub mod config;

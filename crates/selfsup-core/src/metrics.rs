@@ -30,12 +30,17 @@ impl MetricsLog {
         for (k, v) in fields {
             m.insert((*k).to_string(), v.clone());
         }
-        let line = Value::Object(m).to_string();
-        writeln!(self.file, "{line}").map_err(|e| Error::io(&self.path, e))
+        // One write per line: a killed process leaves at most a torn last line, which
+        // `truncate_after` drops.
+        let line = format!("{}\n", Value::Object(m));
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(|e| Error::io(&self.path, e))
     }
 
-    /// Drops records with `step` at or beyond `step`: a resumed run rewrites those steps.
-    pub fn truncate_from(path: impl AsRef<Path>, step: usize) -> Result<()> {
+    /// Drops records with `step` beyond `step` (records count completed steps, so those of a
+    /// checkpoint at `step` stay): a run resumed from that checkpoint rewrites the later ones.
+    pub fn truncate_after(path: impl AsRef<Path>, step: usize) -> Result<()> {
         let path = path.as_ref();
         if !path.exists() {
             return Ok(());
@@ -44,17 +49,19 @@ impl MetricsLog {
         let kept: Vec<&str> = text
             .lines()
             .filter(|l| {
-                serde_json::from_str::<Value>(l)
-                    .ok()
-                    .and_then(|v| v.get("step").and_then(Value::as_u64))
-                    .is_none_or(|s| (s as usize) < step)
+                // A line a killed process left half written does not parse: dropped.
+                serde_json::from_str::<Value>(l).is_ok_and(|v| {
+                    v.get("step")
+                        .and_then(Value::as_u64)
+                        .is_none_or(|s| (s as usize) <= step)
+                })
             })
             .collect();
         let mut out = kept.join("\n");
         if !out.is_empty() {
             out.push('\n');
         }
-        std::fs::write(path, out).map_err(|e| Error::io(path, e))
+        crate::atomic::write(path, out)
     }
 }
 

@@ -474,13 +474,15 @@ impl Trainer {
                 start = st.step;
                 skipped = st.skipped_steps;
                 seconds_before = st.train_seconds;
-                MetricsLog::truncate_from(&metrics_path, start)?;
+                MetricsLog::truncate_after(&metrics_path, start)?;
                 tracing::info!("resuming from {} at step {start}", dir.display());
             } else {
                 tracing::info!(
                     "no checkpoint in {}; starting afresh",
                     self.run_dir.display()
                 );
+                // What a process killed before its first checkpoint logged is redone.
+                MetricsLog::truncate_after(&metrics_path, 0)?;
             }
         } else if checkpoint::latest(&self.run_dir)?.is_some() {
             return Err(Error::Invalid(format!(

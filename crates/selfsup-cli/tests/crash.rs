@@ -1,0 +1,188 @@
+//! Crash safety and reproducibility of whole runs: the `selfsup` binary killed with SIGKILL at
+//! random moments and resumed each time ends with the very weights (and the same logged losses)
+//! of a run that was never stopped; the same seed and config give bit-identical weights.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor};
+use rand::{Rng, SeedableRng};
+use selfsup_cli::{Method, RunConfig};
+use selfsup_encoders::Arch;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Flat(Vec<f32>);
+impl ModuleVisitor for Flat {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        self.0
+            .extend(p.val().into_data().try_to_vec::<f32>().unwrap());
+    }
+}
+
+fn encoder_weights(run: &Path) -> Vec<f32> {
+    let (_, enc) = selfsup_cli::evaluate::load_encoder(run, &Device::flex()).unwrap();
+    let mut f = Flat(Vec::new());
+    enc.visit(&mut f);
+    f.0
+}
+
+/// `(step, loss)` of every training line of a run's `metrics.jsonl`.
+fn losses(run: &Path) -> Vec<(u64, String)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("loss").is_some())
+        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].to_string()))
+        .collect()
+}
+
+/// A SimCLR run of 64 steps checkpointing every step: a few seconds, so that kills land in
+/// start-up, training, checkpoint writes and the final scoring alike.
+fn config() -> RunConfig {
+    let mut c = RunConfig::preset(Method::Simclr);
+    c.data.max_train = 512;
+    c.data.max_test = 40;
+    c.encoder.arch = Arch::Convnet;
+    c.encoder.width = 4;
+    c.simclr.head.hidden_dim = 16;
+    c.simclr.head.output_dim = 8;
+    c.train.batch_size = 32;
+    c.train.epochs = 4;
+    c.train.checkpoint_every = 1;
+    c.train.keep_checkpoints = 2;
+    c.train.log_every = 1;
+    c.knn.k = 5;
+    c.eval.linear = false;
+    c.eval.baselines = false;
+    c
+}
+
+fn start(config: &Path, out: &Path, resume: bool) -> std::process::Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_selfsup"));
+    cmd.args(["pretrain", "--quiet", "--config"])
+        .arg(config)
+        .arg("--out")
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if resume {
+        cmd.arg("--resume");
+    }
+    cmd.spawn().unwrap()
+}
+
+#[test]
+fn killed_and_resumed_runs_end_with_the_uninterrupted_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("run.toml");
+    config().save(&cfg).unwrap();
+    let straight = dir.path().join("straight");
+    let t0 = Instant::now();
+    let status = start(&cfg, &straight, false).wait().unwrap();
+    assert!(status.success(), "{status}");
+    let full = t0.elapsed();
+
+    let killed = dir.path().join("killed");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let (mut kills, mut starts) = (0, 0);
+    loop {
+        starts += 1;
+        assert!(starts <= 40, "no end after {starts} starts");
+        let mut child = start(&cfg, &killed, starts > 1);
+        if kills < 8 {
+            // Anywhere from start-up to the final scoring (a resumed process has less to do,
+            // so the moments are drawn from the first quarter of a whole run's time).
+            let at = full.mul_f64(rng.random_range(0.02..0.25));
+            let t = Instant::now();
+            while t.elapsed() < at && child.try_wait().unwrap().is_none() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+                continue;
+            }
+        }
+        let status = child.wait().unwrap();
+        assert!(status.success(), "the final resume failed: {status}");
+        break;
+    }
+    eprintln!("a whole run took {full:?}; {kills} kills in {starts} starts");
+    assert!(kills >= 5, "only {kills} kills landed");
+    let (a, b) = (encoder_weights(&straight), encoder_weights(&killed));
+    assert_eq!(a.len(), b.len());
+    let differ = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+    assert_eq!(
+        differ,
+        0,
+        "{differ} of {} weights differ after {kills} kills",
+        a.len()
+    );
+    assert_eq!(losses(&straight), losses(&killed), "logged losses differ");
+    let starts_logged = std::fs::read_to_string(killed.join("provenance.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(
+        starts_logged >= 2,
+        "{starts_logged} starts in provenance.jsonl"
+    );
+}
+
+/// Every method, trained twice from the same config and seed on `flex`: bit-identical
+/// encoders; the run folder records config, seed, commit and versions.
+#[test]
+fn seeded_runs_of_every_method_are_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    for method in [
+        Method::Simclr,
+        Method::Mae,
+        Method::Dino,
+        Method::Clip,
+        Method::Rotnet,
+        Method::Jigsaw,
+        Method::Gan,
+    ] {
+        let mut c = RunConfig::preset(method);
+        c.data.max_train = 64;
+        c.data.max_test = 16;
+        c.train.batch_size = 32;
+        c.train.epochs = 1;
+        c.train.seed = 5;
+        c.encoder.width = 4;
+        c.encoder.vit.dim = 16;
+        c.encoder.vit.depth = 1;
+        c.encoder.vit.heads = 2;
+        c.mae.decoder_dim = 8;
+        c.mae.decoder_depth = 1;
+        c.mae.decoder_heads = 2;
+        c.dino.head.hidden_dim = 16;
+        c.dino.head.bottleneck_dim = 8;
+        c.dino.head.output_dim = 32;
+        c.jigsaw.permutations = 10;
+        c.jigsaw.hidden_dim = 16;
+        c.gan.noise_dim = 8;
+        c.gan.generator_width = 4;
+        c.gan.fid_images = 16;
+        c.knn.k = 5;
+        c.eval.linear = false;
+        c.eval.baselines = false;
+        let name = format!("{method:?}").to_lowercase();
+        let (a, b) = (dir.path().join(&name), dir.path().join(format!("{name}-2")));
+        selfsup_cli::pretrain(c.clone(), &a, false, false).unwrap();
+        selfsup_cli::pretrain(c, &b, false, false).unwrap();
+        let (wa, wb) = (encoder_weights(&a), encoder_weights(&b));
+        assert!(!wa.is_empty());
+        assert!(wa == wb, "{name}: two seeded runs differ");
+        let p = std::fs::read_to_string(a.join("provenance.jsonl")).unwrap();
+        let rec: serde_json::Value = serde_json::from_str(p.lines().next().unwrap()).unwrap();
+        assert_eq!(rec["seed"], 5, "{name}: {rec}");
+        assert!(
+            rec["commit"].as_str().is_some_and(|c| !c.is_empty()),
+            "{rec}"
+        );
+        assert!(a.join("config.toml").is_file());
+    }
+}
