@@ -26,6 +26,9 @@ pub const MAE_FILE: &str = "mae.bpk";
 pub const RESULTS_FILE: &str = "results.json";
 /// File name of the resolved config in a run folder.
 pub const CONFIG_FILE: &str = "config.toml";
+/// File name of the list of image files left out because they do not decode (path, tab,
+/// reason), in a run folder.
+pub const SKIPPED_FILE: &str = "skipped-images.txt";
 
 /// What a pretraining run reports.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -154,6 +157,20 @@ pub(crate) fn pretrain_run(
     }
     cfg.save(&saved)?;
     crate::provenance::append(out, &cfg, resume)?;
+    if !splits.skipped.is_empty() {
+        let list = out.join(SKIPPED_FILE);
+        let text: String = splits
+            .skipped
+            .iter()
+            .map(|s| format!("{}\t{}\n", s.path.display(), s.reason))
+            .collect();
+        selfsup_core::atomic::write(&list, text)?;
+        eprintln!(
+            "selfsup: left out {} image files that do not decode (data.corrupt_images = \"skip\"); listed in {}",
+            splits.skipped.len(),
+            list.display()
+        );
+    }
 
     let channels = splits.train.channels;
     let train = Arc::new(splits.train);

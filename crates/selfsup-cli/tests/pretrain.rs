@@ -785,3 +785,53 @@ fn sampling_needs_a_gan_run() {
         .to_string();
     assert!(e.contains("needs a GAN run"), "{e}");
 }
+
+/// A folder with undecodable files among its images: an error naming the first and the
+/// setting, or, with `data.corrupt_images = "skip"`, a run that leaves them out and lists them.
+#[test]
+fn corrupt_images_in_a_folder_stop_the_run_or_are_skipped_and_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("images");
+    for (c, v) in [("a", 40u8), ("b", 200)] {
+        std::fs::create_dir_all(data.join(c)).unwrap();
+        for i in 0..24 {
+            image::GrayImage::from_fn(12, 12, |x, y| {
+                image::Luma([v.wrapping_add((x * y + i) as u8)])
+            })
+            .save(data.join(c).join(format!("{i:02}.png")))
+            .unwrap();
+        }
+    }
+    std::fs::write(data.join("a/zz-empty.png"), b"").unwrap();
+    std::fs::write(data.join("b/zz-text.png"), b"not an image at all").unwrap();
+    let mut c = tiny();
+    c.data.spec = format!("folder:{}", data.display()).parse().unwrap();
+    c.data.image_size = 12;
+    c.data.channels = 1;
+    c.data.max_train = 0;
+    c.data.max_test = 0;
+    c.train.batch_size = 16;
+    c.train.epochs = 1;
+    c.eval.linear = false;
+    c.eval.baselines = false;
+    let err = pretrain(c.clone(), &dir.path().join("stop"), false, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("zz-empty.png")
+            && err.contains("2 of 50")
+            && err.contains("data.corrupt_images"),
+        "{err}"
+    );
+    c.data.corrupt_images = selfsup_data::folder::CorruptImages::Skip;
+    let run = dir.path().join("skip");
+    let report = pretrain(c, &run, false, false).unwrap();
+    assert!(report.final_loss.is_finite());
+    let list = std::fs::read_to_string(run.join(selfsup_cli::pretrain::SKIPPED_FILE)).unwrap();
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 2, "{list}");
+    assert!(
+        lines[0].contains("zz-empty.png") && lines[1].contains("zz-text.png"),
+        "{list}"
+    );
+}

@@ -138,6 +138,7 @@ pub fn load_dir(dir: &Path, kind: Cifar) -> Result<Splits> {
     Ok(Splits {
         train: load_files(&train, kind)?,
         test: Some(load_files(&[base.join(test)], kind)?),
+        skipped: Vec::new(),
     })
 }
 

@@ -238,6 +238,8 @@ pub struct Splits {
     pub train: ImageSet,
     /// Held-out images for evaluation.
     pub test: Option<ImageSet>,
+    /// Image files left out because they did not decode (`data.corrupt_images = "skip"`).
+    pub skipped: Vec<crate::folder::Skipped>,
 }
 
 #[cfg(test)]

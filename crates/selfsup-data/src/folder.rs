@@ -3,7 +3,80 @@
 use crate::dataset::ImageSet;
 use rayon::prelude::*;
 use selfsup_core::{Error, Result};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+/// What loading does with an image file that cannot be read or decoded (`data.corrupt_images`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CorruptImages {
+    /// Stop with an error naming the first such file and how many there are.
+    #[default]
+    Error,
+    /// Leave them out; the run lists them in `skipped-images.txt` and says how many.
+    Skip,
+}
+
+/// An image file left out, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Skipped {
+    /// The file.
+    pub path: PathBuf,
+    /// What reading or decoding it said.
+    pub reason: String,
+}
+
+/// Decodes `paths` in parallel, resized to `size` square with `channels` channels: the
+/// indices of those that decoded with their pixels concatenated, and the files left out.
+/// With [`CorruptImages::Error`], any undecodable file is an error naming the first and
+/// counting them all; with `Skip`, only "none decodes" is.
+pub fn decode_all(
+    paths: &[&Path],
+    size: usize,
+    channels: usize,
+    policy: CorruptImages,
+) -> Result<(Vec<usize>, Vec<u8>, Vec<Skipped>)> {
+    let results: Vec<Result<Vec<u8>>> = paths
+        .par_iter()
+        .map(|p| decode(p, size, channels))
+        .collect();
+    let (mut kept, mut pixels, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (r, p)) in results.into_iter().zip(paths).enumerate() {
+        match r {
+            Ok(px) => {
+                kept.push(i);
+                pixels.extend_from_slice(&px);
+            }
+            Err(e) => skipped.push(Skipped {
+                path: p.to_path_buf(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+    if let Some(first) = skipped.first() {
+        let many = format!(
+            "{} of {} images cannot be decoded, the first: {}",
+            skipped.len(),
+            paths.len(),
+            first.reason
+        );
+        if policy == CorruptImages::Error {
+            return Err(Error::format(
+                &first.path,
+                format!(
+                    "{many}. Set data.corrupt_images = \"skip\" to leave such files out (the run lists them in skipped-images.txt)"
+                ),
+            ));
+        }
+        if kept.is_empty() {
+            return Err(Error::format(
+                &first.path,
+                format!("{many}: nothing left to train on"),
+            ));
+        }
+    }
+    Ok((kept, pixels, skipped))
+}
 
 const EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "bmp"];
 
@@ -85,8 +158,14 @@ pub fn decode_bytes(path: &Path, bytes: &[u8], size: usize, channels: usize) -> 
 }
 
 /// Loads a folder: with subfolders, each subfolder is a class (sorted by name); without, the
-/// images are unlabelled. Images are resized to `size` pixels square.
-pub fn load(dir: &Path, size: usize, channels: usize) -> Result<ImageSet> {
+/// images are unlabelled. Images are resized to `size` pixels square; files that do not decode
+/// are an error or left out (returned) as `policy` says.
+pub fn load(
+    dir: &Path,
+    size: usize,
+    channels: usize,
+    policy: CorruptImages,
+) -> Result<(ImageSet, Vec<Skipped>)> {
     if !dir.is_dir() {
         return Err(Error::io(
             dir,
@@ -122,17 +201,15 @@ pub fn load(dir: &Path, size: usize, channels: usize) -> Result<ImageSet> {
             EXTENSIONS.join(", ")
         )));
     }
-    let decoded: Vec<Vec<u8>> = files
-        .par_iter()
-        .map(|(p, _)| decode(p, size, channels))
-        .collect::<Result<_>>()?;
+    let paths: Vec<&Path> = files.iter().map(|(p, _)| p.as_path()).collect();
+    let (kept, pixels, skipped) = decode_all(&paths, size, channels, policy)?;
     let labelled = !classes.is_empty();
-    Ok(ImageSet {
+    let set = ImageSet {
         channels,
         height: size,
         width: size,
-        pixels: decoded.concat(),
-        labels: labelled.then(|| files.iter().map(|(_, l)| l.unwrap_or(0)).collect()),
+        pixels,
+        labels: labelled.then(|| kept.iter().map(|&i| files[i].1.unwrap_or(0)).collect()),
         captions: None,
         class_names: classes
             .iter()
@@ -143,7 +220,8 @@ pub fn load(dir: &Path, size: usize, channels: usize) -> Result<ImageSet> {
                     .into_owned()
             })
             .collect(),
-    })
+    };
+    Ok((set, skipped))
 }
 
 #[cfg(test)]
@@ -164,7 +242,7 @@ mod tests {
             write_png(&dir.path().join(c).join("a.png"), 8, 6, v);
             write_png(&dir.path().join(c).join("b.png"), 5, 5, v);
         }
-        let s = load(dir.path(), 4, 3).unwrap();
+        let (s, _) = load(dir.path(), 4, 3, CorruptImages::Error).unwrap();
         assert_eq!(s.len(), 4);
         assert_eq!(s.labels, Some(vec![0, 0, 1, 1]));
         assert_eq!(s.class_names, vec!["cat", "dog"]);
@@ -176,7 +254,7 @@ mod tests {
     fn flat_folder_is_unlabelled_and_grayscale_works() {
         let dir = tempfile::tempdir().unwrap();
         write_png(&dir.path().join("x.png"), 3, 3, 100);
-        let s = load(dir.path(), 3, 1).unwrap();
+        let (s, _) = load(dir.path(), 3, 1, CorruptImages::Error).unwrap();
         assert!(s.labels.is_none());
         assert_eq!(s.pixels.len(), 9);
     }
@@ -184,19 +262,68 @@ mod tests {
     #[test]
     fn corrupt_image_and_empty_folder_are_named() {
         let dir = tempfile::tempdir().unwrap();
-        let err = load(dir.path(), 4, 3).unwrap_err().to_string();
+        let err = load(dir.path(), 4, 3, CorruptImages::Error)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no images"), "{err}");
         std::fs::write(
             dir.path().join("broken.png"),
             b"\x89PNG\r\n\x1a\nnot really",
         )
         .unwrap();
-        let err = load(dir.path(), 4, 3).unwrap_err().to_string();
+        let err = load(dir.path(), 4, 3, CorruptImages::Error)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("broken.png"), "{err}");
-        let err = load(Path::new("/no/such/dir"), 4, 3)
+        // Skipping leaves nothing here: still an error.
+        let err = load(dir.path(), 4, 3, CorruptImages::Skip)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nothing left"), "{err}");
+        let err = load(Path::new("/no/such/dir"), 4, 3, CorruptImages::Error)
             .unwrap_err()
             .to_string();
         assert!(err.contains("/no/such/dir"), "{err}");
+    }
+
+    /// Two bad files among good ones in class folders: an error counting them, or left out
+    /// (labels of the rest kept in step) and listed.
+    #[test]
+    fn corrupt_images_are_counted_or_skipped_with_their_labels_in_step() {
+        let dir = tempfile::tempdir().unwrap();
+        for (c, v) in [("cat", 10u8), ("dog", 200)] {
+            std::fs::create_dir(dir.path().join(c)).unwrap();
+            write_png(&dir.path().join(c).join("a.png"), 4, 4, v);
+            write_png(&dir.path().join(c).join("c.png"), 4, 4, v);
+        }
+        std::fs::write(dir.path().join("cat/b.png"), b"\x89PNG\r\n\x1a\ntruncated").unwrap();
+        // A real PNG cut short.
+        write_png(&dir.path().join("dog/b.png"), 16, 16, 7);
+        let full = std::fs::read(dir.path().join("dog/b.png")).unwrap();
+        std::fs::write(dir.path().join("dog/b.png"), &full[..full.len() / 2]).unwrap();
+        let err = load(dir.path(), 4, 1, CorruptImages::Error)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("2 of 6 images") && err.contains("cat/b.png"),
+            "{err}"
+        );
+        assert!(err.contains("data.corrupt_images"), "{err}");
+        let (s, skipped) = load(dir.path(), 4, 1, CorruptImages::Skip).unwrap();
+        assert_eq!(s.len(), 4);
+        assert_eq!(s.labels, Some(vec![0, 0, 1, 1]));
+        let names: Vec<String> = skipped
+            .iter()
+            .map(|k| {
+                k.path
+                    .strip_prefix(dir.path())
+                    .unwrap()
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(names, ["cat/b.png", "dog/b.png"]);
+        assert!(skipped.iter().all(|k| k.reason.contains("b.png")));
     }
 
     #[test]

@@ -190,6 +190,7 @@ pub fn load_dir(dir: &Path, class_names: &[&str]) -> Result<Splits> {
     Ok(Splits {
         train,
         test: Some(test),
+        skipped: Vec::new(),
     })
 }
 

@@ -9,8 +9,7 @@
 //! lines collects all their captions, in file order; images keep the order of their first line.
 
 use crate::dataset::ImageSet;
-use crate::folder;
-use rayon::prelude::*;
+use crate::folder::{self, CorruptImages, Skipped};
 use selfsup_core::{Error, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -164,28 +163,36 @@ fn csv_rows(path: &Path, text: &str) -> Result<Vec<(String, String, String)>> {
 
 /// Loads a manifest's images (decoded in parallel, resized to `size` square with `channels`
 /// channels) with their captions; no labels. A missing or undecodable image is an error
-/// naming it.
-pub fn load(path: &Path, size: usize, channels: usize) -> Result<ImageSet> {
+/// naming it, or left out (returned) as `policy` says.
+pub fn load(
+    path: &Path,
+    size: usize,
+    channels: usize,
+    policy: CorruptImages,
+) -> Result<(ImageSet, Vec<Skipped>)> {
     if size == 0 {
         return Err(Error::config("data.image_size", "must be at least 1"));
     }
     let entries = read(path)?;
-    let decoded: Vec<Vec<u8>> = entries
-        .par_iter()
-        .map(|e| {
-            folder::decode(&e.image, size, channels)
-                .map_err(|err| Error::format(path, format!("image {}: {err}", e.image.display())))
-        })
-        .collect::<Result<_>>()?;
-    Ok(ImageSet {
+    let paths: Vec<&Path> = entries.iter().map(|e| e.image.as_path()).collect();
+    let (kept, pixels, skipped) = folder::decode_all(&paths, size, channels, policy)
+        .map_err(|e| Error::format(path, e.to_string()))?;
+    let mut captions: Vec<Option<Vec<String>>> =
+        entries.into_iter().map(|e| Some(e.captions)).collect();
+    let set = ImageSet {
         channels,
         height: size,
         width: size,
-        pixels: decoded.concat(),
+        pixels,
         labels: None,
         class_names: Vec::new(),
-        captions: Some(entries.into_iter().map(|e| e.captions).collect()),
-    })
+        captions: Some(
+            kept.iter()
+                .map(|&i| captions[i].take().expect("each entry once"))
+                .collect(),
+        ),
+    };
+    Ok((set, skipped))
 }
 
 #[cfg(test)]
@@ -227,13 +234,26 @@ mod tests {
         ];
         assert_eq!(read(&jsonl).unwrap(), want);
         assert_eq!(read(&csv).unwrap(), want);
-        let set = load(&jsonl, 2, 1).unwrap();
+        let (set, skipped) = load(&jsonl, 2, 1, CorruptImages::Error).unwrap();
+        assert!(skipped.is_empty());
         assert_eq!((set.len(), set.height, set.channels), (2, 2, 1));
         assert_eq!(set.bytes(1), [200; 4]);
         assert_eq!(set.captions.as_ref().unwrap()[1], want[1].captions);
         // Captions follow their images through subsets.
         let sub = set.subset(&[1]);
         assert_eq!(sub.captions.unwrap(), [want[1].captions.clone()]);
+        // A missing image among them, skipped: its captions go with it.
+        let gone = dir.path().join("gone.jsonl");
+        std::fs::write(
+            &gone,
+            "{\"image\": \"a.png\", \"caption\": \"dark\"}\n{\"image\": \"nope.png\", \"caption\": \"absent\"}\n{\"image\": \"b.png\", \"caption\": \"light\"}\n",
+        )
+        .unwrap();
+        let (set, skipped) = load(&gone, 2, 1, CorruptImages::Skip).unwrap();
+        assert_eq!(set.len(), 2);
+        assert_eq!(set.captions.unwrap(), [vec!["dark"], vec!["light"]]);
+        assert_eq!(skipped.len(), 1);
+        assert!(skipped[0].path.ends_with("nope.png"));
     }
 
     #[test]
@@ -243,7 +263,9 @@ mod tests {
         let check = |name: &str, text: &str, want: &[&str]| {
             let p = dir.path().join(name);
             std::fs::write(&p, text).unwrap();
-            let err = load(&p, 2, 1).unwrap_err().to_string();
+            let err = load(&p, 2, 1, CorruptImages::Error)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(name), "{err}");
             for w in want {
                 assert!(err.contains(w), "{err} should say {w}");
@@ -275,7 +297,7 @@ mod tests {
         check("e.csv", "image,caption\na.png,\n", &["row 2", "empty"]);
         check("m.txt", "a.png x\n", &[".jsonl", ".csv"]);
         check("z.jsonl", "\n", &["no image-caption pairs"]);
-        let err = load(&dir.path().join("absent.jsonl"), 2, 1)
+        let err = load(&dir.path().join("absent.jsonl"), 2, 1, CorruptImages::Error)
             .unwrap_err()
             .to_string();
         assert!(err.contains("absent.jsonl"), "{err}");

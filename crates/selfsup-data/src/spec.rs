@@ -3,6 +3,7 @@
 
 use crate::cifar::{self, Cifar};
 use crate::dataset::{ImageSet, Splits};
+use crate::folder::CorruptImages;
 use crate::idx::{self, FASHION_CLASSES};
 use crate::{folder, manifest, sample};
 use selfsup_core::config::ensure;
@@ -117,6 +118,9 @@ pub struct DataConfig {
     pub mean: Vec<f32>,
     /// Per-channel standard deviation for normalization (empty: measured on the training split).
     pub std: Vec<f32>,
+    /// Folder and manifest images that do not decode: `"error"` stops naming them, `"skip"`
+    /// leaves them out and lists them in the run folder's `skipped-images.txt`.
+    pub corrupt_images: CorruptImages,
 }
 
 impl Default for DataConfig {
@@ -130,6 +134,7 @@ impl Default for DataConfig {
             max_test: 0,
             mean: Vec::new(),
             std: Vec::new(),
+            corrupt_images: CorruptImages::Error,
         }
     }
 }
@@ -183,14 +188,18 @@ impl DataConfig {
             DataSpec::Cifar100(p) => cifar::load_dir(p, Cifar::Hundred)?,
             DataSpec::Folder(_) | DataSpec::Manifest(_) => {
                 let ch = if self.channels == 0 { 3 } else { self.channels };
-                let (all, split) = match &self.spec {
+                let policy = self.corrupt_images;
+                let (all, split, skipped) = match &self.spec {
                     DataSpec::Folder(p) => {
-                        let all = folder::load(p, self.image_size, ch)?;
+                        let (all, skipped) = folder::load(p, self.image_size, ch, policy)?;
                         let labelled = all.labels.is_some();
-                        (all, labelled)
+                        (all, labelled, skipped)
                     }
                     // Image-text pairs hold out images for retrieval.
-                    DataSpec::Manifest(p) => (manifest::load(p, self.image_size, ch)?, true),
+                    DataSpec::Manifest(p) => {
+                        let (all, skipped) = manifest::load(p, self.image_size, ch, policy)?;
+                        (all, true, skipped)
+                    }
                     _ => unreachable!("matched above"),
                 };
                 if split && self.holdout > 0.0 && all.len() >= 2 {
@@ -208,11 +217,13 @@ impl DataConfig {
                     Splits {
                         train: all.subset(train),
                         test: Some(all.subset(test)),
+                        skipped,
                     }
                 } else {
                     Splits {
                         train: all,
                         test: None,
+                        skipped,
                     }
                 }
             }
