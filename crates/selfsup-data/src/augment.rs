@@ -318,7 +318,14 @@ impl Augmentation for GaussianBlur {
         let sum: f32 = k.iter().sum();
         let k: Vec<f32> = k.iter().map(|v| v / sum).collect();
         let rows = blur_pass(&img, &k, false);
-        blur_pass(&rows, &k, true)
+        let mut out = blur_pass(&rows, &k, true);
+        // A weighted mean stays within its inputs' range; rounding can step over by an ulp.
+        let (lo, hi) = img
+            .data
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+        out.data.iter_mut().for_each(|v| *v = v.clamp(lo, hi));
+        out
     }
 }
 
