@@ -323,7 +323,9 @@ impl Augmentation for GaussianBlur {
         let (lo, hi) = img
             .data
             .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
+                (l.min(v), h.max(v))
+            });
         out.data.iter_mut().for_each(|v| *v = v.clamp(lo, hi));
         out
     }
