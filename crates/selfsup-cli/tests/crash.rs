@@ -72,6 +72,29 @@ fn start(config: &Path, out: &Path, resume: bool) -> std::process::Child {
     cmd.spawn().unwrap()
 }
 
+/// The newest complete checkpoint's step of a run folder (0 when none).
+fn latest_step(run: &Path) -> usize {
+    std::fs::read_dir(run.join("checkpoints"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_prefix("step-")?.parse::<usize>().ok()
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// When a process is killed: so many milliseconds after it starts, or so many after the run
+/// folder's newest checkpoint reaches a step (so the moments land where they are meant to
+/// on a fast machine or a loaded one).
+enum Kill {
+    AfterStart(u64),
+    AtStep(usize, u64),
+}
+
 #[test]
 fn killed_and_resumed_runs_end_with_the_uninterrupted_weights() {
     let dir = tempfile::tempdir().unwrap();
@@ -83,34 +106,50 @@ fn killed_and_resumed_runs_end_with_the_uninterrupted_weights() {
     assert!(status.success(), "{status}");
     let full = t0.elapsed();
 
-    let killed = dir.path().join("killed");
+    // Start-up, six moments of training (at or just after a checkpoint, or while one is
+    // being written), and the final scoring after the last step.
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    let (mut kills, mut starts) = (0, 0);
-    loop {
-        starts += 1;
-        assert!(starts <= 40, "no end after {starts} starts");
-        let mut child = start(&cfg, &killed, starts > 1);
-        if kills < 8 {
-            // Anywhere from start-up to the final scoring (a resumed process has less to do,
-            // so the moments are drawn from the first quarter of a whole run's time).
-            let at = full.mul_f64(rng.random_range(0.02..0.25));
-            let t = Instant::now();
-            while t.elapsed() < at && child.try_wait().unwrap().is_none() {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if child.try_wait().unwrap().is_none() {
+    let mut steps: Vec<usize> = (0..6).map(|_| rng.random_range(1..64)).collect();
+    steps.sort_unstable();
+    let mut plan = vec![Kill::AfterStart(rng.random_range(0..150))];
+    plan.extend(
+        steps
+            .into_iter()
+            .map(|s| Kill::AtStep(s, rng.random_range(0..40))),
+    );
+    plan.push(Kill::AtStep(64, rng.random_range(0..200)));
+
+    let killed = dir.path().join("killed");
+    let mut kills = 0;
+    for (i, kill) in plan.iter().enumerate() {
+        let mut child = start(&cfg, &killed, i > 0);
+        let t = Instant::now();
+        let due = |t: &Instant| match *kill {
+            Kill::AfterStart(ms) => t.elapsed() >= Duration::from_millis(ms),
+            Kill::AtStep(step, _) => latest_step(&killed) >= step,
+        };
+        while !due(&t) && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if let Kill::AtStep(_, ms) = *kill {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        match child.try_wait().unwrap() {
+            None => {
                 child.kill().unwrap(); // SIGKILL
                 child.wait().unwrap();
                 kills += 1;
-                continue;
             }
+            Some(status) => assert!(status.success(), "start {i} failed: {status}"),
         }
-        let status = child.wait().unwrap();
-        assert!(status.success(), "the final resume failed: {status}");
-        break;
     }
-    eprintln!("a whole run took {full:?}; {kills} kills in {starts} starts");
-    assert!(kills >= 5, "only {kills} kills landed");
+    let status = start(&cfg, &killed, true).wait().unwrap();
+    assert!(status.success(), "the final resume failed: {status}");
+    eprintln!(
+        "a whole run took {full:?}; {kills} of {} kills landed",
+        plan.len()
+    );
+    assert!(kills >= 6, "only {kills} kills landed");
     let (a, b) = (encoder_weights(&straight), encoder_weights(&killed));
     assert_eq!(a.len(), b.len());
     let differ = a.iter().zip(&b).filter(|(x, y)| x != y).count();
