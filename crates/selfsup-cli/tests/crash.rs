@@ -2,29 +2,14 @@
 //! random moments and resumed each time ends with the very weights (and the same logged losses)
 //! of a run that was never stopped; the same seed and config give bit-identical weights.
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use selfsup_cli::{Method, RunConfig};
-use selfsup_encoders::Arch;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Flat(Vec<f32>);
-impl ModuleVisitor for Flat {
-    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-        self.0
-            .extend(p.val().into_data().try_to_vec::<f32>().unwrap());
-    }
-}
-
-fn encoder_weights(run: &Path) -> Vec<f32> {
-    let (_, enc) = selfsup_cli::evaluate::load_encoder(run, &Device::flex()).unwrap();
-    let mut f = Flat(Vec::new());
-    enc.visit(&mut f);
-    f.0
-}
+mod common;
+use common::{encoder_weights, same, tiny};
 
 /// `(step, loss)` of every training line of a run's `metrics.jsonl`.
 fn losses(run: &Path) -> Vec<(u64, String)> {
@@ -40,19 +25,11 @@ fn losses(run: &Path) -> Vec<(u64, String)> {
 /// A SimCLR run of 64 steps checkpointing every step: a few seconds, so that kills land in
 /// start-up, training, checkpoint writes and the final scoring alike.
 fn config() -> RunConfig {
-    let mut c = RunConfig::preset(Method::Simclr);
+    let mut c = tiny();
     c.data.max_train = 512;
-    c.data.max_test = 40;
-    c.encoder.arch = Arch::Convnet;
-    c.encoder.width = 4;
-    c.simclr.head.hidden_dim = 16;
-    c.simclr.head.output_dim = 8;
-    c.train.batch_size = 32;
     c.train.epochs = 4;
     c.train.checkpoint_every = 1;
     c.train.keep_checkpoints = 2;
-    c.train.log_every = 1;
-    c.knn.k = 5;
     c.eval.linear = false;
     c.eval.baselines = false;
     c
@@ -150,15 +127,8 @@ fn killed_and_resumed_runs_end_with_the_uninterrupted_weights() {
         plan.len()
     );
     assert!(kills >= 6, "only {kills} kills landed");
-    let (a, b) = (encoder_weights(&straight), encoder_weights(&killed));
-    assert_eq!(a.len(), b.len());
-    let differ = a.iter().zip(&b).filter(|(x, y)| x != y).count();
-    assert_eq!(
-        differ,
-        0,
-        "{differ} of {} weights differ after {kills} kills",
-        a.len()
-    );
+    same(&encoder_weights(&straight), &encoder_weights(&killed))
+        .unwrap_or_else(|e| panic!("after {kills} kills: {e}"));
     assert_eq!(losses(&straight), losses(&killed), "logged losses differ");
     let starts_logged = std::fs::read_to_string(killed.join("provenance.jsonl"))
         .unwrap()
@@ -212,9 +182,9 @@ fn seeded_runs_of_every_method_are_bit_identical() {
         let (a, b) = (dir.path().join(&name), dir.path().join(format!("{name}-2")));
         selfsup_cli::pretrain(c.clone(), &a, false, false).unwrap();
         selfsup_cli::pretrain(c, &b, false, false).unwrap();
-        let (wa, wb) = (encoder_weights(&a), encoder_weights(&b));
+        let wa = encoder_weights(&a);
         assert!(!wa.is_empty());
-        assert!(wa == wb, "{name}: two seeded runs differ");
+        same(&wa, &encoder_weights(&b)).unwrap_or_else(|e| panic!("{name}: {e}"));
         let p = std::fs::read_to_string(a.join("provenance.jsonl")).unwrap();
         let rec: serde_json::Value = serde_json::from_str(p.lines().next().unwrap()).unwrap();
         assert_eq!(rec["seed"], 5, "{name}: {rec}");

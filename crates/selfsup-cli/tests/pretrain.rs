@@ -1,8 +1,7 @@
 //! End-to-end: a tiny SimCLR run on the embedded sample checkpoints, resumes to the same
 //! weights as an uninterrupted run, and is evaluated by `selfsup eval knn`.
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use selfsup_cli::evaluate::{PRETRAINED, RANDOM_INIT, RAW_PIXELS};
 use selfsup_cli::{EvalArgs, EvalPlan, Method, RunConfig, eval_finetune, eval_frozen, pretrain};
 use selfsup_core::{DeviceSpec, checkpoint};
@@ -10,52 +9,8 @@ use selfsup_encoders::Arch;
 use std::path::Path;
 use std::process::Command;
 
-fn tiny() -> RunConfig {
-    let mut c = RunConfig::preset(Method::Simclr);
-    c.data.max_train = 96;
-    c.data.max_test = 40;
-    c.encoder.arch = Arch::Convnet;
-    c.encoder.width = 4;
-    c.simclr.head.hidden_dim = 16;
-    c.simclr.head.output_dim = 8;
-    c.train.batch_size = 32;
-    c.train.epochs = 2;
-    c.train.checkpoint_every = 2;
-    c.train.keep_checkpoints = 10;
-    c.train.log_every = 1;
-    c.knn.k = 5;
-    c.linear.epochs = 3;
-    c.finetune.train.epochs = 1;
-    c.finetune.train.batch_size = 16;
-    c
-}
-
-struct Flat(Vec<f32>);
-impl ModuleVisitor for Flat {
-    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-        self.0
-            .extend(p.val().into_data().try_to_vec::<f32>().unwrap());
-    }
-}
-
-fn same(a: &[f32], b: &[f32]) -> Result<(), String> {
-    if a.len() != b.len() {
-        return Err(format!("{} vs {} values", a.len(), b.len()));
-    }
-    let diff: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
-    if diff.is_empty() {
-        Ok(())
-    } else {
-        let i = diff[0];
-        Err(format!(
-            "{} of {} values differ; first at {i}: {} vs {}",
-            diff.len(),
-            a.len(),
-            a[i],
-            b[i]
-        ))
-    }
-}
+mod common;
+use common::{encoder_weights, same, tiny};
 
 /// Makes `run` look like a run stopped right after the step checkpoint `step` (of another
 /// run): that checkpoint copied into its checkpoints folder, nothing else.
@@ -66,13 +21,6 @@ fn interrupted_at(step: &Path, run: &Path) {
         let f = f.unwrap().path();
         std::fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
     }
-}
-
-fn encoder_weights(run: &Path) -> Vec<f32> {
-    let (_, enc) = selfsup_cli::evaluate::load_encoder(run, &Device::flex()).unwrap();
-    let mut f = Flat(Vec::new());
-    enc.visit(&mut f);
-    f.0
 }
 
 #[test]
@@ -735,9 +683,7 @@ fn gan_trains_samples_resumes_and_evaluates_its_discriminator() {
         .expect("resumed GAN run differs from uninterrupted run");
     let generator = |run: &Path| {
         let (_, g) = selfsup_cli::gan::load_generator(run, &Device::flex()).unwrap();
-        let mut f = Flat(Vec::new());
-        g.visit(&mut f);
-        f.0
+        selfsup_core::grads::param_values(&g)
     };
     same(&generator(&a), &generator(&b)).expect("resumed GAN run has another generator");
     let args = EvalArgs {

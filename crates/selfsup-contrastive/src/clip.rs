@@ -477,10 +477,7 @@ mod tests {
         .unwrap();
         assert!((l1 - l2).abs() < 1e-5, "one device {l1}, two {l2}");
         let (w1, w2) = (param_values(&one), param_values(&two));
-        let d = w1
-            .iter()
-            .zip(&w2)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let d = selfsup_core::grads::max_abs_diff(&w1, &w2);
         assert!(d < 1e-5, "weights differ by {d}");
         let (s1, s2) = (
             one.scale(cfg.max_scale).into_scalar::<f64>(),

@@ -5,7 +5,7 @@ use crate::loss::nt_xent;
 use burn::module::Module;
 use burn::tensor::{Device, FloatDType, Tensor};
 use selfsup_core::config::ensure;
-use selfsup_core::parallel::split_rows;
+use selfsup_core::parallel::split_each;
 use selfsup_core::{Encoder, LossOutput, Objective, Result, Shardable, StepInfo};
 use selfsup_encoders::{HeadConfig, ProjectionHead};
 use serde::{Deserialize, Serialize};
@@ -119,13 +119,7 @@ impl<E: Encoder> Shardable for SimClr<E> {
         devices: &[Device],
         _: &StepInfo,
     ) -> Result<Vec<Vec<Tensor<4>>>> {
-        let per_view = views
-            .iter()
-            .map(|v| split_rows(v, devices))
-            .collect::<Result<Vec<_>>>()?;
-        Ok((0..devices.len())
-            .map(|k| per_view.iter().map(|v| v[k].clone()).collect())
-            .collect())
+        split_each(views, devices)
     }
 
     fn cast(&self, views: Vec<Tensor<4>>, dtype: FloatDType) -> Vec<Tensor<4>> {
@@ -233,13 +227,7 @@ mod tests {
             .sqrt()
     }
 
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-    }
+    use selfsup_core::grads::max_abs_diff as max_diff;
 
     #[test]
     fn a_step_over_two_devices_equals_one_device_with_the_whole_batch() {

@@ -59,6 +59,15 @@ pub fn param_values<M: Module>(module: &M) -> Vec<f32> {
     v.0
 }
 
+/// The largest absolute difference between two equally long lists of values (of
+/// [`param_values`], say); `f32::INFINITY` when their lengths differ.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() {
+        return f32::INFINITY;
+    }
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
 /// The global L2 norm of all gradients of `module` (0 when it has none).
 pub fn global_norm<M: Module>(module: &M, grads: &GradientsParams) -> f64 {
     let mut v = SquaredNorm { grads, total: None };

@@ -98,6 +98,21 @@ pub fn split_rows<const D: usize, K: Basic>(
         .collect())
 }
 
+/// [`split_rows`] of each of `tensors` (the views of a batch), regrouped by device: shard `k`
+/// holds part `k` of every tensor, in order.
+pub fn split_each<const D: usize>(
+    tensors: &[Tensor<D>],
+    devices: &[Device],
+) -> Result<Vec<Vec<Tensor<D>>>> {
+    let mut shards: Vec<Vec<Tensor<D>>> = vec![Vec::new(); devices.len()];
+    for t in tensors {
+        for (shard, part) in shards.iter_mut().zip(split_rows(t, devices)?) {
+            shard.push(part);
+        }
+    }
+    Ok(shards)
+}
+
 /// A copy of `model` on `device` whose parameters are new leaves of the autodiff graph and
 /// whose BatchNorm running statistics are its own (a `clone()` would share them with
 /// `model`; `valid()` then `train()` gives fresh ones).

@@ -14,7 +14,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 use selfsup_core::config::ensure;
 use selfsup_core::ema::Ema;
-use selfsup_core::parallel::{replicate_as, split_rows};
+use selfsup_core::parallel::{replicate_as, split_each};
 use selfsup_core::schedule::cosine_ramp;
 use selfsup_core::{Encoder, Error, LossOutput, Objective, Result, Shardable, StepInfo};
 use serde::{Deserialize, Serialize};
@@ -304,13 +304,7 @@ impl<E: Encoder> Shardable for Dino<E> {
         devices: &[Device],
         _: &StepInfo,
     ) -> Result<Vec<Vec<Tensor<4>>>> {
-        let mut shards: Vec<Vec<Tensor<4>>> = vec![Vec::new(); devices.len()];
-        for v in views {
-            for (shard, part) in shards.iter_mut().zip(split_rows(v, devices)?) {
-                shard.push(part);
-            }
-        }
-        Ok(shards)
+        split_each(views, devices)
     }
 
     fn cast(&self, views: Vec<Tensor<4>>, dtype: FloatDType) -> Vec<Tensor<4>> {
@@ -602,14 +596,15 @@ mod tests {
                 panic!("a step was skipped")
             };
             assert!((l1 - l2).abs() < 1e-5, "one device {l1}, two {l2}");
-            let diff =
-                |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
             let (w0, w1, w2) = (param_values(&student), param_values(&m1), param_values(&m2));
-            assert!(diff(&w1, &w0) > 1e-5, "the step changed nothing");
             assert!(
-                diff(&w1, &w2) < 1e-5,
+                selfsup_core::grads::max_abs_diff(&w1, &w0) > 1e-5,
+                "the step changed nothing"
+            );
+            assert!(
+                selfsup_core::grads::max_abs_diff(&w1, &w2) < 1e-5,
                 "weights differ by {}",
-                diff(&w1, &w2)
+                selfsup_core::grads::max_abs_diff(&w1, &w2)
             );
             d1.after_step(&m1, &step);
             d2.after_step(&m2, &step);
@@ -619,12 +614,15 @@ mod tests {
             );
             assert!(c1.iter().any(|&c| c != 0.0), "the centre did not move");
             assert!(
-                diff(&c1, &c2) < 1e-6,
+                selfsup_core::grads::max_abs_diff(&c1, &c2) < 1e-6,
                 "centres differ by {}",
-                diff(&c1, &c2)
+                selfsup_core::grads::max_abs_diff(&c1, &c2)
             );
             assert!(
-                diff(&param_values(d1.teacher()), &param_values(d2.teacher())) < 1e-6,
+                selfsup_core::grads::max_abs_diff(
+                    &param_values(d1.teacher()),
+                    &param_values(d2.teacher())
+                ) < 1e-6,
                 "teachers differ"
             );
         }

@@ -424,10 +424,11 @@ mod tests {
             one_and_two_devices(make, &train, start, &x, &step0(), 0.1).unwrap();
         assert!((l1 - l2).abs() < 1e-5, "one device {l1}, two {l2}");
         let (w1, w2) = (param_values(&one), param_values(&two));
-        let diff =
-            |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(diff(&w1, &before) > 1e-4, "the step changed nothing");
-        let d = diff(&w1, &w2);
+        assert!(
+            selfsup_core::grads::max_abs_diff(&w1, &before) > 1e-4,
+            "the step changed nothing"
+        );
+        let d = selfsup_core::grads::max_abs_diff(&w1, &w2);
         assert!(d < 1e-5, "weights differ by {d}");
     }
 

@@ -11,7 +11,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 use rand::Rng;
-use selfsup_core::parallel::split_rows;
+use selfsup_core::parallel::split_each;
 use selfsup_core::seed::{STREAM_OBJECTIVE, rng};
 use selfsup_core::{Encoder, Error, LossOutput, Objective, Result, Shardable, StepInfo};
 use selfsup_encoders::{HeadConfig, ProjectionHead};
@@ -284,12 +284,7 @@ impl<E: Encoder> Shardable for Jigsaw<E> {
     ) -> Result<Vec<JigsawShard>> {
         let n = tiles[0].dims()[0];
         let labels = self.labels(info.step, n);
-        let mut parts: Vec<Vec<Tensor<4>>> = vec![Vec::new(); devices.len()];
-        for t in tiles {
-            for (p, s) in parts.iter_mut().zip(split_rows(t, devices)?) {
-                p.push(s);
-            }
-        }
+        let parts = split_each(tiles, devices)?;
         let rows = n / devices.len().max(1);
         Ok(parts
             .into_iter()
@@ -503,13 +498,14 @@ mod tests {
             one_and_two_devices(make, &train, start, &tiles, &info, 0.1).unwrap();
         assert!((l1 - l2).abs() < 1e-5, "one device {l1}, two {l2}");
         let (w1, w2) = (param_values(&one), param_values(&two));
-        let diff =
-            |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(diff(&w1, &before) > 1e-4, "the step changed nothing");
         assert!(
-            diff(&w1, &w2) < 1e-5,
+            selfsup_core::grads::max_abs_diff(&w1, &before) > 1e-4,
+            "the step changed nothing"
+        );
+        assert!(
+            selfsup_core::grads::max_abs_diff(&w1, &w2) < 1e-5,
             "weights differ by {}",
-            diff(&w1, &w2)
+            selfsup_core::grads::max_abs_diff(&w1, &w2)
         );
     }
 }

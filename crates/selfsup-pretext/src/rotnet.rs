@@ -5,7 +5,7 @@ use crate::loss::pretext_loss;
 use crate::rotation::rotations_batch;
 use burn::module::Module;
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
-use selfsup_core::parallel::split_rows;
+use selfsup_core::parallel::split_each;
 use selfsup_core::{Encoder, Error, LossOutput, Objective, Result, Shardable, StepInfo};
 use selfsup_encoders::{HeadConfig, ProjectionHead};
 use serde::{Deserialize, Serialize};
@@ -136,10 +136,7 @@ impl<E: Encoder> Shardable for RotNet<E> {
         devices: &[Device],
         _: &StepInfo,
     ) -> Result<Vec<Vec<Tensor<4>>>> {
-        Ok(split_rows(&views[0], devices)?
-            .into_iter()
-            .map(|v| vec![v])
-            .collect())
+        split_each(&views[..1], devices)
     }
 
     fn cast(&self, views: Vec<Tensor<4>>, dtype: FloatDType) -> Vec<Tensor<4>> {
@@ -267,10 +264,7 @@ mod tests {
             one_and_two_devices(RotNet::<Backbone>::new, &train, start, &x, &info, 0.1).unwrap();
         assert!((l1 - l2).abs() < 1e-5, "one device {l1}, two {l2}");
         let (w1, w2) = (param_values(&one), param_values(&two));
-        let d = w1
-            .iter()
-            .zip(&w2)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let d = selfsup_core::grads::max_abs_diff(&w1, &w2);
         assert!(d < 1e-5, "weights differ by {d}");
     }
 }

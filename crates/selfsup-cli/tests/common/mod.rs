@@ -1,0 +1,54 @@
+//! What the end-to-end tests share: a tiny SimCLR config, and a run's encoder weights to
+//! compare.
+#![allow(dead_code)]
+
+use selfsup_cli::{Method, RunConfig};
+use selfsup_encoders::Arch;
+use std::path::Path;
+
+/// A SimCLR run on the sample small enough for a test: a 4-wide ConvNet, 96 images, 2 epochs.
+pub fn tiny() -> RunConfig {
+    let mut c = RunConfig::preset(Method::Simclr);
+    c.data.max_train = 96;
+    c.data.max_test = 40;
+    c.encoder.arch = Arch::Convnet;
+    c.encoder.width = 4;
+    c.simclr.head.hidden_dim = 16;
+    c.simclr.head.output_dim = 8;
+    c.train.batch_size = 32;
+    c.train.epochs = 2;
+    c.train.checkpoint_every = 2;
+    c.train.keep_checkpoints = 10;
+    c.train.log_every = 1;
+    c.knn.k = 5;
+    c.linear.epochs = 3;
+    c.finetune.train.epochs = 1;
+    c.finetune.train.batch_size = 16;
+    c
+}
+
+/// Every float parameter of the encoder a run folder saved.
+pub fn encoder_weights(run: &Path) -> Vec<f32> {
+    let (_, enc) = selfsup_cli::evaluate::load_encoder(run, &burn::tensor::Device::flex()).unwrap();
+    selfsup_core::grads::param_values(&enc)
+}
+
+/// `Ok` when `a` and `b` are equal bit for bit; else how many values differ and the first.
+pub fn same(a: &[f32], b: &[f32]) -> Result<(), String> {
+    if a.len() != b.len() {
+        return Err(format!("{} vs {} values", a.len(), b.len()));
+    }
+    let diff: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+    if diff.is_empty() {
+        Ok(())
+    } else {
+        let i = diff[0];
+        Err(format!(
+            "{} of {} values differ; first at {i}: {} vs {}",
+            diff.len(),
+            a.len(),
+            a[i],
+            b[i]
+        ))
+    }
+}
