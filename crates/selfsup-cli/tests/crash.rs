@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{encoder_weights, same, tiny};
+use common::{encoder_weights, same, tiny, tiny_of};
 
 /// `(step, loss)` of every training line of a run's `metrics.jsonl`.
 fn losses(run: &Path) -> Vec<(u64, String)> {
@@ -154,30 +154,8 @@ fn seeded_runs_of_every_method_are_bit_identical() {
         Method::Jigsaw,
         Method::Gan,
     ] {
-        let mut c = RunConfig::preset(method);
-        c.data.max_train = 64;
-        c.data.max_test = 16;
-        c.train.batch_size = 32;
-        c.train.epochs = 1;
+        let mut c = tiny_of(method);
         c.train.seed = 5;
-        c.encoder.width = 4;
-        c.encoder.vit.dim = 16;
-        c.encoder.vit.depth = 1;
-        c.encoder.vit.heads = 2;
-        c.mae.decoder_dim = 8;
-        c.mae.decoder_depth = 1;
-        c.mae.decoder_heads = 2;
-        c.dino.head.hidden_dim = 16;
-        c.dino.head.bottleneck_dim = 8;
-        c.dino.head.output_dim = 32;
-        c.jigsaw.permutations = 10;
-        c.jigsaw.hidden_dim = 16;
-        c.gan.noise_dim = 8;
-        c.gan.generator_width = 4;
-        c.gan.fid_images = 16;
-        c.knn.k = 5;
-        c.eval.linear = false;
-        c.eval.baselines = false;
         let name = format!("{method:?}").to_lowercase();
         let (a, b) = (dir.path().join(&name), dir.path().join(format!("{name}-2")));
         selfsup_cli::pretrain(c.clone(), &a, false, false).unwrap();

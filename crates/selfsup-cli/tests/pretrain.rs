@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 mod common;
-use common::{encoder_weights, same, tiny};
+use common::{encoder_weights, same, tiny, tiny_of};
 
 /// Makes `run` look like a run stopped right after the step checkpoint `step` (of another
 /// run): that checkpoint copied into its checkpoints folder, nothing else.
@@ -216,21 +216,8 @@ fn simclr_trains_over_two_devices_and_bad_device_lists_are_refused() {
 fn mae_pretrains_evaluates_and_draws_reconstructions() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("mae");
-    let mut c = RunConfig::preset(Method::Mae);
-    c.data.max_train = 64;
-    c.data.max_test = 16;
-    c.encoder.vit.dim = 16;
-    c.encoder.vit.depth = 1;
-    c.encoder.vit.heads = 2;
-    c.mae.decoder_dim = 8;
-    c.mae.decoder_depth = 1;
-    c.mae.decoder_heads = 2;
-    c.train.batch_size = 32;
-    c.train.epochs = 1;
+    let mut c = tiny_of(Method::Mae);
     c.train.checkpoint_every = 1;
-    c.knn.k = 5;
-    c.eval.linear = false;
-    c.eval.baselines = false;
     let report = pretrain(c.clone(), &run, false, false).unwrap();
     assert_eq!(report.steps, 2);
     assert!(report.final_loss.is_finite());
@@ -282,23 +269,13 @@ fn mae_pretrains_evaluates_and_draws_reconstructions() {
 }
 
 fn tiny_dino() -> RunConfig {
-    let mut c = RunConfig::preset(Method::Dino);
-    c.data.max_train = 64;
-    c.data.max_test = 16;
-    c.encoder.width = 4;
-    c.dino.head.hidden_dim = 16;
-    c.dino.head.bottleneck_dim = 8;
-    c.dino.head.output_dim = 32;
+    let mut c = tiny_of(Method::Dino);
     c.dino.crops.local_crops = 2;
     c.dino.crops.local_size = 8;
-    c.train.batch_size = 32;
     c.train.epochs = 2;
     c.train.checkpoint_every = 1;
     c.train.keep_checkpoints = 4;
     c.train.log_every = 1;
-    c.knn.k = 5;
-    c.eval.linear = false;
-    c.eval.baselines = false;
     c
 }
 

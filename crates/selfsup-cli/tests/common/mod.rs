@@ -27,6 +27,35 @@ pub fn tiny() -> RunConfig {
     c
 }
 
+/// Any method at test size: 64 training images, one epoch of batches of 32, every network a
+/// few units wide, kNN only.
+pub fn tiny_of(method: Method) -> RunConfig {
+    let mut c = RunConfig::preset(method);
+    c.data.max_train = 64;
+    c.data.max_test = 16;
+    c.train.batch_size = 32;
+    c.train.epochs = 1;
+    c.encoder.width = 4;
+    c.encoder.vit.dim = 16;
+    c.encoder.vit.depth = 1;
+    c.encoder.vit.heads = 2;
+    c.mae.decoder_dim = 8;
+    c.mae.decoder_depth = 1;
+    c.mae.decoder_heads = 2;
+    c.dino.head.hidden_dim = 16;
+    c.dino.head.bottleneck_dim = 8;
+    c.dino.head.output_dim = 32;
+    c.jigsaw.permutations = 10;
+    c.jigsaw.hidden_dim = 16;
+    c.gan.noise_dim = 8;
+    c.gan.generator_width = 4;
+    c.gan.fid_images = 16;
+    c.knn.k = 5;
+    c.eval.linear = false;
+    c.eval.baselines = false;
+    c
+}
+
 /// Every float parameter of the encoder a run folder saved.
 pub fn encoder_weights(run: &Path) -> Vec<f32> {
     let (_, enc) = selfsup_cli::evaluate::load_encoder(run, &burn::tensor::Device::flex()).unwrap();
