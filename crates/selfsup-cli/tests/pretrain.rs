@@ -227,17 +227,7 @@ fn mae_pretrains_evaluates_and_draws_reconstructions() {
     pretrain(c.clone(), &again, false, false).unwrap();
     same(&encoder_weights(&run), &encoder_weights(&again)).unwrap();
     // Over two (flex) replicas, in bf16: it trains, and its loss stays near the f32 run's.
-    let mut split = c.clone();
-    split.devices = vec![DeviceSpec::Flex, DeviceSpec::Flex];
-    split.train.precision = selfsup_core::config::Precision::Bf16;
-    let r = pretrain(split, &dir.path().join("mae-split"), false, false).unwrap();
-    assert_eq!(r.steps, 2);
-    assert!(
-        (r.final_loss - report.final_loss).abs() < 0.05 * report.final_loss,
-        "{} vs {}",
-        r.final_loss,
-        report.final_loss
-    );
+    split_in_bf16_follows(&c, &report, &dir.path().join("mae-split"));
     let steps = checkpoint::list(&run).unwrap();
     let args = EvalArgs {
         checkpoint: steps[0].clone(),
@@ -359,17 +349,7 @@ fn dino_trains_a_vit_on_global_and_local_crops() {
     assert!(summary.contains("attention.png"), "{summary}");
 
     // Over two (flex) replicas in bf16 (the teacher copied in bf16 too): near the f32 run.
-    let mut split = vit.clone();
-    split.devices = vec![DeviceSpec::Flex, DeviceSpec::Flex];
-    split.train.precision = selfsup_core::config::Precision::Bf16;
-    let r = pretrain(split, &dir.path().join("split"), false, false).unwrap();
-    assert_eq!(r.steps, 2);
-    assert!(
-        (r.final_loss - report.final_loss).abs() < 0.05 * report.final_loss,
-        "{} vs {}",
-        r.final_loss,
-        report.final_loss
-    );
+    split_in_bf16_follows(&vit, &report, &dir.path().join("split"));
 
     // Crops that are not whole patches are refused, naming the field.
     vit.dino.crops.local_size = 6;
@@ -379,24 +359,33 @@ fn dino_trains_a_vit_on_global_and_local_crops() {
     assert!(err.contains("dino.crops.local_size"), "{err}");
 }
 
+/// `cfg` trained over two (flex) replicas in bf16 into `out`: as many steps as the f32 run
+/// `f32_run` and a final loss within 5 % of its.
+fn split_in_bf16_follows(cfg: &RunConfig, f32_run: &selfsup_cli::PretrainReport, out: &Path) {
+    let mut split = cfg.clone();
+    split.devices = vec![DeviceSpec::Flex, DeviceSpec::Flex];
+    split.train.precision = selfsup_core::config::Precision::Bf16;
+    let r = pretrain(split, out, false, false).unwrap();
+    assert_eq!(r.steps, f32_run.steps);
+    let (l, l32) = (r.final_loss, f32_run.final_loss);
+    assert!(
+        (l - l32).abs() < 0.05 * l32,
+        "bf16 over two replicas {l}, f32 {l32}"
+    );
+}
+
 fn tiny_clip() -> RunConfig {
-    let mut c = RunConfig::preset(Method::Clip);
-    c.data.max_train = 64;
+    let mut c = tiny_of(Method::Clip);
     c.data.max_test = 32;
-    c.encoder.width = 4;
     c.clip.embed_dim = 8;
     c.clip.text.context = 16;
     c.clip.text.dim = 8;
     c.clip.text.depth = 1;
     c.clip.text.heads = 2;
     c.clip.tokenizer.vocab_size = 600;
-    c.train.batch_size = 32;
     c.train.epochs = 2;
     c.train.checkpoint_every = 1;
     c.train.keep_checkpoints = 4;
-    c.knn.k = 5;
-    c.eval.linear = false;
-    c.eval.baselines = false;
     c
 }
 
