@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 mod common;
-use common::{encoder_weights, same, tiny, tiny_of};
+use common::{encoder_weights, same, small_run, tiny, tiny_of};
 
 /// Makes `run` look like a run stopped right after the step checkpoint `step` (of another
 /// run): that checkpoint copied into its checkpoints folder, nothing else.
@@ -586,23 +586,11 @@ fn jigsaw_trains_resumes_and_evaluates_its_encoder() {
 }
 
 fn gan_tiny() -> RunConfig {
-    let mut c = RunConfig::preset(Method::Gan);
-    c.data.max_train = 96;
-    c.data.max_test = 40;
-    c.encoder.width = 4;
+    let mut c = small_run(Method::Gan);
     c.gan.noise_dim = 8;
     c.gan.generator_width = 4;
     c.gan.samples = 6;
     c.gan.fid_images = 20;
-    c.train.batch_size = 32;
-    c.train.epochs = 2;
-    c.train.checkpoint_every = 2;
-    c.train.keep_checkpoints = 10;
-    c.train.log_every = 1;
-    c.knn.k = 5;
-    c.linear.epochs = 3;
-    c.finetune.train.epochs = 1;
-    c.finetune.train.batch_size = 16;
     c
 }
 

@@ -69,7 +69,7 @@ fn write_sums(dir: &Path) -> Result<()> {
     sync(dir)
 }
 
-/// The checksum `SHA256SUMS` of `dir` lists for `name`, if any.
+/// The `(file, checksum)` pairs `SHA256SUMS` of `dir` lists; `None` when it has none.
 fn listed_sums(dir: &Path) -> Result<Option<Vec<(String, String)>>> {
     let p = dir.join(SUMS);
     if !p.is_file() {

@@ -8,13 +8,21 @@ use std::path::Path;
 
 /// A SimCLR run on the sample small enough for a test: a 4-wide ConvNet, 96 images, 2 epochs.
 pub fn tiny() -> RunConfig {
-    let mut c = RunConfig::preset(Method::Simclr);
-    c.data.max_train = 96;
-    c.data.max_test = 40;
+    let mut c = small_run(Method::Simclr);
     c.encoder.arch = Arch::Convnet;
-    c.encoder.width = 4;
     c.simclr.head.hidden_dim = 16;
     c.simclr.head.output_dim = 8;
+    c
+}
+
+/// `method`'s preset on 96 training images for 2 epochs of 32, a 4-wide encoder, a
+/// checkpoint every 2 steps, and short probes: the run and evaluation settings of
+/// [`tiny`], for any method.
+pub fn small_run(method: Method) -> RunConfig {
+    let mut c = RunConfig::preset(method);
+    c.data.max_train = 96;
+    c.data.max_test = 40;
+    c.encoder.width = 4;
     c.train.batch_size = 32;
     c.train.epochs = 2;
     c.train.checkpoint_every = 2;
