@@ -5,7 +5,7 @@
 
 use burn::module::Module;
 use selfsup_contrastive::{SimClr, SimClrConfig, SimClrModel};
-use selfsup_core::{DeviceSpec, Result, TrainConfig, Trainer, seed};
+use selfsup_core::{DeviceSpec, FitOptions, Result, TrainConfig, Trainer, seed};
 use selfsup_data::{AugmentConfig, DataConfig, MultiView, ViewLoader};
 use selfsup_encoders::{Arch, Backbone, EncoderConfig};
 use selfsup_eval::{EvalTransform, KnnConfig, extract, knn_accuracy};
@@ -53,8 +53,7 @@ fn main() -> Result<()> {
         &mut SimClr::<Backbone>::new(&simclr),
         model,
         &loader,
-        false,
-        None,
+        FitOptions::new(),
     )?;
 
     // kNN on frozen features of the encoder (the projection head is dropped).

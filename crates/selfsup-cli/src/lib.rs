@@ -1,18 +1,21 @@
-//! The library behind the `selfsup` command, so tests and other tools can run it in-process.
+//! The `selfsup` command's library part: [`registry`], the one list of the built-in methods.
+//! Everything else the command does is `selfsup-pipeline`'s, and each method's recipe lives in
+//! its own crate.
 
-pub mod bench;
-pub mod clip_eval;
-pub mod evaluate;
-pub mod gan;
-pub mod pretrain;
-pub mod provenance;
-pub mod recipe;
-pub mod report;
-pub mod run_config;
-pub mod suite;
+use selfsup_pipeline::Registry;
 
-pub use evaluate::{EvalArgs, EvalPlan, EvalReport, eval_finetune, eval_frozen};
-pub use pretrain::{PretrainReport, pretrain, pretrain_with};
-pub use recipe::{Recipe, TrainRun, Trained};
-pub use report::{ReportFiles, report};
-pub use run_config::{CustomMethod, Method, RunConfig};
+/// The built-in methods, in the order of `--help` and the bench table; the first is the
+/// default. Adding a method to `selfsup` is its crate (with a `recipe` feature) and one line
+/// here.
+pub fn registry() -> Registry {
+    Registry::new()
+        .with(selfsup_contrastive::recipe::SimClrRecipe)
+        .with(selfsup_mae::recipe::MaeRecipe)
+        .with(selfsup_dino::recipe::DinoRecipe)
+        .with(selfsup_contrastive::recipe::ClipRecipe)
+        .with(selfsup_pretext::recipe::RotNetRecipe)
+        .with(selfsup_pretext::recipe::JigsawRecipe)
+        .with(selfsup_gan::recipe::GanRecipe)
+}
+
+pub use selfsup_pipeline;

@@ -1,9 +1,16 @@
 //! `selfsup`: pretrain self-supervised encoders, evaluate them, print configs.
 
 use clap::{Parser, Subcommand};
-use selfsup_cli::{EvalArgs, EvalPlan, Method, RunConfig, eval_finetune, eval_frozen, pretrain};
-use selfsup_core::{DeviceSpec, Error, Result};
+use selfsup_cli::registry;
+use selfsup_core::{DeviceSpec, Error, OptimizerKind, Result};
 use selfsup_data::DataSpec;
+use selfsup_encoders::Arch;
+use selfsup_pipeline::run_dir::{CONFIG_FILE, ENCODER_FILE};
+use selfsup_pipeline::step_bench::{StepBenchArgs, bench_step};
+use selfsup_pipeline::suite::{Budget, CHILD_ENV, SuiteArgs, run_suite};
+use selfsup_pipeline::{
+    EvalArgs, EvalPlan, RunConfig, eval_finetune, eval_frozen, pretrain, report,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -28,13 +35,14 @@ struct Cli {
 enum Command {
     /// Pretrain an encoder without labels, then score it (kNN, linear probe) on the test split.
     Pretrain {
-        /// The method.
-        #[arg(long, value_enum, default_value = "simclr")]
-        method: Method,
+        /// The method (`selfsup methods` lists them) [default: the config file's, else simclr].
+        #[arg(long)]
+        method: Option<String>,
         /// A TOML config (see `selfsup config`); flags below override it.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Data: sample, fashion-mnist:PATH, mnist:PATH, cifar10:PATH, cifar100:PATH, folder:PATH.
+        /// Data: sample, fashion-mnist:PATH, mnist:PATH, cifar10:PATH, cifar100:PATH,
+        /// folder:PATH, manifest:PATH (image-caption pairs).
         #[arg(long)]
         data: Option<DataSpec>,
         /// Device: flex (CPU), wgpu, cuda:N.
@@ -62,10 +70,16 @@ enum Command {
         /// Continue the run in --out from its newest checkpoint.
         #[arg(long)]
         resume: bool,
+        /// Set any config key, `KEY=VALUE` (repeatable; TOML values): `--set train.epochs=3
+        /// --set dino.teacher_temperature=0.05`. Applied after the flags above.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
         /// Hide the progress bar.
         #[arg(long)]
         quiet: bool,
     },
+    /// List the methods with a line on each.
+    Methods,
     /// Evaluate a pretrained encoder.
     Eval {
         #[command(subcommand)]
@@ -112,21 +126,154 @@ enum Command {
         #[command(subcommand)]
         what: Option<BenchCommand>,
         #[command(flatten)]
-        suite: selfsup_cli::suite::SuiteArgs,
+        suite: SuiteFlags,
     },
     /// Print the default config of a method as TOML.
     Config {
-        /// The method.
-        #[arg(long, value_enum, default_value = "simclr")]
-        method: Method,
+        /// The method (`selfsup methods` lists them).
+        #[arg(long, default_value = "simclr")]
+        method: String,
     },
+}
+
+/// The flags of `selfsup bench`.
+#[derive(Clone, Debug, clap::Args)]
+struct SuiteFlags {
+    /// Methods, comma-separated, or `all`.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    methods: Vec<String>,
+    /// Data: sample, fashion-mnist:PATH, mnist:PATH, cifar10:PATH, cifar100:PATH,
+    /// folder:PATH, manifest:PATH.
+    #[arg(long, default_value = "sample")]
+    data: DataSpec,
+    /// Training per method: epochs (`3`, `3e`) or minutes (`10m`).
+    #[arg(long, default_value = "1")]
+    budget: Budget,
+    /// Device: flex (CPU), wgpu, cuda:N.
+    #[arg(long, default_value = "flex")]
+    device: DeviceSpec,
+    /// The bench folder: results.md, results.csv, results.png, runs/METHOD.
+    #[arg(long, default_value = "bench")]
+    out: PathBuf,
+    /// Seed of every run.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Cap every method's steps (0: none): a quick check that each method runs.
+    #[arg(long, default_value_t = 0)]
+    max_steps: usize,
+    /// Use at most this many training images (0: all).
+    #[arg(long, default_value_t = 0)]
+    max_train: usize,
+    /// Score on at most this many test images (0: all).
+    #[arg(long, default_value_t = 0)]
+    max_test: usize,
+    /// Run the methods in this process instead of one child process each (peak memory is
+    /// then the process's, shared by the methods).
+    #[arg(long)]
+    in_process: bool,
+    /// Hide the progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl SuiteFlags {
+    fn args(self) -> SuiteArgs {
+        SuiteArgs {
+            methods: self.methods,
+            data: self.data,
+            budget: self.budget,
+            device: self.device,
+            out: self.out,
+            seed: self.seed,
+            max_steps: self.max_steps,
+            max_train: self.max_train,
+            max_test: self.max_test,
+            in_process: self.in_process,
+            quiet: self.quiet,
+        }
+    }
+}
+
+/// The flags of `selfsup bench step`.
+#[derive(Clone, Debug, clap::Args)]
+struct StepFlags {
+    /// The method.
+    #[arg(long, default_value = "simclr")]
+    method: String,
+    /// Backbone: resnet18, resnet34, resnet50, convnet, vit (the method preset's ViT shape at
+    /// `--image-size`), dcgan.
+    #[arg(long, default_value = "resnet18")]
+    encoder: Arch,
+    /// ConvNet base width.
+    #[arg(long, default_value_t = 32)]
+    width: usize,
+    /// Source images per step (each gives the method's views).
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Untimed steps first (allocator and caches warm up).
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Side of the square images.
+    #[arg(long, default_value_t = 32)]
+    image_size: usize,
+    /// Image channels.
+    #[arg(long, default_value_t = 3)]
+    channels: usize,
+    /// Projection head hidden width (SimCLR).
+    #[arg(long, default_value_t = 2048)]
+    head_hidden: usize,
+    /// Projection head output width (SimCLR).
+    #[arg(long, default_value_t = 128)]
+    head_out: usize,
+    /// Device: flex (CPU), wgpu, cuda:N.
+    #[arg(long, default_value = "flex")]
+    device: DeviceSpec,
+    /// Optimizer in place of the method preset's (same learning rate): sgd, adamw, lars.
+    #[arg(long, value_parser = optimizer_kind)]
+    optimizer: Option<OptimizerKind>,
+    /// Any config key over the preset, `KEY=VALUE` (repeatable): `--set encoder.vit.dim=192
+    /// --set mae.decoder_depth=2`, `--set dino.crops.local_crops=4`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+impl StepFlags {
+    fn args(self) -> StepBenchArgs {
+        StepBenchArgs {
+            method: self.method,
+            encoder: self.encoder,
+            width: self.width,
+            batch: self.batch,
+            steps: self.steps,
+            warmup: self.warmup,
+            image_size: self.image_size,
+            channels: self.channels,
+            head_hidden: self.head_hidden,
+            head_out: self.head_out,
+            device: self.device,
+            optimizer: self.optimizer,
+            set: self.set,
+        }
+    }
+}
+
+fn optimizer_kind(s: &str) -> std::result::Result<OptimizerKind, String> {
+    selfsup_core::config::from_toml::<std::collections::BTreeMap<String, OptimizerKind>>(
+        &format!("kind = \"{s}\""),
+        "--optimizer",
+    )
+    .map(|m| m["kind"])
+    .map_err(|_| format!("unknown optimizer `{s}`: use sgd, adamw or lars"))
 }
 
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Time training steps on synthetic images (after a warm-up) and print one JSON line:
     /// images/s, median ms per step and its parts, peak memory.
-    Step(selfsup_cli::bench::StepBenchArgs),
+    Step(StepFlags),
 }
 
 #[derive(clap::Args)]
@@ -211,7 +358,19 @@ enum EvalCommand {
     },
 }
 
+/// `KEY=VALUE` pairs of `--set`, applied in order.
+fn apply_sets(cfg: &mut RunConfig, sets: &[String]) -> Result<()> {
+    for kv in sets {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| Error::config("--set", format!("`{kv}`: write KEY=VALUE")))?;
+        cfg.set(k.trim(), v.trim())?;
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
+    let registry = registry();
     match cli.command {
         Command::Pretrain {
             method,
@@ -225,18 +384,49 @@ fn run(cli: Cli) -> Result<()> {
             seed,
             out,
             resume,
+            set,
             quiet,
         } => {
-            let from_file = config.as_deref().map(RunConfig::load).transpose()?;
-            let out = out.unwrap_or_else(|| {
-                let m = from_file.as_ref().map_or(method, |c| c.method);
-                PathBuf::from("runs").join(format!("{m:?}").to_lowercase())
-            });
-            let saved = out.join(selfsup_cli::pretrain::CONFIG_FILE);
+            let from_file = config
+                .as_deref()
+                .map(|p| RunConfig::load(p, &registry))
+                .transpose()?;
+            if let (Some(m), Some(c), Some(p)) = (&method, &from_file, &config)
+                && *m != c.method
+            {
+                return Err(Error::config(
+                    "--method",
+                    format!(
+                        "`{m}` contradicts `method = \"{}\"` in {}: leave --method out, or change the file",
+                        c.method,
+                        p.display()
+                    ),
+                ));
+            }
+            let name = match (&method, &from_file) {
+                (Some(m), _) => m.clone(),
+                (None, Some(c)) => c.method.clone(),
+                (None, None) => registry.default_method()?.to_string(),
+            };
+            let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&name));
+            let saved = out.join(CONFIG_FILE);
             let mut cfg = match (from_file, resume && saved.is_file()) {
                 (Some(cfg), _) => cfg,
-                (None, true) => RunConfig::load(&saved)?,
-                (None, false) => RunConfig::preset(method),
+                (None, true) => {
+                    let c = RunConfig::load_saved(&saved)?;
+                    if method.is_some() && c.method != name {
+                        return Err(Error::config(
+                            "--method",
+                            format!(
+                                "`{name}` contradicts the `{}` run in {}: leave --method out to resume it",
+                                c.method,
+                                out.display()
+                            ),
+                        ));
+                    }
+                    c
+                }
+                (None, false) => registry.get(&name)?.preset(),
             };
             if let Some(d) = data {
                 if d != cfg.data.spec {
@@ -267,7 +457,9 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(s) = seed {
                 cfg.train.seed = s;
             }
-            let report = pretrain(cfg, &out, resume, !quiet)?;
+            apply_sets(&mut cfg, &set)?;
+            let recipe = registry.get(&cfg.method)?;
+            let report = pretrain(recipe, cfg, &out, resume, !quiet)?;
             let peak = report
                 .peak_rss_mib
                 .map(|m| format!(", peak memory {m:.0} MiB"))
@@ -278,8 +470,14 @@ fn run(cli: Cli) -> Result<()> {
                 report.train_seconds,
                 report.images_per_sec,
                 report.final_loss,
-                out.join(selfsup_cli::pretrain::ENCODER_FILE).display()
+                out.join(ENCODER_FILE).display()
             );
+            Ok(())
+        }
+        Command::Methods => {
+            for r in registry.iter() {
+                println!("{:<8} {}", r.name(), r.about());
+            }
             Ok(())
         }
         Command::Eval { what } => match what {
@@ -293,7 +491,7 @@ fn run(cli: Cli) -> Result<()> {
                     linear: false,
                     baselines: !no_baselines,
                 };
-                eval_frozen(&opts.args(), plan, k, None).map(|_| ())
+                eval_frozen(&opts.args(), &registry, plan, k, None).map(|_| ())
             }
             EvalCommand::Linear {
                 opts,
@@ -305,13 +503,20 @@ fn run(cli: Cli) -> Result<()> {
                     linear: true,
                     baselines: !no_baselines,
                 };
-                eval_frozen(&opts.args(), plan, None, epochs).map(|_| ())
+                eval_frozen(&opts.args(), &registry, plan, None, epochs).map(|_| ())
             }
             EvalCommand::ZeroShot { opts, templates } => {
-                selfsup_cli::clip_eval::eval_clip(&opts.args(), true, false, templates).map(|_| ())
+                selfsup_contrastive::recipe::clip_eval::eval_clip(
+                    &opts.args(),
+                    true,
+                    false,
+                    templates,
+                )
+                .map(|_| ())
             }
             EvalCommand::Retrieval { opts } => {
-                selfsup_cli::clip_eval::eval_clip(&opts.args(), false, true, None).map(|_| ())
+                selfsup_contrastive::recipe::clip_eval::eval_clip(&opts.args(), false, true, None)
+                    .map(|_| ())
             }
             EvalCommand::Finetune {
                 opts,
@@ -319,7 +524,8 @@ fn run(cli: Cli) -> Result<()> {
                 epochs,
                 baseline,
                 quiet,
-            } => eval_finetune(&opts.args(), fractions, epochs, baseline, !quiet).map(|_| ()),
+            } => eval_finetune(&opts.args(), &registry, fractions, epochs, baseline, !quiet)
+                .map(|_| ()),
         },
         Command::Report {
             run,
@@ -327,7 +533,7 @@ fn run(cli: Cli) -> Result<()> {
             points,
             device,
         } => {
-            let files = selfsup_cli::report(&run, out.as_deref(), points, device)?;
+            let files = report(&run, &registry, out.as_deref(), points, device)?;
             println!("wrote {}", files.summary.display());
             for p in files.pictures {
                 println!("wrote {}", p.display());
@@ -341,13 +547,13 @@ fn run(cli: Cli) -> Result<()> {
             seed,
             device,
         } => {
-            let p = selfsup_cli::gan::sample(&checkpoint, n, &out, seed, device)?;
+            let p = selfsup_gan::recipe::sample(&checkpoint, n, &out, seed, device)?;
             println!("wrote {n} samples to {}", p.display());
             Ok(())
         }
         Command::Bench { what: None, suite } => {
-            let r = selfsup_cli::suite::run_suite(&suite, &selfsup_cli::suite::builtin_recipes())?;
-            if std::env::var_os(selfsup_cli::suite::CHILD_ENV).is_none() {
+            let r = run_suite(&suite.args(), &registry)?;
+            if std::env::var_os(CHILD_ENV).is_none() {
                 print!(
                     "{}",
                     std::fs::read_to_string(&r.markdown).map_err(|e| Error::io(&r.markdown, e))?
@@ -362,10 +568,10 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench {
-            what: Some(BenchCommand::Step(args)),
+            what: Some(BenchCommand::Step(flags)),
             ..
         } => {
-            let r = selfsup_cli::bench::bench_step(&args)?;
+            let r = bench_step(&registry, &flags.args())?;
             println!(
                 "{}",
                 serde_json::to_string(&r).expect("bench line serializes")
@@ -373,7 +579,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Config { method } => {
-            print!("{}", RunConfig::preset(method).to_toml()?);
+            print!("{}", registry.get(&method)?.preset().to_toml()?);
             Ok(())
         }
     }

@@ -1,9 +1,9 @@
 //! `selfsup bench`: every chosen method trains and is scored, the tables and the chart are
 //! written, a rerun keeps what is done, and a folder refuses other settings.
 
-use selfsup_cli::suite::{Budget, ROW_FILE, SuiteArgs, builtin_recipes, run_suite};
 use selfsup_core::DeviceSpec;
 use selfsup_data::DataSpec;
+use selfsup_pipeline::suite::{Budget, ROW_FILE, SuiteArgs, run_suite};
 use std::path::Path;
 use std::process::Command;
 
@@ -28,7 +28,7 @@ fn bench_writes_the_table_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("bench");
     let a = args(&out, &["rotnet", "simclr"]);
-    let r = run_suite(&a, &builtin_recipes()).unwrap();
+    let r = run_suite(&a, &selfsup_cli::registry()).unwrap();
     let names: Vec<&str> = r.rows.iter().map(|r| r.method.as_str()).collect();
     assert_eq!(
         names,
@@ -56,27 +56,30 @@ fn bench_writes_the_table_and_resumes() {
     // A rerun keeps the finished methods (their rows are not rewritten).
     let row = out.join("runs/simclr").join(ROW_FILE);
     let before = std::fs::metadata(&row).unwrap().modified().unwrap();
-    run_suite(&a, &builtin_recipes()).unwrap();
+    run_suite(&a, &selfsup_cli::registry()).unwrap();
     assert_eq!(std::fs::metadata(&row).unwrap().modified().unwrap(), before);
 
     // A method stopped after training (no row yet) resumes from its last checkpoint: no
     // more steps, the same scores.
     let knn = r.rows[1].knn_top1;
     std::fs::remove_file(out.join("runs/rotnet").join(ROW_FILE)).unwrap();
-    let again = run_suite(&a, &builtin_recipes()).unwrap();
+    let again = run_suite(&a, &selfsup_cli::registry()).unwrap();
     assert_eq!(again.rows[1].steps, 2);
     assert_eq!(again.rows[1].knn_top1, knn);
 
     // Other settings in the same folder are refused, naming the file.
     let mut other = args(&out, &["simclr"]);
     other.budget = Budget::Epochs(2);
-    let e = run_suite(&other, &builtin_recipes())
+    let e = run_suite(&other, &selfsup_cli::registry())
         .unwrap_err()
         .to_string();
     assert!(e.contains("bench.toml") && e.contains("1 epochs"), "{e}");
-    let e = run_suite(&args(&dir.path().join("b2"), &["byol"]), &builtin_recipes())
-        .unwrap_err()
-        .to_string();
+    let e = run_suite(
+        &args(&dir.path().join("b2"), &["byol"]),
+        &selfsup_cli::registry(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("byol") && e.contains("simclr"), "{e}");
 }
 

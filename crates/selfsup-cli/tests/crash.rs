@@ -3,13 +3,13 @@
 //! of a run that was never stopped; the same seed and config give bit-identical weights.
 
 use rand::{Rng, SeedableRng};
-use selfsup_cli::{Method, RunConfig};
+use selfsup_pipeline::RunConfig;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{encoder_weights, same, tiny, tiny_of};
+use common::{encoder_weights, pretrain, same, tiny, tiny_of};
 
 /// `(step, loss)` of every training line of a run's `metrics.jsonl`.
 fn losses(run: &Path) -> Vec<(u64, String)> {
@@ -145,21 +145,13 @@ fn killed_and_resumed_runs_end_with_the_uninterrupted_weights() {
 #[test]
 fn seeded_runs_of_every_method_are_bit_identical() {
     let dir = tempfile::tempdir().unwrap();
-    for method in [
-        Method::Simclr,
-        Method::Mae,
-        Method::Dino,
-        Method::Clip,
-        Method::Rotnet,
-        Method::Jigsaw,
-        Method::Gan,
-    ] {
+    for method in selfsup_cli::registry().names() {
         let mut c = tiny_of(method);
         c.train.seed = 5;
-        let name = format!("{method:?}").to_lowercase();
+        let name = method.to_string();
         let (a, b) = (dir.path().join(&name), dir.path().join(format!("{name}-2")));
-        selfsup_cli::pretrain(c.clone(), &a, false, false).unwrap();
-        selfsup_cli::pretrain(c, &b, false, false).unwrap();
+        pretrain(c.clone(), &a, false, false).unwrap();
+        pretrain(c, &b, false, false).unwrap();
         let wa = encoder_weights(&a);
         assert!(!wa.is_empty());
         same(&wa, &encoder_weights(&b)).unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -2,15 +2,18 @@
 //! weights as an uninterrupted run, and is evaluated by `selfsup eval knn`.
 
 use burn::tensor::Device;
-use selfsup_cli::evaluate::{PRETRAINED, RANDOM_INIT, RAW_PIXELS};
-use selfsup_cli::{EvalArgs, EvalPlan, Method, RunConfig, eval_finetune, eval_frozen, pretrain};
 use selfsup_core::{DeviceSpec, checkpoint};
 use selfsup_encoders::Arch;
+use selfsup_pipeline::evaluate::{PRETRAINED, RANDOM_INIT, RAW_PIXELS};
+use selfsup_pipeline::{EvalArgs, EvalPlan, RunConfig};
 use std::path::Path;
 use std::process::Command;
 
 mod common;
-use common::{encoder_weights, same, small_run, tiny, tiny_of};
+use common::{
+    encoder_weights, eval_frozen, preset, pretrain, retarget, same, small_run, tiny, tiny_of,
+    validate,
+};
 
 /// Makes `run` look like a run stopped right after the step checkpoint `step` (of another
 /// run): that checkpoint copied into its checkpoints folder, nothing else.
@@ -94,7 +97,15 @@ fn pretrain_checkpoints_resumes_and_evaluates() {
         eval.row(PRETRAINED).unwrap().linear
     );
     assert!(a.join("eval-linear.json").is_file());
-    let ft = eval_finetune(&args(&a), Some(vec![0.1, 0.5]), None, true, false).unwrap();
+    let ft = selfsup_pipeline::eval_finetune(
+        &args(&a),
+        &selfsup_cli::registry(),
+        Some(vec![0.1, 0.5]),
+        None,
+        true,
+        false,
+    )
+    .unwrap();
     assert_eq!(ft.len(), 4);
     assert_eq!(ft[0].init, PRETRAINED);
     assert_eq!(ft[1].init, RANDOM_INIT);
@@ -105,7 +116,7 @@ fn pretrain_checkpoints_resumes_and_evaluates() {
     assert!(a.join("finetune.json").is_file());
 
     // The report: curves, the monitor, the embedding and a summary with every table.
-    let files = selfsup_cli::report(&a, None, 30, None).unwrap();
+    let files = common::report(&a, 30).unwrap();
     let names: Vec<_> = files
         .pictures
         .iter()
@@ -168,8 +179,8 @@ fn cli_reports_bad_input_clearly() {
         ok && out.contains("[train.optimizer]") && out.contains("temperature"),
         "{out}"
     );
-    let parsed: RunConfig = selfsup_core::config::from_toml(&out, "stdout").unwrap();
-    assert_eq!(parsed, RunConfig::preset(Method::Simclr));
+    let parsed = RunConfig::parse(&out, "stdout", &selfsup_cli::registry()).unwrap();
+    assert_eq!(parsed, preset("simclr"));
 }
 
 /// `--devices`: SimCLR trains data-parallel over two (flex) replicas; what cannot is refused
@@ -185,7 +196,7 @@ fn simclr_trains_over_two_devices_and_bad_device_lists_are_refused() {
     let r = pretrain(c.clone(), dir.path(), false, false).unwrap();
     assert_eq!(r.steps, 3);
     assert!(r.final_loss.is_finite(), "{}", r.final_loss);
-    let saved = RunConfig::load(&dir.path().join("config.toml")).unwrap();
+    let saved = RunConfig::load_saved(&dir.path().join("config.toml")).unwrap();
     assert_eq!(saved.devices.len(), 2);
 
     let mut odd = c.clone();
@@ -197,9 +208,9 @@ fn simclr_trains_over_two_devices_and_bad_device_lists_are_refused() {
         err.contains("train.batch_size") && err.contains('2'),
         "{err}"
     );
-    let mut gan = RunConfig::preset(Method::Gan);
+    let mut gan = preset("gan");
     gan.devices = vec![DeviceSpec::Flex, DeviceSpec::Flex];
-    let err = gan.validate().unwrap_err().to_string();
+    let err = validate(&gan).unwrap_err().to_string();
     assert!(err.contains("devices") && err.contains("gan"), "{err}");
 
     let exe = env!("CARGO_BIN_EXE_selfsup");
@@ -216,7 +227,7 @@ fn simclr_trains_over_two_devices_and_bad_device_lists_are_refused() {
 fn mae_pretrains_evaluates_and_draws_reconstructions() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("mae");
-    let mut c = tiny_of(Method::Mae);
+    let mut c = tiny_of("mae");
     c.train.checkpoint_every = 1;
     let report = pretrain(c.clone(), &run, false, false).unwrap();
     assert_eq!(report.steps, 2);
@@ -239,7 +250,7 @@ fn mae_pretrains_evaluates_and_draws_reconstructions() {
         baselines: false,
     };
     eval_frozen(&args, knn_only, Some(5), None).unwrap();
-    let files = selfsup_cli::report::report(&run, None, 0, None).unwrap();
+    let files = common::report(&run, 0).unwrap();
     let picture = run.join("report").join("reconstruction.png");
     assert!(files.pictures.contains(&picture), "{:?}", files.pictures);
     // Three rows of eight 28-pixel images, magnified 4 times, with 2-pixel gaps.
@@ -259,9 +270,9 @@ fn mae_pretrains_evaluates_and_draws_reconstructions() {
 }
 
 fn tiny_dino() -> RunConfig {
-    let mut c = tiny_of(Method::Dino);
-    c.dino.crops.local_crops = 2;
-    c.dino.crops.local_size = 8;
+    let mut c = tiny_of("dino");
+    c.set("dino.crops.local_crops", "2").unwrap();
+    c.set("dino.crops.local_size", "8").unwrap();
     c.train.epochs = 2;
     c.train.checkpoint_every = 1;
     c.train.keep_checkpoints = 4;
@@ -318,7 +329,7 @@ fn dino_pretrains_resumes_exactly_and_evaluates_the_teacher() {
         None,
     )
     .unwrap();
-    let knn = |r: &selfsup_cli::evaluate::EvalReport| r.row(PRETRAINED).unwrap().knn_top1;
+    let knn = |r: &selfsup_pipeline::EvalReport| r.row(PRETRAINED).unwrap().knn_top1;
     assert_eq!(knn(&from_step), knn(&from_run));
 }
 
@@ -337,7 +348,7 @@ fn dino_trains_a_vit_on_global_and_local_crops() {
     assert_eq!(report.steps, 2);
     assert!(report.final_loss.is_finite());
     // The report draws each head's class-token attention beside six test images.
-    let files = selfsup_cli::report::report(&dir.path().join("v"), None, 0, None).unwrap();
+    let files = common::report(&dir.path().join("v"), 0).unwrap();
     let picture = dir.path().join("v").join("report").join("attention.png");
     assert!(files.pictures.contains(&picture), "{:?}", files.pictures);
     let img = image::open(&picture).unwrap();
@@ -352,7 +363,7 @@ fn dino_trains_a_vit_on_global_and_local_crops() {
     split_in_bf16_follows(&vit, &report, &dir.path().join("split"));
 
     // Crops that are not whole patches are refused, naming the field.
-    vit.dino.crops.local_size = 6;
+    vit.set("dino.crops.local_size", "6").unwrap();
     let err = pretrain(vit, &dir.path().join("w"), false, false)
         .unwrap_err()
         .to_string();
@@ -361,7 +372,7 @@ fn dino_trains_a_vit_on_global_and_local_crops() {
 
 /// `cfg` trained over two (flex) replicas in bf16 into `out`: as many steps as the f32 run
 /// `f32_run` and a final loss within 5 % of its.
-fn split_in_bf16_follows(cfg: &RunConfig, f32_run: &selfsup_cli::PretrainReport, out: &Path) {
+fn split_in_bf16_follows(cfg: &RunConfig, f32_run: &selfsup_pipeline::PretrainReport, out: &Path) {
     let mut split = cfg.clone();
     split.devices = vec![DeviceSpec::Flex, DeviceSpec::Flex];
     split.train.precision = selfsup_core::config::Precision::Bf16;
@@ -375,14 +386,14 @@ fn split_in_bf16_follows(cfg: &RunConfig, f32_run: &selfsup_cli::PretrainReport,
 }
 
 fn tiny_clip() -> RunConfig {
-    let mut c = tiny_of(Method::Clip);
+    let mut c = tiny_of("clip");
     c.data.max_test = 32;
-    c.clip.embed_dim = 8;
-    c.clip.text.context = 16;
-    c.clip.text.dim = 8;
-    c.clip.text.depth = 1;
-    c.clip.text.heads = 2;
-    c.clip.tokenizer.vocab_size = 600;
+    c.set("clip.embed_dim", "8").unwrap();
+    c.set("clip.text.context", "16").unwrap();
+    c.set("clip.text.dim", "8").unwrap();
+    c.set("clip.text.depth", "1").unwrap();
+    c.set("clip.text.heads", "2").unwrap();
+    c.set("clip.tokenizer.vocab_size", "600").unwrap();
     c.train.epochs = 2;
     c.train.checkpoint_every = 1;
     c.train.keep_checkpoints = 4;
@@ -393,7 +404,9 @@ fn tiny_clip() -> RunConfig {
 /// zero-shot and retrieval, and a step checkpoint evaluates its image tower.
 #[test]
 fn clip_trains_on_template_captions_resumes_and_evaluates() {
-    use selfsup_cli::clip_eval::{self, CLIP_FILE, CLIP_RESULTS_FILE, TOKENIZER_FILE};
+    use selfsup_contrastive::recipe::clip_eval::{
+        self, CLIP_FILE, CLIP_RESULTS_FILE, TOKENIZER_FILE,
+    };
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a");
     let report = pretrain(tiny_clip(), &a, false, false).unwrap();
@@ -436,7 +449,7 @@ fn clip_trains_on_template_captions_resumes_and_evaluates() {
     };
     let from_step = eval_frozen(&step, knn_only, Some(5), None).unwrap();
     let from_run = eval_frozen(&args, knn_only, Some(5), None).unwrap();
-    let knn = |r: &selfsup_cli::evaluate::EvalReport| r.row(PRETRAINED).unwrap().knn_top1;
+    let knn = |r: &selfsup_pipeline::EvalReport| r.row(PRETRAINED).unwrap().knn_top1;
     assert_eq!(knn(&from_step), knn(&from_run));
     // Not a CLIP run: a clear refusal.
     let err = clip_eval::eval_clip(
@@ -484,8 +497,10 @@ fn clip_trains_on_a_manifest() {
     let report = pretrain(c.clone(), &run, false, false).unwrap();
     assert_eq!(report.steps, 4, "32 training pairs, batch 16, 2 epochs");
     assert!(report.eval.is_none(), "no labels: no kNN");
-    let results =
-        std::fs::read_to_string(run.join(selfsup_cli::clip_eval::CLIP_RESULTS_FILE)).unwrap();
+    let results = std::fs::read_to_string(
+        run.join(selfsup_contrastive::recipe::clip_eval::CLIP_RESULTS_FILE),
+    )
+    .unwrap();
     assert!(results.contains("text_to_image"), "{results}");
     assert!(results.contains("\"zero_shot\": null"), "{results}");
 
@@ -510,7 +525,7 @@ fn rotnet_trains_and_evaluates_its_encoder() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("rot");
     let mut c = tiny();
-    c.method = Method::Rotnet;
+    c = retarget(c, "rotnet");
     c.train.epochs = 1;
     let report = pretrain(c, &run, false, false).unwrap();
     assert!(report.final_loss.is_finite());
@@ -538,9 +553,9 @@ fn jigsaw_trains_resumes_and_evaluates_its_encoder() {
     let dir = tempfile::tempdir().unwrap();
     let jig = || {
         let mut c = tiny();
-        c.method = Method::Jigsaw;
-        c.jigsaw.permutations = 10;
-        c.jigsaw.hidden_dim = 16;
+        c = retarget(c, "jigsaw");
+        c.set("jigsaw.permutations", "10").unwrap();
+        c.set("jigsaw.hidden_dim", "16").unwrap();
         c
     };
     let a = dir.path().join("a");
@@ -555,7 +570,7 @@ fn jigsaw_trains_resumes_and_evaluates_its_encoder() {
     same(&encoder_weights(&a), &encoder_weights(&b))
         .expect("resumed jigsaw run differs from uninterrupted run");
     // The report shows the puzzles and the pretext accuracy.
-    let files = selfsup_cli::report::report(&a, None, 0, None).unwrap();
+    let files = common::report(&a, 0).unwrap();
     assert!(files.pictures.iter().any(|p| p.ends_with("puzzle.png")));
     let md = std::fs::read_to_string(&files.summary).unwrap();
     assert!(md.contains("Pretext top-1"), "{md}");
@@ -577,8 +592,8 @@ fn jigsaw_trains_resumes_and_evaluates_its_encoder() {
     assert!(r.final_loss.is_finite());
     // Tiles that cannot fit their cells are refused, naming the field.
     let mut bad = jig();
-    bad.jigsaw.image_size = 12;
-    bad.jigsaw.tile = 5;
+    bad.set("jigsaw.image_size", "12").unwrap();
+    bad.set("jigsaw.tile", "5").unwrap();
     let e = pretrain(bad, &dir.path().join("c"), false, false)
         .unwrap_err()
         .to_string();
@@ -586,11 +601,11 @@ fn jigsaw_trains_resumes_and_evaluates_its_encoder() {
 }
 
 fn gan_tiny() -> RunConfig {
-    let mut c = small_run(Method::Gan);
-    c.gan.noise_dim = 8;
-    c.gan.generator_width = 4;
-    c.gan.samples = 6;
-    c.gan.fid_images = 20;
+    let mut c = small_run("gan");
+    c.set("gan.noise_dim", "8").unwrap();
+    c.set("gan.generator_width", "4").unwrap();
+    c.set("gan.samples", "6").unwrap();
+    c.set("gan.fid_images", "20").unwrap();
     c
 }
 
@@ -620,14 +635,14 @@ fn gan_trains_samples_resumes_and_evaluates_its_discriminator() {
     assert!(a.join("samples").join("epoch-001.png").is_file() && grid.is_file());
     // The saved generator and the run's seed give the last epoch's grid again.
     let again = dir.path().join("again.png");
-    selfsup_cli::gan::sample(&a, 6, &again, None, None).unwrap();
+    selfsup_gan::recipe::sample(&a, 6, &again, None, None).unwrap();
     assert_eq!(
         std::fs::read(&again).unwrap(),
         std::fs::read(&grid).unwrap()
     );
     let steps = checkpoint::list(&a).unwrap();
     let from_step = dir.path().join("step.png");
-    selfsup_cli::gan::sample(steps.last().unwrap(), 3, &from_step, Some(9), None).unwrap();
+    selfsup_gan::recipe::sample(steps.last().unwrap(), 3, &from_step, Some(9), None).unwrap();
     assert!(std::fs::read(&from_step).unwrap().starts_with(b"\x89PNG"));
     // Interrupted after the first checkpoint and resumed: the same weights.
     let b = dir.path().join("b");
@@ -636,7 +651,7 @@ fn gan_trains_samples_resumes_and_evaluates_its_discriminator() {
     same(&encoder_weights(&a), &encoder_weights(&b))
         .expect("resumed GAN run differs from uninterrupted run");
     let generator = |run: &Path| {
-        let (_, g) = selfsup_cli::gan::load_generator(run, &Device::flex()).unwrap();
+        let (_, g) = selfsup_gan::recipe::load_generator(run, &Device::flex()).unwrap();
         selfsup_core::grads::param_values(&g)
     };
     same(&generator(&a), &generator(&b)).expect("resumed GAN run has another generator");
@@ -655,9 +670,17 @@ fn gan_trains_samples_resumes_and_evaluates_its_discriminator() {
         checkpoint: a.clone(),
         ..EvalArgs::default()
     };
-    let ft = eval_finetune(&whole, Some(vec![0.5]), Some(1), false, false).unwrap();
+    let ft = selfsup_pipeline::eval_finetune(
+        &whole,
+        &selfsup_cli::registry(),
+        Some(vec![0.5]),
+        Some(1),
+        false,
+        false,
+    )
+    .unwrap();
     assert!((0.0..=1.0).contains(&ft[0].test.top1));
-    let files = selfsup_cli::report::report(&a, None, 0, None).unwrap();
+    let files = common::report(&a, 0).unwrap();
     for pic in ["samples.png", "frechet.png", "loss.png"] {
         assert!(files.pictures.iter().any(|p| p.ends_with(pic)), "{pic}");
     }
@@ -680,7 +703,7 @@ fn sampling_needs_a_gan_run() {
     c.eval.linear = false;
     c.eval.baselines = false;
     pretrain(c, &run, false, false).unwrap();
-    let e = selfsup_cli::gan::sample(&run, 4, &dir.path().join("x.png"), None, None)
+    let e = selfsup_gan::recipe::sample(&run, 4, &dir.path().join("x.png"), None, None)
         .unwrap_err()
         .to_string();
     assert!(e.contains("needs a GAN run"), "{e}");
@@ -727,7 +750,7 @@ fn corrupt_images_in_a_folder_stop_the_run_or_are_skipped_and_listed() {
     let run = dir.path().join("skip");
     let report = pretrain(c, &run, false, false).unwrap();
     assert!(report.final_loss.is_finite());
-    let list = std::fs::read_to_string(run.join(selfsup_cli::pretrain::SKIPPED_FILE)).unwrap();
+    let list = std::fs::read_to_string(run.join(selfsup_pipeline::run_dir::SKIPPED_FILE)).unwrap();
     let lines: Vec<&str> = list.lines().collect();
     assert_eq!(lines.len(), 2, "{list}");
     assert!(

@@ -8,7 +8,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, FloatDType, Int, Tensor};
 use selfsup_core::config::ensure;
-use selfsup_core::parallel::split_rows;
+use selfsup_core::parallel::{split_rows, whole_batch_loss};
 use selfsup_core::{Encoder, LossOutput, Objective, Result, Shardable, StepInfo};
 use selfsup_data::ImageTextBatch;
 use selfsup_encoders::{TextConfig, TextTransformer};
@@ -240,8 +240,7 @@ impl<E: Encoder> Objective for Clip<E> {
         _phase: usize,
         info: &StepInfo,
     ) -> LossOutput {
-        let outputs = self.outputs(model, batch, info);
-        self.gathered_loss(model, outputs, info)
+        whole_batch_loss(self, model, batch, info)
     }
 }
 
@@ -270,6 +269,10 @@ impl<E: Encoder> Shardable for Clip<E> {
                 eot,
             })
             .collect())
+    }
+
+    fn whole(&self, _: &Self::Model, batch: &ImageTextBatch, _: &StepInfo) -> ImageTextBatch {
+        batch.clone()
     }
 
     fn cast(&self, batch: ImageTextBatch, dtype: FloatDType) -> ImageTextBatch {

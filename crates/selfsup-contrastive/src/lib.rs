@@ -5,6 +5,8 @@
 
 pub mod clip;
 pub mod loss;
+#[cfg(feature = "recipe")]
+pub mod recipe;
 pub mod simclr;
 
 pub use clip::{Clip, ClipConfig, ClipModel, TokenizerConfig};

@@ -5,7 +5,7 @@ use crate::loss::nt_xent;
 use burn::module::Module;
 use burn::tensor::{Device, FloatDType, Tensor};
 use selfsup_core::config::ensure;
-use selfsup_core::parallel::split_each;
+use selfsup_core::parallel::{split_each, whole_batch_loss};
 use selfsup_core::{Encoder, LossOutput, Objective, Result, Shardable, StepInfo};
 use selfsup_encoders::{HeadConfig, ProjectionHead};
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,16 @@ impl Default for SimClrConfig {
 }
 
 impl SimClrConfig {
+    /// The settings of the small-CPU Fashion-MNIST recipe (`selfsup pretrain --method
+    /// simclr`): temperature 0.1, which measured slightly better than 0.2 on the sample
+    /// (77.6 against 77.3 % kNN), and the default head.
+    pub fn fashion_mnist() -> Self {
+        Self {
+            temperature: 0.1,
+            ..Self::default()
+        }
+    }
+
     /// Checks the ranges, naming the field.
     pub fn validate(&self) -> Result<()> {
         ensure(
@@ -102,8 +112,7 @@ impl<E: Encoder> Objective for SimClr<E> {
         _phase: usize,
         info: &StepInfo,
     ) -> LossOutput {
-        let outputs = self.outputs(model, views, info);
-        self.gathered_loss(model, outputs, info)
+        whole_batch_loss(self, model, views, info)
     }
 }
 
@@ -120,6 +129,10 @@ impl<E: Encoder> Shardable for SimClr<E> {
         _: &StepInfo,
     ) -> Result<Vec<Vec<Tensor<4>>>> {
         split_each(views, devices)
+    }
+
+    fn whole(&self, _: &Self::Model, views: &Vec<Tensor<4>>, _: &StepInfo) -> Vec<Tensor<4>> {
+        views.clone()
     }
 
     fn cast(&self, views: Vec<Tensor<4>>, dtype: FloatDType) -> Vec<Tensor<4>> {

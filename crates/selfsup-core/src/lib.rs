@@ -32,7 +32,9 @@ pub use error::{Error, Result};
 pub use objective::{LossOutput, Objective, StepInfo};
 pub use parallel::{DataParallel, Shardable};
 pub use prefetch::Prefetch;
-pub use trainer::{BatchSource, StepResult, StepTimes, Stepper, TrainOutcome, Trainer};
+pub use trainer::{
+    BatchSource, EpochHook, FitOptions, StepResult, StepTimes, Stepper, TrainOutcome, Trainer,
+};
 
 /// burn, re-exported so method crates and users build against the same version.
 pub use burn;

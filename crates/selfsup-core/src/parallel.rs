@@ -34,8 +34,8 @@ use std::collections::HashMap;
 /// An objective whose loss is a function of per-sample outputs, so that its batch can be
 /// split over devices and its loss computed over the outputs of every device.
 ///
-/// `loss` of a one-device step must equal `gathered_loss(model, outputs(model, batch))`;
-/// implementing `loss` that way keeps the two paths one.
+/// `loss` of a one-device step must equal `gathered_loss(model, outputs(model, whole(batch)))`;
+/// implementing [`Objective::loss`] as [`whole_batch_loss`] keeps the two paths one.
 pub trait Shardable: Objective {
     /// One device's part of a batch: the batch type itself for most objectives; what else a
     /// shard needs of the whole batch's step (MAE's masks, drawn for the whole batch) besides.
@@ -51,6 +51,10 @@ pub trait Shardable: Objective {
         devices: &[Device],
         info: &StepInfo,
     ) -> Result<Vec<Self::Shard>>;
+
+    /// The whole batch of step `info.step` as the one shard of a one-device step (what
+    /// [`whole_batch_loss`] computes over). For most objectives the batch itself.
+    fn whole(&self, model: &Self::Model, batch: &Self::Batch, info: &StepInfo) -> Self::Shard;
 
     /// The shard with its floating-point inputs (images) cast to `dtype`, for mixed
     /// precision; integer tensors (token ids) and random draws stay as they are.
@@ -71,6 +75,20 @@ pub trait Shardable: Objective {
         outputs: Vec<Tensor<2>>,
         info: &StepInfo,
     ) -> LossOutput;
+}
+
+/// The loss of a one-device step of a [`Shardable`] objective: its [`Shardable::gathered_loss`]
+/// over the [`Shardable::outputs`] of the whole batch. The body of every built-in
+/// objective's [`Objective::loss`], so the one-device and the data-parallel paths are one.
+pub fn whole_batch_loss<O: Shardable>(
+    objective: &mut O,
+    model: &O::Model,
+    batch: &O::Batch,
+    info: &StepInfo,
+) -> LossOutput {
+    let shard = objective.whole(model, batch, info);
+    let outputs = objective.outputs(model, &shard, info);
+    objective.gathered_loss(model, outputs, info)
 }
 
 /// Splits the first dimension of `t` (float or integer) into `devices.len()` equal

@@ -315,6 +315,111 @@ impl Stepper {
     }
 }
 
+/// One optimizer step as the loop runs it: the stepper, the objective, the model, the batch,
+/// where training stands, the learning rate and the 1-based update count.
+pub type StepFn<'a, O> = dyn FnMut(
+        &mut Stepper,
+        &mut O,
+        <O as Objective>::Model,
+        &<O as Objective>::Batch,
+        &StepInfo,
+        f64,
+        u64,
+    ) -> Result<(<O as Objective>::Model, StepResult)>
+    + 'a;
+
+/// A step over the devices of a [`DataParallel`] (its precision set by the trainer's config).
+type ShardedStepFn<'a, O> = dyn FnMut(
+        &DataParallel,
+        &mut Stepper,
+        &mut O,
+        <O as Objective>::Model,
+        &<O as Objective>::Batch,
+        &StepInfo,
+        f64,
+        u64,
+    ) -> Result<(<O as Objective>::Model, StepResult)>
+    + 'a;
+
+/// The data-parallel (or mixed-precision) way of stepping that [`FitOptions::parallel`] sets.
+struct Sharded<'a, O: Objective> {
+    parallel: DataParallel,
+    step: Box<ShardedStepFn<'a, O>>,
+}
+
+/// How [`Trainer::fit`] runs: fresh or resumed, on one device or several, with or without an
+/// end-of-epoch hook. `FitOptions::default()` trains from scratch on the model's device.
+pub struct FitOptions<'a, O: Objective> {
+    /// Continue from the newest checkpoint of the run folder (a fresh start when it has none).
+    pub resume: bool,
+    /// Called at the end of every epoch with the model; its values are logged.
+    pub on_epoch: Option<&'a mut EpochHook<'a, O::Model>>,
+    parallel: Option<Sharded<'a, O>>,
+}
+
+impl<O: Objective> Default for FitOptions<'_, O> {
+    fn default() -> Self {
+        Self {
+            resume: false,
+            on_epoch: None,
+            parallel: None,
+        }
+    }
+}
+
+impl<'a, O: Objective> FitOptions<'a, O> {
+    /// Fresh start, one device, no hook.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Resume from the newest checkpoint when `resume`.
+    pub fn resume(mut self, resume: bool) -> Self {
+        self.resume = resume;
+        self
+    }
+
+    /// Whether the batches are split over devices ([`FitOptions::parallel`]).
+    pub fn is_parallel(&self) -> bool {
+        self.parallel.is_some()
+    }
+
+    /// Runs `hook` at the end of every epoch.
+    pub fn on_epoch(mut self, hook: &'a mut EpochHook<'a, O::Model>) -> Self {
+        self.on_epoch = Some(hook);
+        self
+    }
+}
+
+impl<'a, O: Shardable + 'a> FitOptions<'a, O> {
+    /// Splits every step's batch over `parallel`'s devices (see [`crate::parallel`]) and runs
+    /// its passes in `train.precision`; the model lives on the first device. Checkpoints are
+    /// the same as a one-device run's, so a run may resume on another number of devices.
+    pub fn parallel(mut self, parallel: &DataParallel) -> Self {
+        self.parallel = Some(Sharded {
+            parallel: parallel.clone(),
+            step: Box::new(|p, stepper, o, m, b, info, lr, updates| {
+                stepper.step_parallel(p, o, m, b, info, lr, updates)
+            }),
+        });
+        self
+    }
+}
+
+/// Checks that batches of `batch` images split evenly over `devices`: the one place a
+/// data-parallel batch size is checked.
+pub fn check_batch_split(batch: usize, devices: usize) -> Result<()> {
+    if devices > 1 && !batch.is_multiple_of(devices) {
+        return Err(Error::config(
+            "train.batch_size",
+            format!(
+                "{batch} does not split evenly over {devices} devices: use a multiple of {devices}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl Trainer {
     /// A trainer writing checkpoints and `metrics.jsonl` under `run_dir`.
     pub fn new(config: TrainConfig, run_dir: impl AsRef<Path>) -> Result<Self> {
@@ -339,100 +444,93 @@ impl Trainer {
         &self.run_dir
     }
 
-    /// Trains `model`; with `resume`, continues from the newest checkpoint in the run folder
-    /// with the same schedule and data order.
+    /// Trains `model` as `options` say: from scratch or resumed from the newest checkpoint in
+    /// the run folder (same schedule and data order), on one device or with every step's batch
+    /// split over several ([`FitOptions::parallel`], for [`Shardable`] objectives), with an
+    /// end-of-epoch hook (the online kNN monitor of the pipeline).
+    ///
+    /// `train.precision` other than f32 needs [`FitOptions::parallel`]: mixed precision runs
+    /// through the same reduced-precision copies as data parallelism (a one-device
+    /// [`DataParallel`] is enough).
     pub fn fit<O, S>(
         &self,
         objective: &mut O,
         model: O::Model,
         source: &S,
-        resume: bool,
-        on_epoch: Option<&mut EpochHook<'_, O::Model>>,
+        options: FitOptions<'_, O>,
     ) -> Result<TrainOutcome<O::Model>>
     where
         O: Objective,
         S: BatchSource<Batch = O::Batch>,
     {
-        if self.config.precision != Precision::F32 {
-            return Err(Error::config(
-                "train.precision",
-                format!(
-                    "{} trains in f32: mixed precision needs an objective that implements `Shardable` (every built-in method but the GAN)",
-                    objective.name()
-                ),
-            ));
-        }
-        self.run(
-            objective,
-            model,
-            source,
+        let FitOptions {
             resume,
             on_epoch,
-            |stepper, o, m, b, info, lr, updates| stepper.step(o, m, b, info, lr, updates),
-        )
-    }
-
-    /// [`Trainer::fit`] with every step's batch split over `parallel`'s devices (see
-    /// [`crate::parallel`]) and its passes in `train.precision`; `model` lives on the first
-    /// device. Checkpoints are the same as a one-device run's, so a run may resume on another
-    /// number of devices.
-    pub fn fit_parallel<O, S>(
-        &self,
-        parallel: &DataParallel,
-        objective: &mut O,
-        model: O::Model,
-        source: &S,
-        resume: bool,
-        on_epoch: Option<&mut EpochHook<'_, O::Model>>,
-    ) -> Result<TrainOutcome<O::Model>>
-    where
-        O: Shardable,
-        S: BatchSource<Batch = O::Batch>,
-    {
-        if !source.batch_size().is_multiple_of(parallel.devices().len()) {
-            return Err(Error::config(
-                "train.batch_size",
-                format!(
-                    "{} does not split evenly over {} devices",
-                    source.batch_size(),
-                    parallel.devices().len()
-                ),
-            ));
+            parallel,
+        } = options;
+        match parallel {
+            None => {
+                if self.config.precision != Precision::F32 {
+                    return Err(Error::config(
+                        "train.precision",
+                        format!(
+                            "{} trains in f32: mixed precision needs an objective that implements `Shardable` (every built-in method but the GAN), run with `FitOptions::parallel`",
+                            objective.name()
+                        ),
+                    ));
+                }
+                self.run(
+                    objective,
+                    model,
+                    source,
+                    resume,
+                    on_epoch,
+                    &mut |stepper: &mut Stepper,
+                          o: &mut O,
+                          m,
+                          b: &O::Batch,
+                          info: &StepInfo,
+                          lr,
+                          updates| {
+                        stepper.step(o, m, b, info, lr, updates)
+                    },
+                )
+            }
+            Some(Sharded { parallel, mut step }) => {
+                check_batch_split(source.batch_size(), parallel.devices().len())?;
+                let parallel = parallel.with_precision(self.config.precision)?;
+                self.run(
+                    objective,
+                    model,
+                    source,
+                    resume,
+                    on_epoch,
+                    &mut |stepper: &mut Stepper,
+                          o: &mut O,
+                          m,
+                          b: &O::Batch,
+                          info: &StepInfo,
+                          lr,
+                          updates| {
+                        step(&parallel, stepper, o, m, b, info, lr, updates)
+                    },
+                )
+            }
         }
-        let parallel = parallel.clone().with_precision(self.config.precision)?;
-        self.run(
-            objective,
-            model,
-            source,
-            resume,
-            on_epoch,
-            |stepper, o, m, b, info, lr, updates| {
-                stepper.step_parallel(&parallel, o, m, b, info, lr, updates)
-            },
-        )
     }
 
-    fn run<O, S, F>(
+    fn run<O, S>(
         &self,
         objective: &mut O,
         mut model: O::Model,
         source: &S,
         resume: bool,
         mut on_epoch: Option<&mut EpochHook<'_, O::Model>>,
-        mut step_fn: F,
+        step_fn: &mut StepFn<'_, O>,
     ) -> Result<TrainOutcome<O::Model>>
     where
         O: Objective,
         S: BatchSource<Batch = O::Batch>,
-        F: FnMut(
-            &mut Stepper,
-            &mut O,
-            O::Model,
-            &O::Batch,
-            &StepInfo,
-            f64,
-            u64,
-        ) -> Result<(O::Model, StepResult)>,
     {
         let cfg = &self.config;
         let spe = source.steps_per_epoch();
@@ -477,8 +575,9 @@ impl Trainer {
                 MetricsLog::truncate_after(&metrics_path, start)?;
                 tracing::info!("resuming from {} at step {start}", dir.display());
             } else {
-                tracing::info!(
-                    "no checkpoint in {}; starting afresh",
+                // Said at the default log level: a user who asked to resume should know.
+                tracing::warn!(
+                    "--resume: no checkpoint in {} yet; starting afresh",
                     self.run_dir.display()
                 );
                 // What a process killed before its first checkpoint logged is redone.
@@ -501,11 +600,14 @@ impl Trainer {
         };
         bar.set_style(
             ProgressStyle::with_template(
-                "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
+                "{prefix} [{elapsed_precise}, {eta} left] {wide_bar} {pos}/{len} {msg}",
             )
             .expect("valid template"),
         );
-        bar.set_prefix(objective.name().to_string());
+        let epochs = total.div_ceil(spe);
+        let name = objective.name().to_string();
+        let prefix = move |epoch: usize| format!("{name} epoch {}/{epochs}", epoch + 1);
+        bar.set_prefix(prefix(start / spe));
         bar.set_position(start as u64);
 
         let t0 = Instant::now();
@@ -579,6 +681,9 @@ impl Trainer {
             }
             bar.set_position(done as u64);
             let epoch_end = done % spe == 0;
+            if epoch_end && done < total {
+                bar.set_prefix(prefix(epoch + 1));
+            }
             if epoch_end && epoch_lines {
                 eprintln!(
                     "{} epoch {}/{}: {last_msg}",

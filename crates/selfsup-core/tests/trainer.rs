@@ -123,8 +123,7 @@ fn fit(cfg: TrainConfig, dir: &Path, mut obj: Regress, resume: bool) -> Result<T
         &mut obj,
         model(&device),
         &Data(device.clone()),
-        resume,
-        None,
+        selfsup_core::FitOptions::new().resume(resume),
     )
 }
 

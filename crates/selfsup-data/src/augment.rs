@@ -477,6 +477,20 @@ impl Default for AugmentConfig {
 }
 
 impl AugmentConfig {
+    /// SimCLR's random resized crop (smallest area `min_scale`) and flip, and nothing else:
+    /// the augmentation of methods that colour changes would hurt or not help (MAE, CLIP,
+    /// RotNet, jigsaw).
+    pub fn crops_and_flips(min_scale: f64) -> Self {
+        Self {
+            crop_min_scale: min_scale,
+            jitter_prob: 0.0,
+            grayscale_prob: 0.0,
+            blur_prob: 0.0,
+            solarize_prob: 0.0,
+            ..Self::simclr()
+        }
+    }
+
     /// SimCLR's augmentations as used for small images (solo-learn's CIFAR preset): no blur,
     /// since blurring a 32-pixel image destroys it.
     pub fn simclr() -> Self {

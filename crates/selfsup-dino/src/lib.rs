@@ -14,6 +14,8 @@ pub mod dino;
 pub mod head;
 pub mod loss;
 pub mod multicrop;
+#[cfg(feature = "recipe")]
+pub mod recipe;
 pub mod schedule;
 
 pub use dino::{Dino, DinoConfig, DinoModel};

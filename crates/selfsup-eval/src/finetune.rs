@@ -224,7 +224,7 @@ pub fn finetune<E: Encoder>(
     let start = std::time::Instant::now();
     let trainer = Trainer::new(tcfg, run_dir)?.with_progress(progress);
     let mut objective = Supervised::<E>::default();
-    let out = trainer.fit(&mut objective, model, &loader, false, None)?;
+    let out = trainer.fit(&mut objective, model, &loader, Default::default())?;
     let seconds = start.elapsed().as_secs_f64();
     let plain = device.inner();
     let model = out.model.valid();

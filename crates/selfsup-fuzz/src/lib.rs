@@ -6,9 +6,9 @@
 //! result promises (sizes that agree, labels in range, a config that saves and loads back the
 //! same) and panics if it does not, so a silent wrong result is a finding too.
 
-use selfsup_cli::run_config::RunConfig;
 use selfsup_data::cifar::{Cifar, parse_batch};
 use selfsup_data::{folder, idx, manifest};
+use selfsup_pipeline::RunConfig;
 use std::path::Path;
 
 /// An entry point: bytes in, a panic only for a finding.
@@ -92,15 +92,21 @@ pub fn config_text(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(cfg) = RunConfig::from_toml_text(text, "fuzz.toml") else {
+    let registry = selfsup_cli::registry();
+    let Ok(cfg) = RunConfig::parse(text, "fuzz.toml", &registry) else {
         return;
     };
-    if cfg.validate().is_err() {
+    let recipe = registry.get(&cfg.method).expect("parse checked the method");
+    if recipe.validate(&cfg).is_err() {
         return;
     }
     let saved = cfg.to_toml().expect("a valid config serializes");
-    let back = RunConfig::from_toml_text(&saved, "saved.toml")
+    let back = RunConfig::parse(&saved, "saved.toml", &registry)
         .unwrap_or_else(|e| panic!("a valid config does not load back: {e}\n{saved}"));
+    assert_eq!(back, cfg, "{saved}");
+    // As a run folder's config.toml, read without the registry.
+    let back = RunConfig::parse_saved(&saved, "config.toml")
+        .unwrap_or_else(|e| panic!("a saved config does not load back: {e}\n{saved}"));
     assert_eq!(back, cfg, "{saved}");
 }
 

@@ -15,6 +15,8 @@ pub mod gan;
 pub mod generator;
 pub mod loss;
 pub mod monitor;
+#[cfg(feature = "recipe")]
+pub mod recipe;
 
 pub use fid::FidEncoder;
 pub use frechet::{Gaussian, frechet_distance};

@@ -9,6 +9,8 @@ pub mod decoder;
 pub mod loss;
 pub mod mae;
 pub mod masking;
+#[cfg(feature = "recipe")]
+pub mod recipe;
 
 pub use decoder::MaeDecoder;
 pub use loss::{masked_reconstruction_loss, normalize_patches};

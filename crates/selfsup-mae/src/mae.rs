@@ -9,7 +9,7 @@ use crate::masking::{
 use burn::module::Module;
 use burn::tensor::{Device, FloatDType, Tensor};
 use selfsup_core::config::ensure;
-use selfsup_core::parallel::split_rows;
+use selfsup_core::parallel::{split_rows, whole_batch_loss};
 use selfsup_core::{LossOutput, Objective, Result, Shardable, StepInfo};
 use selfsup_encoders::VisionTransformer;
 use selfsup_encoders::vit::{patchify, unpatchify};
@@ -226,9 +226,7 @@ impl Objective for Mae {
         _phase: usize,
         info: &StepInfo,
     ) -> LossOutput {
-        let shard = self.whole(model, views, info);
-        let errors = self.outputs(model, &shard, info);
-        self.gathered_loss(model, errors, info)
+        whole_batch_loss(self, model, views, info)
     }
 }
 
@@ -239,23 +237,6 @@ pub struct MaeShard {
     pub images: Tensor<4>,
     /// `[n, L]` uniform noise: [`masking_from_noise`] turns it into the masks.
     pub noise: Tensor<2>,
-}
-
-impl Mae {
-    /// The whole batch as one shard: its images with the noise of `(seed, step)`.
-    fn whole(&self, model: &MaeModel, views: &[Tensor<4>], info: &StepInfo) -> MaeShard {
-        let images = views[0].clone();
-        let [n, ..] = images.dims();
-        let grid = model.encoder.grid();
-        let noise = seeded_noise(
-            n,
-            grid * grid,
-            self.seed,
-            info.step as u64,
-            &images.device(),
-        );
-        MaeShard { images, noise }
-    }
 }
 
 /// Over several devices the masks are drawn for the whole batch (each image masked as on one
@@ -277,6 +258,21 @@ impl Shardable for Mae {
             .zip(split_rows(&whole.noise, devices)?)
             .map(|(images, noise)| MaeShard { images, noise })
             .collect())
+    }
+
+    /// The whole batch as one shard: its images with the noise of `(seed, step)`.
+    fn whole(&self, model: &MaeModel, views: &Vec<Tensor<4>>, info: &StepInfo) -> MaeShard {
+        let images = views[0].clone();
+        let [n, ..] = images.dims();
+        let grid = model.encoder.grid();
+        let noise = seeded_noise(
+            n,
+            grid * grid,
+            self.seed,
+            info.step as u64,
+            &images.device(),
+        );
+        MaeShard { images, noise }
     }
 
     fn cast(&self, shard: MaeShard, dtype: FloatDType) -> MaeShard {

@@ -11,7 +11,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 use rand::Rng;
-use selfsup_core::parallel::split_each;
+use selfsup_core::parallel::{split_each, whole_batch_loss};
 use selfsup_core::seed::{STREAM_OBJECTIVE, rng};
 use selfsup_core::{Encoder, Error, LossOutput, Objective, Result, Shardable, StepInfo};
 use selfsup_encoders::{HeadConfig, ProjectionHead};
@@ -54,6 +54,17 @@ impl Default for JigsawConfig {
 }
 
 impl JigsawConfig {
+    /// The settings of the small-CPU Fashion-MNIST recipe (`selfsup pretrain --method
+    /// jigsaw`): images upscaled to 48 px and cut into 12 px tiles in 16 px cells; 8 px tiles
+    /// of 28 px images learned less (docs/methods/pretext.md).
+    pub fn fashion_mnist() -> Self {
+        Self {
+            image_size: 48,
+            tile: 12,
+            ..Self::default()
+        }
+    }
+
     /// The side images are cut at, for data of `data_size` pixels.
     pub fn cut_size(&self, data_size: usize) -> usize {
         match self.image_size {
@@ -259,13 +270,7 @@ impl<E: Encoder> Objective for Jigsaw<E> {
         _phase: usize,
         info: &StepInfo,
     ) -> LossOutput {
-        let n = tiles[0].dims()[0];
-        let shard = JigsawShard {
-            tiles: tiles.clone(),
-            order: self.order(&self.labels(info.step, n), &tiles[0].device()),
-        };
-        let logits = self.outputs(model, &shard, info);
-        self.gathered_loss(model, logits, info)
+        whole_batch_loss(self, model, tiles, info)
     }
 }
 
@@ -295,6 +300,14 @@ impl<E: Encoder> Shardable for Jigsaw<E> {
                 order: self.order(&labels[k * rows..(k + 1) * rows], d),
             })
             .collect())
+    }
+
+    fn whole(&self, _: &Self::Model, tiles: &Vec<Tensor<4>>, info: &StepInfo) -> JigsawShard {
+        let n = tiles[0].dims()[0];
+        JigsawShard {
+            tiles: tiles.clone(),
+            order: self.order(&self.labels(info.step, n), &tiles[0].device()),
+        }
     }
 
     fn cast(&self, shard: JigsawShard, dtype: FloatDType) -> JigsawShard {

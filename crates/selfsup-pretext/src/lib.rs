@@ -9,6 +9,8 @@
 pub mod jigsaw;
 pub mod loss;
 pub mod permutations;
+#[cfg(feature = "recipe")]
+pub mod recipe;
 pub mod rotation;
 pub mod rotnet;
 pub mod tiles;

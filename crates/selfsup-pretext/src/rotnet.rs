@@ -5,7 +5,7 @@ use crate::loss::pretext_loss;
 use crate::rotation::rotations_batch;
 use burn::module::Module;
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
-use selfsup_core::parallel::split_each;
+use selfsup_core::parallel::{split_each, whole_batch_loss};
 use selfsup_core::{Encoder, Error, LossOutput, Objective, Result, Shardable, StepInfo};
 use selfsup_encoders::{HeadConfig, ProjectionHead};
 use serde::{Deserialize, Serialize};
@@ -119,8 +119,7 @@ impl<E: Encoder> Objective for RotNet<E> {
         _phase: usize,
         info: &StepInfo,
     ) -> LossOutput {
-        let outputs = self.outputs(model, views, info);
-        self.gathered_loss(model, outputs, info)
+        whole_batch_loss(self, model, views, info)
     }
 }
 
@@ -137,6 +136,10 @@ impl<E: Encoder> Shardable for RotNet<E> {
         _: &StepInfo,
     ) -> Result<Vec<Vec<Tensor<4>>>> {
         split_each(&views[..1], devices)
+    }
+
+    fn whole(&self, _: &Self::Model, views: &Vec<Tensor<4>>, _: &StepInfo) -> Vec<Tensor<4>> {
+        views.clone()
     }
 
     fn cast(&self, views: Vec<Tensor<4>>, dtype: FloatDType) -> Vec<Tensor<4>> {

@@ -5,9 +5,10 @@
 //! - [`loss`]: the loss as pure functions over tensors, tested against hand-computed values;
 //! - [`vicreg`]: the model (an encoder from `selfsup-encoders` and an expander) and the
 //!   [`selfsup_core::Objective`] the shared engine trains;
-//! - [`recipe`]: the [`selfsup_cli::Recipe`] that lets `selfsup`'s pipeline pretrain, score
-//!   and bench it; the `selfsup-vicreg` binary is `selfsup pretrain` and `selfsup bench` with
-//!   VICReg added.
+//! - [`recipe`]: the [`selfsup_pipeline::Recipe`] that lets selfsup's pipeline pretrain,
+//!   score, evaluate and bench it; the `selfsup-vicreg` binary is `selfsup pretrain`,
+//!   `selfsup eval`, `selfsup bench` and `selfsup config` for VICReg, on the pipeline library
+//!   alone (no dependency on the `selfsup` command).
 
 pub mod loss;
 pub mod recipe;

@@ -1,25 +1,32 @@
-//! `selfsup-vicreg`: `selfsup pretrain` and `selfsup bench` with VICReg beside the built-in
-//! methods.
+//! `selfsup-vicreg`: `selfsup pretrain`, `eval`, `bench` and `config` for VICReg, on the
+//! pipeline library alone.
 //!
 //! ```text
 //! cargo run --release -p selfsup-vicreg -- pretrain --out runs/vicreg
-//! cargo run --release -p selfsup-vicreg -- bench --methods vicreg --out bench
+//! cargo run --release -p selfsup-vicreg -- eval --checkpoint runs/vicreg/checkpoints/step-00000100
+//! cargo run --release -p selfsup-vicreg -- bench --out bench   # joins a `selfsup bench` folder
 //! ```
 
 use clap::{Parser, Subcommand};
-use selfsup_cli::suite::{SuiteArgs, builtin_recipes, run_suite};
-use selfsup_cli::{Recipe, RunConfig, pretrain_with};
 use selfsup_core::{DeviceSpec, Error, Result};
 use selfsup_data::DataSpec;
+use selfsup_pipeline::suite::{Budget, CHILD_ENV, SuiteArgs, run_suite};
+use selfsup_pipeline::{EvalArgs, EvalPlan, Recipe, Registry, RunConfig, eval_frozen, pretrain};
 use selfsup_vicreg::VicRegRecipe;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+// The binary chooses its allocator (burn's CPU backend frees and reallocates large buffers
+// every step; `selfsup_kernels::keep_freed_memory` tells mimalloc to keep them).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "selfsup-vicreg", version, about = "VICReg on selfsup's engine")]
+#[command(
+    name = "selfsup-vicreg",
+    version,
+    about = "VICReg on selfsup's pipeline"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,7 +36,7 @@ struct Cli {
 enum Command {
     /// Pretrain with VICReg, then score the encoder (kNN, linear probe) on the test split.
     Pretrain {
-        /// A TOML config: keys over VICReg's preset (`[custom.settings]` holds VICReg's own).
+        /// A TOML config: keys over VICReg's preset (`[vicreg]` holds VICReg's own).
         #[arg(long)]
         config: Option<PathBuf>,
         /// Data: sample, fashion-mnist:PATH, mnist:PATH, cifar10:PATH, folder:PATH, ...
@@ -41,6 +48,9 @@ enum Command {
         /// Number of epochs.
         #[arg(long)]
         epochs: Option<usize>,
+        /// Set any config key, `KEY=VALUE` (repeatable): `--set vicreg.variance_weight=20`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
         /// Run folder.
         #[arg(long, default_value = "runs/vicreg")]
         out: PathBuf,
@@ -51,30 +61,50 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// `selfsup bench` with VICReg among the methods (`--methods vicreg`, or `all`).
-    Bench(SuiteArgs),
+    /// kNN (and with --linear a linear probe) of a run folder or one of its step checkpoints.
+    Eval {
+        /// A run folder, or one of its checkpoints/step-N folders.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Also a linear probe.
+        #[arg(long)]
+        linear: bool,
+    },
+    /// VICReg's row of a `selfsup bench` folder (same flags as `selfsup bench`'s).
+    Bench {
+        /// The bench folder.
+        #[arg(long, default_value = "bench")]
+        out: PathBuf,
+        /// Data.
+        #[arg(long, default_value = "sample")]
+        data: DataSpec,
+        /// Training: epochs (`3`) or minutes (`10m`).
+        #[arg(long, default_value = "1")]
+        budget: Budget,
+        /// Seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// Print VICReg's preset config as TOML.
     Config,
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let recipe = VicRegRecipe;
+    let registry = Registry::new().with(VicRegRecipe);
     match cli.command {
         Command::Pretrain {
             config,
             data,
             device,
             epochs,
+            set,
             out,
             resume,
             quiet,
         } => {
             let mut cfg = match config {
-                Some(p) => {
-                    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-                    RunConfig::from_toml_over(recipe.preset(), &text, &p.display().to_string())?
-                }
-                None => recipe.preset(),
+                Some(p) => RunConfig::load(&p, &registry)?,
+                None => VicRegRecipe::preset(),
             };
             if let Some(d) = data {
                 cfg.data.spec = d;
@@ -87,7 +117,13 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(e) = epochs {
                 cfg.train.epochs = e;
             }
-            let r = pretrain_with(&recipe, cfg, &out, resume, !quiet)?;
+            for kv in &set {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| Error::config("--set", format!("`{kv}`: write KEY=VALUE")))?;
+                cfg.set(k.trim(), v.trim())?;
+            }
+            let r = pretrain(&VicRegRecipe, cfg, &out, resume, !quiet)?;
             println!(
                 "trained {} steps in {:.0} s, final loss {:.4}; encoder in {}",
                 r.steps,
@@ -97,11 +133,35 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Bench(args) => {
-            let mut recipes = builtin_recipes();
-            recipes.push(Box::new(recipe));
-            let r = run_suite(&args, &recipes)?;
-            if std::env::var_os(selfsup_cli::suite::CHILD_ENV).is_none() {
+        Command::Eval { checkpoint, linear } => {
+            let args = EvalArgs {
+                checkpoint,
+                data: None,
+                device: None,
+            };
+            let plan = EvalPlan {
+                knn: true,
+                linear,
+                baselines: true,
+            };
+            eval_frozen(&args, &registry, plan, None, None).map(|_| ())
+        }
+        Command::Bench {
+            out,
+            data,
+            budget,
+            seed,
+        } => {
+            let args = SuiteArgs {
+                methods: vec![VicRegRecipe.name().to_string()],
+                out,
+                data,
+                budget,
+                seed,
+                ..SuiteArgs::default()
+            };
+            let r = run_suite(&args, &registry)?;
+            if std::env::var_os(CHILD_ENV).is_none() {
                 let md =
                     std::fs::read_to_string(&r.markdown).map_err(|e| Error::io(&r.markdown, e))?;
                 print!("{md}");
@@ -109,7 +169,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Config => {
-            print!("{}", recipe.preset().to_toml()?);
+            print!("{}", VicRegRecipe::preset().to_toml()?);
             Ok(())
         }
     }

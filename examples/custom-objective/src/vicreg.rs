@@ -8,7 +8,7 @@ use selfsup_core::{Encoder, Error, LossOutput, Objective, Result, StepInfo};
 use selfsup_encoders::{HeadConfig, ProjectionHead};
 use serde::{Deserialize, Serialize};
 
-/// VICReg's settings: the `[custom.settings]` of a run's config.
+/// VICReg's settings: the `[vicreg]` table of a run's config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VicRegConfig {
@@ -43,7 +43,7 @@ impl Default for VicRegConfig {
 }
 
 impl VicRegConfig {
-    /// Checks the weights, naming the field under `custom.settings`.
+    /// Checks the weights, naming the field under `vicreg`.
     pub fn validate(&self) -> Result<()> {
         for (field, v) in [
             ("invariance_weight", self.invariance_weight),
@@ -52,20 +52,20 @@ impl VicRegConfig {
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(Error::config(
-                    format!("custom.settings.{field}"),
+                    format!("vicreg.{field}"),
                     format!("{v} must be a finite number >= 0"),
                 ));
             }
         }
         if !(self.eps.is_finite() && self.eps > 0.0) {
             return Err(Error::config(
-                "custom.settings.eps",
+                "vicreg.eps",
                 format!("{} must be > 0 (the square root's guard)", self.eps),
             ));
         }
         if self.expander.layers == 0 || self.expander.output_dim < 2 {
             return Err(Error::config(
-                "custom.settings.expander",
+                "vicreg.expander",
                 "needs at least 1 layer and an output of at least 2 dimensions",
             ));
         }
@@ -125,7 +125,7 @@ impl<E: Encoder> Objective for VicReg<E> {
     }
 
     fn divergence_hint(&self) -> String {
-        "a learning rate too high for LARS (this crate's preset went NaN at step 830 with 0.6 and trains at 0.15: lower train.optimizer.lr) or a variance term on too small a batch (raise train.batch_size or custom.settings.eps)".into()
+        "a learning rate too high for LARS (this crate's preset went NaN at step 830 with 0.6 and trains at 0.15: lower train.optimizer.lr) or a variance term on too small a batch (raise train.batch_size or vicreg.eps)".into()
     }
 
     fn loss(

@@ -1,25 +1,79 @@
-//! What the end-to-end tests share: a tiny SimCLR config, and a run's encoder weights to
-//! compare.
+//! What the end-to-end tests share: the built-in registry, tiny configs of every method, the
+//! pipeline's entry points over that registry, and a run's encoder weights to compare.
 #![allow(dead_code)]
 
-use selfsup_cli::{Method, RunConfig};
+use selfsup_cli::registry;
+use selfsup_core::Result;
 use selfsup_encoders::Arch;
+use selfsup_pipeline::{EvalArgs, EvalPlan, EvalReport, PretrainReport, ReportFiles, RunConfig};
 use std::path::Path;
+
+/// The preset of the built-in method `method`.
+pub fn preset(method: &str) -> RunConfig {
+    registry().get(method).unwrap().preset()
+}
+
+/// `cfg` checked by its method's recipe.
+pub fn validate(cfg: &RunConfig) -> Result<()> {
+    registry().get(&cfg.method)?.validate(cfg)
+}
+
+/// `cfg` for `method` instead (that method's own settings, its preset's), the shared sections
+/// kept.
+pub fn retarget(mut cfg: RunConfig, method: &str) -> RunConfig {
+    let p = preset(method);
+    cfg.method = p.method;
+    cfg.settings = p.settings;
+    cfg
+}
+
+/// Sets `key` when it is a key of `cfg`'s own method (its first part is the method's name).
+pub fn set_own(cfg: &mut RunConfig, key: &str, value: &str) {
+    if key.split('.').next() == Some(cfg.method.as_str()) {
+        cfg.set(key, value).unwrap();
+    }
+}
+
+/// `selfsup pretrain` of `cfg`'s method.
+pub fn pretrain(
+    cfg: RunConfig,
+    out: &Path,
+    resume: bool,
+    progress: bool,
+) -> Result<PretrainReport> {
+    let r = registry();
+    selfsup_pipeline::pretrain(r.get(&cfg.method)?, cfg, out, resume, progress)
+}
+
+/// `selfsup eval knn|linear`.
+pub fn eval_frozen(
+    args: &EvalArgs,
+    plan: EvalPlan,
+    k: Option<usize>,
+    linear_epochs: Option<usize>,
+) -> Result<EvalReport> {
+    selfsup_pipeline::eval_frozen(args, &registry(), plan, k, linear_epochs)
+}
+
+/// `selfsup report`.
+pub fn report(run: &Path, points: usize) -> Result<ReportFiles> {
+    selfsup_pipeline::report(run, &registry(), None, points, None)
+}
 
 /// A SimCLR run on the sample small enough for a test: a 4-wide ConvNet, 96 images, 2 epochs.
 pub fn tiny() -> RunConfig {
-    let mut c = small_run(Method::Simclr);
+    let mut c = small_run("simclr");
     c.encoder.arch = Arch::Convnet;
-    c.simclr.head.hidden_dim = 16;
-    c.simclr.head.output_dim = 8;
+    c.set("simclr.head.hidden_dim", "16").unwrap();
+    c.set("simclr.head.output_dim", "8").unwrap();
     c
 }
 
 /// `method`'s preset on 96 training images for 2 epochs of 32, a 4-wide encoder, a
 /// checkpoint every 2 steps, and short probes: the run and evaluation settings of
 /// [`tiny`], for any method.
-pub fn small_run(method: Method) -> RunConfig {
-    let mut c = RunConfig::preset(method);
+pub fn small_run(method: &str) -> RunConfig {
+    let mut c = preset(method);
     c.data.max_train = 96;
     c.data.max_test = 40;
     c.encoder.width = 4;
@@ -37,8 +91,8 @@ pub fn small_run(method: Method) -> RunConfig {
 
 /// Any method at test size: 64 training images, one epoch of batches of 32, every network a
 /// few units wide, kNN only.
-pub fn tiny_of(method: Method) -> RunConfig {
-    let mut c = RunConfig::preset(method);
+pub fn tiny_of(method: &str) -> RunConfig {
+    let mut c = preset(method);
     c.data.max_train = 64;
     c.data.max_test = 16;
     c.train.batch_size = 32;
@@ -47,17 +101,21 @@ pub fn tiny_of(method: Method) -> RunConfig {
     c.encoder.vit.dim = 16;
     c.encoder.vit.depth = 1;
     c.encoder.vit.heads = 2;
-    c.mae.decoder_dim = 8;
-    c.mae.decoder_depth = 1;
-    c.mae.decoder_heads = 2;
-    c.dino.head.hidden_dim = 16;
-    c.dino.head.bottleneck_dim = 8;
-    c.dino.head.output_dim = 32;
-    c.jigsaw.permutations = 10;
-    c.jigsaw.hidden_dim = 16;
-    c.gan.noise_dim = 8;
-    c.gan.generator_width = 4;
-    c.gan.fid_images = 16;
+    for (k, v) in [
+        ("mae.decoder_dim", "8"),
+        ("mae.decoder_depth", "1"),
+        ("mae.decoder_heads", "2"),
+        ("dino.head.hidden_dim", "16"),
+        ("dino.head.bottleneck_dim", "8"),
+        ("dino.head.output_dim", "32"),
+        ("jigsaw.permutations", "10"),
+        ("jigsaw.hidden_dim", "16"),
+        ("gan.noise_dim", "8"),
+        ("gan.generator_width", "4"),
+        ("gan.fid_images", "16"),
+    ] {
+        set_own(&mut c, k, v);
+    }
     c.knn.k = 5;
     c.eval.linear = false;
     c.eval.baselines = false;
@@ -66,12 +124,14 @@ pub fn tiny_of(method: Method) -> RunConfig {
 
 /// Every float parameter of the encoder a run folder saved.
 pub fn encoder_weights(run: &Path) -> Vec<f32> {
-    let (_, enc) = selfsup_cli::evaluate::load_encoder(run, &burn::tensor::Device::flex()).unwrap();
+    let (_, enc) =
+        selfsup_pipeline::evaluate::load_encoder(run, &registry(), &burn::tensor::Device::flex())
+            .unwrap();
     selfsup_core::grads::param_values(&enc)
 }
 
 /// `Ok` when `a` and `b` are equal bit for bit; else how many values differ and the first.
-pub fn same(a: &[f32], b: &[f32]) -> Result<(), String> {
+pub fn same(a: &[f32], b: &[f32]) -> std::result::Result<(), String> {
     if a.len() != b.len() {
         return Err(format!("{} vs {} values", a.len(), b.len()));
     }

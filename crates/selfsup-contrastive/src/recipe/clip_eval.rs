@@ -1,16 +1,15 @@
 //! CLIP runs: their captions and tokenizer, and `selfsup eval zero-shot` / `eval retrieval`.
 
-use crate::evaluate::{EvalArgs, eval_transform, locate};
-use crate::pretrain::CONFIG_FILE;
-use crate::run_config::{Method, RunConfig};
-use burn::module::Module;
+use crate::{ClipConfig, ClipModel};
 use burn::tensor::{Device, Tensor};
-use selfsup_contrastive::ClipModel;
 use selfsup_core::{Error, Result};
-use selfsup_data::ImageSet;
 use selfsup_data::loader::caption_tensors;
+use selfsup_data::{DataSpec, ImageSet};
 use selfsup_encoders::Backbone;
 use selfsup_eval::{Accuracy, RetrievalReport, class_embeddings, retrieval_recall};
+use selfsup_pipeline::evaluate::eval_transform;
+use selfsup_pipeline::run_dir::{CONFIG_FILE, load_module, locate};
+use selfsup_pipeline::{EvalArgs, RunConfig};
 use selfsup_text::{Encoded, Tokenizer};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -26,23 +25,23 @@ pub const TOKENIZER_FILE: &str = "tokenizer.txt";
 /// Images evaluated at once.
 const CHUNK: usize = 256;
 
-/// `set` with captions: its own (a manifest), or made from its labels with `cfg.clip.templates`.
-pub fn captioned(set: ImageSet, cfg: &RunConfig) -> Result<ImageSet> {
+/// `set` (of data `spec`) with captions: its own (a manifest), or made from its labels with
+/// `clip.templates`.
+pub fn captioned(set: ImageSet, clip: &ClipConfig, spec: &DataSpec) -> Result<ImageSet> {
     if set.captions.is_some() {
         return Ok(set);
     }
-    set.with_template_captions(&cfg.clip.templates).map_err(|e| {
+    set.with_template_captions(&clip.templates).map_err(|e| {
         Error::Invalid(format!(
-            "CLIP trains on image-caption pairs: {} has neither captions nor labels to make them from ({e}); use --data manifest:PATH",
-            cfg.data.spec
+            "CLIP trains on image-caption pairs: {spec} has neither captions nor labels to make them from ({e}); use --data manifest:PATH"
         ))
     })
 }
 
 /// The run's tokenizer: CLIP's merges when `clip.tokenizer.merges` names them, else merges
 /// learned from `train`'s captions.
-pub fn tokenizer(cfg: &RunConfig, train: &ImageSet) -> Result<Tokenizer> {
-    match &cfg.clip.tokenizer.merges {
+pub fn tokenizer(clip: &ClipConfig, train: &ImageSet) -> Result<Tokenizer> {
+    match &clip.tokenizer.merges {
         Some(p) => Tokenizer::load(p, Some(49152 - 256 - 2)),
         None => {
             let captions = train
@@ -51,7 +50,7 @@ pub fn tokenizer(cfg: &RunConfig, train: &ImageSet) -> Result<Tokenizer> {
                 .ok_or_else(|| Error::Invalid("no captions to learn a tokenizer from".into()))?;
             Ok(Tokenizer::train(
                 captions.iter().flatten().map(String::as_str),
-                cfg.clip.tokenizer.vocab_size,
+                clip.tokenizer.vocab_size,
             ))
         }
     }
@@ -83,33 +82,30 @@ pub fn encode_captions(
         .collect())
 }
 
-/// A CLIP run's config, model (for inference on `device`) and tokenizer.
+/// A CLIP run's config, its CLIP settings, model (for inference on `device`) and tokenizer.
 pub fn load_clip(
     run: &Path,
     device: &Device,
-) -> Result<(RunConfig, ClipModel<Backbone>, Tokenizer)> {
+) -> Result<(RunConfig, ClipConfig, ClipModel<Backbone>, Tokenizer)> {
     let (run, _) = locate(run)?;
-    let cfg = RunConfig::load(&run.join(CONFIG_FILE))?;
-    if cfg.method != Method::Clip {
+    let cfg = RunConfig::load_saved(&run.join(CONFIG_FILE))?;
+    if cfg.method != super::clip::NAME {
         return Err(Error::Invalid(format!(
-            "{} is a {:?} run; zero-shot and retrieval need a CLIP run (selfsup pretrain --method clip)",
+            "{} is a {} run; zero-shot and retrieval need a CLIP run (selfsup pretrain --method clip)",
             run.display(),
             cfg.method
         )));
     }
+    let clip: ClipConfig = cfg.settings()?;
     let tok = Tokenizer::load(&run.join(TOKENIZER_FILE), None)?;
-    let channels = cfg.data.mean.len().max(1);
     let model = ClipModel::new(
-        cfg.encoder.init(channels, device),
+        cfg.encoder.init(cfg.channels(), device),
         tok.vocab_size(),
-        &cfg.clip,
+        &clip,
         device,
     )?;
-    let p = run.join(CLIP_FILE);
-    let model = model
-        .try_load_file(&p)
-        .map_err(|e| Error::checkpoint(&p, e.to_string()))?;
-    Ok((cfg, model, tok))
+    let model = load_module(&run.join(CLIP_FILE), model)?;
+    Ok((cfg, clip, model, tok))
 }
 
 /// Image embeddings `[N, D]` of `set` through the evaluation transform.
@@ -272,28 +268,19 @@ pub fn evaluate_clip(
     model: &ClipModel<Backbone>,
     tok: &Tokenizer,
     cfg: &RunConfig,
+    clip: &ClipConfig,
     train: &ImageSet,
     test: &ImageSet,
     device: &Device,
 ) -> Result<ClipEvalReport> {
-    let templates = cfg.clip.zero_shot_templates.clone();
+    let templates = clip.zero_shot_templates.clone();
     let zero_shot = (test.labels.is_some() && !test.class_names.is_empty())
         .then(|| zero_shot(model, tok, cfg, train, test, &templates, device))
         .transpose()?;
     let retrieval = test
         .captions
         .is_some()
-        .then(|| {
-            retrieval(
-                model,
-                tok,
-                cfg,
-                train,
-                test,
-                cfg.clip.retrieval_images,
-                device,
-            )
-        })
+        .then(|| retrieval(model, tok, cfg, train, test, clip.retrieval_images, device))
         .transpose()?;
     Ok(ClipEvalReport {
         zero_shot,
@@ -311,7 +298,7 @@ pub fn eval_clip(
     templates: Option<Vec<String>>,
 ) -> Result<ClipEvalReport> {
     let device = args.device.clone().unwrap_or_default().device()?;
-    let (mut cfg, model, tok) = load_clip(&args.checkpoint, &device)?;
+    let (mut cfg, clip, model, tok) = load_clip(&args.checkpoint, &device)?;
     if let Some(d) = &args.data {
         cfg.data.spec = d.clone();
     }
@@ -325,11 +312,11 @@ pub fn eval_clip(
         ))
     })?;
     let test = if retrieve {
-        captioned(test, &cfg)?
+        captioned(test, &clip, &cfg.data.spec)?
     } else {
         test
     };
-    let templates = templates.unwrap_or_else(|| cfg.clip.zero_shot_templates.clone());
+    let templates = templates.unwrap_or_else(|| clip.zero_shot_templates.clone());
     let mut report = ClipEvalReport {
         templates: templates.clone(),
         ..ClipEvalReport::default()
@@ -352,7 +339,7 @@ pub fn eval_clip(
             &cfg,
             &splits.train,
             &test,
-            cfg.clip.retrieval_images,
+            clip.retrieval_images,
             &device,
         )?);
     }

@@ -10,12 +10,12 @@
 //! method, run by that crate's binary into the same `OUT`, joins the table
 //! (docs/tutorial-custom-objective.md).
 
-use crate::evaluate::{EvalPlan, EvalRow, random_init_row, raw_pixel_row, read_json, write_json};
-use crate::pretrain::{CONFIG_FILE, PretrainReport, pretrain_run};
-use crate::provenance;
+use crate::config::RunConfig;
+use crate::evaluate::{EvalPlan, EvalRow, random_init_row, raw_pixel_row};
+use crate::pretrain::{PretrainReport, pretrain_run};
 use crate::recipe::Recipe;
-use crate::run_config::{Method, RunConfig};
-use clap::ValueEnum;
+use crate::registry::Registry;
+use crate::run_dir::{self as provenance, CONFIG_FILE, METRICS_FILE, read_json, write_json};
 use selfsup_core::{DeviceSpec, Error, Result};
 use selfsup_data::{DataConfig, DataSpec, ImageSet};
 use selfsup_encoders::{Arch, EncoderConfig};
@@ -84,43 +84,50 @@ impl std::fmt::Display for Budget {
     }
 }
 
-/// The flags of `selfsup bench` (and of a method crate's own bench command).
-#[derive(Clone, Debug, clap::Args)]
+/// The settings of `selfsup bench` (and of a method crate's own bench command).
+#[derive(Clone, Debug)]
 pub struct SuiteArgs {
-    /// Methods, comma-separated, or `all`.
-    #[arg(long, value_delimiter = ',', default_value = "all")]
+    /// Methods, or `all`.
     pub methods: Vec<String>,
-    /// Data: sample, fashion-mnist:PATH, mnist:PATH, cifar10:PATH, cifar100:PATH, folder:PATH.
-    #[arg(long, default_value = "sample")]
+    /// Data.
     pub data: DataSpec,
-    /// Training per method: epochs (`3`, `3e`) or minutes (`10m`).
-    #[arg(long, default_value = "1")]
+    /// Training per method: epochs or minutes.
     pub budget: Budget,
-    /// Device: flex (CPU), wgpu, cuda:N.
-    #[arg(long, default_value = "flex")]
+    /// Device.
     pub device: DeviceSpec,
     /// The bench folder: results.md, results.csv, results.png, runs/METHOD.
-    #[arg(long, default_value = "bench")]
     pub out: PathBuf,
     /// Seed of every run.
-    #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Cap every method's steps (0: none): a quick check that each method runs.
-    #[arg(long, default_value_t = 0)]
     pub max_steps: usize,
     /// Use at most this many training images (0: all).
-    #[arg(long, default_value_t = 0)]
     pub max_train: usize,
     /// Score on at most this many test images (0: all).
-    #[arg(long, default_value_t = 0)]
     pub max_test: usize,
     /// Run the methods in this process instead of one child process each (peak memory is
     /// then the process's, shared by the methods).
-    #[arg(long)]
     pub in_process: bool,
     /// Hide the progress bars.
-    #[arg(long)]
     pub quiet: bool,
+}
+
+impl Default for SuiteArgs {
+    fn default() -> Self {
+        Self {
+            methods: vec!["all".into()],
+            data: DataSpec::Sample,
+            budget: Budget::Epochs(1),
+            device: DeviceSpec::Flex,
+            out: PathBuf::from("bench"),
+            seed: 42,
+            max_steps: 0,
+            max_train: 0,
+            max_test: 0,
+            in_process: false,
+            quiet: false,
+        }
+    }
 }
 
 /// What must match for runs to share a bench folder (`OUT/bench.toml`).
@@ -240,31 +247,23 @@ pub struct SuiteReport {
     pub chart: PathBuf,
 }
 
-/// The seven built-in methods, in the order of the table.
-pub fn builtin_recipes() -> Vec<Box<dyn Recipe>> {
-    Method::value_variants()
-        .iter()
-        .map(|m| Box::new(*m) as Box<dyn Recipe>)
-        .collect()
-}
-
-/// Runs `selfsup bench` over `recipes` (the names `--methods` may pick from).
-pub fn run_suite(args: &SuiteArgs, recipes: &[Box<dyn Recipe>]) -> Result<SuiteReport> {
-    let chosen = choose(&args.methods, recipes)?;
+/// Runs `selfsup bench` over the recipes of `registry` that `args.methods` names.
+pub fn run_suite(args: &SuiteArgs, registry: &Registry) -> Result<SuiteReport> {
+    let chosen = choose(&args.methods, registry)?;
     if let Ok(name) = std::env::var(CHILD_ENV) {
         let recipe = chosen
             .iter()
             .find(|r| r.name() == name)
             .ok_or_else(|| Error::Invalid(format!("{CHILD_ENV}={name} names no chosen method")))?;
         run_method(args, *recipe)?;
-        return tables(&args.out);
+        return tables(&args.out, registry);
     }
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
     check_settings(args)?;
     let mut failed = Vec::new();
     for recipe in &chosen {
         let name = recipe.name();
-        if run_dir(&args.out, &name).join(ROW_FILE).is_file() {
+        if run_dir(&args.out, name).join(ROW_FILE).is_file() {
             eprintln!("selfsup bench: {name} already done, kept");
             continue;
         }
@@ -272,14 +271,14 @@ pub fn run_suite(args: &SuiteArgs, recipes: &[Box<dyn Recipe>]) -> Result<SuiteR
         let outcome = if args.in_process {
             run_method(args, *recipe).map(|_| ())
         } else {
-            child(&name)
+            child(name)
         };
         if let Err(e) = outcome {
             eprintln!("selfsup bench: {name} failed: {e}");
             failed.push(name);
         }
     }
-    let report = tables(&args.out)?;
+    let report = tables(&args.out, registry)?;
     if failed.is_empty() {
         Ok(report)
     } else {
@@ -292,21 +291,23 @@ pub fn run_suite(args: &SuiteArgs, recipes: &[Box<dyn Recipe>]) -> Result<SuiteR
 }
 
 /// The recipes `--methods` names, in the order given (`all`: every recipe).
-fn choose<'a>(names: &[String], recipes: &'a [Box<dyn Recipe>]) -> Result<Vec<&'a dyn Recipe>> {
-    let known: Vec<String> = recipes.iter().map(|r| r.name()).collect();
+fn choose<'a>(names: &[String], registry: &'a Registry) -> Result<Vec<&'a dyn Recipe>> {
     if names.iter().any(|n| n == "all") {
-        return Ok(recipes.iter().map(|r| r.as_ref()).collect());
+        return Ok(registry.iter().collect());
     }
     let mut out: Vec<&dyn Recipe> = Vec::new();
     for n in names {
-        let r = recipes.iter().find(|r| &r.name() == n).ok_or_else(|| {
+        let r = registry.get(n).map_err(|_| {
             Error::config(
                 "--methods",
-                format!("no method `{n}`: choose from all, {}", known.join(", ")),
+                format!(
+                    "no method `{n}`: choose from all, {}",
+                    registry.names().join(", ")
+                ),
             )
         })?;
-        if !out.iter().any(|o| o.name() == *n) {
-            out.push(r.as_ref());
+        if !out.iter().any(|o| o.name() == n) {
+            out.push(r);
         }
     }
     if out.is_empty() {
@@ -398,7 +399,7 @@ fn plan_steps(
         seconds_per_step: f64,
         minutes: f64,
     }
-    let dir = run_dir(&args.out, &recipe.name());
+    let dir = run_dir(&args.out, recipe.name());
     let path = dir.join(PLAN_FILE);
     if let Some(plan) = read_json::<Plan>(&path)? {
         return Ok(plan.steps);
@@ -411,7 +412,7 @@ fn plan_steps(
     probe.train.checkpoint_every = 0;
     probe.eval.monitor_every = 0;
     pretrain_run(recipe, probe, &probe_dir, false, false, false)?;
-    let per_step = probe_seconds_per_step(&probe_dir.join("metrics.jsonl"), cfg.train.batch_size)?;
+    let per_step = probe_seconds_per_step(&probe_dir.join(METRICS_FILE), cfg.train.batch_size)?;
     let steps = ((minutes * 60.0 / per_step).floor() as usize).max(1);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     write_json(
@@ -458,7 +459,7 @@ fn probe_seconds_per_step(metrics: &Path, batch: usize) -> Result<f64> {
 /// pixels (each once per bench folder), and writes its `bench.json`.
 fn run_method(args: &SuiteArgs, recipe: &dyn Recipe) -> Result<MethodRow> {
     let name = recipe.name();
-    let dir = run_dir(&args.out, &name);
+    let dir = run_dir(&args.out, name);
     let mut cfg = bench_config(args, recipe);
     if let Budget::Minutes(m) = args.budget {
         let steps = plan_steps(args, recipe, &cfg, m)?;
@@ -473,8 +474,8 @@ fn run_method(args: &SuiteArgs, recipe: &dyn Recipe) -> Result<MethodRow> {
     }
     let report = pretrain_run(recipe, cfg, &dir, true, !args.quiet, true)?;
     // The config as trained (normalization resolved, a method's own changes).
-    let cfg = RunConfig::load(&dir.join(CONFIG_FILE))?;
-    let row = method_row(&name, &cfg, &report, args)?;
+    let cfg = RunConfig::load_saved(&dir.join(CONFIG_FILE))?;
+    let row = method_row(name, &cfg, &report, args)?;
     write_json(&dir.join(ROW_FILE), &row)?;
     Ok(row)
 }
@@ -496,7 +497,8 @@ fn method_row(
         Some(test) if test.labels.is_some() && splits.train.labels.is_some() => {
             let raw = args.out.join("baselines").join("raw-pixels.json");
             if !raw.is_file() {
-                let mut plain = RunConfig::preset(Method::Simclr);
+                // The pixels at the images' own size under the shared kNN and probe.
+                let mut plain = RunConfig::base();
                 plain.data = cfg.data.clone();
                 plain.data.mean.clear();
                 plain.data.std.clear();
@@ -603,8 +605,9 @@ fn features(cfg: &RunConfig, dim: usize) -> String {
     format!("{}, {dim}", reading(cfg))
 }
 
-/// Reads every `bench.json` and baseline under `out` and writes the tables and the chart.
-pub fn tables(out: &Path) -> Result<SuiteReport> {
+/// Reads every `bench.json` and baseline under `out` and writes the tables and the chart,
+/// the rows in `registry`'s order (then by name: a crate's own method added to the folder).
+pub fn tables(out: &Path, registry: &Registry) -> Result<SuiteReport> {
     let mut rows = Vec::new();
     let runs = out.join("runs");
     if runs.is_dir() {
@@ -617,8 +620,7 @@ pub fn tables(out: &Path) -> Result<SuiteReport> {
             rows.extend(read_json::<MethodRow>(&d.join(ROW_FILE))?);
         }
     }
-    let builtin: Vec<String> = builtin_recipes().iter().map(|r| r.name()).collect();
-    let order = |m: &str| builtin.iter().position(|b| b == m).unwrap_or(usize::MAX);
+    let order = |m: &str| registry.position(m).unwrap_or(usize::MAX);
     rows.sort_by(|a, b| {
         order(&a.method)
             .cmp(&order(&b.method))
@@ -822,31 +824,5 @@ mod tests {
         std::fs::write(&p, "{\"step\":1,\"images_per_sec\":5.0}\n").unwrap();
         let e = probe_seconds_per_step(&p, 10).unwrap_err().to_string();
         assert!(e.contains("metrics.jsonl"), "{e}");
-    }
-
-    #[test]
-    fn unknown_methods_are_named_with_the_choices() {
-        let recipes = builtin_recipes();
-        let e = choose(&["simclr".into(), "byol".into()], &recipes)
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("byol") && e.contains("jigsaw"), "{e}");
-        let all = choose(&["all".into()], &recipes).unwrap();
-        assert_eq!(all.len(), 7);
-        let two = choose(&["gan".into(), "mae".into(), "gan".into()], &recipes).unwrap();
-        let names: Vec<String> = two.iter().map(|r| r.name()).collect();
-        assert_eq!(names, ["gan", "mae"]);
-    }
-
-    #[test]
-    fn encoder_names_are_short() {
-        let c = RunConfig::preset(Method::Mae);
-        assert_eq!(encoder_name(&c.encoder), "vit-128x6");
-        let c = RunConfig::preset(Method::Jigsaw);
-        assert_eq!(
-            (encoder_name(&c.encoder), reading(&c)),
-            ("convnet-32".into(), "4x4 map".into())
-        );
     }
 }

@@ -1,9 +1,11 @@
 //! `selfsup report RUN_DIR`: pictures and a Markdown summary of a run.
 
-use crate::evaluate::{EvalArgs, FINETUNE_FILE, open_run, read_json};
-use crate::pretrain::{CONFIG_FILE, MAE_FILE, PretrainReport, RESULTS_FILE};
-use crate::run_config::{Method, RunConfig};
-use selfsup_core::{Error, Result};
+use crate::config::RunConfig;
+use crate::evaluate::{EvalArgs, open_run};
+use crate::pretrain::PretrainReport;
+use crate::registry::Registry;
+use crate::run_dir::{CONFIG_FILE, FINETUNE_FILE, METRICS_FILE, RESULTS_FILE, read_json};
+use selfsup_core::{DeviceSpec, Error, Result};
 use selfsup_eval::FinetuneReport;
 use selfsup_report::{Series, image_grid, line_chart, pca_2d, scatter_chart};
 use serde_json::Value;
@@ -83,19 +85,35 @@ pub fn read_curves(path: &Path) -> Result<Curves> {
     Ok(c)
 }
 
+/// What a recipe's [`crate::Recipe::report`] gets.
+pub struct ReportContext<'a> {
+    /// The run folder.
+    pub run: &'a Path,
+    /// Its config.
+    pub cfg: &'a RunConfig,
+    /// The folder the report is written to.
+    pub out: &'a Path,
+    /// The logged curves.
+    pub curves: &'a Curves,
+    /// The device to run models on.
+    pub device: &'a DeviceSpec,
+}
+
 /// Writes `loss.png`, `knn.png` (when the monitor ran), `embedding.png` (PCA of up to
-/// `points` test embeddings, when the data has a labelled test split) and `report.md` into
-/// `out` (default `RUN/report`).
+/// `points` test embeddings, when the data has a labelled test split), `attention.png` for a
+/// ViT, the method's own pictures (its recipe's, when `registry` knows the method) and
+/// `report.md` into `out` (default `RUN/report`).
 pub fn report(
     run: &Path,
+    registry: &Registry,
     out: Option<&Path>,
     points: usize,
-    device: Option<selfsup_core::DeviceSpec>,
+    device: Option<DeviceSpec>,
 ) -> Result<ReportFiles> {
-    let cfg = RunConfig::load(&run.join(CONFIG_FILE))?;
+    let cfg = RunConfig::load_saved(&run.join(CONFIG_FILE))?;
     let out = out.map_or_else(|| run.join("report"), Path::to_path_buf);
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
-    let curves = read_curves(&run.join("metrics.jsonl"))?;
+    let curves = read_curves(&run.join(METRICS_FILE))?;
     let results: Option<PretrainReport> = read_json(&run.join(RESULTS_FILE))?;
     let finetune: Option<Vec<FinetuneReport>> = read_json(&run.join(FINETUNE_FILE))?;
     let mut pictures = Vec::new();
@@ -104,7 +122,7 @@ pub fn report(
     let _ = writeln!(
         md,
         "{} on `{}`, {} encoder (width {}), {} epochs of batch {}, {} lr {} on `{}`.\n",
-        cfg.method_name(),
+        cfg.method,
         cfg.data.spec,
         format!("{:?}", cfg.encoder.arch).to_lowercase(),
         cfg.encoder.width,
@@ -214,48 +232,6 @@ pub fn report(
         );
         pictures.push(p);
     }
-    if !curves.frechet.is_empty() {
-        let p = out.join("frechet.png");
-        line_chart(
-            &p,
-            "epoch",
-            &[(
-                "Frechet distance of generated to real images",
-                "distance",
-                vec![Series {
-                    name: "Frechet distance".into(),
-                    points: curves.frechet.clone(),
-                }],
-            )],
-            800,
-            300,
-        )?;
-        let _ = writeln!(
-            md,
-            "## Sample quality\n\nFrechet distance between {} generated and real training images in the features of {} (lower is better): {}.\n\n![Frechet distance over epochs](frechet.png)\n",
-            cfg.gan.fid_images,
-            if cfg.gan.fid_encoder.is_empty() {
-                "the built-in RotNet encoder"
-            } else {
-                cfg.gan.fid_encoder.as_str()
-            },
-            curves
-                .frechet
-                .iter()
-                .map(|(e, d)| format!("{d:.2} after epoch {e}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        pictures.push(p);
-    }
-    if let Some(p) = gan_samples(run, &out)? {
-        let _ = writeln!(
-            md,
-            "## Samples\n\nThe generator's images from the same fixed noise as after every epoch (`{}/`), after the last one.\n\n![generated samples](samples.png)\n",
-            crate::gan::SAMPLES_DIR
-        );
-        pictures.push(p);
-    }
     if let Some(eval) = results.as_ref().and_then(|r| r.eval.as_ref()) {
         let _ = writeln!(
             md,
@@ -289,7 +265,7 @@ pub fn report(
         md.push('\n');
     }
     if points > 0 {
-        match embedding(run, &out, points, device.clone())? {
+        match embedding(run, registry, &out, points, device.clone())? {
             Some((p, explained)) => {
                 let _ = writeln!(
                     md,
@@ -304,57 +280,35 @@ pub fn report(
             }
         }
     }
-    if let Some(p) = mae_reconstructions(run, &cfg, &out, device.clone())? {
-        let _ = writeln!(
-            md,
-            "## Reconstructions\n\nTest images (top), what the encoder saw with {:.0} % of the patches hidden (middle), the decoder's reconstruction of the hidden patches beside the visible ones (bottom).\n\n![MAE reconstructions](reconstruction.png)\n",
-            100.0 * cfg.mae.mask_ratio
-        );
-        pictures.push(p);
-    }
-    if let Some((p, heads)) = attention_maps(run, &cfg, &out, device.clone())? {
+    if let Some((p, heads)) = attention_maps(run, registry, &cfg, &out, device.clone())? {
         let _ = writeln!(
             md,
             "## Attention of the class token\n\nTest images (first column) and, for each of the last block's {heads} heads, how much the class token attends to each patch (bright: most; each map on its own scale).\n\n![class-token attention per head](attention.png)\n"
         );
         pictures.push(p);
     }
-    if let Some(p) = jigsaw_puzzles(&cfg, &out)? {
-        let _ = writeln!(
-            md,
-            "## Puzzles\n\nTest images cut as in training, without the random crop (first column: the image; its tiles each at a random place in its cell), the tiles shuffled by one of the {} permutations as the network gets them (middle), and in their places again (right). Each tile is stretched to its own range: the network sees every tile normalized alone.\n\n![jigsaw puzzles](puzzle.png)\n",
-            cfg.jigsaw.permutations
-        );
-        pictures.push(p);
+    if let Ok(recipe) = registry.get(&cfg.method) {
+        let ctx = ReportContext {
+            run,
+            cfg: &cfg,
+            out: &out,
+            curves: &curves,
+            device: &device.clone().unwrap_or_default(),
+        };
+        for part in recipe.report(&ctx)? {
+            md += &part.markdown;
+            pictures.extend(part.pictures);
+        }
     }
     let summary = out.join("report.md");
     std::fs::write(&summary, md).map_err(|e| Error::io(&summary, e))?;
     Ok(ReportFiles { summary, pictures })
 }
 
-/// `samples.png`: a copy of the newest per-epoch sample grid of a GAN run, if any.
-fn gan_samples(run: &Path, out: &Path) -> Result<Option<PathBuf>> {
-    let dir = run.join(crate::gan::SAMPLES_DIR);
-    if !dir.is_dir() {
-        return Ok(None);
-    }
-    let mut grids: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(|e| Error::io(&dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "png"))
-        .collect();
-    grids.sort();
-    let Some(last) = grids.pop() else {
-        return Ok(None);
-    };
-    let p = out.join("samples.png");
-    std::fs::copy(&last, &p).map_err(|e| Error::io(&last, e))?;
-    Ok(Some(p))
-}
-
 /// `embedding.png`: PCA of the encoder's features of the first `points` test images.
 fn embedding(
     run: &Path,
+    registry: &Registry,
     out: &Path,
     points: usize,
     device: Option<selfsup_core::DeviceSpec>,
@@ -364,7 +318,7 @@ fn embedding(
         data: None,
         device,
     };
-    let (cfg, encoder, train, test) = match open_run(&args, false) {
+    let (cfg, encoder, train, test) = match open_run(&args, registry, false) {
         Ok(x) => x,
         Err(Error::Invalid(msg)) if msg.contains("no test split") => return Ok(None),
         Err(e) => return Err(e),
@@ -412,7 +366,7 @@ fn embedding(
 /// The first `count` test images of the run's data (training images when there is no test
 /// split) through its evaluation transform, `[n, channels, s, s]`, and the transform (whose
 /// mean and std undo the normalization for pictures).
-fn first_images(
+pub fn first_images(
     cfg: &RunConfig,
     channels: usize,
     count: usize,
@@ -428,49 +382,6 @@ fn first_images(
     Ok((x, tf))
 }
 
-/// Test images in a `reconstruction.png` (for an MAE run): originals, masked, reconstructed.
-const RECONSTRUCTED: usize = 8;
-
-/// `reconstruction.png` of an MAE run with its whole model saved: [`RECONSTRUCTED`] test images
-/// (training images when there is no test split), rows original / masked / reconstruction.
-fn mae_reconstructions(
-    run: &Path,
-    cfg: &RunConfig,
-    out: &Path,
-    device: Option<selfsup_core::DeviceSpec>,
-) -> Result<Option<PathBuf>> {
-    use burn::module::Module;
-    let weights = run.join(MAE_FILE);
-    if cfg.method != Method::Mae || !weights.is_file() {
-        return Ok(None);
-    }
-    let device = device.unwrap_or_default().device()?;
-    let channels = cfg.data.mean.len().max(1);
-    let vit = cfg.encoder.vit.init(channels, &device)?;
-    let model = selfsup_mae::MaeModel::new(vit, channels, &cfg.mae, &device)
-        .try_load_file(&weights)
-        .map_err(|e| Error::checkpoint(&weights, e.to_string()))?;
-    let (x, tf) = first_images(cfg, channels, RECONSTRUCTED, &device)?;
-    let [n, _, s, _] = x.dims();
-    let grid = model.encoder.grid();
-    let masking = selfsup_mae::random_masking(n, grid * grid, cfg.mae.mask_ratio, &device);
-    let (masked, recon) =
-        selfsup_mae::reconstruction_images(&model, x.clone(), masking, cfg.mae.norm_pix_loss);
-    let mut pixels = burn::tensor::Tensor::cat(vec![x, masked, recon], 0)
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .map_err(|e| Error::Invalid(format!("{e:?}")))?;
-    // Undo the normalization, channel by channel.
-    for (i, v) in pixels.iter_mut().enumerate() {
-        let c = (i / (s * s)) % channels;
-        *v = *v * tf.std[c] + tf.mean[c];
-    }
-    let p = out.join("reconstruction.png");
-    image_grid(&p, &pixels, [3, n], [channels, s, s], 4)?;
-    Ok(Some(p))
-}
-
 /// Test images in `attention.png` (for a ViT run).
 const ATTENDED: usize = 6;
 
@@ -479,6 +390,7 @@ const ATTENDED: usize = 6;
 /// over the patches in each head of the last block. Returns the picture and the head count.
 fn attention_maps(
     run: &Path,
+    registry: &Registry,
     cfg: &RunConfig,
     out: &Path,
     device: Option<selfsup_core::DeviceSpec>,
@@ -488,7 +400,7 @@ fn attention_maps(
     }
     let device = device.unwrap_or_default();
     let dev = device.device()?;
-    let (_, encoder) = crate::evaluate::load_trainable_encoder(run, &dev)?;
+    let (_, encoder) = crate::evaluate::load_trainable_encoder(run, registry, &dev)?;
     let selfsup_encoders::Backbone::Vit(vit) = encoder else {
         return Ok(None);
     };
@@ -532,50 +444,4 @@ fn attention_maps(
     let p = out.join("attention.png");
     image_grid(&p, &cells, [n, 1 + heads], [3, s, s], 4)?;
     Ok(Some((p, heads)))
-}
-
-/// Test images in `puzzle.png` (for a jigsaw run).
-const PUZZLES: usize = 6;
-
-/// `puzzle.png` of a jigsaw run: [`PUZZLES`] test images (training images when there is no
-/// test split), each resized to the cut size and cut, as a row: the image, its tiles shuffled
-/// by a permutation of the run's set, the tiles in order.
-fn jigsaw_puzzles(cfg: &RunConfig, out: &Path) -> Result<Option<PathBuf>> {
-    use rand::Rng;
-    use selfsup_core::Augmentation;
-    if cfg.method != Method::Jigsaw {
-        return Ok(None);
-    }
-    let splits = cfg.data.load(cfg.train.seed)?;
-    let images = splits.test.as_ref().unwrap_or(&splits.train);
-    let size = if cfg.augment.crop_size == 0 {
-        images.height
-    } else {
-        cfg.augment.crop_size
-    };
-    let cut = cfg.jigsaw.tiles(size);
-    let side = cfg.jigsaw.cut_size(size);
-    let set = cfg.jigsaw.permutation_set(cfg.train.seed)?;
-    let gap = 2;
-    let board = cut.grid * cut.tile + (cut.grid - 1) * gap;
-    let mut rng = selfsup_core::seed::rng(cfg.train.seed, selfsup_core::seed::STREAM_AUGMENT, 0, 0);
-    let identity: Vec<u8> = (0..(cut.grid * cut.grid) as u8).collect();
-    let n = PUZZLES.min(images.len());
-    let mut pixels = Vec::new();
-    let mut channels = 1;
-    for i in 0..n {
-        let whole = selfsup_data::augment::Resize { size: side }.apply(images.image(i), &mut rng);
-        channels = whole.channels;
-        let tiles = cut.cut(&whole, &mut rng);
-        let perm = &set.perms[rng.random_range(0..set.len())];
-        let shown = selfsup_data::augment::Resize { size: board }.apply(whole, &mut rng);
-        pixels.extend_from_slice(&shown.data);
-        for order in [&perm[..], &identity[..]] {
-            let picture = selfsup_pretext::puzzle_picture(&tiles, order, cut.grid, gap);
-            pixels.extend_from_slice(&picture.data);
-        }
-    }
-    let p = out.join("puzzle.png");
-    image_grid(&p, &pixels, [n, 3], [channels, board, board], 4)?;
-    Ok(Some(p))
 }

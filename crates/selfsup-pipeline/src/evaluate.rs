@@ -1,8 +1,9 @@
 //! Evaluation of a run's encoder (kNN, linear probe, fine-tuning), with the raw-pixel and
 //! random-init baselines beside it, and the `selfsup eval` commands.
 
-use crate::pretrain::{CONFIG_FILE, ENCODER_FILE};
-use crate::run_config::{Method, RunConfig};
+use crate::config::RunConfig;
+use crate::registry::Registry;
+use crate::run_dir::{CONFIG_FILE, ENCODER_FILE, FINETUNE_FILE, locate, run_dir, write_json};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use selfsup_core::{DeviceSpec, Encoder, Error, Result, seed};
@@ -108,11 +109,7 @@ fn labels(set: &ImageSet, what: &str) -> Result<Vec<usize>> {
 /// How a run's images are fed to the encoder for evaluation.
 pub fn eval_transform(cfg: &RunConfig, images: &ImageSet) -> EvalTransform {
     EvalTransform {
-        size: if cfg.augment.crop_size == 0 {
-            images.height
-        } else {
-            cfg.augment.crop_size
-        },
+        size: cfg.crop_side(images.height),
         mean: cfg.data.mean.clone(),
         std: cfg.data.std.clone(),
         grid: cfg.eval.grid,
@@ -238,111 +235,52 @@ pub fn evaluate(
     Ok(report)
 }
 
-/// The run folder and encoder weights a `--checkpoint` argument names: a run folder (with
-/// `encoder.bpk`) or one of its `checkpoints/step-N` folders.
-/// The run folder of `checkpoint` (a run or one of its step checkpoints) and the step folder.
-pub fn locate(checkpoint: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
-    if checkpoint.join(ENCODER_FILE).is_file() {
-        return Ok((checkpoint.to_path_buf(), None));
-    }
-    if checkpoint.join("model.bpk").is_file()
-        && let Some(run) = checkpoint.parent().and_then(Path::parent)
-    {
-        return Ok((run.to_path_buf(), Some(checkpoint.to_path_buf())));
-    }
-    Err(Error::checkpoint(
-        checkpoint,
-        format!(
-            "neither a run folder with {ENCODER_FILE} nor a checkpoints/step-N folder; pass the --out folder of `selfsup pretrain`"
-        ),
-    ))
-}
-
-/// Loads the trainable encoder of a run (or of one of its step checkpoints) on `device`.
-pub fn load_trainable_encoder(checkpoint: &Path, device: &Device) -> Result<(RunConfig, Backbone)> {
+/// The encoder of a run (its `encoder.bpk`) or of one of its step checkpoints (read by the
+/// recipe of the run's method, which `registry` must know), trainable, on `device`.
+pub fn load_trainable_encoder(
+    checkpoint: &Path,
+    registry: &Registry,
+    device: &Device,
+) -> Result<(RunConfig, Backbone)> {
     let (run, step) = locate(checkpoint)?;
-    let cfg = RunConfig::load(&run.join(CONFIG_FILE))?;
-    let channels = if cfg.data.mean.is_empty() {
-        1
-    } else {
-        cfg.data.mean.len()
-    };
-    let fresh = cfg.encoder.init(channels, device);
+    let cfg = RunConfig::load_saved(&run.join(CONFIG_FILE))?;
     let encoder = match step {
         None => {
             let p = run.join(ENCODER_FILE);
-            fresh
-                .try_load_file(&p)
-                .map_err(|e| Error::checkpoint(&p, e.to_string()))?
+            crate::run_dir::load_module(&p, cfg.encoder.init(cfg.channels(), device))?
         }
-        Some(dir) if cfg.custom.is_some() => {
-            return Err(Error::checkpoint(
-                &dir,
-                format!(
-                    "a step checkpoint of `{}` holds that method's own model, which this binary cannot rebuild: evaluate the run folder (its encoder.bpk), or use the binary of the crate that adds the method",
-                    cfg.method_name()
-                ),
-            ));
+        Some(dir) => {
+            let recipe = registry.get(&cfg.method).map_err(|_| {
+                Error::checkpoint(
+                    &dir,
+                    format!(
+                        "a step checkpoint of `{}` holds that method's own model, and this program does not know the method (it knows {}): evaluate the run folder (its {ENCODER_FILE}), or use the binary of the crate that adds the method",
+                        cfg.method,
+                        registry.names().join(", ")
+                    ),
+                )
+            })?;
+            recipe.step_encoder(&cfg, &run, &dir, device)?
         }
-        // A step checkpoint holds the method's whole model; keep its encoder.
-        Some(dir) => match (cfg.method, fresh) {
-            (Method::Mae, Backbone::Vit(vit)) => {
-                let model = selfsup_mae::MaeModel::new(vit, channels, &cfg.mae, device);
-                Backbone::Vit(selfsup_core::checkpoint::load_model(&dir, model)?.encoder)
-            }
-            (Method::Mae, _) => {
-                return Err(Error::config(
-                    "encoder.arch",
-                    "an MAE run's encoder is a ViT: the run's config.toml was edited",
-                ));
-            }
-            (Method::Dino, fresh) => {
-                // DINO's features are its teacher's.
-                let model = selfsup_dino::DinoModel::new(fresh, &cfg.dino.head, device);
-                let p = dir.join(selfsup_dino::dino::TEACHER_FILE);
-                model
-                    .try_load_file(&p)
-                    .map_err(|e| Error::checkpoint(&p, e.to_string()))?
-                    .backbone
-            }
-            (Method::Simclr, fresh) => {
-                let model = selfsup_contrastive::SimClrModel::new(fresh, &cfg.simclr, device);
-                selfsup_core::checkpoint::load_model(&dir, model)?.encoder
-            }
-            (Method::Rotnet, fresh) => {
-                let model = selfsup_pretext::RotNetModel::new(fresh, &cfg.rotnet, device);
-                selfsup_core::checkpoint::load_model(&dir, model)?.encoder
-            }
-            (Method::Jigsaw, fresh) => {
-                let model = selfsup_pretext::JigsawModel::new(fresh, &cfg.jigsaw, device);
-                selfsup_core::checkpoint::load_model(&dir, model)?.encoder
-            }
-            (Method::Gan, _) => Backbone::Dcgan(
-                crate::gan::load_gan_checkpoint(&cfg, &dir, device)?
-                    .discriminator
-                    .trunk,
-            ),
-            (Method::Clip, fresh) => {
-                let tok = selfsup_text::Tokenizer::load(
-                    &run.join(crate::clip_eval::TOKENIZER_FILE),
-                    None,
-                )?;
-                let model = selfsup_contrastive::ClipModel::new(
-                    fresh,
-                    tok.vocab_size(),
-                    &cfg.clip,
-                    device,
-                )?;
-                selfsup_core::checkpoint::load_model(&dir, model)?.image
-            }
-        },
     };
     Ok((cfg, encoder))
 }
 
+/// The final encoder of a run folder (`encoder.bpk`), for inference, without a registry.
+pub fn load_final_encoder(run: &Path, device: &Device) -> Result<(RunConfig, Backbone)> {
+    let cfg = RunConfig::load_saved(&run.join(CONFIG_FILE))?;
+    let p = run.join(ENCODER_FILE);
+    let enc = crate::run_dir::load_module(&p, cfg.encoder.init(cfg.channels(), device))?;
+    Ok((cfg, enc.valid()))
+}
+
 /// Loads the encoder of a run (or of one of its step checkpoints) on `device`, for inference.
-pub fn load_encoder(checkpoint: &Path, device: &Device) -> Result<(RunConfig, Backbone)> {
-    let (cfg, enc) = load_trainable_encoder(checkpoint, device)?;
+pub fn load_encoder(
+    checkpoint: &Path,
+    registry: &Registry,
+    device: &Device,
+) -> Result<(RunConfig, Backbone)> {
+    let (cfg, enc) = load_trainable_encoder(checkpoint, registry, device)?;
     Ok((cfg, enc.valid()))
 }
 
@@ -361,6 +299,7 @@ pub struct EvalArgs {
 /// when `trainable`), and the training and test splits.
 pub fn open_run(
     args: &EvalArgs,
+    registry: &Registry,
     trainable: bool,
 ) -> Result<(RunConfig, Backbone, ImageSet, ImageSet)> {
     let dev_spec = args.device.clone().unwrap_or_default();
@@ -369,7 +308,7 @@ pub fn open_run(
     } else {
         dev_spec.device()?
     };
-    let (mut cfg, encoder) = load_trainable_encoder(&args.checkpoint, &device)?;
+    let (mut cfg, encoder) = load_trainable_encoder(&args.checkpoint, registry, &device)?;
     let encoder = if trainable { encoder } else { encoder.valid() };
     cfg.device = dev_spec;
     if let Some(d) = &args.data {
@@ -394,38 +333,16 @@ pub fn open_run(
     Ok((cfg, encoder, splits.train, test))
 }
 
-/// Reads the JSON file `path`, `None` when there is no such file; a malformed one is an error
-/// naming it.
-pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| Error::format(path, e.to_string()))
-}
-
-/// Writes `value` as pretty JSON to `path`.
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let json = serde_json::to_string_pretty(value).expect("report serializes");
-    selfsup_core::atomic::write(path, json)
-}
-
-/// The run folder of a `--checkpoint` argument.
-pub fn run_dir(checkpoint: &Path) -> Result<PathBuf> {
-    Ok(locate(checkpoint)?.0)
-}
-
 /// `selfsup eval knn` / `selfsup eval linear`: frozen features of the run's encoder, with the
 /// baselines when `baselines`; the report is also written to `RUN/eval-{knn,linear}.json`.
 pub fn eval_frozen(
     args: &EvalArgs,
+    registry: &Registry,
     plan: EvalPlan,
     k: Option<usize>,
     linear_epochs: Option<usize>,
 ) -> Result<EvalReport> {
-    let (mut cfg, encoder, train, test) = open_run(args, false)?;
+    let (mut cfg, encoder, train, test) = open_run(args, registry, false)?;
     if let Some(k) = k {
         cfg.knn.k = k;
     }
@@ -444,21 +361,19 @@ pub fn eval_frozen(
     Ok(report)
 }
 
-/// File in a run folder holding the fine-tuning results.
-pub const FINETUNE_FILE: &str = "finetune.json";
-
 /// `selfsup eval finetune`: fine-tunes a copy of the run's encoder on each label fraction
 /// (in `RUN/finetune-P/`); with `baseline`, also a random-init encoder of the same
 /// architecture the same way (supervised from scratch, in `RUN/finetune-P-scratch/`).
 /// Prints and writes `RUN/finetune.json`.
 pub fn eval_finetune(
     args: &EvalArgs,
+    registry: &Registry,
     fractions: Option<Vec<f64>>,
     epochs: Option<usize>,
     baseline: bool,
     progress: bool,
 ) -> Result<Vec<FinetuneReport>> {
-    let (mut cfg, _, train, test) = open_run(args, false)?;
+    let (mut cfg, _, train, test) = open_run(args, registry, false)?;
     if let Some(f) = fractions {
         cfg.finetune.fractions = f;
     }
@@ -481,7 +396,7 @@ pub fn eval_finetune(
                 (enc, RANDOM_INIT, "-scratch")
             } else {
                 (
-                    load_trainable_encoder(&args.checkpoint, &device)?.1,
+                    load_trainable_encoder(&args.checkpoint, registry, &device)?.1,
                     PRETRAINED,
                     "",
                 )

@@ -1,12 +1,95 @@
-//! What a run folder records about how it was made, beside `config.toml` (which holds the
-//! seed): `provenance.jsonl`, one line per process that trained it (the first start and every
+//! The run folder: every file name the pipeline writes in it, finding a run from a
+//! `--checkpoint` argument, JSON and module files written atomically, and provenance: what a
+//! run folder records about how it was made, beside `config.toml` (which holds the seed):
+//! `provenance.jsonl`, one line per process that trained it (the first start and every
 //! resume), with the binary's commit and versions, the machine, the devices and the command.
+//!
+//! A method's own files (a whole MAE or CLIP model, a GAN's generator, a tokenizer) are named
+//! in its recipe.
 
-use crate::run_config::RunConfig;
+use crate::config::RunConfig;
+use burn::module::Module;
 use selfsup_core::{Error, Result};
+use serde::Serialize;
 use serde_json::json;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The resolved config.
+pub const CONFIG_FILE: &str = "config.toml";
+/// The final encoder weights.
+pub const ENCODER_FILE: &str = "encoder.bpk";
+/// The pretraining report.
+pub const RESULTS_FILE: &str = "results.json";
+/// The per-step and per-epoch log.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+/// The image files left out because they do not decode (path, tab, reason).
+pub const SKIPPED_FILE: &str = "skipped-images.txt";
+/// The fine-tuning results.
+pub const FINETUNE_FILE: &str = "finetune.json";
+/// The step checkpoints' folder (`checkpoints/step-N`).
+pub const CHECKPOINTS_DIR: &str = "checkpoints";
+/// A step checkpoint's whole model, the file that marks a folder as one.
+pub const STEP_MODEL_FILE: &str = "model.bpk";
+
+/// The run folder of `checkpoint` (a run folder with `encoder.bpk`, or one of its
+/// `checkpoints/step-N` folders) and the step folder when it is one.
+pub fn locate(checkpoint: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
+    if checkpoint.join(ENCODER_FILE).is_file() {
+        return Ok((checkpoint.to_path_buf(), None));
+    }
+    if checkpoint.join(STEP_MODEL_FILE).is_file()
+        && let Some(run) = checkpoint.parent().and_then(Path::parent)
+    {
+        return Ok((run.to_path_buf(), Some(checkpoint.to_path_buf())));
+    }
+    Err(Error::checkpoint(
+        checkpoint,
+        format!(
+            "neither a run folder with {ENCODER_FILE} nor a {CHECKPOINTS_DIR}/step-N folder; pass the --out folder of `selfsup pretrain`"
+        ),
+    ))
+}
+
+/// The run folder of a `--checkpoint` argument.
+pub fn run_dir(checkpoint: &Path) -> Result<PathBuf> {
+    Ok(locate(checkpoint)?.0)
+}
+
+/// Reads the JSON file `path`, `None` when there is no such file; a malformed one is an error
+/// naming it.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::format(path, e.to_string()))
+}
+
+/// Writes `value` as pretty JSON to `path`, atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let json = serde_json::to_string_pretty(value).expect("report serializes");
+    selfsup_core::atomic::write(path, json)
+}
+
+/// Saves `module` (an inference copy) to `path` in burn's format, atomically.
+pub fn save_module<M: Module>(path: &Path, module: &M) -> Result<()> {
+    selfsup_core::atomic::write_with(path, |p| {
+        module
+            .clone()
+            .save_file(p)
+            .map_err(|e| Error::checkpoint(p, e.to_string()))
+    })
+}
+
+/// Loads `path` (burn's format) into `fresh`, a module of the same shape.
+pub fn load_module<M: Module>(path: &Path, fresh: M) -> Result<M> {
+    fresh
+        .try_load_file(path)
+        .map_err(|e| Error::checkpoint(path, e.to_string()))
+}
 
 /// File name of the provenance log in a run folder.
 pub const PROVENANCE_FILE: &str = "provenance.jsonl";
@@ -57,7 +140,7 @@ pub fn record(cfg: &RunConfig, resumed: bool) -> serde_json::Value {
     json!({
         "unix_time": time,
         "resumed": resumed,
-        "method": cfg.method_name(),
+        "method": cfg.method,
         "seed": cfg.train.seed,
         "device": cfg.device.to_string(),
         "devices": cfg.devices.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
@@ -76,7 +159,7 @@ pub fn record(cfg: &RunConfig, resumed: bool) -> serde_json::Value {
 
 /// Appends this process's record to `out/provenance.jsonl` (a whole line per write: a killed
 /// process leaves at most one torn line, which readers skip).
-pub fn append(out: &Path, cfg: &RunConfig, resumed: bool) -> Result<()> {
+pub fn append_provenance(out: &Path, cfg: &RunConfig, resumed: bool) -> Result<()> {
     let path = out.join(PROVENANCE_FILE);
     let mut file = std::fs::OpenOptions::new()
         .create(true)
@@ -127,11 +210,10 @@ fn diff(key: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run_config::Method;
 
     #[test]
     fn changed_settings_name_their_keys() {
-        let a = RunConfig::preset(Method::Simclr);
+        let a = RunConfig::for_method("simclr", &toml::Table::new());
         let mut b = a.clone();
         assert!(changed_settings(&a, &b).is_empty());
         b.train.optimizer.lr = 0.1;
@@ -145,7 +227,7 @@ mod tests {
 
     #[test]
     fn a_record_has_the_commit_versions_and_seed() {
-        let r = record(&RunConfig::preset(Method::Mae), false);
+        let r = record(&RunConfig::for_method("mae", &toml::Table::new()), false);
         for k in [
             "commit", "burn", "rustc", "selfsup", "seed", "machine", "command",
         ] {

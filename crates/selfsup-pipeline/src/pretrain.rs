@@ -1,0 +1,229 @@
+//! Pretraining: train a recipe on a data spec, save the encoder, score it.
+
+use crate::config::RunConfig;
+use crate::evaluate::{EvalPlan, EvalReport, evaluate};
+use crate::recipe::{Recipe, TrainRun, Trained};
+use crate::run_dir::{self, CONFIG_FILE, ENCODER_FILE, RESULTS_FILE, SKIPPED_FILE, write_json};
+use selfsup_core::{DataParallel, Error, Precision, Result, Trainer};
+use selfsup_encoders::Backbone;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What a pretraining run reports.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PretrainReport {
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// Optimizer steps of the whole run.
+    pub steps: usize,
+    /// Mean loss over the last logged steps.
+    pub final_loss: f64,
+    /// Training images per second in this process.
+    pub images_per_sec: f64,
+    /// Seconds of training of the whole run (over resumes; the engine's loop with its
+    /// per-epoch monitors, not the final evaluation).
+    pub train_seconds: f64,
+    /// Peak resident memory of this process in MiB (Linux; `None` elsewhere).
+    pub peak_rss_mib: Option<f64>,
+    /// Peak resident memory when training ended, before the evaluation, in MiB.
+    #[serde(default)]
+    pub train_peak_rss_mib: Option<f64>,
+    /// Frozen-feature evaluation on the test split, when it has labels.
+    pub eval: Option<EvalReport>,
+}
+
+/// Pretrains `recipe` as `cfg` says: loads the data, writes `out/config.toml`, trains through
+/// the shared engine with the online kNN monitor (resuming from the newest checkpoint in `out`
+/// when `resume`), saves the encoder and scores it (kNN, linear probe) on the test split.
+pub fn pretrain(
+    recipe: &dyn Recipe,
+    cfg: RunConfig,
+    out: &Path,
+    resume: bool,
+    progress: bool,
+) -> Result<PretrainReport> {
+    pretrain_run(recipe, cfg, out, resume, progress, true)
+}
+
+/// [`pretrain`], scoring the encoder afterwards only when `score` (the bench's timing
+/// probe does not).
+pub(crate) fn pretrain_run(
+    recipe: &dyn Recipe,
+    mut cfg: RunConfig,
+    out: &Path,
+    resume: bool,
+    progress: bool,
+    score: bool,
+) -> Result<PretrainReport> {
+    if cfg.method != recipe.name() {
+        return Err(Error::config(
+            "method",
+            format!(
+                "the config is for `{}`, but this run is `{}`: start from the recipe's preset",
+                cfg.method,
+                recipe.name()
+            ),
+        ));
+    }
+    recipe.validate(&cfg)?;
+    let device = cfg.device.train_device()?;
+    let devices = cfg.train_devices();
+    let parallel = if devices.len() > 1 || cfg.train.precision != Precision::F32 {
+        let devices = devices
+            .iter()
+            .map(|d| d.train_device())
+            .collect::<Result<Vec<_>>>()?;
+        Some(DataParallel::new(devices)?)
+    } else {
+        None
+    };
+
+    let mut splits = cfg.data.load(cfg.train.seed)?;
+    let size = cfg.crop_side(splits.train.height);
+    recipe.prepare(&mut cfg, &mut splits, size)?;
+    if splits.train.len() < cfg.train.batch_size {
+        return Err(Error::config(
+            "train.batch_size",
+            format!(
+                "{} is larger than the {} training images of {}; lower it",
+                cfg.train.batch_size,
+                splits.train.len(),
+                cfg.data.spec
+            ),
+        ));
+    }
+    cfg.data.resolve_normalization(&splits.train);
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let saved = out.join(CONFIG_FILE);
+    if resume && saved.is_file() {
+        // A resume with other settings is allowed (a fix after a divergence), never silent.
+        let before = RunConfig::load_saved(&saved)?;
+        let changed = run_dir::changed_settings(&before, &cfg);
+        if !changed.is_empty() {
+            eprintln!(
+                "selfsup: resuming {} with changed settings:\n  {}",
+                out.display(),
+                changed.join("\n  ")
+            );
+        }
+    }
+    cfg.save(&saved)?;
+    run_dir::append_provenance(out, &cfg, resume)?;
+    if !splits.skipped.is_empty() {
+        let list = out.join(SKIPPED_FILE);
+        let text: String = splits
+            .skipped
+            .iter()
+            .map(|s| format!("{}\t{}\n", s.path.display(), s.reason))
+            .collect();
+        selfsup_core::atomic::write(&list, text)?;
+        eprintln!(
+            "selfsup: left out {} image files that do not decode (data.corrupt_images = \"skip\"); listed in {}",
+            splits.skipped.len(),
+            list.display()
+        );
+    }
+
+    let channels = splits.train.channels;
+    let train = Arc::new(splits.train);
+    eprintln!(
+        "selfsup: {} on {} ({} training images {}x{}x{}), {:?} encoder, device {}, {} epochs of {} steps",
+        recipe.name(),
+        cfg.data.spec,
+        train.len(),
+        channels,
+        train.height,
+        train.width,
+        cfg.encoder.arch,
+        devices
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        cfg.train.epochs,
+        train.len() / cfg.train.batch_size,
+    );
+
+    let trainer = Trainer::new(cfg.train.clone(), out)?.with_progress(progress);
+    let run = TrainRun {
+        cfg: &cfg,
+        out,
+        train: &train,
+        test: splits.test.as_ref(),
+        channels,
+        size,
+        device,
+        parallel,
+        trainer: &trainer,
+        resume,
+    };
+    let Trained {
+        encoder,
+        steps,
+        last_loss,
+        images_per_sec: ips,
+        train_seconds: secs,
+    } = recipe.train(&run)?;
+    let train_peak = selfsup_core::metrics::peak_rss_mib();
+    run_dir::save_module(&out.join(ENCODER_FILE), &encoder)?;
+    finish(
+        cfg,
+        out,
+        &encoder,
+        &train,
+        splits.test.as_ref(),
+        steps,
+        last_loss,
+        ips,
+        secs,
+        train_peak,
+        score,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    cfg: RunConfig,
+    out: &Path,
+    encoder: &Backbone,
+    train: &selfsup_data::ImageSet,
+    test: Option<&selfsup_data::ImageSet>,
+    steps: usize,
+    final_loss: f64,
+    images_per_sec: f64,
+    train_seconds: f64,
+    train_peak_rss_mib: Option<f64>,
+    score: bool,
+) -> Result<PretrainReport> {
+    let eval = match test {
+        _ if !score => None,
+        Some(test) if test.labels.is_some() && train.labels.is_some() => Some(evaluate(
+            &cfg,
+            encoder,
+            train,
+            test,
+            EvalPlan {
+                knn: true,
+                linear: cfg.eval.linear,
+                baselines: cfg.eval.baselines,
+            },
+        )?),
+        _ => {
+            eprintln!("selfsup: no labelled test split, so no accuracy to report");
+            None
+        }
+    };
+    let report = PretrainReport {
+        run_dir: out.to_path_buf(),
+        steps,
+        final_loss,
+        images_per_sec,
+        train_seconds,
+        peak_rss_mib: selfsup_core::metrics::peak_rss_mib(),
+        train_peak_rss_mib,
+        eval,
+    };
+    write_json(&out.join(RESULTS_FILE), &report)?;
+    Ok(report)
+}

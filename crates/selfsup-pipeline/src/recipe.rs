@@ -1,0 +1,224 @@
+//! [`Recipe`]: a pretraining method as the pipeline runs it (`pretrain`, `eval`, `bench`,
+//! `report`), and [`TrainRun`], what the pipeline hands its training.
+//!
+//! Every method implements it in its own crate, behind that crate's `recipe` feature: its
+//! preset beside its config, its cross-field checks, its training, its step bench, which
+//! encoder it keeps and how to read it back from a step checkpoint. A [`crate::Registry`]
+//! lists the recipes a program knows; the pipeline does the rest: data loading,
+//! `config.toml`, the trainer with checkpoints and resume, the online kNN monitor, the final
+//! kNN and linear probe, the bench table.
+
+use crate::config::RunConfig;
+use crate::monitor::Monitor;
+use crate::report::ReportContext;
+use crate::step_bench::{StepBench, Timings};
+use burn::tensor::Device;
+use selfsup_core::{
+    BatchSource, DataParallel, Error, FitOptions, Objective, Prefetch, Result, Shardable,
+    TrainOutcome, Trainer, ViewGenerator,
+};
+use selfsup_data::{ImageSet, MultiView, Splits, ViewLoader};
+use selfsup_encoders::Backbone;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What an end-of-epoch hook returns: named values to log.
+pub type EpochValues = Result<Vec<(String, f64)>>;
+
+/// A pretraining method the pipeline can run.
+pub trait Recipe: Send + Sync {
+    /// The method's name: `method = "NAME"`, its `[NAME]` table, run folders, the bench table.
+    fn name(&self) -> &str;
+
+    /// One line on what the method learns from, for `--help` and listings.
+    fn about(&self) -> &str;
+
+    /// The config the method starts from (`selfsup config --method`, the bench's runs): data,
+    /// encoder, optimizer, augmentations, and its own settings in [`RunConfig::settings`].
+    fn preset(&self) -> RunConfig;
+
+    /// Checks `cfg` for this method: [`RunConfig::validate_shared`], then its own settings
+    /// (parsed into its typed config, each range) and what they need of the shared sections
+    /// (an encoder, a crop size), naming the field of the first problem.
+    fn validate(&self, cfg: &RunConfig) -> Result<()>;
+
+    /// Whether its objective can split a batch over devices ([`Shardable`]): `devices` and
+    /// `train.precision` other than f32 need it.
+    fn shardable(&self) -> bool {
+        true
+    }
+
+    /// Adjusts the config or the data once the data is loaded (`size`: the crop side), before
+    /// `config.toml` is written. Default: nothing.
+    fn prepare(&self, _cfg: &mut RunConfig, _splits: &mut Splits, _size: usize) -> Result<()> {
+        Ok(())
+    }
+
+    /// Trains on `run` through the shared engine ([`TrainRun::fit`]) and returns the encoder
+    /// the pipeline saves and scores.
+    fn train(&self, run: &TrainRun<'_>) -> Result<Trained>;
+
+    /// The encoder that a step checkpoint `step` (a `checkpoints/step-N` folder of the run
+    /// folder `run`, whose config is `cfg`) holds, trainable, on `device`: the part of the
+    /// method's model it keeps (a teacher's backbone, an image tower, ...).
+    fn step_encoder(
+        &self,
+        cfg: &RunConfig,
+        run: &Path,
+        step: &Path,
+        device: &Device,
+    ) -> Result<Backbone>;
+
+    /// Times training steps on `bench`'s synthetic images (`selfsup bench step`): builds the
+    /// method's views, model and objective from `bench.cfg` and calls [`StepBench::time`].
+    fn bench_step(&self, bench: &StepBench<'_>) -> Result<Timings>;
+
+    /// The method's own parts of `selfsup report` (pictures, a Markdown section each).
+    /// Default: none.
+    fn report(&self, _ctx: &ReportContext<'_>) -> Result<Vec<ReportPart>> {
+        Ok(Vec::new())
+    }
+}
+
+/// One part of a run report: Markdown (with a picture link), and the pictures it wrote.
+#[derive(Clone, Debug, Default)]
+pub struct ReportPart {
+    /// A `## Heading` and its text.
+    pub markdown: String,
+    /// The PNG files written.
+    pub pictures: Vec<PathBuf>,
+}
+
+/// What the pipeline hands a recipe's [`Recipe::train`]: the resolved config, the data and the
+/// engine.
+pub struct TrainRun<'a> {
+    /// The run's config (normalization resolved; what `config.toml` holds).
+    pub cfg: &'a RunConfig,
+    /// The run folder.
+    pub out: &'a Path,
+    /// The training images.
+    pub train: &'a Arc<ImageSet>,
+    /// The test images, when the data has a test split (the monitor scores them).
+    pub test: Option<&'a ImageSet>,
+    /// Image channels.
+    pub channels: usize,
+    /// Side of the square crops the encoder sees.
+    pub size: usize,
+    /// The training device (autodiff): the one holding the model.
+    pub device: Device,
+    /// The devices of a data-parallel or mixed-precision run (`devices`, `train.precision`),
+    /// first `device`; `None` for a plain one-device run.
+    pub parallel: Option<DataParallel>,
+    /// The engine: checkpoints, metrics, schedule, progress.
+    pub trainer: &'a Trainer,
+    /// Continue from the newest checkpoint in the run folder.
+    pub resume: bool,
+}
+
+/// What a recipe's training gives back.
+pub struct Trained {
+    /// The encoder to save and score (an inference copy).
+    pub encoder: Backbone,
+    /// Optimizer steps of the whole run.
+    pub steps: usize,
+    /// Mean loss over the last logged steps.
+    pub last_loss: f64,
+    /// Training images per second in this process.
+    pub images_per_sec: f64,
+    /// Seconds of training of the whole run (over resumes).
+    pub train_seconds: f64,
+}
+
+impl Trained {
+    /// The result of `outcome`, keeping `encoder`.
+    pub fn new<M>(encoder: Backbone, outcome: &TrainOutcome<M>) -> Self {
+        Self {
+            encoder,
+            steps: outcome.steps,
+            last_loss: outcome.last_loss,
+            images_per_sec: outcome.images_per_sec,
+            train_seconds: outcome.train_seconds,
+        }
+    }
+}
+
+impl<'a> TrainRun<'a> {
+    /// `count` views of every image through the run's augmentations (`[augment]`).
+    pub fn views(&self, count: usize) -> MultiView {
+        let pipeline = self.cfg.augment.pipeline(
+            self.size,
+            self.cfg.data.mean.clone(),
+            self.cfg.data.std.clone(),
+        );
+        MultiView::default().with(pipeline, count)
+    }
+
+    /// Batches of `views` of the training images in the run's seeded order, not prefetched
+    /// (a method that adds to each batch wraps this).
+    pub fn view_loader(&self, views: impl ViewGenerator + 'static) -> ViewLoader {
+        ViewLoader::new(
+            self.train.clone(),
+            Arc::new(views),
+            self.cfg.train.batch_size,
+            self.cfg.train.seed,
+            self.device.clone(),
+        )
+    }
+
+    /// [`TrainRun::view_loader`], the next batch built while a step computes.
+    pub fn loader(&self, views: impl ViewGenerator + 'static) -> Prefetch<ViewLoader> {
+        Prefetch::new(self.view_loader(views))
+    }
+
+    /// The online kNN monitor of `backbone(model)` (an inference copy of the encoder) as an
+    /// end-of-epoch hook: every `eval.monitor_every` epochs, kNN top-1 on the test split.
+    pub fn monitor<M>(
+        &self,
+        backbone: impl Fn(&M) -> Backbone + 'a,
+    ) -> Result<impl FnMut(usize, &M) -> EpochValues + 'a> {
+        let mut monitor = Monitor::new(self.cfg, self.train, self.test)?;
+        Ok(move |epoch: usize, model: &M| monitor.run(epoch, &backbone(model)))
+    }
+
+    /// `options` over the run's devices and precision (`parallel`), for an objective that can
+    /// split its batch.
+    pub fn sharded<'o, O: Shardable + 'o>(&self, options: FitOptions<'o, O>) -> FitOptions<'o, O> {
+        match &self.parallel {
+            Some(p) => options.parallel(p),
+            None => options,
+        }
+    }
+
+    /// Trains `objective` from `model` on `loader` with the engine: the one way into training.
+    /// The run's `resume` is applied; `options` carry the epoch hook (the [`TrainRun::monitor`])
+    /// and, for a [`Shardable`] objective, the devices ([`TrainRun::sharded`]). A run
+    /// configured for several devices or mixed precision whose options do not shard is
+    /// refused, naming the setting.
+    pub fn fit<O, S>(
+        &self,
+        objective: &mut O,
+        model: O::Model,
+        loader: &S,
+        options: FitOptions<'_, O>,
+    ) -> Result<TrainOutcome<O::Model>>
+    where
+        O: Objective,
+        S: BatchSource<Batch = O::Batch>,
+    {
+        if self.parallel.is_some() && !options.is_parallel() {
+            return Err(Error::config(
+                if self.cfg.devices.len() > 1 {
+                    "devices"
+                } else {
+                    "train.precision"
+                },
+                format!(
+                    "{} trains in f32 on one device: its objective is not `Shardable`",
+                    objective.name()
+                ),
+            ));
+        }
+        self.trainer
+            .fit(objective, model, loader, options.resume(self.resume))
+    }
+}
