@@ -19,6 +19,7 @@
 //! Setting the environment variable `SELFSUP_KERNELS=burn` sends flex to burn's kernels too (to
 //! compare, or to rule ours out when hunting a bug).
 
+#[cfg(feature = "mimalloc")]
 mod allocator;
 mod conv;
 mod extension;
@@ -29,6 +30,7 @@ mod simd;
 mod transformer;
 mod winograd;
 
+#[cfg(feature = "mimalloc")]
 pub use allocator::keep_freed_memory;
 pub use conv::{ConvGeometry, conv2d_backward, conv2d_forward};
 pub use extension::GemmKernels;
