@@ -95,7 +95,7 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-/// Decodes one image file at its own size into an [`Image`] in `[0, 1]` with `channels`
+/// Decodes one image file at its own size into an [`selfsup_core::Image`] in `[0, 1]` with `channels`
 /// channels (1 or 3): what an on-the-fly pipeline (random resized crop first) starts from.
 pub fn decode_full(path: &Path, channels: usize) -> Result<selfsup_core::Image> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;

@@ -46,7 +46,7 @@ pub fn write_grid(path: &Path, pixels: Tensor<4>, scale: usize) -> Result<()> {
 }
 
 /// `n` samples of `generator` (an inference copy) as pixels, from noise `(seed, a, b)` per
-/// batch of [`BATCH`].
+/// batch of `BATCH` images.
 pub fn sample(
     generator: &Generator,
     n: usize,

@@ -198,7 +198,7 @@ impl Mae {
         }
     }
 
-    /// The same objective drawing its masks from `seed` (and the step: [`seeded_masking`]).
+    /// The same objective drawing its masks from `seed` (and the step: [`crate::seeded_masking`]).
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.seed = seed;
         self

@@ -3,9 +3,9 @@
 //! What runs around a method's training, as a library: a run folder and its files
 //! ([`run_dir`]), the run config with each method's typed settings ([`RunConfig`]), data
 //! loading by spec, the [`Recipe`] trait a method implements and the [`Registry`] that lists
-//! them, the online kNN monitor, pretraining with its save and score ([`pretrain`]),
+//! them, the online kNN monitor, pretraining with its save and score ([`pretrain()`]),
 //! evaluation of a run ([`evaluate`]), the step bench ([`step_bench`]), the method comparison
-//! ([`suite`]) and run reports ([`report`]).
+//! ([`suite`]) and run reports ([`report()`]).
 //!
 //! It holds no command-line parsing, no global allocator and no log subscriber: those belong
 //! to the binaries (`selfsup`, a crate's own).

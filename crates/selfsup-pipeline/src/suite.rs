@@ -203,7 +203,7 @@ pub struct MethodRow {
     pub linear_top1: Option<f64>,
     /// The random-init baseline of the same encoder read the same way.
     pub random_init: Option<BaselineRow>,
-    /// The commit the method was measured at ([`commit`]).
+    /// The commit the method was measured at ([`crate::run_dir::commit`]).
     #[serde(default)]
     pub commit: String,
 }
