@@ -20,6 +20,8 @@ pub mod report;
 pub mod run_dir;
 pub mod step_bench;
 pub mod suite;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use config::{EvalConfig, RunConfig};
 pub use evaluate::{EvalArgs, EvalPlan, EvalReport, eval_finetune, eval_frozen};

@@ -1,0 +1,81 @@
+//! What recipe crates' end-to-end tests share (the `testing` feature): test-size configs, a
+//! run's encoder weights, bit-for-bit comparison, a run stopped at a checkpoint.
+
+use crate::config::RunConfig;
+use crate::registry::Registry;
+use selfsup_core::checkpoint;
+use std::path::Path;
+
+/// `preset` on 96 training images for 2 epochs of 32, a 4-wide encoder, a checkpoint every 2
+/// steps, short probes.
+pub fn small_run(preset: RunConfig) -> RunConfig {
+    let mut c = preset;
+    c.data.max_train = 96;
+    c.data.max_test = 40;
+    c.encoder.width = 4;
+    c.train.batch_size = 32;
+    c.train.epochs = 2;
+    c.train.checkpoint_every = 2;
+    c.train.keep_checkpoints = 10;
+    c.train.log_every = 1;
+    c.knn.k = 5;
+    c.linear.epochs = 3;
+    c.finetune.train.epochs = 1;
+    c.finetune.train.batch_size = 16;
+    c
+}
+
+/// `preset` at test size: 64 training images, one epoch of batches of 32, a 4-wide encoder (a
+/// ViT 16 wide, one block of two heads), kNN only. The method's own settings are the caller's
+/// to shrink.
+pub fn tiny(preset: RunConfig) -> RunConfig {
+    let mut c = preset;
+    c.data.max_train = 64;
+    c.data.max_test = 16;
+    c.train.batch_size = 32;
+    c.train.epochs = 1;
+    c.encoder.width = 4;
+    c.encoder.vit.dim = 16;
+    c.encoder.vit.depth = 1;
+    c.encoder.vit.heads = 2;
+    c.knn.k = 5;
+    c.eval.linear = false;
+    c.eval.baselines = false;
+    c
+}
+
+/// Every float parameter of the encoder a run folder (or step checkpoint) holds.
+pub fn encoder_weights(run: &Path, registry: &Registry) -> Vec<f32> {
+    let (_, enc) =
+        crate::evaluate::load_encoder(run, registry, &burn::tensor::Device::flex()).unwrap();
+    selfsup_core::grads::param_values(&enc)
+}
+
+/// `Ok` when `a` and `b` are equal bit for bit; else how many values differ and the first.
+pub fn same(a: &[f32], b: &[f32]) -> std::result::Result<(), String> {
+    if a.len() != b.len() {
+        return Err(format!("{} vs {} values", a.len(), b.len()));
+    }
+    let diff: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+    match diff.first() {
+        None => Ok(()),
+        Some(&i) => Err(format!(
+            "{} of {} values differ; first at {i}: {} vs {}",
+            diff.len(),
+            a.len(),
+            a[i],
+            b[i]
+        )),
+    }
+}
+
+/// Makes `run` look like a run stopped right after the step checkpoint `step` (of another
+/// run): that checkpoint copied into its checkpoints folder, nothing else.
+pub fn interrupted_at(step: &Path, run: &Path) {
+    let dst = checkpoint::checkpoints_dir(run).join(step.file_name().unwrap());
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in std::fs::read_dir(step).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
+    }
+}
