@@ -128,7 +128,7 @@ enum Command {
         #[command(flatten)]
         suite: SuiteFlags,
     },
-    /// Print the default config of a method as TOML.
+    /// Print the default config of a method as TOML, each key with its doc line.
     Config {
         /// The method (`selfsup methods` lists them).
         #[arg(long, default_value = "simclr")]
@@ -579,7 +579,9 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Config { method } => {
-            print!("{}", registry.get(&method)?.preset().to_toml()?);
+            let recipe = registry.get(&method)?;
+            let schema = recipe.settings_schema();
+            print!("{}", recipe.preset().to_commented_toml(schema.as_ref())?);
             Ok(())
         }
     }

@@ -53,6 +53,49 @@ fn a_gan_needs_the_dcgan_trunk_and_half_normalization() {
     assert!(err.contains("train.precision"), "{err}");
 }
 
+/// `selfsup config`: every key with its doc comment above it, the same values as the preset.
+#[test]
+fn printed_presets_carry_each_keys_doc_line() {
+    let r = registry();
+    for recipe in r.iter() {
+        let c = recipe.preset();
+        let text = c
+            .to_commented_toml(recipe.settings_schema().as_ref())
+            .unwrap();
+        assert_eq!(RunConfig::parse(&text, "x", &r).unwrap(), c, "{text}");
+        // Every key line and every table header has a comment above it.
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, l) in lines.iter().enumerate() {
+            let is_key = l.contains(" = ") && !l.starts_with(' ') && !l.starts_with('#');
+            let is_header = l.starts_with('[');
+            if (is_key || is_header) && i > 0 {
+                assert!(
+                    lines[i - 1].starts_with("# "),
+                    "{}: no doc line above `{l}`",
+                    recipe.name()
+                );
+            }
+        }
+    }
+    let dino = r.get("dino").unwrap();
+    let text = dino
+        .preset()
+        .to_commented_toml(dino.settings_schema().as_ref())
+        .unwrap();
+    assert!(
+        text.contains("# The teacher's temperature after its warm-up.\nteacher_temperature = 0.04"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# Number of passes over the training set.\nepochs = 15"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("[`"),
+        "rustdoc links are plain code in comments: {text}"
+    );
+}
+
 #[test]
 fn an_eval_grid_needs_a_feature_map_and_mae_a_vit() {
     let mut c = preset("mae");

@@ -42,7 +42,7 @@ pub const ZERO_SHOT_TEMPLATES: [&str; 4] = [
 ];
 
 /// The tokenizer: CLIP's own merges, or merges learned from the training captions.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TokenizerConfig {
     /// CLIP's `bpe_simple_vocab_16e6.txt.gz` (or a merges file saved by a run); unset: learn
@@ -64,7 +64,7 @@ impl Default for TokenizerConfig {
 }
 
 /// CLIP's settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClipConfig {
     /// Width of the shared image-text space.

@@ -11,7 +11,7 @@ use selfsup_encoders::{HeadConfig, ProjectionHead};
 use serde::{Deserialize, Serialize};
 
 /// SimCLR's own settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimClrConfig {
     /// NT-Xent temperature (tau).

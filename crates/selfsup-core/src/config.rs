@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// Which optimizer updates the weights.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
     /// SGD with momentum (PyTorch semantics: no dampening), optionally Nesterov.
@@ -20,7 +20,7 @@ pub enum OptimizerKind {
 
 /// Optimizer hyper-parameters. Weight decay and LARS adaptation skip biases and norm weights
 /// (every parameter of rank 1), as lightly and solo-learn do.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct OptimizerConfig {
     /// `sgd`, `adamw` or `lars`.
@@ -60,7 +60,7 @@ impl Default for OptimizerConfig {
 }
 
 /// Learning-rate schedule: linear warm-up, then cosine decay to `final_lr_ratio * lr`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScheduleConfig {
     /// Warm-up length in epochs (fractions allowed).
@@ -85,7 +85,7 @@ impl Default for ScheduleConfig {
 }
 
 /// The training loop's settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
     /// Number of passes over the training set.
@@ -137,7 +137,9 @@ impl Default for TrainConfig {
 }
 
 /// The floating-point type of a step's forward and backward passes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// 32-bit throughout.

@@ -42,6 +42,17 @@ impl FromStr for DeviceSpec {
     }
 }
 
+/// In a config: a string, `flex`, `wgpu`, `wgpu:N`, `cuda:N`.
+impl schemars::JsonSchema for DeviceSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DeviceSpec".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string" })
+    }
+}
+
 impl TryFrom<String> for DeviceSpec {
     type Error = Error;
     fn try_from(s: String) -> Result<Self> {

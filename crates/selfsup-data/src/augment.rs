@@ -437,7 +437,7 @@ impl Augmentation for Pipeline {
 }
 
 /// Settings of one view pipeline: the SimCLR augmentations, each with its probability.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AugmentConfig {
     /// Output side length of the random resized crop (0: the image's own size).

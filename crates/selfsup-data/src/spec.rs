@@ -84,6 +84,17 @@ impl From<DataSpec> for String {
     }
 }
 
+/// In a config: a string, `sample`, `fashion-mnist:PATH`, `folder:PATH`, ...
+impl schemars::JsonSchema for DataSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DataSpec".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string" })
+    }
+}
+
 impl fmt::Display for DataSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -99,7 +110,7 @@ impl fmt::Display for DataSpec {
 }
 
 /// How to load a [`DataSpec`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
     /// Where the images come from (see [`DataSpec`]).

@@ -10,7 +10,7 @@ use selfsup_kernels::{batch_norm, gelu, linear};
 use serde::{Deserialize, Serialize};
 
 /// The head's shape (the paper: 3 layers, hidden 2048, bottleneck 256, output 65,536).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DinoHeadConfig {
     /// Linear layers of the MLP before the bottleneck (at least 1).

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Sizes, scales and count of the crops. The colour settings (jitter, grayscale, blur sigma)
 /// come from the run's `augment` section; blur and solarization probabilities are DINO's.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct MultiCropConfig {
     /// Side of the global crops in pixels (0: the image size).

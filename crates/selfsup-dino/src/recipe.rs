@@ -65,6 +65,10 @@ impl Recipe for DinoRecipe {
         Self::preset()
     }
 
+    fn settings_schema(&self) -> Option<schemars::Schema> {
+        Some(schemars::schema_for!(DinoConfig))
+    }
+
     fn validate(&self, cfg: &RunConfig) -> Result<()> {
         cfg.validate_shared(true)?;
         let s: DinoConfig = cfg.settings()?;

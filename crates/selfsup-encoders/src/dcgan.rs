@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub const LEAKY_SLOPE: f64 = 0.2;
 
 /// The trunk's shape (`[encoder.dcgan]`); the base width is `encoder.width`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DcganConfig {
     /// Strided blocks; each halves the image side and doubles the channels (`w, 2w, 4w`).

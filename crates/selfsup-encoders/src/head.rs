@@ -8,7 +8,7 @@ use selfsup_kernels::batch_norm;
 use serde::{Deserialize, Serialize};
 
 /// Shape of a projection head.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct HeadConfig {
     /// Width of the hidden layers.

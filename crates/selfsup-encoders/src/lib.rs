@@ -25,7 +25,7 @@ use selfsup_core::{Encoder, Result};
 use serde::{Deserialize, Serialize};
 
 /// Which backbone.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     /// ResNet-18.
@@ -61,7 +61,7 @@ impl std::str::FromStr for Arch {
 }
 
 /// Backbone settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct EncoderConfig {
     /// `resnet18`, `resnet34`, `resnet50`, `convnet`, `vit` or `dcgan`.

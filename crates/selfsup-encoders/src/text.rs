@@ -12,7 +12,7 @@ use selfsup_core::config::ensure;
 use serde::{Deserialize, Serialize};
 
 /// Text transformer settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TextConfig {
     /// Tokens per caption, start and end markers included (CLIP: 77).

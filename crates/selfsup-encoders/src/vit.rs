@@ -14,7 +14,7 @@ use selfsup_kernels::{gelu, linear};
 use serde::{Deserialize, Serialize};
 
 /// How tokens learn where they are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PosEmbed {
     /// Fixed 2-D sine-cosine embeddings (MAE's choice; nothing to learn).
@@ -24,7 +24,7 @@ pub enum PosEmbed {
 }
 
 /// Which vector stands for the image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Pool {
     /// The class token's output.
@@ -34,7 +34,7 @@ pub enum Pool {
 }
 
 /// ViT settings: free, or from the [`VitConfig::tiny`] and [`VitConfig::small`] presets.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct VitConfig {
     /// Side of the (square) input images in pixels.

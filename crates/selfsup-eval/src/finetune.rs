@@ -72,7 +72,7 @@ impl<E: Encoder> Objective for Supervised<E> {
 }
 
 /// Fine-tuning settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct FinetuneConfig {
     /// Fractions of the labels to fine-tune on, one run each (SimCLR's table: 0.01, 0.1).

@@ -9,7 +9,7 @@ use selfsup_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// kNN settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct KnnConfig {
     /// Neighbours that vote.

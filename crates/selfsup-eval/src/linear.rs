@@ -16,7 +16,7 @@ use selfsup_core::{Error, OptimizerConfig, OptimizerKind, Result, ScheduleConfig
 use serde::{Deserialize, Serialize};
 
 /// Linear-probe settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct LinearProbeConfig {
     /// Passes over the training features.

@@ -12,7 +12,7 @@ use selfsup_encoders::{DcganConfig, DcganEncoder};
 use serde::{Deserialize, Serialize};
 
 /// The `[gan]` section of a run config.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct GanConfig {
     /// `non-saturating` (DCGAN's) or `hinge`.

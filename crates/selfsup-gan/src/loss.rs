@@ -8,7 +8,7 @@ use burn::tensor::activation::{relu, softplus};
 use serde::{Deserialize, Serialize};
 
 /// Which pair of losses the two networks minimise.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum GanLoss {
     /// Goodfellow et al.'s cross-entropy, with the generator maximising `log D(G(z))` rather

@@ -203,6 +203,10 @@ impl Recipe for GanRecipe {
         Self::preset()
     }
 
+    fn settings_schema(&self) -> Option<schemars::Schema> {
+        Some(schemars::schema_for!(GanConfig))
+    }
+
     /// Two optimizer phases a step: one device, f32.
     fn shardable(&self) -> bool {
         false

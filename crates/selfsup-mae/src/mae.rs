@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 /// MAE's own settings. The decoder defaults are sized for small images on a CPU (the paper's
 /// decoder is 512 wide and 8 deep).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct MaeConfig {
     /// Fraction of patches hidden from the encoder, in `[0, 1)`.

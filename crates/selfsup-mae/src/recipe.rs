@@ -79,6 +79,10 @@ impl Recipe for MaeRecipe {
         Self::preset()
     }
 
+    fn settings_schema(&self) -> Option<schemars::Schema> {
+        Some(schemars::schema_for!(MaeConfig))
+    }
+
     fn validate(&self, cfg: &RunConfig) -> Result<()> {
         cfg.validate_shared(true)?;
         cfg.settings::<MaeConfig>()?.validate()?;

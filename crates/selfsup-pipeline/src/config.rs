@@ -19,7 +19,7 @@ use std::path::Path;
 /// In TOML: the shared sections, `method = "NAME"` and the method's `[NAME]` table
 /// ([`RunConfig::settings`]). A file only needs the keys it changes: [`RunConfig::parse`]
 /// reads them over the method's preset.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, schemars::JsonSchema)]
 pub struct RunConfig {
     /// The pretraining method: a recipe's name.
     pub method: String,
@@ -38,6 +38,7 @@ pub struct RunConfig {
     pub train: TrainConfig,
     /// The method's own settings, the `[NAME]` table; its recipe reads them with
     /// [`RunConfig::settings`].
+    #[schemars(skip)]
     pub settings: toml::Table,
     /// The kNN evaluation.
     pub knn: KnnConfig,
@@ -50,7 +51,7 @@ pub struct RunConfig {
 }
 
 /// Evaluation during and after pretraining.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct EvalConfig {
     /// Online monitor: kNN top-1 on the test split every this many epochs (0: never).
@@ -398,6 +399,49 @@ impl RunConfig {
         Ok(())
     }
 
+    /// The config as TOML with each key's doc line (from the configs' doc comments) as a
+    /// comment above it: what `selfsup config` prints. `settings` is the schema of the
+    /// method's typed settings ([`crate::Recipe::settings_schema`]); without it the method's
+    /// table has no comments. The values are [`RunConfig::to_toml`]'s.
+    pub fn to_commented_toml(&self, settings: Option<&schemars::Schema>) -> Result<String> {
+        let text = self.to_toml()?;
+        let shared = schemars::schema_for!(RunConfig);
+        let mut out = String::new();
+        let mut table: Vec<String> = Vec::new();
+        for line in text.lines() {
+            let path = if let Some(header) = line
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .filter(|h| !h.starts_with('['))
+            {
+                table = header.split('.').map(str::to_string).collect();
+                Some(table.clone())
+            } else {
+                key_of(line).map(|k| {
+                    let mut p = table.clone();
+                    p.push(k.to_string());
+                    p
+                })
+            };
+            let doc = path.and_then(|p| match p.split_first() {
+                Some((first, rest)) if *first == self.method => {
+                    settings.and_then(|s| describe(s.as_value(), rest))
+                }
+                _ => describe(shared.as_value(), &p),
+            });
+            if let Some(doc) = doc {
+                for l in wrap(&doc, 96) {
+                    out += "# ";
+                    out += &l;
+                    out.push('\n');
+                }
+            }
+            out += line;
+            out.push('\n');
+        }
+        Ok(out)
+    }
+
     /// Writes the config as TOML.
     pub fn save(&self, path: &Path) -> Result<()> {
         selfsup_core::atomic::write(path, self.to_toml()?)
@@ -492,6 +536,86 @@ impl RunConfig {
     pub fn channels(&self) -> usize {
         self.data.mean.len().max(1)
     }
+}
+
+/// The key of a `key = value` line of TOML, `None` for any other line (a header, a
+/// continuation of a multi-line array, a blank).
+fn key_of(line: &str) -> Option<&str> {
+    let (key, _) = line.split_once(" = ")?;
+    key.chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        .then_some(key)
+        .filter(|k| !k.is_empty())
+}
+
+/// The schema `node` stands for: through `$ref` (to the root's `$defs`), a one-entry `allOf`,
+/// and the non-null entry of an `anyOf` / `oneOf` (an `Option`).
+fn resolve<'a>(
+    root: &'a serde_json::Value,
+    mut node: &'a serde_json::Value,
+) -> &'a serde_json::Value {
+    for _ in 0..16 {
+        if let Some(r) = node.get("$ref").and_then(|r| r.as_str()) {
+            let name = r.rsplit('/').next().unwrap_or_default();
+            match root.get("$defs").and_then(|d| d.get(name)) {
+                Some(def) => node = def,
+                None => return node,
+            }
+        } else if let Some(all) = node
+            .get("allOf")
+            .and_then(|a| a.as_array())
+            .filter(|a| a.len() == 1)
+        {
+            node = &all[0];
+        } else if let Some(any) = node
+            .get("anyOf")
+            .or_else(|| node.get("oneOf"))
+            .and_then(|a| a.as_array())
+        {
+            match any
+                .iter()
+                .find(|s| s.get("type").and_then(|t| t.as_str()) != Some("null"))
+            {
+                Some(s) => node = s,
+                None => return node,
+            }
+        } else {
+            return node;
+        }
+    }
+    node
+}
+
+/// The doc line of `path` in `root`: the field's own description, else its type's.
+fn describe(root: &serde_json::Value, path: &[String]) -> Option<String> {
+    let mut node = root;
+    for seg in path {
+        node = resolve(root, node).get("properties")?.get(seg.as_str())?;
+    }
+    let text = node
+        .get("description")
+        .or_else(|| resolve(root, node).get("description"))?
+        .as_str()?;
+    // Rustdoc links read as plain code in a TOML comment.
+    let plain = text.replace("[`", "`").replace("`]", "`");
+    Some(plain.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// `text` in lines of at most `width` characters (a longer word gets a line of its own).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split_whitespace() {
+        let last = lines.last_mut().expect("one line at least");
+        if !last.is_empty() && last.len() + 1 + word.len() > width {
+            lines.push(word.to_string());
+        } else {
+            if !last.is_empty() {
+                last.push(' ');
+            }
+            last.push_str(word);
+        }
+    }
+    lines
 }
 
 /// Writes every key of `over` into `base`, recursing into tables both have.

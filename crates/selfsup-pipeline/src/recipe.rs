@@ -37,6 +37,12 @@ pub trait Recipe: Send + Sync {
     /// encoder, optimizer, augmentations, and its own settings in [`RunConfig::settings`].
     fn preset(&self) -> RunConfig;
 
+    /// The schema of the method's typed settings (`schemars::schema_for!(ItsConfig)`), whose
+    /// doc comments `selfsup config` prints beside each key of its table. Default: none.
+    fn settings_schema(&self) -> Option<schemars::Schema> {
+        None
+    }
+
     /// Checks `cfg` for this method: [`RunConfig::validate_shared`], then its own settings
     /// (parsed into its typed config, each range) and what they need of the shared sections
     /// (an encoder, a crop size), naming the field of the first problem.

@@ -18,7 +18,7 @@ use selfsup_encoders::{HeadConfig, ProjectionHead};
 use serde::{Deserialize, Serialize};
 
 /// The jigsaw task's settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct JigsawConfig {
     /// Tiles per side (the paper: 3, so 9 tiles).

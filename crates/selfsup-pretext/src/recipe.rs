@@ -81,6 +81,10 @@ impl Recipe for RotNetRecipe {
         Self::preset()
     }
 
+    fn settings_schema(&self) -> Option<schemars::Schema> {
+        Some(schemars::schema_for!(RotNetConfig))
+    }
+
     fn validate(&self, cfg: &RunConfig) -> Result<()> {
         cfg.validate_shared(true)?;
         cfg.settings::<RotNetConfig>()?.validate()
@@ -152,6 +156,10 @@ impl Recipe for JigsawRecipe {
 
     fn preset(&self) -> RunConfig {
         Self::preset()
+    }
+
+    fn settings_schema(&self) -> Option<schemars::Schema> {
+        Some(schemars::schema_for!(JigsawConfig))
     }
 
     fn validate(&self, cfg: &RunConfig) -> Result<()> {

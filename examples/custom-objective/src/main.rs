@@ -169,7 +169,11 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Config => {
-            print!("{}", VicRegRecipe::preset().to_toml()?);
+            let schema = VicRegRecipe.settings_schema();
+            print!(
+                "{}",
+                VicRegRecipe::preset().to_commented_toml(schema.as_ref())?
+            );
             Ok(())
         }
     }

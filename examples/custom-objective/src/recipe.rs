@@ -43,6 +43,10 @@ impl Recipe for VicRegRecipe {
         Self::preset()
     }
 
+    fn settings_schema(&self) -> Option<schemars::Schema> {
+        Some(schemars::schema_for!(VicRegConfig))
+    }
+
     /// VICReg's objective is not split over devices: one device, f32.
     fn shardable(&self) -> bool {
         false

@@ -9,7 +9,7 @@ use selfsup_encoders::{HeadConfig, ProjectionHead};
 use serde::{Deserialize, Serialize};
 
 /// VICReg's settings: the `[vicreg]` table of a run's config.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct VicRegConfig {
     /// Invariance weight (lambda).

@@ -54,6 +54,10 @@ impl Recipe for ClipRecipe {
         Self::preset()
     }
 
+    fn settings_schema(&self) -> Option<schemars::Schema> {
+        Some(schemars::schema_for!(ClipConfig))
+    }
+
     fn validate(&self, cfg: &RunConfig) -> Result<()> {
         cfg.validate_shared(true)?;
         cfg.settings::<ClipConfig>()?.validate()

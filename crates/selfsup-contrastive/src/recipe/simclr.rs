@@ -37,6 +37,10 @@ impl Recipe for SimClrRecipe {
         Self::preset()
     }
 
+    fn settings_schema(&self) -> Option<schemars::Schema> {
+        Some(schemars::schema_for!(SimClrConfig))
+    }
+
     fn validate(&self, cfg: &RunConfig) -> Result<()> {
         cfg.validate_shared(true)?;
         cfg.settings::<SimClrConfig>()?.validate()
