@@ -130,9 +130,9 @@ enum Command {
     },
     /// Print the default config of a method as TOML, each key with its doc line.
     Config {
-        /// The method (`selfsup methods` lists them).
-        #[arg(long, default_value = "simclr")]
-        method: String,
+        /// The method (`selfsup methods` lists them) [default: the first, simclr].
+        #[arg(long)]
+        method: Option<String>,
     },
 }
 
@@ -579,7 +579,10 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Config { method } => {
-            let recipe = registry.get(&method)?;
+            let recipe = match method {
+                Some(m) => registry.get(&m)?,
+                None => registry.get(registry.default_method()?)?,
+            };
             let schema = recipe.settings_schema();
             print!("{}", recipe.preset().to_commented_toml(schema.as_ref())?);
             Ok(())
