@@ -1,45 +1,20 @@
 //! CLIP through the pipeline: template captions and a manifest, resume, zero-shot and retrieval, its image tower from a step checkpoint.
 
-use selfsup_core::{Result, checkpoint};
+use selfsup_core::checkpoint;
 use selfsup_pipeline::evaluate::PRETRAINED;
-use selfsup_pipeline::testing::{interrupted_at, same};
-use selfsup_pipeline::{
-    EvalArgs, EvalPlan, EvalReport, PretrainReport, Recipe, Registry, RunConfig,
-};
-use std::path::Path;
+use selfsup_pipeline::testing::{Harness, interrupted_at, same, tiny_with};
+use selfsup_pipeline::{EvalArgs, EvalPlan, Recipe, Registry, RunConfig};
 
 use selfsup_contrastive::recipe::ClipRecipe;
 
-/// The recipes these tests run.
-fn registry() -> Registry {
-    Registry::new().with(ClipRecipe)
+/// The pipeline over the recipes these tests run.
+fn h() -> Harness {
+    Harness(Registry::new().with(ClipRecipe))
 }
 
-fn pretrain(cfg: RunConfig, out: &Path, resume: bool, progress: bool) -> Result<PretrainReport> {
-    let r = registry();
-    selfsup_pipeline::pretrain(r.get(&cfg.method)?, cfg, out, resume, progress)
-}
-
-fn eval_frozen(
-    args: &EvalArgs,
-    plan: EvalPlan,
-    k: Option<usize>,
-    linear_epochs: Option<usize>,
-) -> Result<EvalReport> {
-    selfsup_pipeline::eval_frozen(args, &registry(), plan, k, linear_epochs)
-}
-
-fn encoder_weights(run: &Path) -> Vec<f32> {
-    selfsup_pipeline::testing::encoder_weights(run, &registry())
-}
-
-/// `recipe`'s preset at test size: the shared sections, and `settings` (`key=value`) of its own.
+/// `recipe`'s preset at test size, with `settings` of its own.
 fn tiny_of(recipe: &dyn Recipe, settings: &[(&str, &str)]) -> RunConfig {
-    let mut c = selfsup_pipeline::testing::tiny(recipe.preset());
-    for (k, v) in settings {
-        c.set(k, v).unwrap();
-    }
-    c
+    tiny_with(recipe.preset(), settings)
 }
 
 fn tiny_clip() -> RunConfig {
@@ -66,7 +41,7 @@ fn clip_trains_on_template_captions_resumes_and_evaluates() {
     };
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a");
-    let report = pretrain(tiny_clip(), &a, false, false).unwrap();
+    let report = h().pretrain(tiny_clip(), &a, false, false).unwrap();
     assert_eq!(report.steps, 4);
     assert!(report.final_loss.is_finite());
     for f in [CLIP_FILE, TOKENIZER_FILE, CLIP_RESULTS_FILE] {
@@ -79,8 +54,8 @@ fn clip_trains_on_template_captions_resumes_and_evaluates() {
     let steps = checkpoint::list(&a).unwrap();
     let b = dir.path().join("b");
     interrupted_at(&steps[1], &b);
-    pretrain(tiny_clip(), &b, true, false).unwrap();
-    same(&encoder_weights(&a), &encoder_weights(&b))
+    h().pretrain(tiny_clip(), &b, true, false).unwrap();
+    same(&h().encoder_weights(&a), &h().encoder_weights(&b))
         .expect("resumed CLIP run differs from the uninterrupted one");
 
     let args = EvalArgs {
@@ -104,8 +79,8 @@ fn clip_trains_on_template_captions_resumes_and_evaluates() {
         linear: false,
         baselines: false,
     };
-    let from_step = eval_frozen(&step, knn_only, Some(5), None).unwrap();
-    let from_run = eval_frozen(&args, knn_only, Some(5), None).unwrap();
+    let from_step = h().eval_frozen(&step, knn_only, Some(5), None).unwrap();
+    let from_run = h().eval_frozen(&args, knn_only, Some(5), None).unwrap();
     let knn = |r: &selfsup_pipeline::EvalReport| r.row(PRETRAINED).unwrap().knn_top1;
     assert_eq!(knn(&from_step), knn(&from_run));
     // Not a CLIP run: a clear refusal.
@@ -151,7 +126,7 @@ fn clip_trains_on_a_manifest() {
     c.data.max_test = 0;
     c.train.batch_size = 16;
     let run = dir.path().join("run");
-    let report = pretrain(c.clone(), &run, false, false).unwrap();
+    let report = h().pretrain(c.clone(), &run, false, false).unwrap();
     assert_eq!(report.steps, 4, "32 training pairs, batch 16, 2 epochs");
     assert!(report.eval.is_none(), "no labels: no kNN");
     let results = std::fs::read_to_string(
@@ -166,7 +141,8 @@ fn clip_trains_on_a_manifest() {
         "{\"image\": \"images/0.png\", \"caption\": \"x\"}\n{\"image\": \"images/404.png\", \"caption\": \"y\"}\n",
     )
     .unwrap();
-    let err = pretrain(c, &dir.path().join("bad"), false, false)
+    let err = h()
+        .pretrain(c, &dir.path().join("bad"), false, false)
         .unwrap_err()
         .to_string();
     assert!(

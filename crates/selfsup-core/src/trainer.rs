@@ -468,55 +468,40 @@ impl Trainer {
             on_epoch,
             parallel,
         } = options;
-        match parallel {
-            None => {
-                if self.config.precision != Precision::F32 {
-                    return Err(Error::config(
-                        "train.precision",
-                        format!(
-                            "{} trains in f32: mixed precision needs an objective that implements `Shardable` (every built-in method but the GAN), run with `FitOptions::parallel`",
-                            objective.name()
-                        ),
-                    ));
-                }
-                self.run(
-                    objective,
-                    model,
-                    source,
-                    resume,
-                    on_epoch,
-                    &mut |stepper: &mut Stepper,
-                          o: &mut O,
-                          m,
-                          b: &O::Batch,
-                          info: &StepInfo,
-                          lr,
-                          updates| {
-                        stepper.step(o, m, b, info, lr, updates)
-                    },
-                )
+        // The data-parallel way of stepping over its devices in `train.precision`, or none.
+        let mut sharded = match parallel {
+            None if self.config.precision != Precision::F32 => {
+                return Err(Error::config(
+                    "train.precision",
+                    format!(
+                        "{} trains in f32: mixed precision needs an objective that implements `Shardable` (every built-in method but the GAN), run with `FitOptions::parallel`",
+                        objective.name()
+                    ),
+                ));
             }
-            Some(Sharded { parallel, mut step }) => {
+            None => None,
+            Some(Sharded { parallel, step }) => {
                 check_batch_split(source.batch_size(), parallel.devices().len())?;
-                let parallel = parallel.with_precision(self.config.precision)?;
-                self.run(
-                    objective,
-                    model,
-                    source,
-                    resume,
-                    on_epoch,
-                    &mut |stepper: &mut Stepper,
-                          o: &mut O,
-                          m,
-                          b: &O::Batch,
-                          info: &StepInfo,
-                          lr,
-                          updates| {
-                        step(&parallel, stepper, o, m, b, info, lr, updates)
-                    },
-                )
+                Some((parallel.with_precision(self.config.precision)?, step))
             }
-        }
+        };
+        self.run(
+            objective,
+            model,
+            source,
+            resume,
+            on_epoch,
+            &mut |stepper: &mut Stepper,
+                  o: &mut O,
+                  m,
+                  b: &O::Batch,
+                  info: &StepInfo,
+                  lr,
+                  updates| match &mut sharded {
+                None => stepper.step(o, m, b, info, lr, updates),
+                Some((parallel, step)) => step(parallel, stepper, o, m, b, info, lr, updates),
+            },
+        )
     }
 
     fn run<O, S>(

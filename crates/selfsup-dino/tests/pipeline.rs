@@ -1,69 +1,21 @@
 //! DINO through the pipeline: resumes exactly, evaluates its teacher, trains a ViT on global and local crops, in bf16 over two replicas.
 
-use selfsup_core::{DeviceSpec, Result, checkpoint};
+use selfsup_core::checkpoint;
 use selfsup_pipeline::evaluate::PRETRAINED;
-use selfsup_pipeline::testing::{interrupted_at, same};
-use selfsup_pipeline::{
-    EvalArgs, EvalPlan, EvalReport, PretrainReport, Recipe, Registry, ReportFiles, RunConfig,
-};
-use std::path::Path;
+use selfsup_pipeline::testing::{Harness, interrupted_at, same, tiny_with};
+use selfsup_pipeline::{EvalArgs, EvalPlan, Recipe, Registry, RunConfig};
 
 use selfsup_dino::recipe::DinoRecipe;
 use selfsup_encoders::Arch;
 
-/// The recipes these tests run.
-fn registry() -> Registry {
-    Registry::new().with(DinoRecipe)
+/// The pipeline over the recipes these tests run.
+fn h() -> Harness {
+    Harness(Registry::new().with(DinoRecipe))
 }
 
-fn pretrain(cfg: RunConfig, out: &Path, resume: bool, progress: bool) -> Result<PretrainReport> {
-    let r = registry();
-    selfsup_pipeline::pretrain(r.get(&cfg.method)?, cfg, out, resume, progress)
-}
-
-fn eval_frozen(
-    args: &EvalArgs,
-    plan: EvalPlan,
-    k: Option<usize>,
-    linear_epochs: Option<usize>,
-) -> Result<EvalReport> {
-    selfsup_pipeline::eval_frozen(args, &registry(), plan, k, linear_epochs)
-}
-
-fn encoder_weights(run: &Path) -> Vec<f32> {
-    selfsup_pipeline::testing::encoder_weights(run, &registry())
-}
-
-mod common {
-    use super::*;
-
-    pub fn report(run: &Path, points: usize) -> Result<ReportFiles> {
-        selfsup_pipeline::report(run, &registry(), None, points, None)
-    }
-}
-
-/// `recipe`'s preset at test size: the shared sections, and `settings` (`key=value`) of its own.
+/// `recipe`'s preset at test size, with `settings` of its own.
 fn tiny_of(recipe: &dyn Recipe, settings: &[(&str, &str)]) -> RunConfig {
-    let mut c = selfsup_pipeline::testing::tiny(recipe.preset());
-    for (k, v) in settings {
-        c.set(k, v).unwrap();
-    }
-    c
-}
-
-/// `cfg` trained over two (flex) replicas in bf16 into `out`: as many steps as the f32 run
-/// `f32_run` and a final loss within 5 % of its.
-fn split_in_bf16_follows(cfg: &RunConfig, f32_run: &PretrainReport, out: &Path) {
-    let mut split = cfg.clone();
-    split.devices = vec![DeviceSpec::Flex, DeviceSpec::Flex];
-    split.train.precision = selfsup_core::config::Precision::Bf16;
-    let r = pretrain(split, out, false, false).unwrap();
-    assert_eq!(r.steps, f32_run.steps);
-    let (l, l32) = (r.final_loss, f32_run.final_loss);
-    assert!(
-        (l - l32).abs() < 0.05 * l32,
-        "bf16 over two replicas {l}, f32 {l32}"
-    );
+    tiny_with(recipe.preset(), settings)
 }
 
 const DINO_SMALL: &[(&str, &str)] = &[
@@ -87,7 +39,7 @@ fn tiny_dino() -> RunConfig {
 fn dino_pretrains_resumes_exactly_and_evaluates_the_teacher() {
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a");
-    let report = pretrain(tiny_dino(), &a, false, false).unwrap();
+    let report = h().pretrain(tiny_dino(), &a, false, false).unwrap();
     assert_eq!(report.steps, 4);
     assert!(report.final_loss.is_finite());
     let metrics = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
@@ -107,8 +59,8 @@ fn dino_pretrains_resumes_exactly_and_evaluates_the_teacher() {
     // teacher and centre, and ends with the very same teacher.
     let b = dir.path().join("b");
     interrupted_at(&steps[1], &b);
-    pretrain(tiny_dino(), &b, true, false).unwrap();
-    same(&encoder_weights(&a), &encoder_weights(&b))
+    h().pretrain(tiny_dino(), &b, true, false).unwrap();
+    same(&h().encoder_weights(&a), &h().encoder_weights(&b))
         .expect("resumed DINO run differs from the uninterrupted one");
 
     // A step checkpoint evaluates through its teacher.
@@ -121,17 +73,18 @@ fn dino_pretrains_resumes_exactly_and_evaluates_the_teacher() {
         linear: false,
         baselines: false,
     };
-    let from_step = eval_frozen(&args, knn_only, Some(5), None).unwrap();
-    let from_run = eval_frozen(
-        &EvalArgs {
-            checkpoint: a.clone(),
-            ..EvalArgs::default()
-        },
-        knn_only,
-        Some(5),
-        None,
-    )
-    .unwrap();
+    let from_step = h().eval_frozen(&args, knn_only, Some(5), None).unwrap();
+    let from_run = h()
+        .eval_frozen(
+            &EvalArgs {
+                checkpoint: a.clone(),
+                ..EvalArgs::default()
+            },
+            knn_only,
+            Some(5),
+            None,
+        )
+        .unwrap();
     let knn = |r: &selfsup_pipeline::EvalReport| r.row(PRETRAINED).unwrap().knn_top1;
     assert_eq!(knn(&from_step), knn(&from_run));
 }
@@ -147,11 +100,13 @@ fn dino_trains_a_vit_on_global_and_local_crops() {
     vit.encoder.vit.image_size = 28;
     vit.train.epochs = 1;
     // 8 px local crops are 2 x 2 patches beside the 7 x 7 of the 28 px global crops.
-    let report = pretrain(vit.clone(), &dir.path().join("v"), false, false).unwrap();
+    let report = h()
+        .pretrain(vit.clone(), &dir.path().join("v"), false, false)
+        .unwrap();
     assert_eq!(report.steps, 2);
     assert!(report.final_loss.is_finite());
     // The report draws each head's class-token attention beside six test images.
-    let files = common::report(&dir.path().join("v"), 0).unwrap();
+    let files = h().report(&dir.path().join("v"), 0).unwrap();
     let picture = dir.path().join("v").join("report").join("attention.png");
     assert!(files.pictures.contains(&picture), "{:?}", files.pictures);
     let img = image::open(&picture).unwrap();
@@ -163,11 +118,12 @@ fn dino_trains_a_vit_on_global_and_local_crops() {
     assert!(summary.contains("attention.png"), "{summary}");
 
     // Over two (flex) replicas in bf16 (the teacher copied in bf16 too): near the f32 run.
-    split_in_bf16_follows(&vit, &report, &dir.path().join("split"));
+    h().split_in_bf16_follows(&vit, &report, &dir.path().join("split"));
 
     // Crops that are not whole patches are refused, naming the field.
     vit.set("dino.crops.local_size", "6").unwrap();
-    let err = pretrain(vit, &dir.path().join("w"), false, false)
+    let err = h()
+        .pretrain(vit, &dir.path().join("w"), false, false)
         .unwrap_err()
         .to_string();
     assert!(err.contains("dino.crops.local_size"), "{err}");

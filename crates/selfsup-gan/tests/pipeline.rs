@@ -1,44 +1,16 @@
 //! The GAN through the pipeline: two phases, samples, exact resume, its discriminator evaluated, `selfsup sample`, the report.
 
 use burn::tensor::Device;
-use selfsup_core::{Result, checkpoint};
-use selfsup_pipeline::testing::{interrupted_at, same};
-use selfsup_pipeline::{
-    EvalArgs, EvalPlan, EvalReport, PretrainReport, Recipe, Registry, ReportFiles, RunConfig,
-};
+use selfsup_core::checkpoint;
+use selfsup_pipeline::testing::{Harness, interrupted_at, same};
+use selfsup_pipeline::{EvalArgs, EvalPlan, Recipe, Registry, RunConfig};
 use std::path::Path;
 
 use selfsup_gan::recipe::GanRecipe;
 
-/// The recipes these tests run.
-fn registry() -> Registry {
-    Registry::new().with(GanRecipe)
-}
-
-fn pretrain(cfg: RunConfig, out: &Path, resume: bool, progress: bool) -> Result<PretrainReport> {
-    let r = registry();
-    selfsup_pipeline::pretrain(r.get(&cfg.method)?, cfg, out, resume, progress)
-}
-
-fn eval_frozen(
-    args: &EvalArgs,
-    plan: EvalPlan,
-    k: Option<usize>,
-    linear_epochs: Option<usize>,
-) -> Result<EvalReport> {
-    selfsup_pipeline::eval_frozen(args, &registry(), plan, k, linear_epochs)
-}
-
-fn encoder_weights(run: &Path) -> Vec<f32> {
-    selfsup_pipeline::testing::encoder_weights(run, &registry())
-}
-
-mod common {
-    use super::*;
-
-    pub fn report(run: &Path, points: usize) -> Result<ReportFiles> {
-        selfsup_pipeline::report(run, &registry(), None, points, None)
-    }
+/// The pipeline over the recipes these tests run.
+fn h() -> Harness {
+    Harness(Registry::new().with(GanRecipe))
 }
 
 fn small_run(recipe: &dyn Recipe) -> RunConfig {
@@ -63,7 +35,7 @@ fn gan_tiny() -> RunConfig {
 fn gan_trains_samples_resumes_and_evaluates_its_discriminator() {
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a");
-    let report = pretrain(gan_tiny(), &a, false, false).unwrap();
+    let report = h().pretrain(gan_tiny(), &a, false, false).unwrap();
     assert!(report.final_loss.is_finite());
     let metrics = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
     for key in [
@@ -92,8 +64,8 @@ fn gan_trains_samples_resumes_and_evaluates_its_discriminator() {
     // Interrupted after the first checkpoint and resumed: the same weights.
     let b = dir.path().join("b");
     interrupted_at(&steps[0], &b);
-    pretrain(gan_tiny(), &b, true, false).unwrap();
-    same(&encoder_weights(&a), &encoder_weights(&b))
+    h().pretrain(gan_tiny(), &b, true, false).unwrap();
+    same(&h().encoder_weights(&a), &h().encoder_weights(&b))
         .expect("resumed GAN run differs from uninterrupted run");
     let generator = |run: &Path| {
         let (_, g) = selfsup_gan::recipe::load_generator(run, &Device::flex()).unwrap();
@@ -109,30 +81,25 @@ fn gan_trains_samples_resumes_and_evaluates_its_discriminator() {
         linear: false,
         baselines: false,
     };
-    eval_frozen(&args, knn_only, Some(5), None).unwrap();
+    h().eval_frozen(&args, knn_only, Some(5), None).unwrap();
     // The discriminator's trunk fine-tunes like any encoder.
     let whole = EvalArgs {
         checkpoint: a.clone(),
         ..EvalArgs::default()
     };
-    let ft = selfsup_pipeline::eval_finetune(
-        &whole,
-        &registry(),
-        Some(vec![0.5]),
-        Some(1),
-        false,
-        false,
-    )
-    .unwrap();
+    let ft =
+        selfsup_pipeline::eval_finetune(&whole, &h().0, Some(vec![0.5]), Some(1), false, false)
+            .unwrap();
     assert!((0.0..=1.0).contains(&ft[0].test.top1));
-    let files = common::report(&a, 0).unwrap();
+    let files = h().report(&a, 0).unwrap();
     for pic in ["samples.png", "frechet.png", "loss.png"] {
         assert!(files.pictures.iter().any(|p| p.ends_with(pic)), "{pic}");
     }
     // Images the generator cannot grow to are refused, naming the field; so is a non-GAN run.
     let mut bad = gan_tiny();
     bad.augment.crop_size = 27;
-    let e = pretrain(bad, &dir.path().join("c"), false, false)
+    let e = h()
+        .pretrain(bad, &dir.path().join("c"), false, false)
         .unwrap_err()
         .to_string();
     assert!(e.contains("augment.crop_size"), "{e}");

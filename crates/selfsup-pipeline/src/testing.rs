@@ -2,9 +2,76 @@
 //! run's encoder weights, bit-for-bit comparison, a run stopped at a checkpoint.
 
 use crate::config::RunConfig;
+use crate::evaluate::{EvalArgs, EvalPlan, EvalReport};
+use crate::pretrain::PretrainReport;
 use crate::registry::Registry;
-use selfsup_core::checkpoint;
+use crate::report::ReportFiles;
+use selfsup_core::{Result, checkpoint};
 use std::path::Path;
+
+/// The pipeline's entry points over the registry of the recipes a test runs.
+pub struct Harness(pub Registry);
+
+impl Harness {
+    /// [`crate::pretrain`] of `cfg`'s method.
+    pub fn pretrain(
+        &self,
+        cfg: RunConfig,
+        out: &Path,
+        resume: bool,
+        progress: bool,
+    ) -> Result<PretrainReport> {
+        crate::pretrain(self.0.get(&cfg.method)?, cfg, out, resume, progress)
+    }
+
+    /// [`crate::eval_frozen`].
+    pub fn eval_frozen(
+        &self,
+        args: &EvalArgs,
+        plan: EvalPlan,
+        k: Option<usize>,
+        linear_epochs: Option<usize>,
+    ) -> Result<EvalReport> {
+        crate::eval_frozen(args, &self.0, plan, k, linear_epochs)
+    }
+
+    /// [`crate::report`] into `RUN/report`, with `points` test embeddings.
+    pub fn report(&self, run: &Path, points: usize) -> Result<ReportFiles> {
+        crate::report(run, &self.0, None, points, None)
+    }
+
+    /// `cfg` trained over two (flex) replicas in bf16 into `out`: as many steps as the f32
+    /// run `f32_run` and a final loss within 5 % of its.
+    pub fn split_in_bf16_follows(&self, cfg: &RunConfig, f32_run: &PretrainReport, out: &Path) {
+        let mut split = cfg.clone();
+        split.devices = vec![
+            selfsup_core::DeviceSpec::Flex,
+            selfsup_core::DeviceSpec::Flex,
+        ];
+        split.train.precision = selfsup_core::Precision::Bf16;
+        let r = self.pretrain(split, out, false, false).unwrap();
+        assert_eq!(r.steps, f32_run.steps);
+        let (l, l32) = (r.final_loss, f32_run.final_loss);
+        assert!(
+            (l - l32).abs() < 0.05 * l32,
+            "bf16 over two replicas {l}, f32 {l32}"
+        );
+    }
+
+    /// [`encoder_weights`] of a run of these recipes.
+    pub fn encoder_weights(&self, run: &Path) -> Vec<f32> {
+        encoder_weights(run, &self.0)
+    }
+}
+
+/// `preset` at test size ([`tiny`]) with `settings` (`key=value`) of the method's own.
+pub fn tiny_with(preset: RunConfig, settings: &[(&str, &str)]) -> RunConfig {
+    let mut c = tiny(preset);
+    for (k, v) in settings {
+        c.set(k, v).unwrap();
+    }
+    c
+}
 
 /// `preset` on 96 training images for 2 epochs of 32, a 4-wide encoder, a checkpoint every 2
 /// steps, short probes.

@@ -1,43 +1,14 @@
 //! RotNet and jigsaw through the pipeline: pretext accuracy logged, exact resume, step checkpoints evaluated, puzzles drawn.
 
-use selfsup_core::{DeviceSpec, Result, checkpoint};
-use selfsup_pipeline::testing::{interrupted_at, same};
-use selfsup_pipeline::{
-    EvalArgs, EvalPlan, EvalReport, PretrainReport, Recipe, Registry, ReportFiles, RunConfig,
-};
-use std::path::Path;
+use selfsup_core::{DeviceSpec, checkpoint};
+use selfsup_pipeline::testing::{Harness, interrupted_at, same};
+use selfsup_pipeline::{EvalArgs, EvalPlan, Recipe, Registry, RunConfig};
 
 use selfsup_pretext::recipe::{JigsawRecipe, RotNetRecipe};
 
-/// The recipes these tests run.
-fn registry() -> Registry {
-    Registry::new().with(RotNetRecipe).with(JigsawRecipe)
-}
-
-fn pretrain(cfg: RunConfig, out: &Path, resume: bool, progress: bool) -> Result<PretrainReport> {
-    let r = registry();
-    selfsup_pipeline::pretrain(r.get(&cfg.method)?, cfg, out, resume, progress)
-}
-
-fn eval_frozen(
-    args: &EvalArgs,
-    plan: EvalPlan,
-    k: Option<usize>,
-    linear_epochs: Option<usize>,
-) -> Result<EvalReport> {
-    selfsup_pipeline::eval_frozen(args, &registry(), plan, k, linear_epochs)
-}
-
-fn encoder_weights(run: &Path) -> Vec<f32> {
-    selfsup_pipeline::testing::encoder_weights(run, &registry())
-}
-
-mod common {
-    use super::*;
-
-    pub fn report(run: &Path, points: usize) -> Result<ReportFiles> {
-        selfsup_pipeline::report(run, &registry(), None, points, None)
-    }
+/// The pipeline over the recipes these tests run.
+fn h() -> Harness {
+    Harness(Registry::new().with(RotNetRecipe).with(JigsawRecipe))
 }
 
 /// A small run of `recipe` (a 4-wide ConvNet, 96 images, 2 epochs).
@@ -53,7 +24,7 @@ fn rotnet_trains_and_evaluates_its_encoder() {
     let run = dir.path().join("rot");
     let mut c = tiny(&RotNetRecipe);
     c.train.epochs = 1;
-    let report = pretrain(c, &run, false, false).unwrap();
+    let report = h().pretrain(c, &run, false, false).unwrap();
     assert!(report.final_loss.is_finite());
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert!(metrics.contains("pretext_top1"), "{metrics}");
@@ -67,7 +38,7 @@ fn rotnet_trains_and_evaluates_its_encoder() {
         linear: false,
         baselines: false,
     };
-    eval_frozen(&args, knn_only, Some(5), None).unwrap();
+    h().eval_frozen(&args, knn_only, Some(5), None).unwrap();
 }
 
 /// Jigsaw trains through the shared engine on its tiles, logs how often it names the
@@ -84,18 +55,18 @@ fn jigsaw_trains_resumes_and_evaluates_its_encoder() {
         c
     };
     let a = dir.path().join("a");
-    let report = pretrain(jig(), &a, false, false).unwrap();
+    let report = h().pretrain(jig(), &a, false, false).unwrap();
     assert!(report.final_loss.is_finite());
     let metrics = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
     assert!(metrics.contains("pretext_top1"), "{metrics}");
     let steps = checkpoint::list(&a).unwrap();
     let b = dir.path().join("b");
     interrupted_at(&steps[0], &b);
-    pretrain(jig(), &b, true, false).unwrap();
-    same(&encoder_weights(&a), &encoder_weights(&b))
+    h().pretrain(jig(), &b, true, false).unwrap();
+    same(&h().encoder_weights(&a), &h().encoder_weights(&b))
         .expect("resumed jigsaw run differs from uninterrupted run");
     // The report shows the puzzles and the pretext accuracy.
-    let files = common::report(&a, 0).unwrap();
+    let files = h().report(&a, 0).unwrap();
     assert!(files.pictures.iter().any(|p| p.ends_with("puzzle.png")));
     let md = std::fs::read_to_string(&files.summary).unwrap();
     assert!(md.contains("Pretext top-1"), "{md}");
@@ -108,18 +79,21 @@ fn jigsaw_trains_resumes_and_evaluates_its_encoder() {
         linear: false,
         baselines: false,
     };
-    eval_frozen(&args, knn_only, Some(5), None).unwrap();
+    h().eval_frozen(&args, knn_only, Some(5), None).unwrap();
     // Over two (flex) replicas: it trains (BatchNorm per half, so not the same weights).
     let mut split = jig();
     split.devices = vec![DeviceSpec::Flex, DeviceSpec::Flex];
-    let r = pretrain(split, &dir.path().join("split"), false, false).unwrap();
+    let r = h()
+        .pretrain(split, &dir.path().join("split"), false, false)
+        .unwrap();
     assert_eq!(r.steps, report.steps);
     assert!(r.final_loss.is_finite());
     // Tiles that cannot fit their cells are refused, naming the field.
     let mut bad = jig();
     bad.set("jigsaw.image_size", "12").unwrap();
     bad.set("jigsaw.tile", "5").unwrap();
-    let e = pretrain(bad, &dir.path().join("c"), false, false)
+    let e = h()
+        .pretrain(bad, &dir.path().join("c"), false, false)
         .unwrap_err()
         .to_string();
     assert!(e.contains("jigsaw.tile"), "{e}");

@@ -1,6 +1,6 @@
 //! What the end-to-end tests share: the built-in registry, tiny configs of every method, the
 //! pipeline's entry points over that registry, and a run's encoder weights to compare.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use selfsup_cli::registry;
 use selfsup_core::Result;
@@ -69,38 +69,15 @@ pub fn tiny() -> RunConfig {
     c
 }
 
-/// `method`'s preset on 96 training images for 2 epochs of 32, a 4-wide encoder, a
-/// checkpoint every 2 steps, and short probes: the run and evaluation settings of
-/// [`tiny`], for any method.
+/// `method`'s preset at [`selfsup_pipeline::testing::small_run`]'s size.
 pub fn small_run(method: &str) -> RunConfig {
-    let mut c = preset(method);
-    c.data.max_train = 96;
-    c.data.max_test = 40;
-    c.encoder.width = 4;
-    c.train.batch_size = 32;
-    c.train.epochs = 2;
-    c.train.checkpoint_every = 2;
-    c.train.keep_checkpoints = 10;
-    c.train.log_every = 1;
-    c.knn.k = 5;
-    c.linear.epochs = 3;
-    c.finetune.train.epochs = 1;
-    c.finetune.train.batch_size = 16;
-    c
+    selfsup_pipeline::testing::small_run(preset(method))
 }
 
 /// Any method at test size: 64 training images, one epoch of batches of 32, every network a
 /// few units wide, kNN only.
 pub fn tiny_of(method: &str) -> RunConfig {
-    let mut c = preset(method);
-    c.data.max_train = 64;
-    c.data.max_test = 16;
-    c.train.batch_size = 32;
-    c.train.epochs = 1;
-    c.encoder.width = 4;
-    c.encoder.vit.dim = 16;
-    c.encoder.vit.depth = 1;
-    c.encoder.vit.heads = 2;
+    let mut c = selfsup_pipeline::testing::tiny(preset(method));
     for (k, v) in [
         ("mae.decoder_dim", "8"),
         ("mae.decoder_depth", "1"),
@@ -116,36 +93,12 @@ pub fn tiny_of(method: &str) -> RunConfig {
     ] {
         set_own(&mut c, k, v);
     }
-    c.knn.k = 5;
-    c.eval.linear = false;
-    c.eval.baselines = false;
     c
 }
 
 /// Every float parameter of the encoder a run folder saved.
 pub fn encoder_weights(run: &Path) -> Vec<f32> {
-    let (_, enc) =
-        selfsup_pipeline::evaluate::load_encoder(run, &registry(), &burn::tensor::Device::flex())
-            .unwrap();
-    selfsup_core::grads::param_values(&enc)
+    selfsup_pipeline::testing::encoder_weights(run, &registry())
 }
 
-/// `Ok` when `a` and `b` are equal bit for bit; else how many values differ and the first.
-pub fn same(a: &[f32], b: &[f32]) -> std::result::Result<(), String> {
-    if a.len() != b.len() {
-        return Err(format!("{} vs {} values", a.len(), b.len()));
-    }
-    let diff: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
-    if diff.is_empty() {
-        Ok(())
-    } else {
-        let i = diff[0];
-        Err(format!(
-            "{} of {} values differ; first at {i}: {} vs {}",
-            diff.len(),
-            a.len(),
-            a[i],
-            b[i]
-        ))
-    }
-}
+pub use selfsup_pipeline::testing::same;
