@@ -189,18 +189,38 @@ fn finite_nonneg(v: f64) -> bool {
 }
 
 impl TrainConfig {
+    /// Every rule `train.batch_size` must keep, in one place: at least 2 (contrastive losses
+    /// compare the images of a batch), at most the `images` of the training split when they
+    /// are known (`what` names the data), and a multiple of `devices` (each gets an equal
+    /// shard).
+    pub fn check_batch(&self, images: Option<(usize, &str)>, devices: usize) -> Result<()> {
+        let b = self.batch_size;
+        ensure(b >= 2, "train.batch_size", || {
+            format!("{b} is too small: contrastive losses need at least 2")
+        })?;
+        if let Some((n, what)) = images {
+            ensure(n >= b, "train.batch_size", || {
+                format!("{b} is larger than the {n} training images of {what}; lower it")
+            })?;
+        }
+        ensure(
+            devices <= 1 || b.is_multiple_of(devices),
+            "train.batch_size",
+            || {
+                format!(
+                    "{b} does not split evenly over {devices} devices: use a multiple of {devices}"
+                )
+            },
+        )
+    }
+
     /// Checks every value's range, naming the first field that is out of it.
     pub fn validate(&self) -> Result<()> {
         let o = &self.optimizer;
         ensure(self.epochs > 0, "train.epochs", || {
             "must be at least 1".into()
         })?;
-        ensure(self.batch_size >= 2, "train.batch_size", || {
-            format!(
-                "{} is too small: contrastive losses need at least 2",
-                self.batch_size
-            )
-        })?;
+        self.check_batch(None, 1)?;
         ensure(self.log_every > 0, "train.log_every", || {
             "must be at least 1".into()
         })?;

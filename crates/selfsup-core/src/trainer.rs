@@ -406,20 +406,6 @@ impl<'a, O: Shardable + 'a> FitOptions<'a, O> {
     }
 }
 
-/// Checks that batches of `batch` images split evenly over `devices`: the one place a
-/// data-parallel batch size is checked.
-pub fn check_batch_split(batch: usize, devices: usize) -> Result<()> {
-    if devices > 1 && !batch.is_multiple_of(devices) {
-        return Err(Error::config(
-            "train.batch_size",
-            format!(
-                "{batch} does not split evenly over {devices} devices: use a multiple of {devices}"
-            ),
-        ));
-    }
-    Ok(())
-}
-
 impl Trainer {
     /// A trainer writing checkpoints and `metrics.jsonl` under `run_dir`.
     pub fn new(config: TrainConfig, run_dir: impl AsRef<Path>) -> Result<Self> {
@@ -481,7 +467,11 @@ impl Trainer {
             }
             None => None,
             Some(Sharded { parallel, step }) => {
-                check_batch_split(source.batch_size(), parallel.devices().len())?;
+                TrainConfig {
+                    batch_size: source.batch_size(),
+                    ..self.config.clone()
+                }
+                .check_batch(None, parallel.devices().len())?;
                 Some((parallel.with_precision(self.config.precision)?, step))
             }
         };
@@ -520,10 +510,8 @@ impl Trainer {
         let cfg = &self.config;
         let spe = source.steps_per_epoch();
         if spe == 0 {
-            return Err(Error::Invalid(format!(
-                "the dataset gives no full batch of {} images; lower train.batch_size",
-                cfg.batch_size
-            )));
+            // A source of fewer images than a batch (the pipeline checks its data first).
+            cfg.check_batch(Some((0, "the source")), 1)?;
         }
         let mut total = cfg.epochs * spe;
         if cfg.max_steps > 0 {

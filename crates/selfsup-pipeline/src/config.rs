@@ -519,7 +519,7 @@ impl RunConfig {
                 ),
             ));
         }
-        selfsup_core::trainer::check_batch_split(self.train.batch_size, n)
+        self.train.check_batch(None, n)
     }
 
     /// Side of the square crops the encoder sees: `augment.crop_size`, or the images' own

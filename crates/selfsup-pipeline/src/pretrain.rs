@@ -82,17 +82,9 @@ pub(crate) fn pretrain_run(
     let mut splits = cfg.data.load(cfg.train.seed)?;
     let size = cfg.crop_side(splits.train.height);
     recipe.prepare(&mut cfg, &mut splits, size)?;
-    if splits.train.len() < cfg.train.batch_size {
-        return Err(Error::config(
-            "train.batch_size",
-            format!(
-                "{} is larger than the {} training images of {}; lower it",
-                cfg.train.batch_size,
-                splits.train.len(),
-                cfg.data.spec
-            ),
-        ));
-    }
+    let spec = cfg.data.spec.to_string();
+    cfg.train
+        .check_batch(Some((splits.train.len(), &spec)), devices.len())?;
     cfg.data.resolve_normalization(&splits.train);
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let saved = out.join(CONFIG_FILE);
