@@ -11,7 +11,8 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use selfsup_benches::{bench_steps, jpeg_folder, peak_rss_mib, random_images, reset_peak_rss};
 use selfsup_contrastive::{SimClr, SimClrConfig, SimClrModel};
 use selfsup_core::{DeviceSpec, TrainConfig, ViewGenerator, seed};
-use selfsup_data::{AugmentConfig, MultiView, folder::decode_full};
+use selfsup_data::decode::{self, Decode};
+use selfsup_data::{AugmentConfig, MultiView};
 use selfsup_encoders::{Arch, Backbone, EncoderConfig, HeadConfig};
 use selfsup_eval::{KnnConfig, knn_predict};
 
@@ -85,7 +86,7 @@ fn augment_folder(c: &mut Criterion, name: &str, size: usize, source: (u32, u32)
     group.bench_function(name, |b| {
         b.iter(|| {
             for (i, f) in files.iter().enumerate() {
-                let img = decode_full(f, 3).unwrap();
+                let img = decode::file(f, &Decode::default()).unwrap();
                 let mut rng = seed::rng(0, 0, 0, i as u64);
                 std::hint::black_box(views.views(&img, &mut rng));
             }

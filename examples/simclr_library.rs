@@ -14,7 +14,7 @@ use std::sync::Arc;
 fn main() -> Result<()> {
     let device = DeviceSpec::Flex.train_device()?;
     let data = DataConfig::default().load(0)?;
-    let (mean, std) = data.train.channel_stats();
+    let (mean, std) = data.train.channel_stats()?;
     let (train, test) = (
         Arc::new(data.train),
         data.test.expect("the sample has a test split"),
@@ -61,14 +61,15 @@ fn main() -> Result<()> {
     let plain = DeviceSpec::Flex.device()?;
     let tf = EvalTransform {
         size: 28,
+        center_crop: None,
         mean,
         std,
         grid: 1,
     };
     let acc = knn_accuracy(
-        extract(&encoder, &train, &tf, 512, &plain),
+        extract(&encoder, &train, &tf, 512, &plain)?,
         train.labels.as_ref().expect("labelled"),
-        extract(&encoder, &test, &tf, 512, &plain),
+        extract(&encoder, &test, &tf, 512, &plain)?,
         test.labels.as_ref().expect("labelled"),
         10,
         &KnnConfig::default(),

@@ -42,12 +42,18 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
         /// Data: sample, fashion-mnist:PATH, mnist:PATH, cifar10:PATH, cifar100:PATH,
-        /// folder:PATH, manifest:PATH (image-caption pairs).
+        /// stl10:PATH, folder:PATH (streamed; `train/` + `val/` are two splits),
+        /// manifest:PATH (image-caption pairs), shards:PATTERN (WebDataset tar shards,
+        /// `data/train-{000..099}.tar` or a glob).
         #[arg(long)]
         data: Option<DataSpec>,
         /// Device: flex (CPU), wgpu, cuda:N.
         #[arg(long)]
         device: Option<DeviceSpec>,
+        /// Train and save the encoder without the final scoring (score later with
+        /// `selfsup eval`).
+        #[arg(long)]
+        no_eval: bool,
         /// Data-parallel training over several devices, comma-separated (cuda:0,cuda:1): each
         /// step's batch is split over them; the first holds the model. Every method but the GAN.
         #[arg(long, value_delimiter = ',', conflicts_with = "device")]
@@ -386,6 +392,7 @@ fn run(cli: Cli) -> Result<()> {
             resume,
             set,
             quiet,
+            no_eval,
         } => {
             let from_file = config
                 .as_deref()
@@ -459,7 +466,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             apply_sets(&mut cfg, &set)?;
             let recipe = registry.get(&cfg.method)?;
-            let report = pretrain(recipe, cfg, &out, resume, !quiet)?;
+            let report = if no_eval {
+                selfsup_pipeline::pretrain_only(recipe, cfg, &out, resume, !quiet)?
+            } else {
+                pretrain(recipe, cfg, &out, resume, !quiet)?
+            };
             let peak = report
                 .peak_rss_mib
                 .map(|m| format!(", peak memory {m:.0} MiB"))

@@ -136,17 +136,20 @@ fn clip_trains_on_a_manifest() {
     assert!(results.contains("text_to_image"), "{results}");
     assert!(results.contains("\"zero_shot\": null"), "{results}");
 
-    std::fs::write(
-        &manifest,
-        "{\"image\": \"images/0.png\", \"caption\": \"x\"}\n{\"image\": \"images/404.png\", \"caption\": \"y\"}\n",
-    )
-    .unwrap();
+    // A missing image is found when it is streamed, and named.
+    let lines: String = (0..40)
+        .map(|i| {
+            let name = if i % 4 == 3 { 404 } else { i };
+            format!("{{\"image\": \"images/{name}.png\", \"caption\": \"number {i}\"}}\n")
+        })
+        .collect();
+    std::fs::write(&manifest, lines).unwrap();
     let err = h()
         .pretrain(c, &dir.path().join("bad"), false, false)
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("404.png") && err.contains("pairs.jsonl"),
+        err.contains("404.png") && err.contains("data.corrupt_images"),
         "{err}"
     );
 }

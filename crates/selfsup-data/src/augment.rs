@@ -20,8 +20,10 @@ fn uniform(rng: &mut dyn RngCore, lo: f32, hi: f32) -> f32 {
     }
 }
 
-/// Bilinear resampling of the region `(top, left, h, w)` of `img` to `out_h` x `out_w`
-/// (half-pixel centres, as PyTorch's `align_corners=False`).
+/// Resampling of the region `(top, left, h, w)` of `img` to `out_h` x `out_w` (half-pixel
+/// centres, as PyTorch's `align_corners=False`). Enlarging is bilinear; shrinking along an
+/// axis widens the triangle filter by the shrink factor (antialiasing, as PIL and
+/// torchvision's `antialias=True` do), so a 500-pixel photo cropped to 96 does not alias.
 pub fn resize_region(
     img: &Image,
     top: f32,
@@ -31,6 +33,9 @@ pub fn resize_region(
     out_h: usize,
     out_w: usize,
 ) -> Image {
+    if h > out_h as f32 || w > out_w as f32 {
+        return resize_region_antialiased(img, top, left, h, w, out_h, out_w);
+    }
     let mut out = Image::zeros(img.channels, out_h, out_w);
     let (sy, sx) = (h / out_h as f32, w / out_w as f32);
     let (ih, iw) = (img.height as isize, img.width as isize);
@@ -64,6 +69,79 @@ pub fn resize_region(
     out
 }
 
+/// The taps of one output axis: for each output position, the first source index and the
+/// normalized weights of the consecutive source pixels it averages. The triangle filter is
+/// widened by the shrink factor (`span / out`, at least 1), as PIL's bilinear resampling.
+fn taps(start: f32, span: f32, out: usize, len: usize) -> Vec<(usize, Vec<f32>)> {
+    let scale = span / out as f32;
+    let support = scale.max(1.0);
+    (0..out)
+        .map(|o| {
+            let centre = start + (o as f32 + 0.5) * scale;
+            let lo = ((centre - support).floor().max(0.0) as usize).min(len - 1);
+            let hi = ((centre + support).ceil().max(1.0) as usize).min(len);
+            let mut w: Vec<f32> = (lo..hi.max(lo + 1))
+                .map(|x| (1.0 - ((x as f32 + 0.5 - centre) / support).abs()).max(0.0))
+                .collect();
+            let sum: f32 = w.iter().sum();
+            if sum > 0.0 {
+                w.iter_mut().for_each(|v| *v /= sum);
+            } else {
+                // The region lies past the image's edge: take the nearest pixel.
+                w.iter_mut().for_each(|v| *v = 0.0);
+                w[0] = 1.0;
+            }
+            (lo, w)
+        })
+        .collect()
+}
+
+/// [`resize_region`] when shrinking: separable, rows first (only the source rows the output
+/// needs), then columns.
+fn resize_region_antialiased(
+    img: &Image,
+    top: f32,
+    left: f32,
+    h: f32,
+    w: f32,
+    out_h: usize,
+    out_w: usize,
+) -> Image {
+    let xs = taps(left, w, out_w, img.width);
+    let ys = taps(top, h, out_h, img.height);
+    let y_lo = ys.iter().map(|(s, _)| *s).min().unwrap_or(0);
+    let y_hi = ys
+        .iter()
+        .map(|(s, t)| s + t.len())
+        .max()
+        .unwrap_or(0)
+        .max(y_lo + 1);
+    let rows = y_hi - y_lo;
+    let mut out = Image::zeros(img.channels, out_h, out_w);
+    let mut mid = vec![0f32; rows * out_w];
+    let (hw_in, hw_out) = (img.height * img.width, out_h * out_w);
+    for c in 0..img.channels {
+        let plane = &img.data[c * hw_in..(c + 1) * hw_in];
+        for r in 0..rows {
+            let src = &plane[(y_lo + r) * img.width..(y_lo + r + 1) * img.width];
+            for (m, (s, t)) in mid[r * out_w..(r + 1) * out_w].iter_mut().zip(&xs) {
+                *m = t.iter().zip(&src[*s..]).map(|(k, v)| k * v).sum();
+            }
+        }
+        let dst = &mut out.data[c * hw_out..(c + 1) * hw_out];
+        for (oy, (s, t)) in ys.iter().enumerate() {
+            let row = &mut dst[oy * out_w..(oy + 1) * out_w];
+            for (k, &kv) in t.iter().enumerate() {
+                let m = &mid[(s + k - y_lo) * out_w..(s + k - y_lo + 1) * out_w];
+                for (o, v) in row.iter_mut().zip(m) {
+                    *o += kv * v;
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Crops a random region of random area and aspect ratio and resizes it to `size` x `size`.
 /// Works for any input size: a region smaller than `size` is enlarged.
 #[derive(Clone, Debug)]
@@ -76,9 +154,13 @@ pub struct RandomResizedCrop {
     pub ratio: (f32, f32),
 }
 
-impl Augmentation for RandomResizedCrop {
-    fn apply(&self, img: Image, rng: &mut dyn RngCore) -> Image {
-        let (hh, ww) = (img.height as f32, img.width as f32);
+impl RandomResizedCrop {
+    /// The region `(top, left, h, w)` of an `height` x `width` image to crop, drawn as
+    /// torchvision's `RandomResizedCrop.get_params` does: up to 10 tries of an area fraction
+    /// in `scale` and a log-uniform aspect ratio in `ratio`, then the largest centred crop
+    /// within the ratio bounds.
+    pub fn sample(&self, height: usize, width: usize, rng: &mut dyn RngCore) -> [f32; 4] {
+        let (hh, ww) = (height as f32, width as f32);
         let area = hh * ww;
         let (lr0, lr1) = (self.ratio.0.ln(), self.ratio.1.ln());
         for _ in 0..10 {
@@ -89,10 +171,9 @@ impl Augmentation for RandomResizedCrop {
             if w >= 1.0 && h >= 1.0 && w <= ww && h <= hh {
                 let top = (rng.random::<f32>() * (hh - h + 1.0)).floor().min(hh - h);
                 let left = (rng.random::<f32>() * (ww - w + 1.0)).floor().min(ww - w);
-                return resize_region(&img, top, left, h, w, self.size, self.size);
+                return [top, left, h, w];
             }
         }
-        // Fallback: the largest centred crop within the ratio bounds.
         let r = ww / hh;
         let (w, h) = if r < self.ratio.0 {
             (ww, (ww / self.ratio.0).round().max(1.0))
@@ -101,15 +182,14 @@ impl Augmentation for RandomResizedCrop {
         } else {
             (ww, hh)
         };
-        resize_region(
-            &img,
-            ((hh - h) / 2.0).floor(),
-            ((ww - w) / 2.0).floor(),
-            h,
-            w,
-            self.size,
-            self.size,
-        )
+        [((hh - h) / 2.0).floor(), ((ww - w) / 2.0).floor(), h, w]
+    }
+}
+
+impl Augmentation for RandomResizedCrop {
+    fn apply(&self, img: Image, rng: &mut dyn RngCore) -> Image {
+        let [top, left, h, w] = self.sample(img.height, img.width, rng);
+        resize_region(&img, top, left, h, w, self.size, self.size)
     }
 }
 
@@ -127,6 +207,30 @@ impl Augmentation for Resize {
         }
         let (h, w) = (img.height as f32, img.width as f32);
         resize_region(&img, 0.0, 0.0, h, w, self.size, self.size)
+    }
+}
+
+/// Evaluation of photos of any size: the shorter side resized to `size / ratio`, then the
+/// centred `size` x `size` square (torchvision's `Resize(256)` + `CenterCrop(224)` is ratio
+/// 0.875). An image already `size` x `size` is left as it is.
+#[derive(Clone, Debug)]
+pub struct ResizeCenterCrop {
+    /// Output side length.
+    pub size: usize,
+    /// Fraction of the resized shorter side kept, in `(0, 1]`.
+    pub ratio: f32,
+}
+
+impl Augmentation for ResizeCenterCrop {
+    fn apply(&self, img: Image, _rng: &mut dyn RngCore) -> Image {
+        if img.height == self.size && img.width == self.size {
+            return img;
+        }
+        let (h, w) = (img.height as f32, img.width as f32);
+        // The kept square, in source pixels: `ratio` of the shorter side.
+        let side = h.min(w) * self.ratio;
+        let (top, left) = ((h - side) / 2.0, (w - side) / 2.0);
+        resize_region(&img, top, left, side, side, self.size, self.size)
     }
 }
 
@@ -595,11 +699,21 @@ impl AugmentConfig {
     }
 }
 
-/// The evaluation transform: resize to `size` (if needed), then normalize.
-pub fn eval_pipeline(size: usize, mean: Vec<f32>, std: Vec<f32>) -> Pipeline {
-    Pipeline::default()
-        .then(Resize { size })
-        .then(Normalize { mean, std })
+/// The evaluation transform: resize to `size` (if needed), then normalize. With
+/// `center_crop`, photos of any size are resized by their shorter side and centre-cropped
+/// ([`ResizeCenterCrop`]); without, the whole image is resized to the square (sets decoded to
+/// one size at load, as IDX and CIFAR).
+pub fn eval_pipeline(
+    size: usize,
+    center_crop: Option<f32>,
+    mean: Vec<f32>,
+    std: Vec<f32>,
+) -> Pipeline {
+    let p = match center_crop {
+        Some(ratio) => Pipeline::default().then(ResizeCenterCrop { size, ratio }),
+        None => Pipeline::default().then(Resize { size }),
+    };
+    p.then(Normalize { mean, std })
 }
 
 /// Views from several pipelines: `count` views from each, in order (2 x global then K x local
@@ -878,15 +992,16 @@ mod tests {
                     );
                 }
             }
+            // Enlarging regions: plain bilinear.
             for (top, left, rh, rw, oh, ow) in [
-                (0.0, 0.0, h as f32, w as f32, 7, 5),
+                (0.0, 0.0, h as f32, w as f32, 2 * h, 2 * w + 1),
                 (
                     0.5,
                     1.0,
                     (h as f32 / 2.0).max(1.0),
                     (w as f32 / 3.0).max(1.0),
-                    11,
-                    13,
+                    h.max(2),
+                    w.max(3),
                 ),
                 (0.0, 0.0, 1.0, 1.0, 3, 3),
             ] {
@@ -896,5 +1011,29 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Shrinking averages over the shrink factor: a constant stays constant, a one-pixel
+    /// checkerboard halved becomes flat grey (plain bilinear would keep picking one colour),
+    /// and each output pixel of a 2x shrink is a weighted mean of its 4x4 neighbourhood.
+    #[test]
+    fn shrinking_is_antialiased() {
+        let flat = Image::new(1, 16, 24, vec![0.3; 16 * 24]);
+        let out = resize_region(&flat, 0.0, 0.0, 16.0, 24.0, 5, 7);
+        assert!(out.data.iter().all(|v| (v - 0.3).abs() < 1e-6));
+        let checker = Image::new(
+            1,
+            32,
+            32,
+            (0..1024).map(|i| ((i / 32 + i % 32) % 2) as f32).collect(),
+        );
+        let out = resize_region(&checker, 0.0, 0.0, 32.0, 32.0, 16, 16);
+        for v in &out.data[16 * 2..16 * 14] {
+            assert!((v - 0.5).abs() < 0.02, "{v}");
+        }
+        let noise = noise_image(3, 20, 30, 5);
+        let out = resize_region(&noise, 0.0, 0.0, 20.0, 30.0, 10, 15);
+        assert_eq!((out.height, out.width), (10, 15));
+        assert!(in_unit(&out));
     }
 }

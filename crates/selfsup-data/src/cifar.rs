@@ -111,6 +111,7 @@ fn load_files(files: &[PathBuf], kind: Cifar) -> Result<ImageSet> {
         height: 32,
         width: 32,
         pixels,
+        stream: None,
         labels: Some(labels),
         captions: None,
         class_names: match kind {
@@ -138,6 +139,7 @@ pub fn load_dir(dir: &Path, kind: Cifar) -> Result<Splits> {
     Ok(Splits {
         train: load_files(&train, kind)?,
         test: Some(load_files(&[base.join(test)], kind)?),
+        probe: None,
         skipped: Vec::new(),
     })
 }

@@ -1,18 +1,26 @@
-//! [`ImageSet`]: images of one size held in memory as bytes, with optional labels.
+//! [`ImageSet`]: images with optional labels and captions, either held in memory as bytes of
+//! one size (IDX, CIFAR, STL-10's labelled splits) or streamed from their originals (folders,
+//! manifests, tar shards).
 
+use crate::stream::Stream;
+use rayon::prelude::*;
 use selfsup_core::{Error, Image, Result};
 
-/// A set of same-sized images, stored as 8-bit channel-major pixels, with optional labels.
+/// A set of images with optional labels: same-sized 8-bit channel-major pixels in memory, or
+/// a [`Stream`] of originals of any size decoded when asked for.
 #[derive(Clone, Debug)]
 pub struct ImageSet {
     /// Channels per image (1 or 3).
     pub channels: usize,
-    /// Height of every image.
+    /// Height of every image in memory; for a streamed set, the side its originals are
+    /// cropped to by default (`data.image_size`).
     pub height: usize,
-    /// Width of every image.
+    /// Width of every image in memory; for a streamed set, as `height`.
     pub width: usize,
-    /// `len() * channels * height * width` bytes.
+    /// `len() * channels * height * width` bytes (empty for a streamed set).
     pub pixels: Vec<u8>,
+    /// The originals, when the set is streamed.
+    pub stream: Option<Stream>,
     /// One class index per image, when known.
     pub labels: Option<Vec<usize>>,
     /// Class names, indexed by label (may be empty when unknown).
@@ -23,10 +31,55 @@ pub struct ImageSet {
 }
 
 impl ImageSet {
+    /// A streamed set over `stream`, served at `side` pixels by default.
+    pub fn streamed(stream: Stream, side: usize, labels: Option<Vec<usize>>) -> Self {
+        Self {
+            channels: stream.decode.channels,
+            height: side,
+            width: side,
+            pixels: Vec::new(),
+            stream: Some(stream),
+            labels,
+            class_names: Vec::new(),
+            captions: None,
+        }
+    }
+
+    /// A set of no images.
+    pub fn empty() -> Self {
+        Self {
+            channels: 1,
+            height: 1,
+            width: 1,
+            pixels: Vec::new(),
+            stream: None,
+            labels: None,
+            class_names: Vec::new(),
+            captions: None,
+        }
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
+        if let Some(s) = &self.stream {
+            return s.ids.len();
+        }
         let n = self.channels * self.height * self.width;
         self.pixels.len().checked_div(n).unwrap_or(0)
+    }
+
+    /// Whether the images are streamed from their originals (sizes vary) rather than held in
+    /// memory at one size.
+    pub fn is_streamed(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// The streamed images found not to decode so far (`data.corrupt_images = "skip"`).
+    pub fn skipped(&self) -> Vec<crate::folder::Skipped> {
+        self.stream
+            .as_ref()
+            .map(|s| s.bad.list())
+            .unwrap_or_default()
     }
 
     /// Whether the set holds no image.
@@ -39,15 +92,28 @@ impl ImageSet {
         self.channels * self.height * self.width
     }
 
-    /// The raw bytes of image `i`.
+    /// The raw bytes of image `i` of a set in memory (empty for a streamed set).
     pub fn bytes(&self, i: usize) -> &[u8] {
+        if self.stream.is_some() {
+            return &[];
+        }
         let n = self.image_len();
         &self.pixels[i * n..(i + 1) * n]
     }
 
-    /// Image `i` as `[0, 1]` floats.
-    pub fn image(&self, i: usize) -> Image {
-        Image::from_u8(self.channels, self.height, self.width, self.bytes(i))
+    /// Image `i` as `[0, 1]` floats: from memory, or read and decoded from its original (an
+    /// error naming the file when it does not decode and `data.corrupt_images = "error"`;
+    /// see [`Stream::image`]).
+    pub fn image(&self, i: usize) -> Result<Image> {
+        match &self.stream {
+            Some(s) => s.image(i, self.labels.as_deref()),
+            None => Ok(Image::from_u8(
+                self.channels,
+                self.height,
+                self.width,
+                self.bytes(i),
+            )),
+        }
     }
 
     /// Number of classes (`max label + 1`, or the number of class names).
@@ -64,6 +130,17 @@ impl ImageSet {
     /// luminance (ITU-R 601).
     pub fn with_channels(mut self, channels: usize) -> Result<Self> {
         if channels == self.channels {
+            return Ok(self);
+        }
+        if let Some(s) = &mut self.stream {
+            if ![1, 3].contains(&channels) {
+                return Err(Error::config(
+                    "data.channels",
+                    format!("cannot decode images to {channels} channels; use 1 or 3"),
+                ));
+            }
+            s.decode.channels = channels;
+            self.channels = channels;
             return Ok(self);
         }
         let hw = self.height * self.width;
@@ -104,14 +181,17 @@ impl ImageSet {
     /// The subset at `indices`, in that order.
     pub fn subset(&self, indices: &[usize]) -> Self {
         let mut pixels = Vec::with_capacity(indices.len() * self.image_len());
-        for &i in indices {
-            pixels.extend_from_slice(self.bytes(i));
+        if self.stream.is_none() {
+            for &i in indices {
+                pixels.extend_from_slice(self.bytes(i));
+            }
         }
         Self {
             channels: self.channels,
             height: self.height,
             width: self.width,
             pixels,
+            stream: self.stream.as_ref().map(|s| s.subset(indices)),
             labels: self
                 .labels
                 .as_ref()
@@ -205,8 +285,42 @@ impl ImageSet {
         Ok(self.subset(&keep))
     }
 
-    /// Per-channel mean and standard deviation of the pixel values in `[0, 1]`.
-    pub fn channel_stats(&self) -> (Vec<f32>, Vec<f32>) {
+    /// Per-channel mean and standard deviation of the pixel values in `[0, 1]`. A streamed
+    /// set measures [`STATS_SAMPLE`] images spread evenly over it (every pixel of each
+    /// original), so the time it takes does not grow with the dataset.
+    pub fn channel_stats(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        if self.stream.is_some() {
+            let n = self.len();
+            let picks: Vec<usize> = (0..STATS_SAMPLE.min(n))
+                .map(|k| k * n / STATS_SAMPLE.min(n))
+                .collect();
+            let sums: Vec<(Vec<f64>, Vec<f64>, usize)> = picks
+                .par_iter()
+                .map(|&i| {
+                    let img = self.image(i)?;
+                    let hw = img.height * img.width;
+                    let (mut s, mut q) = (vec![0f64; img.channels], vec![0f64; img.channels]);
+                    for c in 0..img.channels {
+                        for &v in img.plane(c) {
+                            s[c] += v as f64;
+                            q[c] += (v as f64) * (v as f64);
+                        }
+                    }
+                    Ok((s, q, hw))
+                })
+                .collect::<Result<_>>()?;
+            let mut sum = vec![0f64; self.channels];
+            let mut sq = vec![0f64; self.channels];
+            let mut count = 0usize;
+            for (s, q, hw) in sums {
+                for c in 0..self.channels.min(s.len()) {
+                    sum[c] += s[c];
+                    sq[c] += q[c];
+                }
+                count += hw;
+            }
+            return Ok(mean_std(&sum, &sq, count.max(1) as f64));
+        }
         let hw = self.height * self.width;
         let mut sum = vec![0f64; self.channels];
         let mut sq = vec![0f64; self.channels];
@@ -221,13 +335,27 @@ impl ImageSet {
             }
         }
         let count = (self.len() * hw).max(1) as f64;
-        let mean: Vec<f32> = sum.iter().map(|s| (s / count) as f32).collect();
-        let std = sq
-            .iter()
-            .zip(&mean)
-            .map(|(q, &m)| ((q / count - (m as f64).powi(2)).max(1e-12).sqrt() as f32).max(1e-3))
-            .collect();
-        (mean, std)
+        Ok(mean_std(&sum, &sq, count))
+    }
+}
+
+/// Images a streamed set's normalization is measured on.
+pub const STATS_SAMPLE: usize = 256;
+
+fn mean_std(sum: &[f64], sq: &[f64], count: f64) -> (Vec<f32>, Vec<f32>) {
+    let mean: Vec<f32> = sum.iter().map(|s| (s / count) as f32).collect();
+    let std = sq
+        .iter()
+        .zip(&mean)
+        .map(|(q, &m)| ((q / count - (m as f64).powi(2)).max(1e-12).sqrt() as f32).max(1e-3))
+        .collect();
+    (mean, std)
+}
+
+impl Splits {
+    /// The images the probes fit on: [`Splits::probe`] when set, else the training images.
+    pub fn probe(&self) -> &ImageSet {
+        self.probe.as_ref().unwrap_or(&self.train)
     }
 }
 
@@ -238,6 +366,9 @@ pub struct Splits {
     pub train: ImageSet,
     /// Held-out images for evaluation.
     pub test: Option<ImageSet>,
+    /// The labelled images the probes (kNN, linear, the monitor) fit on, when they are not
+    /// the pretraining images (STL-10 pretrains on unlabelled images as well).
+    pub probe: Option<ImageSet>,
     /// Image files left out because they did not decode (`data.corrupt_images = "skip"`).
     pub skipped: Vec<crate::folder::Skipped>,
 }
@@ -252,6 +383,7 @@ mod tests {
             height: 1,
             width: 1,
             pixels: (0..labels.len()).map(|i| i as u8).collect(),
+            stream: None,
             labels: Some(labels),
             captions: None,
             class_names: Vec::new(),

@@ -142,6 +142,7 @@ pub(crate) fn from_parts(
         height: h,
         width: w,
         pixels,
+        stream: None,
         labels: Some(l),
         captions: None,
         class_names: class_names.iter().map(|s| s.to_string()).collect(),
@@ -190,6 +191,7 @@ pub fn load_dir(dir: &Path, class_names: &[&str]) -> Result<Splits> {
     Ok(Splits {
         train,
         test: Some(test),
+        probe: None,
         skipped: Vec::new(),
     })
 }

@@ -39,6 +39,9 @@ pub struct ViewLoader {
     batch_size: usize,
     seed: u64,
     device: Device,
+    /// The threads that read, decode and augment (`data.workers`); rayon's global pool when
+    /// `None`.
+    pool: Option<Arc<rayon::ThreadPool>>,
     /// The shuffle of the epoch last asked for, so each step does not reshuffle the dataset.
     order: Mutex<Option<(usize, Arc<Vec<usize>>)>>,
 }
@@ -58,7 +61,28 @@ impl ViewLoader {
             batch_size,
             seed,
             device,
+            pool: None,
             order: Mutex::new(None),
+        }
+    }
+
+    /// Builds batches on a pool of its own of `workers` threads (`data.workers`) instead of
+    /// rayon's global pool, which the backend's kernels may use.
+    pub fn with_workers(mut self, workers: usize) -> Result<Self> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(workers.max(1))
+            .thread_name(|i| format!("selfsup-data-{i}"))
+            .build()
+            .map_err(|e| Error::Invalid(format!("cannot start {workers} data workers: {e}")))?;
+        self.pool = Some(Arc::new(pool));
+        Ok(self)
+    }
+
+    /// Runs `f` on the loader's pool.
+    fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(p) => p.install(f),
+            None => f(),
         }
     }
 
@@ -81,9 +105,9 @@ impl ViewLoader {
     }
 
     /// The views of one image at `epoch`, exactly as the training batches draw them.
-    pub fn image_views(&self, epoch: usize, image: usize) -> Vec<Image> {
+    pub fn image_views(&self, epoch: usize, image: usize) -> Result<Vec<Image>> {
         let mut rng = seed::rng(self.seed, STREAM_AUGMENT, epoch as u64, image as u64);
-        self.views.views(&self.data.image(image), &mut rng)
+        Ok(self.views.views(&self.data.image(image)?, &mut rng))
     }
 }
 
@@ -100,10 +124,11 @@ impl BatchSource for ViewLoader {
 
     fn batch(&self, epoch: usize, index: usize) -> Result<Self::Batch> {
         let ids = self.batch_ids(epoch, index);
-        let per_image: Vec<Vec<Image>> = ids
-            .par_iter()
-            .map(|&i| self.image_views(epoch, i))
-            .collect();
+        let per_image: Vec<Vec<Image>> = self.install(|| {
+            ids.par_iter()
+                .map(|&i| self.image_views(epoch, i))
+                .collect::<Result<_>>()
+        })?;
         let nv = self.views.num_views();
         Ok((0..nv)
             .map(|v| {
@@ -276,22 +301,23 @@ impl BatchSource for CaptionLoader {
     }
 }
 
-/// Images `range` of `data` through a fixed (evaluation) pipeline, as a tensor on `device`.
+/// Images `range` of `data` through a fixed (evaluation) pipeline, as a tensor on `device`
+/// (an error when a streamed image does not decode and `data.corrupt_images = "error"`).
 pub fn eval_batch(
     data: &ImageSet,
     range: std::ops::Range<usize>,
     pipeline: &Pipeline,
     device: &Device,
-) -> Tensor<4> {
+) -> Result<Tensor<4>> {
     let imgs: Vec<Image> = range
         .into_par_iter()
         .map(|i| {
             // The eval pipeline is deterministic; the generator is never drawn from.
             let mut rng = seed::rng(0, 0, 0, i as u64);
-            pipeline.apply(data.image(i), &mut rng)
+            Ok(pipeline.apply(data.image(i)?, &mut rng))
         })
-        .collect();
-    stack(&imgs, device)
+        .collect::<Result<_>>()?;
+    Ok(stack(&imgs, device))
 }
 
 #[cfg(test)]

@@ -9,10 +9,13 @@
 //! lines collects all their captions, in file order; images keep the order of their first line.
 
 use crate::dataset::ImageSet;
-use crate::folder::{self, CorruptImages, Skipped};
+use crate::decode::Decode;
+use crate::folder::CorruptImages;
+use crate::stream::{FileStore, Store, Stream};
 use selfsup_core::{Error, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One image and its captions, as read from the manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,38 +164,20 @@ fn csv_rows(path: &Path, text: &str) -> Result<Vec<(String, String, String)>> {
     Ok(out)
 }
 
-/// Loads a manifest's images (decoded in parallel, resized to `size` square with `channels`
-/// channels) with their captions; no labels. A missing or undecodable image is an error
-/// naming it, or left out (returned) as `policy` says.
-pub fn load(
-    path: &Path,
-    size: usize,
-    channels: usize,
-    policy: CorruptImages,
-) -> Result<(ImageSet, Vec<Skipped>)> {
-    if size == 0 {
+/// Opens a manifest as a streamed set of its images with their captions (no labels): the
+/// manifest is read and checked now, each image when a batch needs it (a missing or
+/// undecodable one stops or is replaced as `policy` says, see [`crate::stream::Stream::image`]).
+pub fn load(path: &Path, side: usize, decode: Decode, policy: CorruptImages) -> Result<ImageSet> {
+    if side == 0 {
         return Err(Error::config("data.image_size", "must be at least 1"));
     }
     let entries = read(path)?;
-    let paths: Vec<&Path> = entries.iter().map(|e| e.image.as_path()).collect();
-    let (kept, pixels, skipped) = folder::decode_all(&paths, size, channels, policy)
-        .map_err(|e| Error::format(path, e.to_string()))?;
-    let mut captions: Vec<Option<Vec<String>>> =
-        entries.into_iter().map(|e| Some(e.captions)).collect();
-    let set = ImageSet {
-        channels,
-        height: size,
-        width: size,
-        pixels,
-        labels: None,
-        class_names: Vec::new(),
-        captions: Some(
-            kept.iter()
-                .map(|&i| captions[i].take().expect("each entry once"))
-                .collect(),
-        ),
-    };
-    Ok((set, skipped))
+    let (files, captions): (Vec<PathBuf>, Vec<Vec<String>>) =
+        entries.into_iter().map(|e| (e.image, e.captions)).unzip();
+    let store: Arc<dyn Store> = Arc::new(FileStore::new(files));
+    let mut set = ImageSet::streamed(Stream::new(store, decode, policy), side, None);
+    set.captions = Some(captions);
+    Ok(set)
 }
 
 #[cfg(test)]
@@ -234,10 +219,13 @@ mod tests {
         ];
         assert_eq!(read(&jsonl).unwrap(), want);
         assert_eq!(read(&csv).unwrap(), want);
-        let (set, skipped) = load(&jsonl, 2, 1, CorruptImages::Error).unwrap();
-        assert!(skipped.is_empty());
+        let gray = Decode {
+            channels: 1,
+            ..Decode::default()
+        };
+        let set = load(&jsonl, 2, gray, CorruptImages::Error).unwrap();
         assert_eq!((set.len(), set.height, set.channels), (2, 2, 1));
-        assert_eq!(set.bytes(1), [200; 4]);
+        assert_eq!(set.image(1).unwrap().data, [200.0 / 255.0; 16]);
         assert_eq!(set.captions.as_ref().unwrap()[1], want[1].captions);
         // Captions follow their images through subsets.
         let sub = set.subset(&[1]);
@@ -249,11 +237,15 @@ mod tests {
             "{\"image\": \"a.png\", \"caption\": \"dark\"}\n{\"image\": \"nope.png\", \"caption\": \"absent\"}\n{\"image\": \"b.png\", \"caption\": \"light\"}\n",
         )
         .unwrap();
-        let (set, skipped) = load(&gone, 2, 1, CorruptImages::Skip).unwrap();
-        assert_eq!(set.len(), 2);
-        assert_eq!(set.captions.unwrap(), [vec!["dark"], vec!["light"]]);
+        let set = load(&gone, 2, gray, CorruptImages::Skip).unwrap();
+        assert_eq!(set.len(), 3);
+        assert_eq!(set.image(1).unwrap(), set.image(2).unwrap());
+        let skipped = set.skipped();
         assert_eq!(skipped.len(), 1);
         assert!(skipped[0].path.ends_with("nope.png"));
+        let set = load(&gone, 2, gray, CorruptImages::Error).unwrap();
+        let err = set.image(1).unwrap_err().to_string();
+        assert!(err.contains("nope.png"), "{err}");
     }
 
     #[test]
@@ -263,7 +255,8 @@ mod tests {
         let check = |name: &str, text: &str, want: &[&str]| {
             let p = dir.path().join(name);
             std::fs::write(&p, text).unwrap();
-            let err = load(&p, 2, 1, CorruptImages::Error)
+            let err = load(&p, 2, Decode::default(), CorruptImages::Error)
+                .and_then(|s| s.image(0))
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(name), "{err}");
@@ -287,19 +280,25 @@ mod tests {
             &["line 1", "empty list"],
         );
         check("h.jsonl", "not json\n", &["line 1", "not JSON"]);
-        check(
-            "m.jsonl",
-            "{\"image\": \"gone.png\", \"caption\": \"x\"}\n",
-            &["gone.png"],
-        );
+        // A missing image is found when it is read, and named.
+        let p = dir.path().join("m.jsonl");
+        std::fs::write(&p, "{\"image\": \"gone.png\", \"caption\": \"x\"}\n").unwrap();
+        let set = load(&p, 2, Decode::default(), CorruptImages::Error).unwrap();
+        let err = set.image(0).unwrap_err().to_string();
+        assert!(err.contains("gone.png"), "{err}");
         check("c.csv", "image,text\na.png,x\n", &["caption", "column"]);
         check("d.csv", "image,caption\na.png,x\nb.png\n", &["row 3"]);
         check("e.csv", "image,caption\na.png,\n", &["row 2", "empty"]);
         check("m.txt", "a.png x\n", &[".jsonl", ".csv"]);
         check("z.jsonl", "\n", &["no image-caption pairs"]);
-        let err = load(&dir.path().join("absent.jsonl"), 2, 1, CorruptImages::Error)
-            .unwrap_err()
-            .to_string();
+        let err = load(
+            &dir.path().join("absent.jsonl"),
+            2,
+            Decode::default(),
+            CorruptImages::Error,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("absent.jsonl"), "{err}");
     }
 }

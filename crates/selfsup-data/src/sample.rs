@@ -25,6 +25,7 @@ pub fn load() -> Result<Splits> {
     Ok(Splits {
         train: split(TRAIN_IMAGES, TRAIN_LABELS, "train")?,
         test: Some(split(TEST_IMAGES, TEST_LABELS, "test")?),
+        probe: None,
         skipped: Vec::new(),
     })
 }

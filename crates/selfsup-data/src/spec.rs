@@ -1,15 +1,18 @@
 //! Data specs as typed on the command line: `sample`, `fashion-mnist:PATH`, `mnist:PATH`,
-//! `cifar10:PATH`, `cifar100:PATH`, `folder:PATH`, `manifest:PATH`.
+//! `cifar10:PATH`, `cifar100:PATH`, `stl10:PATH`, `folder:PATH`, `manifest:PATH`,
+//! `shards:PATTERN`; and [`DataConfig`], how they are loaded or streamed.
 
 use crate::cifar::{self, Cifar};
 use crate::dataset::{ImageSet, Splits};
-use crate::folder::CorruptImages;
+use crate::decode::Decode;
+use crate::folder::{CorruptImages, Skipped};
 use crate::idx::{self, FASHION_CLASSES};
-use crate::{folder, manifest, sample};
+use crate::{folder, manifest, sample, shards, stl10};
 use selfsup_core::config::ensure;
 use selfsup_core::{Error, Result, seed};
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::path::Path;
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -31,7 +34,13 @@ pub enum DataSpec {
     Folder(PathBuf),
     /// An image-text manifest (`.jsonl` or `.csv`, see [`crate::manifest`]).
     Manifest(PathBuf),
+    /// STL-10's binary folder (see [`crate::stl10`]).
+    Stl10(PathBuf),
+    /// WebDataset-style tar shards: one file, a brace range or a glob (see [`crate::shards`]).
+    Shards(String),
 }
+
+const KINDS: &str = "sample, fashion-mnist:PATH, mnist:PATH, cifar10:PATH, cifar100:PATH, stl10:PATH, folder:PATH, manifest:PATH or shards:PATTERN";
 
 impl FromStr for DataSpec {
     type Err = Error;
@@ -39,12 +48,9 @@ impl FromStr for DataSpec {
         if s == "sample" {
             return Ok(DataSpec::Sample);
         }
-        let (kind, path) = s.split_once(':').ok_or_else(|| {
-            Error::config(
-                "data",
-                format!("`{s}`: expected sample, fashion-mnist:PATH, mnist:PATH, cifar10:PATH, cifar100:PATH, folder:PATH or manifest:PATH"),
-            )
-        })?;
+        let (kind, path) = s
+            .split_once(':')
+            .ok_or_else(|| Error::config("data", format!("`{s}`: expected {KINDS}")))?;
         if path.is_empty() {
             return Err(Error::config(
                 "data",
@@ -59,12 +65,12 @@ impl FromStr for DataSpec {
             "cifar100" => DataSpec::Cifar100(p),
             "folder" => DataSpec::Folder(p),
             "manifest" => DataSpec::Manifest(p),
+            "stl10" => DataSpec::Stl10(p),
+            "shards" => DataSpec::Shards(path.to_string()),
             other => {
                 return Err(Error::config(
                     "data",
-                    format!(
-                        "unknown data kind `{other}`; use fashion-mnist, mnist, cifar10, cifar100, folder or manifest"
-                    ),
+                    format!("unknown data kind `{other}`; use {KINDS}"),
                 ));
             }
         })
@@ -105,6 +111,8 @@ impl fmt::Display for DataSpec {
             DataSpec::Cifar100(p) => write!(f, "cifar100:{}", p.display()),
             DataSpec::Folder(p) => write!(f, "folder:{}", p.display()),
             DataSpec::Manifest(p) => write!(f, "manifest:{}", p.display()),
+            DataSpec::Stl10(p) => write!(f, "stl10:{}", p.display()),
+            DataSpec::Shards(p) => write!(f, "shards:{p}"),
         }
     }
 }
@@ -117,8 +125,28 @@ pub struct DataConfig {
     pub spec: DataSpec,
     /// Channels fed to the encoder: 0 keeps the source's, 1 converts to gray, 3 to RGB.
     pub channels: usize,
-    /// Side length folder and manifest images are resized to.
+    /// Side of the square crops of streamed images (folders, manifests, shards, STL-10's
+    /// unlabelled images): training crops are cut from the originals and resized to it,
+    /// evaluation resizes the shorter side and centre-crops to it. `augment.crop_size`
+    /// overrides it for training.
     pub image_size: usize,
+    /// Threads decoding and augmenting batches (0: one per core).
+    pub workers: usize,
+    /// Batches prepared ahead of the one training (a bounded queue: memory stays at this many
+    /// batches whatever the dataset's size).
+    pub prefetch: usize,
+    /// `"none"` streams folders, manifests and shards from disk every epoch; `"memory"`
+    /// decodes them once at load into memory, at their own size or `cache_size`.
+    pub cache: Cache,
+    /// With `cache = "memory"`: the shorter side images are brought down to (aspect ratio
+    /// kept; 0 keeps the originals).
+    pub cache_size: usize,
+    /// Largest image decoded, in pixels (width x height): a guard against decompression
+    /// bombs, PIL's default. A larger image is an error naming it.
+    pub max_pixels: u64,
+    /// Evaluation of streamed images: the fraction of the resized shorter side the centre
+    /// crop keeps (0.875: torchvision's resize 256, crop 224).
+    pub center_crop: f64,
     /// Fraction of a labelled folder's (or a manifest's) images held out as the test split.
     pub holdout: f64,
     /// Use at most this many training images (0: all).
@@ -129,9 +157,23 @@ pub struct DataConfig {
     pub mean: Vec<f32>,
     /// Per-channel standard deviation for normalization (empty: measured on the training split).
     pub std: Vec<f32>,
-    /// Folder and manifest images that do not decode: `"error"` stops naming them, `"skip"`
-    /// leaves them out and lists them in the run folder's `skipped-images.txt`.
+    /// Images that do not decode: `"error"` stops naming the file, `"skip"` replaces each by
+    /// the next image of its class that decodes and lists it in the run folder's
+    /// `skipped-images.txt`.
     pub corrupt_images: CorruptImages,
+}
+
+/// Whether streamed images are decoded once into memory (`data.cache`).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Cache {
+    /// Read and decode from disk every epoch.
+    #[default]
+    None,
+    /// Decode once at load and keep the pixels in memory.
+    Memory,
 }
 
 impl Default for DataConfig {
@@ -140,6 +182,12 @@ impl Default for DataConfig {
             spec: DataSpec::Sample,
             channels: 0,
             image_size: 32,
+            workers: 0,
+            prefetch: 2,
+            cache: Cache::None,
+            cache_size: 0,
+            max_pixels: crate::decode::PIL_MAX_PIXELS,
+            center_crop: 0.875,
             holdout: 0.1,
             max_train: 0,
             max_test: 0,
@@ -159,6 +207,17 @@ impl DataConfig {
         ensure(self.image_size >= 4, "data.image_size", || {
             format!("{} must be at least 4", self.image_size)
         })?;
+        ensure(self.prefetch >= 1, "data.prefetch", || {
+            "must be at least 1 (the batch being built)".into()
+        })?;
+        ensure(self.max_pixels >= 1, "data.max_pixels", || {
+            "must be at least 1".into()
+        })?;
+        ensure(
+            self.center_crop > 0.0 && self.center_crop <= 1.0,
+            "data.center_crop",
+            || format!("{} must be in (0, 1]", self.center_crop),
+        )?;
         ensure((0.0..1.0).contains(&self.holdout), "data.holdout", || {
             format!("{} must be in [0, 1)", self.holdout)
         })?;
@@ -176,19 +235,112 @@ impl DataConfig {
         )
     }
 
-    /// Fills `mean` and `std` from `train` when they are not set for its channel count.
-    pub fn resolve_normalization(&mut self, train: &ImageSet) {
+    /// Fills `mean` and `std` from `train` when they are not set for its channel count (a
+    /// streamed set is measured on a fixed sample of its images).
+    pub fn resolve_normalization(&mut self, train: &ImageSet) -> Result<()> {
         if self.mean.len() != train.channels {
-            let (m, s) = train.channel_stats();
+            let (m, s) = train.channel_stats()?;
             self.mean = m;
             self.std = s;
         }
+        Ok(())
+    }
+
+    /// Worker threads for batches: `workers`, or one per core.
+    pub fn worker_threads(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// The evaluation centre crop for `set`: the configured ratio for streamed images of any
+    /// size, none (the whole image) for sets decoded to one size.
+    pub fn center_crop_for(&self, set: &ImageSet) -> Option<f32> {
+        set.is_streamed().then_some(self.center_crop as f32)
+    }
+
+    fn decode(&self) -> Decode {
+        Decode {
+            channels: if self.channels == 0 { 3 } else { self.channels },
+            max_pixels: self.max_pixels,
+        }
+    }
+
+    /// A streamed set brought into memory when `cache = "memory"`, with its labels and
+    /// captions kept in step with the images that decoded.
+    fn cached(&self, set: ImageSet, skipped: &mut Vec<Skipped>) -> Result<ImageSet> {
+        let (Cache::Memory, Some(stream)) = (self.cache, &set.stream) else {
+            return Ok(set);
+        };
+        let (cached, kept, left_out) = stream.cache(self.cache_size)?;
+        skipped.extend(left_out);
+        let mut out = set.subset(&kept);
+        out.stream = Some(cached);
+        Ok(out)
+    }
+
+    /// `all` split into training and held-out images (`holdout`, drawn by the seed) when
+    /// `split`, else all for training.
+    fn holdout(&self, all: ImageSet, split: bool, seed_value: u64) -> Splits {
+        if split && self.holdout > 0.0 && all.len() >= 2 {
+            use rand::seq::SliceRandom;
+            let mut idx: Vec<usize> = (0..all.len()).collect();
+            idx.shuffle(&mut seed::rng(
+                seed_value,
+                seed::STREAM_SHUFFLE,
+                u64::MAX,
+                0,
+            ));
+            let n_test =
+                ((all.len() as f64 * self.holdout).round() as usize).clamp(1, all.len() - 1);
+            let (test, train) = idx.split_at(n_test);
+            Splits {
+                train: all.subset(train),
+                test: Some(all.subset(test)),
+                probe: None,
+                skipped: Vec::new(),
+            }
+        } else {
+            Splits {
+                train: all,
+                test: None,
+                probe: None,
+                skipped: Vec::new(),
+            }
+        }
+    }
+
+    /// A folder: `train/` and `val/` subfolders as the two splits, or one folder split by
+    /// `holdout` when it has class subfolders.
+    fn folder(&self, dir: &Path, seed_value: u64) -> Result<Splits> {
+        let (side, d, policy) = (self.image_size, self.decode(), self.corrupt_images);
+        if folder::has_splits(dir) {
+            let train = folder::scan(&dir.join("train"))?;
+            let mut val = folder::scan(&dir.join("val"))?;
+            folder::align_classes(&mut val, &train.class_names, &dir.join("val"))?;
+            return Ok(Splits {
+                train: folder::streamed(train, side, d, policy),
+                test: Some(folder::streamed(val, side, d, policy)),
+                probe: None,
+                skipped: Vec::new(),
+            });
+        }
+        let scan = folder::scan(dir)?;
+        let labelled = scan.labels.is_some();
+        Ok(self.holdout(
+            folder::streamed(scan, side, d, policy),
+            labelled,
+            seed_value,
+        ))
     }
 
     /// Loads the splits, converting channels and truncating as configured. `seed` picks the
     /// held-out images of a labelled folder.
     pub fn load(&self, seed_value: u64) -> Result<Splits> {
         self.validate()?;
+        let (side, d, policy) = (self.image_size, self.decode(), self.corrupt_images);
         let mut s = match &self.spec {
             DataSpec::Sample => sample::load()?,
             DataSpec::FashionMnist(p) => idx::load_dir(p, &FASHION_CLASSES)?,
@@ -197,57 +349,37 @@ impl DataConfig {
             }
             DataSpec::Cifar10(p) => cifar::load_dir(p, Cifar::Ten)?,
             DataSpec::Cifar100(p) => cifar::load_dir(p, Cifar::Hundred)?,
-            DataSpec::Folder(_) | DataSpec::Manifest(_) => {
-                let ch = if self.channels == 0 { 3 } else { self.channels };
-                let policy = self.corrupt_images;
-                let (all, split, skipped) = match &self.spec {
-                    DataSpec::Folder(p) => {
-                        let (all, skipped) = folder::load(p, self.image_size, ch, policy)?;
-                        let labelled = all.labels.is_some();
-                        (all, labelled, skipped)
-                    }
-                    // Image-text pairs hold out images for retrieval.
-                    DataSpec::Manifest(p) => {
-                        let (all, skipped) = manifest::load(p, self.image_size, ch, policy)?;
-                        (all, true, skipped)
-                    }
-                    _ => unreachable!("matched above"),
-                };
-                if split && self.holdout > 0.0 && all.len() >= 2 {
-                    use rand::seq::SliceRandom;
-                    let mut idx: Vec<usize> = (0..all.len()).collect();
-                    idx.shuffle(&mut seed::rng(
-                        seed_value,
-                        seed::STREAM_SHUFFLE,
-                        u64::MAX,
-                        0,
-                    ));
-                    let n_test = ((all.len() as f64 * self.holdout).round() as usize)
-                        .clamp(1, all.len() - 1);
-                    let (test, train) = idx.split_at(n_test);
-                    Splits {
-                        train: all.subset(train),
-                        test: Some(all.subset(test)),
-                        skipped,
-                    }
-                } else {
-                    Splits {
-                        train: all,
-                        test: None,
-                        skipped,
-                    }
-                }
+            DataSpec::Stl10(p) => stl10::load_dir(p, d.channels, policy)?,
+            DataSpec::Folder(p) => self.folder(p, seed_value)?,
+            // Image-text pairs hold out images for retrieval.
+            DataSpec::Manifest(p) => {
+                self.holdout(manifest::load(p, side, d, policy)?, true, seed_value)
+            }
+            DataSpec::Shards(p) => {
+                let all = shards::load(p, side, d, policy)?;
+                let labelled = all.labels.is_some() || all.captions.is_some();
+                self.holdout(all, labelled, seed_value)
             }
         };
-        if self.channels != 0 {
-            s.train = s.train.with_channels(self.channels)?;
-            s.test = s.test.map(|t| t.with_channels(self.channels)).transpose()?;
-        }
         if self.max_train > 0 {
             s.train = s.train.take(self.max_train);
         }
         if self.max_test > 0 {
             s.test = s.test.map(|t| t.take(self.max_test));
+        }
+        let mut skipped = std::mem::take(&mut s.skipped);
+        s.train = self.cached(s.train, &mut skipped)?;
+        s.test = s.test.map(|t| self.cached(t, &mut skipped)).transpose()?;
+        s.skipped = skipped;
+        if self.channels != 0 {
+            s.train = s.train.with_channels(self.channels)?;
+            s.test = s.test.map(|t| t.with_channels(self.channels)).transpose()?;
+        }
+        if self.channels != 0 {
+            s.probe = s
+                .probe
+                .map(|t| t.with_channels(self.channels))
+                .transpose()?;
         }
         Ok(s)
     }

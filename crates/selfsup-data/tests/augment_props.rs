@@ -134,7 +134,9 @@ proptest! {
         let blur = GaussianBlur { p, sigma: (sigma.0, sigma.0 + sigma.1) };
         check(&blur.apply(img.clone(), &mut rng), c, h, w)?;
         check(&Solarize { p, threshold }.apply(img.clone(), &mut rng), c, h, w)?;
-        let e = eval_pipeline(size, vec![0.0; c], vec![1.0; c]).apply(img, &mut rng);
+        let e = eval_pipeline(size, None, vec![0.0; c], vec![1.0; c]).apply(img.clone(), &mut rng);
+        check(&e, c, size, size)?;
+        let e = eval_pipeline(size, Some(0.875), vec![0.0; c], vec![1.0; c]).apply(img, &mut rng);
         check(&e, c, size, size)?;
     }
 }

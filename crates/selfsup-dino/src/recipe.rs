@@ -117,7 +117,7 @@ impl Recipe for DinoRecipe {
             cfg.data.mean.clone(),
             cfg.data.std.clone(),
         );
-        let loader = run.loader(views);
+        let loader = run.loader(views)?;
         let (model, mut objective) = parts(cfg, &s, run.channels, &run.device, cfg.train.seed);
         // The monitor scores the student's backbone (the teacher lives in the objective,
         // which the trainer holds while it runs); the final table scores the teacher's.

@@ -2,7 +2,7 @@
 
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
-use selfsup_core::Encoder;
+use selfsup_core::{Encoder, Result};
 use selfsup_data::ImageSet;
 use selfsup_data::augment::eval_pipeline;
 use selfsup_data::loader::eval_batch;
@@ -13,6 +13,10 @@ use selfsup_data::loader::eval_batch;
 pub struct EvalTransform {
     /// Side length fed to the encoder.
     pub size: usize,
+    /// For photos of any size: the shorter side resized to `size / ratio` and the centre
+    /// `size` square kept. `None`: the whole image resized to the square (sets decoded to
+    /// one size).
+    pub center_crop: Option<f32>,
     /// Per-channel mean.
     pub mean: Vec<f32>,
     /// Per-channel standard deviation.
@@ -35,31 +39,51 @@ fn read<E: Encoder>(encoder: &E, x: Tensor<4>, grid: usize) -> Tensor<2> {
 
 /// Pooled features `[N, D]` of every image of `data`, computed in batches without autodiff.
 /// `encoder` should be the inference copy (`Module::valid`) so BatchNorm uses running stats.
+/// A streamed image that does not decode is an error (or replaced, per
+/// `data.corrupt_images`).
 pub fn extract<E: Encoder>(
     encoder: &E,
     data: &ImageSet,
     tf: &EvalTransform,
     batch: usize,
     device: &Device,
-) -> Tensor<2> {
-    let pipeline = eval_pipeline(tf.size, tf.mean.clone(), tf.std.clone());
+) -> Result<Tensor<2>> {
+    let pipeline = tf.pipeline();
     let mut parts = Vec::new();
     let mut start = 0;
     while start < data.len() {
         let end = (start + batch.max(1)).min(data.len());
-        let x = eval_batch(data, start..end, &pipeline, device);
+        let x = eval_batch(data, start..end, &pipeline, device)?;
         parts.push(read(encoder, x, tf.grid).detach());
         start = end;
     }
-    Tensor::cat(parts, 0)
+    Ok(Tensor::cat(parts, 0))
+}
+
+impl EvalTransform {
+    /// The image pipeline: resize (or resize and centre-crop), normalize.
+    pub fn pipeline(&self) -> selfsup_data::Pipeline {
+        eval_pipeline(
+            self.size,
+            self.center_crop,
+            self.mean.clone(),
+            self.std.clone(),
+        )
+    }
 }
 
 /// Raw pixels as features: each image as the encoder would see it (resized and normalized
-/// by `tf`), flattened.
-pub fn raw_pixels(data: &ImageSet, tf: &EvalTransform, device: &Device) -> Tensor<2> {
-    let pipeline = eval_pipeline(tf.size, tf.mean.clone(), tf.std.clone());
-    let x = eval_batch(data, 0..data.len(), &pipeline, device);
-    x.flatten(1, 3)
+/// by `tf`), flattened; in batches, so a streamed set is decoded a batch at a time.
+pub fn raw_pixels(data: &ImageSet, tf: &EvalTransform, device: &Device) -> Result<Tensor<2>> {
+    let pipeline = tf.pipeline();
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < data.len() {
+        let end = (start + 512).min(data.len());
+        parts.push(eval_batch(data, start..end, &pipeline, device)?.flatten(1, 3));
+        start = end;
+    }
+    Ok(Tensor::cat(parts, 0))
 }
 
 #[cfg(test)]
@@ -70,6 +94,7 @@ mod tests {
     fn tf(grid: usize) -> EvalTransform {
         EvalTransform {
             size: 28,
+            center_crop: None,
             mean: vec![0.3],
             std: vec![0.3],
             grid,
@@ -86,8 +111,8 @@ mod tests {
             ..EncoderConfig::default()
         }
         .init(1, &dev);
-        let pooled = extract(&conv, &data, &tf(1), 4, &dev);
-        let grid = extract(&conv, &data, &tf(2), 4, &dev);
+        let pooled = extract(&conv, &data, &tf(1), 4, &dev).unwrap();
+        let grid = extract(&conv, &data, &tf(2), 4, &dev).unwrap();
         assert_eq!(pooled.dims(), [6, 16]);
         assert_eq!(grid.dims(), [6, 16 * 4]);
         // The four cells average to the pooled feature (the last map is 4 x 4: equal cells).
@@ -106,6 +131,9 @@ mod tests {
             ..EncoderConfig::default()
         }
         .init(1, &dev);
-        assert_eq!(extract(&vit, &data, &tf(2), 4, &dev).dims(), [6, 16]);
+        assert_eq!(
+            extract(&vit, &data, &tf(2), 4, &dev).unwrap().dims(),
+            [6, 16]
+        );
     }
 }

@@ -11,7 +11,7 @@ use selfsup_core::config::ensure;
 use selfsup_core::{
     Encoder, LossOutput, Objective, OptimizerKind, Result, StepInfo, TrainConfig, Trainer,
 };
-use selfsup_data::augment::{HorizontalFlip, Normalize, RandomResizedCrop, eval_pipeline};
+use selfsup_data::augment::{HorizontalFlip, Normalize, RandomResizedCrop};
 use selfsup_data::loader::eval_batch;
 use selfsup_data::{ImageSet, LabelledBatch, LabelledLoader, Pipeline};
 use serde::{Deserialize, Serialize};
@@ -157,14 +157,14 @@ pub fn classifier_accuracy<E: Encoder>(
     let labels = test.labels.clone().ok_or_else(|| {
         selfsup_core::Error::Invalid("the test split has no labels to score against".into())
     })?;
-    let pipeline = eval_pipeline(tf.size, tf.mean.clone(), tf.std.clone());
+    let pipeline = tf.pipeline();
     let mut parts = Vec::new();
     let mut start = 0;
     while start < test.len() {
         let end = (start + 512).min(test.len());
         parts.push(
             model
-                .forward(eval_batch(test, start..end, &pipeline, device))
+                .forward(eval_batch(test, start..end, &pipeline, device)?)
                 .detach(),
         );
         start = end;

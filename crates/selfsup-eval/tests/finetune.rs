@@ -36,6 +36,7 @@ fn halves(n: usize, seed_value: u64) -> ImageSet {
         height: 8,
         width: 8,
         pixels,
+        stream: None,
         labels: Some(labels),
         captions: None,
         class_names: vec!["left".into(), "right".into(), "top".into()],
@@ -45,6 +46,7 @@ fn halves(n: usize, seed_value: u64) -> ImageSet {
 fn tf() -> EvalTransform {
     EvalTransform {
         size: 8,
+        center_crop: None,
         mean: vec![0.47],
         std: vec![0.3],
         grid: 1,
@@ -97,9 +99,9 @@ fn raw_pixel_baseline_through_the_linear_probe() {
     let (train, test) = (halves(300, 3), halves(90, 4));
     let device = Device::flex();
     let r = linear_probe(
-        raw_pixels(&train, &tf(), &device),
+        raw_pixels(&train, &tf(), &device).unwrap(),
         train.labels.as_ref().unwrap(),
-        raw_pixels(&test, &tf(), &device),
+        raw_pixels(&test, &tf(), &device).unwrap(),
         test.labels.as_ref().unwrap(),
         3,
         &LinearProbeConfig {
@@ -124,7 +126,7 @@ fn random_init_encoder_features_have_the_declared_width() {
         ..EncoderConfig::default()
     };
     let enc = seed::init_module(&device, 9, |d| cfg.init(1, d)).valid();
-    let f = selfsup_eval::extract(&enc, &data, &tf(), 7, &device);
+    let f = selfsup_eval::extract(&enc, &data, &tf(), 7, &device).unwrap();
     use selfsup_core::Encoder;
     assert_eq!(f.dims(), [30, enc.output_dim()]);
 }

@@ -102,9 +102,14 @@ pub fn sample_monitor(
         let pixels = eval_batch(
             &real,
             0..n,
-            &eval_pipeline(size, vec![0.0; c], vec![1.0; c]),
+            &eval_pipeline(
+                size,
+                cfg.data.center_crop_for(train),
+                vec![0.0; c],
+                vec![1.0; c],
+            ),
             &device,
-        );
+        )?;
         Some((fid_encoder(s, size, &device)?, pixels))
     };
     SampleMonitor::new(
@@ -245,10 +250,15 @@ impl Recipe for GanRecipe {
         let s: GanConfig = cfg.settings()?;
         // Real images unaugmented, scaled to [-1, 1].
         let views = MultiView::default().with(
-            eval_pipeline(size, cfg.data.mean.clone(), cfg.data.std.clone()),
+            eval_pipeline(
+                size,
+                cfg.data.center_crop_for(run.train),
+                cfg.data.mean.clone(),
+                cfg.data.std.clone(),
+            ),
             1,
         );
-        let loader = run.loader(views);
+        let loader = run.loader(views)?;
         let model = seed::init_module(&run.device, cfg.train.seed, |d| {
             gan_model(cfg, &s, channels, size, d)
                 .expect("check_shape passed before the run folder was written")
@@ -294,7 +304,7 @@ impl Recipe for GanRecipe {
             gan_model(&bench.cfg, &s, channels, size, d).expect("checked above")
         });
         let views = MultiView::default().with(
-            eval_pipeline(size, vec![0.5; channels], vec![0.5; channels]),
+            eval_pipeline(size, None, vec![0.5; channels], vec![0.5; channels]),
             1,
         );
         bench.time(Gan::new(&s, 0), model, views)

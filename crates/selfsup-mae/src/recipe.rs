@@ -107,7 +107,7 @@ impl Recipe for MaeRecipe {
                 ),
             ));
         }
-        let loader = run.loader(run.views(1));
+        let loader = run.loader(run.views(1))?;
         let model = seed::init_module(&run.device, cfg.train.seed, |d| {
             model(cfg, &s, run.channels, d)
         });

@@ -110,6 +110,7 @@ fn labels(set: &ImageSet, what: &str) -> Result<Vec<usize>> {
 pub fn eval_transform(cfg: &RunConfig, images: &ImageSet) -> EvalTransform {
     EvalTransform {
         size: cfg.crop_side(images.height),
+        center_crop: cfg.data.center_crop_for(images),
         mean: cfg.data.mean.clone(),
         std: cfg.data.std.clone(),
         grid: cfg.eval.grid,
@@ -180,8 +181,8 @@ pub fn random_init_row(
     let tf = eval_transform(cfg, train);
     let random = random_encoder(cfg, train.channels, &device).valid();
     let feats = (
-        extract(&random, train, &tf, 512, &device),
-        extract(&random, test, &tf, 512, &device),
+        extract(&random, train, &tf, 512, &device)?,
+        extract(&random, test, &tf, 512, &device)?,
     );
     score(cfg, plan, RANDOM_INIT, feats, &labelled(train, test)?)
 }
@@ -196,8 +197,8 @@ pub fn raw_pixel_row(
     let device = cfg.device.device()?;
     let tf = eval_transform(cfg, train);
     let feats = (
-        raw_pixels(train, &tf, &device),
-        raw_pixels(test, &tf, &device),
+        raw_pixels(train, &tf, &device)?,
+        raw_pixels(test, &tf, &device)?,
     );
     score(cfg, plan, RAW_PIXELS, feats, &labelled(train, test)?)
 }
@@ -216,8 +217,8 @@ pub fn evaluate(
     let labels = labelled(train, test)?;
     let tf = eval_transform(cfg, train);
     let feats = (
-        extract(encoder, train, &tf, 512, &device),
-        extract(encoder, test, &tf, 512, &device),
+        extract(encoder, train, &tf, 512, &device)?,
+        extract(encoder, test, &tf, 512, &device)?,
     );
     let mut rows = vec![score(cfg, plan, PRETRAINED, feats, &labels)?];
     if plan.baselines {

@@ -25,7 +25,7 @@ pub mod testing;
 
 pub use config::{EvalConfig, RunConfig};
 pub use evaluate::{EvalArgs, EvalPlan, EvalReport, eval_finetune, eval_frozen};
-pub use pretrain::{PretrainReport, pretrain};
+pub use pretrain::{PretrainReport, pretrain, pretrain_only};
 pub use recipe::{Recipe, ReportPart, TrainRun, Trained};
 pub use registry::Registry;
 pub use report::{ReportContext, ReportFiles, report};

@@ -63,8 +63,8 @@ impl Monitor {
         if !(epoch + 1).is_multiple_of(self.every) {
             return Ok(Vec::new());
         }
-        let a = selfsup_eval::extract(encoder, tr, &self.tf, 512, &self.device);
-        let b = selfsup_eval::extract(encoder, te, &self.tf, 512, &self.device);
+        let a = selfsup_eval::extract(encoder, tr, &self.tf, 512, &self.device)?;
+        let b = selfsup_eval::extract(encoder, te, &self.tf, 512, &self.device)?;
         let acc = selfsup_eval::knn_accuracy(a, trl, b, tel, *classes, &self.knn)?;
         Ok(vec![("knn_top1".to_string(), acc)])
     }

@@ -5,6 +5,7 @@ use crate::evaluate::{EvalPlan, EvalReport, evaluate};
 use crate::recipe::{Recipe, TrainRun, Trained};
 use crate::run_dir::{self, CONFIG_FILE, ENCODER_FILE, RESULTS_FILE, SKIPPED_FILE, write_json};
 use selfsup_core::{DataParallel, Error, Precision, Result, Trainer};
+use selfsup_data::{ImageSet, Splits};
 use selfsup_encoders::Backbone;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -46,6 +47,48 @@ pub fn pretrain(
     pretrain_run(recipe, cfg, out, resume, progress, true)
 }
 
+/// [`pretrain`] without the final scoring (`selfsup pretrain --no-eval`): train and save the
+/// encoder; scoring a large dataset is a job of its own (`selfsup eval`).
+pub fn pretrain_only(
+    recipe: &dyn Recipe,
+    cfg: RunConfig,
+    out: &Path,
+    resume: bool,
+    progress: bool,
+) -> Result<PretrainReport> {
+    pretrain_run(recipe, cfg, out, resume, progress, false)
+}
+
+/// Writes the run's `skipped-images.txt` (the files left out at load and those found not to
+/// decode while streaming), when there are any.
+fn write_skipped(out: &Path, splits: &Splits, train: &ImageSet) -> Result<()> {
+    let mut all = splits.skipped.clone();
+    all.extend(train.skipped());
+    for set in [splits.test.as_ref(), splits.probe.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        all.extend(set.skipped());
+    }
+    if all.is_empty() {
+        return Ok(());
+    }
+    all.sort_by(|a, b| a.path.cmp(&b.path));
+    all.dedup_by(|a, b| a.path == b.path);
+    let list = out.join(SKIPPED_FILE);
+    let text: String = all
+        .iter()
+        .map(|s| format!("{}\t{}\n", s.path.display(), s.reason))
+        .collect();
+    selfsup_core::atomic::write(&list, text)?;
+    eprintln!(
+        "selfsup: left out {} image files that do not decode (data.corrupt_images = \"skip\"); listed in {}",
+        all.len(),
+        list.display()
+    );
+    Ok(())
+}
+
 /// [`pretrain`], scoring the encoder afterwards only when `score` (the bench's timing
 /// probe does not).
 pub(crate) fn pretrain_run(
@@ -80,12 +123,21 @@ pub(crate) fn pretrain_run(
     };
 
     let mut splits = cfg.data.load(cfg.train.seed)?;
+    if let Some(p) = &splits.probe
+        && cfg.data.channels == 0
+        && p.channels != splits.train.channels
+    {
+        return Err(Error::Invalid(format!(
+            "{}: the probe split has {} channels, the training split {}",
+            cfg.data.spec, p.channels, splits.train.channels
+        )));
+    }
     let size = cfg.crop_side(splits.train.height);
     recipe.prepare(&mut cfg, &mut splits, size)?;
     let spec = cfg.data.spec.to_string();
     cfg.train
         .check_batch(Some((splits.train.len(), &spec)), devices.len())?;
-    cfg.data.resolve_normalization(&splits.train);
+    cfg.data.resolve_normalization(&splits.train)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let saved = out.join(CONFIG_FILE);
     if resume && saved.is_file() {
@@ -102,31 +154,23 @@ pub(crate) fn pretrain_run(
     }
     cfg.save(&saved)?;
     run_dir::append_provenance(out, &cfg, resume)?;
-    if !splits.skipped.is_empty() {
-        let list = out.join(SKIPPED_FILE);
-        let text: String = splits
-            .skipped
-            .iter()
-            .map(|s| format!("{}\t{}\n", s.path.display(), s.reason))
-            .collect();
-        selfsup_core::atomic::write(&list, text)?;
-        eprintln!(
-            "selfsup: left out {} image files that do not decode (data.corrupt_images = \"skip\"); listed in {}",
-            splits.skipped.len(),
-            list.display()
-        );
-    }
+    write_skipped(out, &splits, &splits.train)?;
 
     let channels = splits.train.channels;
-    let train = Arc::new(splits.train);
+    let train = Arc::new(std::mem::replace(&mut splits.train, ImageSet::empty()));
+    let shape = if train.is_streamed() {
+        format!(
+            "streamed by {} workers, {channels}-channel crops of {size} px",
+            cfg.data.worker_threads()
+        )
+    } else {
+        format!("{}x{}x{}", channels, train.height, train.width)
+    };
     eprintln!(
-        "selfsup: {} on {} ({} training images {}x{}x{}), {:?} encoder, device {}, {} epochs of {} steps",
+        "selfsup: {} on {} ({} training images {shape}), {:?} encoder, device {}, {} epochs of {} steps",
         recipe.name(),
         cfg.data.spec,
         train.len(),
-        channels,
-        train.height,
-        train.width,
         cfg.encoder.arch,
         devices
             .iter()
@@ -138,10 +182,12 @@ pub(crate) fn pretrain_run(
     );
 
     let trainer = Trainer::new(cfg.train.clone(), out)?.with_progress(progress);
+    let probe = splits.probe.as_ref().unwrap_or(&train);
     let run = TrainRun {
         cfg: &cfg,
         out,
         train: &train,
+        probe,
         test: splits.test.as_ref(),
         channels,
         size,
@@ -159,11 +205,12 @@ pub(crate) fn pretrain_run(
     } = recipe.train(&run)?;
     let train_peak = selfsup_core::metrics::peak_rss_mib();
     run_dir::save_module(&out.join(ENCODER_FILE), &encoder)?;
-    finish(
+    write_skipped(out, &splits, &train)?;
+    let report = finish(
         cfg,
         out,
         &encoder,
-        &train,
+        probe,
         splits.test.as_ref(),
         steps,
         last_loss,
@@ -171,7 +218,10 @@ pub(crate) fn pretrain_run(
         secs,
         train_peak,
         score,
-    )
+    )?;
+    // Scoring streams the test images: any more files found not to decode are listed too.
+    write_skipped(out, &splits, &train)?;
+    Ok(report)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -102,8 +102,11 @@ pub struct TrainRun<'a> {
     pub cfg: &'a RunConfig,
     /// The run folder.
     pub out: &'a Path,
-    /// The training images.
+    /// The training images (in memory, or streamed from their originals).
     pub train: &'a Arc<ImageSet>,
+    /// The labelled images the online monitor's kNN votes with: the training images, or the
+    /// data's own probe split (STL-10's labelled images beside its unlabelled ones).
+    pub probe: &'a ImageSet,
     /// The test images, when the data has a test split (the monitor scores them).
     pub test: Option<&'a ImageSet>,
     /// Image channels.
@@ -161,7 +164,8 @@ impl<'a> TrainRun<'a> {
 
     /// Batches of `views` of the training images in the run's seeded order, not prefetched
     /// (a method that adds to each batch wraps this).
-    pub fn view_loader(&self, views: impl ViewGenerator + 'static) -> ViewLoader {
+    /// Batches are built by `data.workers` threads of the loader's own.
+    pub fn view_loader(&self, views: impl ViewGenerator + 'static) -> Result<ViewLoader> {
         ViewLoader::new(
             self.train.clone(),
             Arc::new(views),
@@ -169,11 +173,16 @@ impl<'a> TrainRun<'a> {
             self.cfg.train.seed,
             self.device.clone(),
         )
+        .with_workers(self.cfg.data.worker_threads())
     }
 
-    /// [`TrainRun::view_loader`], the next batch built while a step computes.
-    pub fn loader(&self, views: impl ViewGenerator + 'static) -> Prefetch<ViewLoader> {
-        Prefetch::new(self.view_loader(views))
+    /// [`TrainRun::view_loader`], with the next `data.prefetch` batches built while a step
+    /// computes (a bounded queue).
+    pub fn loader(&self, views: impl ViewGenerator + 'static) -> Result<Prefetch<ViewLoader>> {
+        Ok(Prefetch::with_depth(
+            self.view_loader(views)?,
+            self.cfg.data.prefetch,
+        ))
     }
 
     /// The online kNN monitor of `backbone(model)` (an inference copy of the encoder) as an
@@ -182,7 +191,7 @@ impl<'a> TrainRun<'a> {
         &self,
         backbone: impl Fn(&M) -> Backbone + 'a,
     ) -> Result<impl FnMut(usize, &M) -> EpochValues + 'a> {
-        let mut monitor = Monitor::new(self.cfg, self.train, self.test)?;
+        let mut monitor = Monitor::new(self.cfg, self.probe, self.test)?;
         Ok(move |epoch: usize, model: &M| monitor.run(epoch, &backbone(model)))
     }
 

@@ -328,7 +328,7 @@ fn embedding(
     };
     let test = test.take(points);
     let tf = crate::evaluate::eval_transform(&cfg, &train);
-    let feats = selfsup_eval::extract(&encoder, &test, &tf, 512, &cfg.device.device()?);
+    let feats = selfsup_eval::extract(&encoder, &test, &tf, 512, &cfg.device.device()?)?;
     let [n, d] = feats.dims();
     let values = feats
         .into_data()
@@ -378,7 +378,7 @@ pub fn first_images(
     let tf = crate::evaluate::eval_transform(cfg, &splits.train);
     let images = splits.test.as_ref().unwrap_or(&splits.train).take(count);
     let (n, s) = (images.len(), tf.size);
-    let x = selfsup_eval::raw_pixels(&images, &tf, device).reshape([n, channels, s, s]);
+    let x = selfsup_eval::raw_pixels(&images, &tf, device)?.reshape([n, channels, s, s]);
     Ok((x, tf))
 }
 

@@ -130,6 +130,7 @@ fn synthetic(n: usize, channels: usize, size: usize) -> ImageSet {
         height: size,
         width: size,
         pixels,
+        stream: None,
         labels: None,
         captions: None,
         class_names: Vec::new(),

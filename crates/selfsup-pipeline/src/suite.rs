@@ -502,7 +502,7 @@ fn method_row(
                 plain.data = cfg.data.clone();
                 plain.data.mean.clear();
                 plain.data.std.clear();
-                plain.data.resolve_normalization(&splits.train);
+                plain.data.resolve_normalization(&splits.train)?;
                 plain.augment.crop_size = 0;
                 plain.device = cfg.device.clone();
                 let r = raw_pixel_row(&plain, &splits.train, test, plan())?;

@@ -93,7 +93,7 @@ impl Recipe for RotNetRecipe {
     fn train(&self, run: &TrainRun<'_>) -> Result<Trained> {
         let cfg = run.cfg;
         let s: RotNetConfig = cfg.settings()?;
-        let loader = run.loader(run.views(1));
+        let loader = run.loader(run.views(1))?;
         let model = seed::init_module(&run.device, cfg.train.seed, |d| {
             RotNetModel::new(cfg.encoder.init(run.channels, d), &s, d)
         });
@@ -179,7 +179,7 @@ impl Recipe for JigsawRecipe {
         let s: JigsawConfig = cfg.settings()?;
         s.validate(Some(size))?;
         let views = jigsaw_views(cfg, &s, size, cfg.data.mean.clone(), cfg.data.std.clone());
-        let loader = run.loader(views);
+        let loader = run.loader(views)?;
         let tiles = s.grid * s.grid;
         let model = seed::init_module(&run.device, cfg.train.seed, |d| {
             JigsawModel::new(cfg.encoder.init(run.channels, d), &s, d)
@@ -251,7 +251,7 @@ impl Recipe for JigsawRecipe {
         let mut pixels = Vec::new();
         let mut channels = 1;
         for i in 0..n {
-            let whole = Resize { size: side }.apply(images.image(i), &mut rng);
+            let whole = Resize { size: side }.apply(images.image(i)?, &mut rng);
             channels = whole.channels;
             let tiles = cut.cut(&whole, &mut rng);
             let perm = &set.perms[rng.random_range(0..set.len())];

@@ -59,7 +59,7 @@ impl Recipe for VicRegRecipe {
 
     fn train(&self, run: &TrainRun<'_>) -> Result<Trained> {
         let settings: VicRegConfig = run.cfg.settings()?;
-        let loader = run.loader(run.views(2));
+        let loader = run.loader(run.views(2))?;
         let model = seed::init_module(&run.device, run.cfg.train.seed, |d| {
             VicRegModel::new(run.cfg.encoder.init(run.channels, d), &settings, d)
         });

@@ -83,7 +83,7 @@ impl Recipe for ClipRecipe {
         let tok = tokenizer(&s, run.train)?;
         tok.save(&out.join(TOKENIZER_FILE))?;
         let captions = Arc::new(encode_captions(run.train, &tok, s.text.context)?);
-        let views = run.view_loader(run.views(1));
+        let views = run.view_loader(run.views(1))?;
         let loader = Prefetch::new(CaptionLoader::new(views, captions, cfg.train.seed)?);
         let vocab = tok.vocab_size();
         let model = seed::init_module(device, cfg.train.seed, |d| {

@@ -115,7 +115,7 @@ fn image_embeddings(
     train: &ImageSet,
     set: &ImageSet,
     device: &Device,
-) -> Tensor<2> {
+) -> Result<Tensor<2>> {
     let tf = eval_transform(cfg, train);
     let c = set.channels;
     let parts: Vec<Tensor<2>> = (0..set.len())
@@ -123,16 +123,16 @@ fn image_embeddings(
         .map(|start| {
             let idx: Vec<usize> = (start..(start + CHUNK).min(set.len())).collect();
             let part = set.subset(&idx);
-            let x = selfsup_eval::raw_pixels(&part, &tf, device).reshape([
+            let x = selfsup_eval::raw_pixels(&part, &tf, device)?.reshape([
                 idx.len(),
                 c,
                 tf.size,
                 tf.size,
             ]);
-            model.embed_images(x)
+            Ok(model.embed_images(x))
         })
-        .collect();
-    Tensor::cat(parts, 0)
+        .collect::<Result<_>>()?;
+    Ok(Tensor::cat(parts, 0))
 }
 
 /// Caption embeddings `[M, D]`.
@@ -218,7 +218,7 @@ pub fn zero_shot(
         })
         .collect();
     let classes = class_embeddings(&per_template);
-    let images = image_embeddings(model, cfg, train, test, device);
+    let images = image_embeddings(model, cfg, train, test, device)?;
     selfsup_eval::zero_shot_accuracy(images, classes, labels)
 }
 
@@ -257,7 +257,7 @@ pub fn retrieval(
             }
         }
     }
-    let images = image_embeddings(model, cfg, train, &set, device);
+    let images = image_embeddings(model, cfg, train, &set, device)?;
     let texts = text_embeddings(model, tok, &texts, device);
     retrieval_recall(images, texts, &described)
 }

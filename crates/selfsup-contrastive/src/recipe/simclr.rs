@@ -49,7 +49,7 @@ impl Recipe for SimClrRecipe {
     fn train(&self, run: &TrainRun<'_>) -> Result<Trained> {
         let cfg = run.cfg;
         let s: SimClrConfig = cfg.settings()?;
-        let loader = run.loader(run.views(2));
+        let loader = run.loader(run.views(2))?;
         let model = seed::init_module(&run.device, cfg.train.seed, |d| {
             SimClrModel::new(cfg.encoder.init(run.channels, d), &s, d)
         });
