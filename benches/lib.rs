@@ -29,36 +29,42 @@ pub fn jpeg_folder(name: &str, n: usize, size: (u32, u32)) -> Vec<PathBuf> {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let dir = target.join("selfsup-bench-jpegs").join(name);
     std::fs::create_dir_all(&dir).expect("create the JPEG folder");
-    let (w, h) = size;
     (0..n)
         .map(|i| {
             let p = dir.join(format!("{i:04}.jpg"));
             if !p.is_file() {
-                let mut state = 0x9E37_79B9u32.wrapping_mul(i as u32 + 1);
-                let img = image::RgbImage::from_fn(w, h, |x, y| {
-                    state ^= state << 13;
-                    state ^= state >> 17;
-                    state ^= state << 5;
-                    let noise = (state % 24) as i32;
-                    let (cx, cy) = ((w / 2) as i32, (h / 3 + i as u32 % (h / 3 + 1)) as i32);
-                    let d = (x as i32 - cx).pow(2) + (y as i32 - cy).pow(2);
-                    let inside = d < (h as i32 / 4).pow(2);
-                    let base = [
-                        (x * 255 / w.max(1)) as i32,
-                        (y * 255 / h.max(1)) as i32,
-                        if inside {
-                            220
-                        } else {
-                            40 + (i as i32 * 37) % 120
-                        },
-                    ];
-                    image::Rgb(base.map(|v| (v + noise).clamp(0, 255) as u8))
-                });
-                img.save(&p).expect("write a JPEG");
+                write_jpeg(&p, i, size);
             }
             p
         })
         .collect()
+}
+
+/// Writes JPEG number `i` of a bench folder, `size` (width, height): gradients, a disc whose
+/// place depends on `i`, noise.
+pub fn write_jpeg(p: &std::path::Path, i: usize, size: (u32, u32)) {
+    let (w, h) = size;
+    let mut state = 0x9E37_79B9u32.wrapping_mul(i as u32 + 1);
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let noise = (state % 24) as i32;
+        let (cx, cy) = ((w / 2) as i32, (h / 3 + i as u32 % (h / 3 + 1)) as i32);
+        let d = (x as i32 - cx).pow(2) + (y as i32 - cy).pow(2);
+        let inside = d < (h as i32 / 4).pow(2);
+        let base = [
+            (x * 255 / w.max(1)) as i32,
+            (y * 255 / h.max(1)) as i32,
+            if inside {
+                220
+            } else {
+                40 + (i as i32 * 37) % 120
+            },
+        ];
+        image::Rgb(base.map(|v| (v + noise).clamp(0, 255) as u8))
+    });
+    img.save(p).expect("write a JPEG");
 }
 
 /// Benchmarks training steps of `objective` on one fixed batch, through the trainer's

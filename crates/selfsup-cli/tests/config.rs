@@ -306,3 +306,20 @@ fn every_method_times_a_tiny_step() {
     let e = bench_step(&r, &bad).unwrap_err().to_string();
     assert!(e.contains("simclr.temperature"), "{e}");
 }
+
+/// Every config shipped in `configs/` loads over the registry and passes its method's checks.
+#[test]
+fn the_shipped_configs_load_and_validate() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "toml") {
+            let cfg = RunConfig::load(&p, &selfsup_cli::registry())
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            common::validate(&cfg).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            seen += 1;
+        }
+    }
+    assert!(seen >= 10, "{seen} configs");
+}

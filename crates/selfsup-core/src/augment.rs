@@ -71,6 +71,19 @@ impl Image {
 pub trait Augmentation: Send + Sync {
     /// Transforms `image`.
     fn apply(&self, image: Image, rng: &mut dyn RngCore) -> Image;
+
+    /// For a crop: the region `[top, left, height, width]` of a `height` x `width` image it
+    /// cuts and the side it resizes to, drawn from `rng` exactly as [`Augmentation::apply`]
+    /// draws it, so a streamed image can be decoded at the resolution its crops need before
+    /// they are cut. `None` (drawing nothing) for anything else, the default.
+    fn crop_region(
+        &self,
+        _height: usize,
+        _width: usize,
+        _rng: &mut dyn RngCore,
+    ) -> Option<([f32; 4], usize)> {
+        None
+    }
 }
 
 /// Turns one image into the views a method trains on (2 for SimCLR, 2 global + K local for
@@ -81,4 +94,19 @@ pub trait ViewGenerator: Send + Sync {
 
     /// How many views each image gives.
     fn num_views(&self) -> usize;
+
+    /// The views of an image not decoded yet, `height` x `width` (`dims`): `load(k)` decodes
+    /// it at about `1/k` of its size (`k` of 1, 2, 4 or 8; a decoder that cannot reduce gives
+    /// the full size). The default decodes it whole and calls [`ViewGenerator::views`]; a
+    /// generator whose views are crops can ask for less.
+    fn views_of(
+        &self,
+        dims: (usize, usize),
+        load: &mut dyn FnMut(u32) -> crate::Result<Image>,
+        rng: &mut dyn RngCore,
+    ) -> crate::Result<Vec<Image>> {
+        let _ = dims;
+        let image = load(1)?;
+        Ok(self.views(&image, rng))
+    }
 }

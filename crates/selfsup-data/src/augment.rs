@@ -191,6 +191,15 @@ impl Augmentation for RandomResizedCrop {
         let [top, left, h, w] = self.sample(img.height, img.width, rng);
         resize_region(&img, top, left, h, w, self.size, self.size)
     }
+
+    fn crop_region(
+        &self,
+        height: usize,
+        width: usize,
+        rng: &mut dyn RngCore,
+    ) -> Option<([f32; 4], usize)> {
+        Some((self.sample(height, width, rng), self.size))
+    }
 }
 
 /// Resizes the whole image to `size` x `size` (evaluation).
@@ -531,6 +540,16 @@ impl Pipeline {
     }
 }
 
+impl Pipeline {
+    /// The steps after the first, applied to `img`.
+    fn apply_rest(&self, mut img: Image, rng: &mut dyn RngCore) -> Image {
+        for a in self.0.iter().skip(1) {
+            img = a.apply(img, rng);
+        }
+        img
+    }
+}
+
 impl Augmentation for Pipeline {
     fn apply(&self, mut img: Image, rng: &mut dyn RngCore) -> Image {
         for a in &self.0 {
@@ -744,6 +763,55 @@ impl ViewGenerator for MultiView {
 
     fn num_views(&self) -> usize {
         self.groups.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Every view's crop is drawn first (in view order), then the image is decoded once at
+    /// the smallest scale that still gives each crop at least its output side in pixels
+    /// (JPEG's DCT scaling: a 500x375 photo cropped to 96 px is often decoded at 1/2 or 1/4),
+    /// then each view is cut from it and goes through the rest of its pipeline. The draws
+    /// are in another order than [`ViewGenerator::views`], so a streamed image's views are
+    /// not those of the same image held in memory; both are seeded the same way.
+    fn views_of(
+        &self,
+        dims: (usize, usize),
+        load: &mut dyn FnMut(u32) -> Result<Image>,
+        rng: &mut dyn RngCore,
+    ) -> Result<Vec<Image>> {
+        let (h, w) = dims;
+        let mut plans = Vec::with_capacity(self.num_views());
+        for (p, n) in &self.groups {
+            for _ in 0..*n {
+                let first = p.0.first().and_then(|a| a.crop_region(h, w, rng));
+                plans.push((p, first));
+            }
+        }
+        // The largest power-of-two reduction every crop allows (1 when a view is no crop).
+        let reduce = plans
+            .iter()
+            .map(|(_, c)| match c {
+                Some(([_, _, rh, rw], side)) => {
+                    let spare = (rh.min(*rw) / *side as f32).max(1.0);
+                    [8u32, 4, 2, 1]
+                        .into_iter()
+                        .find(|&k| k as f32 <= spare)
+                        .unwrap_or(1)
+                }
+                None => 1,
+            })
+            .min()
+            .unwrap_or(1);
+        let img = load(reduce)?;
+        let (fy, fx) = (img.height as f32 / h as f32, img.width as f32 / w as f32);
+        Ok(plans
+            .into_iter()
+            .map(|(p, crop)| match crop {
+                Some(([t, l, rh, rw], side)) => {
+                    let v = resize_region(&img, t * fy, l * fx, rh * fy, rw * fx, side, side);
+                    p.apply_rest(v, rng)
+                }
+                None => p.apply(img.clone(), rng),
+            })
+            .collect())
     }
 }
 
@@ -1035,5 +1103,57 @@ mod tests {
         let out = resize_region(&noise, 0.0, 0.0, 20.0, 30.0, 10, 15);
         assert_eq!((out.height, out.width), (10, 15));
         assert!(in_unit(&out));
+    }
+
+    /// Views of an image not decoded yet: crops drawn on its full size, one decode at the
+    /// largest reduction every crop allows, views of the promised shape; seeded.
+    #[test]
+    fn views_of_a_large_image_ask_for_a_reduced_decode() {
+        let views = MultiView::default().with(
+            AugmentConfig {
+                crop_min_scale: 0.5,
+                ..AugmentConfig::simclr()
+            }
+            .pipeline(24, vec![0.5; 3], vec![0.5; 3]),
+            2,
+        );
+        let full = noise_image(3, 400, 600, 1);
+        let run = |seed| {
+            let mut asked = Vec::new();
+            let out = views
+                .views_of(
+                    (400, 600),
+                    &mut |k| {
+                        asked.push(k);
+                        let (h, w) = (400usize.div_ceil(k as usize), 600usize.div_ceil(k as usize));
+                        Ok(resize_region(&full, 0.0, 0.0, 400.0, 600.0, h, w))
+                    },
+                    &mut rng(seed),
+                )
+                .unwrap();
+            (out, asked)
+        };
+        let (a, asked) = run(3);
+        assert_eq!(asked, [8], "crops of at least 280 px for 24 px views");
+        assert_eq!(a.len(), 2);
+        assert_eq!((a[0].channels, a[0].height, a[0].width), (3, 24, 24));
+        assert_eq!(a, run(3).0);
+        assert_ne!(a, run(4).0);
+        // A crop no larger than its output asks for the full size.
+        let (_, asked) = {
+            let mut asked = Vec::new();
+            views
+                .views_of(
+                    (30, 30),
+                    &mut |k| {
+                        asked.push(k);
+                        Ok(noise_image(3, 30, 30, 2))
+                    },
+                    &mut rng(0),
+                )
+                .unwrap();
+            ((), asked)
+        };
+        assert_eq!(asked, [1]);
     }
 }

@@ -105,9 +105,14 @@ impl ViewLoader {
     }
 
     /// The views of one image at `epoch`, exactly as the training batches draw them.
+    /// A streamed image is decoded at the scale its crops need
+    /// ([`ViewGenerator::views_of`]).
     pub fn image_views(&self, epoch: usize, image: usize) -> Result<Vec<Image>> {
-        let mut rng = seed::rng(self.seed, STREAM_AUGMENT, epoch as u64, image as u64);
-        Ok(self.views.views(&self.data.image(image)?, &mut rng))
+        let rng = || seed::rng(self.seed, STREAM_AUGMENT, epoch as u64, image as u64);
+        if let Some(stream) = &self.data.stream {
+            return stream.views(image, self.data.labels.as_deref(), &*self.views, &rng);
+        }
+        Ok(self.views.views(&self.data.image(image)?, &mut rng()))
     }
 }
 

@@ -8,7 +8,7 @@
 //! into memory (360 MB); the pretraining images are streamed from the files by offset.
 
 use crate::dataset::{ImageSet, Splits};
-use crate::decode::Decode;
+use crate::decode::{Decode, Original};
 use crate::folder::CorruptImages;
 use crate::stream::{Store, Stream};
 use selfsup_core::{Error, Image, Result};
@@ -138,7 +138,7 @@ impl Store for BinStore {
         Ok(out)
     }
 
-    fn load(&self, i: usize, decode: &Decode) -> Result<Image> {
+    fn open(&self, i: usize, decode: &Decode) -> Result<Original> {
         let img = Image::from_u8(3, SIDE, SIDE, &self.bytes(i)?);
         if decode.channels == 1 {
             let hw = SIDE * SIDE;
@@ -147,9 +147,9 @@ impl Store for BinStore {
                     0.299 * img.data[p] + 0.587 * img.data[hw + p] + 0.114 * img.data[2 * hw + p]
                 })
                 .collect();
-            return Ok(Image::new(1, SIDE, SIDE, l));
+            return Ok(Original::Decoded(Image::new(1, SIDE, SIDE, l)));
         }
-        Ok(img)
+        Ok(Original::Decoded(img))
     }
 }
 

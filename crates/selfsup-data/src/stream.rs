@@ -6,9 +6,10 @@
 //! [`ImageSet`](crate::ImageSet) that holds a store, the indices of the set's images in it,
 //! how to decode them and what to do with those that do not decode.
 
-use crate::decode::{self, Decode};
+use crate::decode::{Decode, Original};
 use crate::folder::{CorruptImages, Skipped};
 use rayon::prelude::*;
+use selfsup_core::ViewGenerator;
 use selfsup_core::{Error, Image, Result};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -32,10 +33,14 @@ pub trait Store: Send + Sync {
     /// The encoded bytes of image `i`.
     fn bytes(&self, i: usize) -> Result<Vec<u8>>;
 
-    /// Image `i` decoded at its own size. Default: [`decode::original`] on [`Store::bytes`].
+    /// Image `i` read, not yet decoded (its header checked). Default: [`Store::bytes`].
+    fn open(&self, i: usize, decode: &Decode) -> Result<Original> {
+        Original::encoded(self.name(i), self.bytes(i)?, decode)
+    }
+
+    /// Image `i` decoded at its own size. Default: [`Store::open`], decoded.
     fn load(&self, i: usize, decode: &Decode) -> Result<Image> {
-        let bytes = self.bytes(i)?;
-        decode::original(&self.name(i), &bytes, decode)
+        self.open(i, decode)?.decode(1, decode)
     }
 }
 
@@ -86,9 +91,9 @@ impl Store for MemoryStore {
         Ok(self.images[i].3.clone())
     }
 
-    fn load(&self, i: usize, _decode: &Decode) -> Result<Image> {
+    fn open(&self, i: usize, _decode: &Decode) -> Result<Original> {
         let (c, h, w, px) = &self.images[i];
-        Ok(Image::from_u8(*c, *h, *w, px))
+        Ok(Original::Decoded(Image::from_u8(*c, *h, *w, px)))
     }
 }
 
@@ -175,8 +180,37 @@ impl Stream {
     /// are given, has the same label (`"skip"`): batches stay full and labels stay true, and
     /// the replacement is the same in every run, so a resumed run sees the same batches.
     pub fn image(&self, i: usize, labels: Option<&[usize]>) -> Result<Image> {
-        let first = match self.try_load(self.ids[i]) {
-            Ok(img) => return Ok(img),
+        let d = self.decode;
+        self.with_original(i, labels, &mut |o| o.decode(1, &d))
+    }
+
+    /// The views of the set's image `i` by `views` ([`ViewGenerator::views_of`]: a JPEG is
+    /// decoded at the scale its crops need), drawn from `rng()`; a file that does not decode
+    /// is handled as [`Stream::image`] says, its replacement's views drawn from a fresh
+    /// `rng()`.
+    pub fn views(
+        &self,
+        i: usize,
+        labels: Option<&[usize]>,
+        views: &dyn ViewGenerator,
+        rng: &dyn Fn() -> rand_chacha::ChaCha8Rng,
+    ) -> Result<Vec<Image>> {
+        let d = self.decode;
+        self.with_original(i, labels, &mut |o| {
+            let mut r = rng();
+            views.views_of(o.dims(), &mut |k| o.decode(k, &d), &mut r)
+        })
+    }
+
+    /// `f` on image `i` as read; on failure, the policy of [`Stream::image`].
+    fn with_original<T>(
+        &self,
+        i: usize,
+        labels: Option<&[usize]>,
+        f: &mut dyn FnMut(&Original) -> Result<T>,
+    ) -> Result<T> {
+        let first = match self.attempt(self.ids[i], f) {
+            Ok(v) => return Ok(v),
             Err(e) => e,
         };
         if self.corrupt == CorruptImages::Error {
@@ -194,8 +228,8 @@ impl Stream {
             if self.bad.contains(self.ids[j]) {
                 continue;
             }
-            if let Ok(img) = self.try_load(self.ids[j]) {
-                return Ok(img);
+            if let Ok(v) = self.attempt(self.ids[j], f) {
+                return Ok(v);
             }
         }
         Err(Error::Invalid(format!(
@@ -204,24 +238,27 @@ impl Stream {
         )))
     }
 
-    fn try_load(&self, id: usize) -> Result<Image> {
+    fn attempt<T>(&self, id: usize, f: &mut dyn FnMut(&Original) -> Result<T>) -> Result<T> {
         if self.bad.contains(id) {
             return Err(Error::Invalid(format!(
                 "{} does not decode",
                 self.store.name(id).display()
             )));
         }
-        self.store.load(id, &self.decode).inspect_err(|e| {
-            if self.corrupt == CorruptImages::Skip {
-                self.bad.record(
-                    id,
-                    Skipped {
-                        path: self.store.name(id),
-                        reason: e.to_string(),
-                    },
-                );
-            }
-        })
+        self.store
+            .open(id, &self.decode)
+            .and_then(|o| f(&o))
+            .inspect_err(|e| {
+                if self.corrupt == CorruptImages::Skip {
+                    self.bad.record(
+                        id,
+                        Skipped {
+                            path: self.store.name(id),
+                            reason: e.to_string(),
+                        },
+                    );
+                }
+            })
     }
 
     /// The images at `indices` of this set.

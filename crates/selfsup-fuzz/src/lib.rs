@@ -7,7 +7,7 @@
 //! same) and panics if it does not, so a silent wrong result is a finding too.
 
 use selfsup_data::cifar::{Cifar, parse_batch};
-use selfsup_data::{folder, idx, manifest};
+use selfsup_data::{folder, idx, manifest, shards};
 use selfsup_pipeline::RunConfig;
 use std::path::Path;
 
@@ -15,12 +15,13 @@ use std::path::Path;
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets, by name: the folders of `fuzz/corpus/` and the binaries of `fuzz/`.
-pub const TARGETS: [(&str, Target); 5] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("idx", idx_file),
     ("cifar", cifar_batch),
     ("manifest", manifest_text),
     ("config", config_text),
     ("image", image_file),
+    ("shard", shard_file),
 ];
 
 /// An IDX file, gzipped or not: the first byte picks images (even) or labels (odd), the rest is
@@ -118,5 +119,30 @@ pub fn image_file(data: &[u8]) {
     let channels = if pick % 2 == 0 { 1 } else { 3 };
     if let Ok(pixels) = folder::decode_bytes(Path::new("fuzz.img"), file, 8, channels) {
         assert_eq!(pixels.len(), channels * 64);
+    }
+}
+
+/// A WebDataset tar shard as `shards:` indexes it. Where the index is accepted, every sample
+/// must lie inside the shard, have an image member named by its key, and its bytes must decode
+/// or fail with an error (never a panic); a 1-megapixel cap keeps a fuzzed header from asking
+/// for gigabytes.
+pub fn shard_file(data: &[u8]) {
+    let name = Path::new("fuzz.tar");
+    let Ok((samples, _)) = shards::index(name, 0, std::io::Cursor::new(data)) else {
+        return;
+    };
+    let decode = selfsup_data::decode::Decode {
+        channels: 3,
+        max_pixels: 1 << 20,
+    };
+    for s in samples {
+        let end = s
+            .offset
+            .checked_add(s.size)
+            .expect("offset + size overflows");
+        assert!(end <= data.len() as u64, "{s:?} runs past {}", data.len());
+        assert!(!s.member.is_empty(), "{s:?} has no image member");
+        let bytes = &data[s.offset as usize..end as usize];
+        let _ = selfsup_data::decode::original(name, bytes, &decode);
     }
 }
