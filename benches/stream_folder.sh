@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-target/photos-40k}
-cargo build --release --locked -p selfsup-benches --bin make-jpegs -p selfsup-cli
+cargo build --release --locked -p selfsup-benches --bin make-jpegs
+cargo build --release --locked -p selfsup-cli
 target/release/make-jpegs "$dir" 40000 320x240 10
 run=$(mktemp -d)
 start=$(date +%s.%N)
