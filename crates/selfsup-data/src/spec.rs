@@ -320,8 +320,12 @@ impl DataConfig {
             let train = folder::scan(&dir.join("train"))?;
             let mut val = folder::scan(&dir.join("val"))?;
             folder::align_classes(&mut val, &train.class_names, &dir.join("val"))?;
+            // In a seeded order, as a held-out split is, so that `max_train` takes images of
+            // every class rather than the first classes'.
+            let train = folder::streamed(train, side, d, policy);
+            let order = crate::loader::epoch_order(train.len(), seed_value, usize::MAX);
             return Ok(Splits {
-                train: folder::streamed(train, side, d, policy),
+                train: train.subset(&order),
                 test: Some(folder::streamed(val, side, d, policy)),
                 probe: None,
                 skipped: Vec::new(),
@@ -432,6 +436,42 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("data.channels")
+        );
+    }
+
+    /// A folder with `train/` and `val/` is two splits; the val classes follow the training
+    /// classes' order; both are streamed, the training images in a seeded order.
+    #[test]
+    fn train_and_val_folders_are_two_splits() {
+        let dir = tempfile::tempdir().unwrap();
+        for (split, classes) in [("train", &["cat", "dog"][..]), ("val", &["dog"][..])] {
+            for c in classes {
+                let d = dir.path().join(split).join(c);
+                std::fs::create_dir_all(&d).unwrap();
+                for i in 0..3 {
+                    image::GrayImage::from_pixel(5, 4, image::Luma([i * 10]))
+                        .save(d.join(format!("{i}.png")))
+                        .unwrap();
+                }
+            }
+        }
+        let cfg = DataConfig {
+            spec: format!("folder:{}", dir.path().display()).parse().unwrap(),
+            ..Default::default()
+        };
+        let s = cfg.load(1).unwrap();
+        assert!(s.train.is_streamed() && s.test.as_ref().unwrap().is_streamed());
+        assert_eq!(s.train.len(), 6);
+        let mut labels = s.train.labels.clone().unwrap();
+        labels.sort();
+        assert_eq!(labels, [0, 0, 0, 1, 1, 1]);
+        let test = s.test.unwrap();
+        assert_eq!(test.labels, Some(vec![1, 1, 1]));
+        assert_eq!(test.class_names, ["cat", "dog"]);
+        assert_eq!(
+            s.train.image(0).unwrap().height,
+            4,
+            "the original, not a square"
         );
     }
 }
