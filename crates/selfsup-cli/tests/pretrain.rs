@@ -282,3 +282,26 @@ fn corrupt_images_in_a_folder_stop_the_run_or_are_skipped_and_listed() {
         "{list}"
     );
 }
+
+/// `selfsup pretrain --no-eval` trains and saves the encoder, and scores nothing.
+#[test]
+fn no_eval_trains_and_saves_without_scoring() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    tiny().save(&cfg).unwrap();
+    let run = dir.path().join("run");
+    let o = Command::new(env!("CARGO_BIN_EXE_selfsup"))
+        .args(["pretrain", "--quiet", "--no-eval", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(run.join("encoder.bpk").is_file());
+    let results = std::fs::read_to_string(run.join("results.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&results).unwrap();
+    assert!(v["eval"].is_null(), "{results}");
+    assert!(!err.contains("kNN"), "{err}");
+}

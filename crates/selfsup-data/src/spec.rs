@@ -474,4 +474,39 @@ mod tests {
             "the original, not a square"
         );
     }
+
+    /// `data.cache = "memory"` decodes a folder once: originals at their own size, or the
+    /// shorter side brought down to `cache_size` with the aspect ratio kept; a file that does
+    /// not decode is left out with its label and listed.
+    #[test]
+    fn a_memory_cache_keeps_the_aspect_ratio() {
+        let dir = tempfile::tempdir().unwrap();
+        for c in ["a", "b"] {
+            std::fs::create_dir_all(dir.path().join(c)).unwrap();
+            for i in 0..4 {
+                image::RgbImage::from_pixel(40, 20, image::Rgb([i * 30, 9, 9]))
+                    .save(dir.path().join(c).join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+        std::fs::write(dir.path().join("b/9.png"), b"not a png").unwrap();
+        let mut cfg = DataConfig {
+            spec: format!("folder:{}", dir.path().display()).parse().unwrap(),
+            holdout: 0.0,
+            cache: Cache::Memory,
+            corrupt_images: CorruptImages::Skip,
+            ..Default::default()
+        };
+        let s = cfg.load(0).unwrap();
+        assert_eq!(s.train.len(), 8);
+        assert_eq!(s.skipped.len(), 1);
+        assert!(s.skipped[0].path.ends_with("b/9.png"));
+        assert_eq!(s.train.labels, Some(vec![0, 0, 0, 0, 1, 1, 1, 1]));
+        let img = s.train.image(5).unwrap();
+        assert_eq!((img.height, img.width), (20, 40));
+        assert_eq!(img.get(0, 0, 0), 30.0 / 255.0);
+        cfg.cache_size = 10;
+        let img = cfg.load(0).unwrap().train.image(0).unwrap();
+        assert_eq!((img.height, img.width), (10, 20));
+    }
 }
