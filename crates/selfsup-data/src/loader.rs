@@ -296,7 +296,15 @@ impl BatchSource for CaptionLoader {
     fn batch(&self, epoch: usize, index: usize) -> Result<ImageTextBatch> {
         let ids = self.inner.batch_ids(epoch, index);
         let images = self.inner.batch(epoch, index)?.remove(0);
-        let captions: Vec<&Encoded> = ids.iter().map(|&i| self.caption(epoch, i)).collect();
+        // A streamed image that did not decode was replaced: its caption goes with it.
+        let stream = self.inner.data.stream.as_ref();
+        let captions: Vec<&Encoded> = ids
+            .iter()
+            .map(|&i| {
+                let shown = stream.and_then(|s| s.replacement(i)).unwrap_or(i);
+                self.caption(epoch, shown)
+            })
+            .collect();
         let (tokens, eot) = caption_tensors(&captions, &self.device);
         Ok(ImageTextBatch {
             images,

@@ -239,7 +239,12 @@ mod tests {
         .unwrap();
         let set = load(&gone, 2, gray, CorruptImages::Skip).unwrap();
         assert_eq!(set.len(), 3);
+        let stream = set.stream.as_ref().unwrap();
+        assert_eq!(stream.replacement(1), None, "not found bad yet");
         assert_eq!(set.image(1).unwrap(), set.image(2).unwrap());
+        // What goes with the missing image (its caption) follows its replacement.
+        assert_eq!(stream.replacement(1), Some(2));
+        assert_eq!(stream.replacement(0), None);
         let skipped = set.skipped();
         assert_eq!(skipped.len(), 1);
         assert!(skipped[0].path.ends_with("nope.png"));

@@ -148,6 +148,9 @@ pub struct Stream {
     pub corrupt: CorruptImages,
     /// Those found not to decode (shared by every subset of the same store).
     pub bad: Arc<BadFiles>,
+    /// The set's images replaced so far, by position: what replaced each (positions of this
+    /// set, so a subset starts its own).
+    replaced: Arc<Mutex<BTreeMap<usize, usize>>>,
 }
 
 impl fmt::Debug for Stream {
@@ -170,7 +173,19 @@ impl Stream {
             decode,
             corrupt,
             bad: Arc::default(),
+            replaced: Arc::default(),
         }
+    }
+
+    /// The position of the image that stands in for the set's image `i`, when `i` did not
+    /// decode and was replaced (`corrupt_images = "skip"`): what goes with an image (a
+    /// caption) follows the replacement. `None` while `i` has not been found bad.
+    pub fn replacement(&self, i: usize) -> Option<usize> {
+        self.replaced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&i)
+            .copied()
     }
 
     /// The set's image `i` at its own size.
@@ -229,6 +244,10 @@ impl Stream {
                 continue;
             }
             if let Ok(v) = self.attempt(self.ids[j], f) {
+                self.replaced
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(i, j);
                 return Ok(v);
             }
         }
@@ -265,6 +284,7 @@ impl Stream {
     pub fn subset(&self, indices: &[usize]) -> Self {
         Self {
             ids: indices.iter().map(|&i| self.ids[i]).collect(),
+            replaced: Arc::default(),
             ..self.clone()
         }
     }
