@@ -16,22 +16,12 @@ import time
 import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets
-from torchvision import transforms as T
+
+# The same SimCLR pipeline as the per-core augmentation bench (its RandomResizedCrop
+# antialiases: torchvision's default).
+from torchvision_augment import pipeline
 
 torch.set_num_threads(1)
-
-
-def pipeline(size, blur):
-    steps = [
-        T.RandomResizedCrop(size, scale=(0.08, 1.0), antialias=True),
-        T.RandomHorizontalFlip(),
-        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
-        T.RandomGrayscale(p=0.2),
-    ]
-    if blur:
-        steps.append(T.RandomApply([T.GaussianBlur(23, sigma=(0.1, 2.0))], p=0.5))
-    steps += [T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]
-    return T.Compose(steps)
 
 
 class TwoViews:

@@ -44,7 +44,11 @@ pub fn dimensions(name: &Path, bytes: &[u8]) -> Result<(u32, u32)> {
 pub fn original(name: &Path, bytes: &[u8], decode: &Decode) -> Result<Image> {
     let (w, h) = dimensions(name, bytes)?;
     check_pixels(name, w, h, decode)?;
-    let pixels = w as u64 * h as u64;
+    decode_checked(name, bytes, w as u64 * h as u64, decode)
+}
+
+/// [`original`] once the header has been read and checked: `pixels` is its `width * height`.
+fn decode_checked(name: &Path, bytes: &[u8], pixels: u64, decode: &Decode) -> Result<Image> {
     let mut reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Error::io(name, e))?;
@@ -106,11 +110,12 @@ impl Original {
     pub fn decode(&self, reduce: u32, decode: &Decode) -> Result<Image> {
         match self {
             Self::Decoded(img) => Ok(img.clone()),
-            Self::Encoded { name, bytes, .. } => {
+            Self::Encoded { name, bytes, dims } => {
                 if reduce >= 4 && bytes.starts_with(&[0xFF, 0xD8]) {
                     jpeg_reduced(name, bytes, reduce, decode.channels)
                 } else {
-                    original(name, bytes, decode)
+                    // The header was read and checked when the file was opened.
+                    decode_checked(name, bytes, (dims.0 * dims.1) as u64, decode)
                 }
             }
         }

@@ -10,7 +10,7 @@
 use crate::dataset::ImageSet;
 use crate::decode::Decode;
 use crate::folder::CorruptImages;
-use crate::stream::{Store, Stream, member_name};
+use crate::stream::{Store, Stream};
 use selfsup_core::{Error, Result};
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -228,7 +228,8 @@ impl Store for ShardStore {
 
     fn name(&self, i: usize) -> PathBuf {
         let s = &self.samples[i];
-        member_name(&self.shards[s.shard], &s.member)
+        // `shard.tar/KEY.jpg`: the shard and the member, as errors and skip lists name it.
+        self.shards[s.shard].join(&s.member)
     }
 
     fn bytes(&self, i: usize) -> Result<Vec<u8>> {

@@ -13,8 +13,11 @@ use selfsup_core::ViewGenerator;
 use selfsup_core::{Error, Image, Result};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+
+/// What an error about an image that does not decode says to do.
+const SKIP_HINT: &str = "Set data.corrupt_images = \"skip\" to leave such files out (the run lists them in skipped-images.txt)";
 
 /// Where a streamed set's images live: read one at a time, by index, from any thread.
 pub trait Store: Send + Sync {
@@ -229,9 +232,7 @@ impl Stream {
             Err(e) => e,
         };
         if self.corrupt == CorruptImages::Error {
-            return Err(Error::Invalid(format!(
-                "{first}. Set data.corrupt_images = \"skip\" to leave such files out (the run lists them in skipped-images.txt)"
-            )));
+            return Err(Error::Invalid(format!("{first}. {SKIP_HINT}")));
         }
         let n = self.ids.len();
         let want = labels.map(|l| l[i]);
@@ -330,12 +331,7 @@ impl Stream {
                 first.reason
             );
             if self.corrupt == CorruptImages::Error {
-                return Err(Error::format(
-                    &first.path,
-                    format!(
-                        "{many}. Set data.corrupt_images = \"skip\" to leave such files out (the run lists them in skipped-images.txt)"
-                    ),
-                ));
+                return Err(Error::format(&first.path, format!("{many}. {SKIP_HINT}")));
             }
             if kept.is_empty() {
                 return Err(Error::format(
@@ -363,9 +359,4 @@ pub fn shrink_shorter_side(img: Image, side: usize) -> Image {
     );
     let (ih, iw) = (img.height as f32, img.width as f32);
     crate::augment::resize_region(&img, 0.0, 0.0, ih, iw, h, w)
-}
-
-/// Names a path for a member of a tar shard: `shard.tar/KEY.jpg`.
-pub fn member_name(shard: &Path, member: &str) -> PathBuf {
-    shard.join(member)
 }

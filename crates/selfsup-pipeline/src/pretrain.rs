@@ -123,15 +123,6 @@ pub(crate) fn pretrain_run(
     };
 
     let mut splits = cfg.data.load(cfg.train.seed)?;
-    if let Some(p) = &splits.probe
-        && cfg.data.channels == 0
-        && p.channels != splits.train.channels
-    {
-        return Err(Error::Invalid(format!(
-            "{}: the probe split has {} channels, the training split {}",
-            cfg.data.spec, p.channels, splits.train.channels
-        )));
-    }
     let size = cfg.crop_side(splits.train.height);
     recipe.prepare(&mut cfg, &mut splits, size)?;
     let spec = cfg.data.spec.to_string();
