@@ -323,7 +323,7 @@ mod tests {
     use selfsup_encoders::{Backbone, EncoderConfig};
 
     fn tiny() -> (ClipConfig, ClipModel<Backbone>, Device) {
-        let device = Device::flex().autodiff();
+        let device = selfsup_core::DeviceSpec::for_tests().autodiff();
         let cfg = ClipConfig {
             embed_dim: 8,
             text: TextConfig {

@@ -244,7 +244,7 @@ mod tests {
 
     #[test]
     fn a_step_over_two_devices_equals_one_device_with_the_whole_batch() {
-        let device = Device::flex().autodiff();
+        let device = selfsup_core::DeviceSpec::for_tests().autodiff();
         let cfg = TrainConfig::default();
         let batch = views(&device);
         let (start, info) = (model(&device), info());

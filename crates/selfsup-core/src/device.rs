@@ -101,6 +101,24 @@ impl DeviceSpec {
     pub fn train_device(&self) -> Result<Device> {
         Ok(self.device()?.autodiff())
     }
+
+    /// The device the data-parallel tests run on: `SELFSUP_TEST_DEVICE` (`cuda:0`, `wgpu`),
+    /// `flex` when it is unset. The tests that split a step over two copies of one device
+    /// check the gather-with-gradients on whatever backend this names, so a GPU machine runs
+    /// them with `SELFSUP_TEST_DEVICE=cuda:0 cargo test --features selfsup-core/cuda`.
+    ///
+    /// # Panics
+    /// On a name that does not parse or a device whose feature is not built: a test run
+    /// asked for a device it cannot have, which must not silently fall back to the CPU.
+    pub fn for_tests() -> Device {
+        match std::env::var("SELFSUP_TEST_DEVICE") {
+            Ok(name) if !name.trim().is_empty() => name
+                .parse::<DeviceSpec>()
+                .and_then(|d| d.device())
+                .unwrap_or_else(|e| panic!("SELFSUP_TEST_DEVICE={name}: {e}")),
+            _ => Device::flex(),
+        }
+    }
 }
 
 #[cfg(test)]

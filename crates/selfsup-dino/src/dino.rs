@@ -571,7 +571,7 @@ mod tests {
             },
             ..EncoderConfig::default()
         };
-        let dev = Device::flex().autodiff();
+        let dev = selfsup_core::DeviceSpec::for_tests().autodiff();
         let build = |d: &Device| DinoModel::new(enc.init(1, d), &cfg.head, d);
         let student = seed::init_module(&dev, 1, build);
         let objective = || Dino::new(&cfg, seed::init_module(&dev, 2, build), &student);

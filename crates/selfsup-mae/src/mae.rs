@@ -403,7 +403,7 @@ mod tests {
         use selfsup_core::parallel::one_and_two_devices;
         use selfsup_core::seed::init_module;
 
-        let dev = Device::flex().autodiff();
+        let dev = selfsup_core::DeviceSpec::for_tests().autodiff();
         let start = init_module(&dev, 2, |d| MaeModel::new(tiny_vit(d), 1, &cfg(), d));
         let x = vec![Tensor::<4>::from_data(
             burn::tensor::TensorData::new(

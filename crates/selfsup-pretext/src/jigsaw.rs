@@ -448,7 +448,7 @@ mod tests {
         use selfsup_core::seed::init_module;
         use selfsup_encoders::{Arch, Backbone, VitConfig};
 
-        let dev = Device::flex().autodiff();
+        let dev = selfsup_core::DeviceSpec::for_tests().autodiff();
         let cfg = JigsawConfig {
             grid: 2,
             permutations: 8,

@@ -232,7 +232,7 @@ mod tests {
         use selfsup_core::seed::init_module;
         use selfsup_encoders::{Arch, Backbone, VitConfig};
 
-        let dev = Device::flex().autodiff();
+        let dev = selfsup_core::DeviceSpec::for_tests().autodiff();
         let enc = EncoderConfig {
             arch: Arch::Vit,
             vit: VitConfig {
