@@ -106,6 +106,24 @@ enum Command {
         #[arg(long)]
         device: Option<DeviceSpec>,
     },
+    /// Write a run's encoder as safetensors that PyTorch loads: ResNets in torchvision's
+    /// names and shapes, the ViT in timm's (docs/interop.md has the loading snippet), with a
+    /// sidecar FILE.json (architecture, input size, mean, std, stem, feature width).
+    Export {
+        /// A run folder, or one of its checkpoints/step-N folders.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// The file format; safetensors is the one there is.
+        #[arg(long, default_value = "safetensors", value_parser = ["safetensors"])]
+        format: String,
+        /// torchvision (ResNets), timm (ViT) or burn (ours, any encoder) [default: the one
+        /// the architecture has].
+        #[arg(long)]
+        layout: Option<selfsup_interop::Layout>,
+        /// The file to write, FILE.safetensors (the sidecar goes to FILE.json).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Images from the generator of a GAN run (`--method gan`), as a grid PNG.
     Sample {
         /// A GAN run folder, or one of its checkpoints/step-N folders.
@@ -549,6 +567,26 @@ fn run(cli: Cli) -> Result<()> {
             for p in files.pictures {
                 println!("wrote {}", p.display());
             }
+            Ok(())
+        }
+        Command::Export {
+            checkpoint,
+            format: _,
+            layout,
+            out,
+        } => {
+            let e = selfsup_pipeline::export(&checkpoint, &registry, layout, &out)?;
+            println!(
+                "wrote {} ({} tensors, {} layout, {} features of {}x{}x{} images) and {}",
+                e.weights.display(),
+                e.tensors,
+                e.layout,
+                e.info.feature_dim,
+                e.info.channels,
+                e.info.input_size,
+                e.info.input_size,
+                e.sidecar.display()
+            );
             Ok(())
         }
         Command::Sample {

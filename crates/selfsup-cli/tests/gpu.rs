@@ -33,8 +33,6 @@ const WEIGHT_TOL: f32 = 1e-3;
 #[cfg(feature = "cuda")]
 const WEIGHT_TOL: f32 = 1e-2;
 /// Data parallel against one device: the largest difference of a weight.
-#[cfg(not(feature = "cuda"))]
-const PARALLEL_TOL: f32 = 1e-4;
 #[cfg(feature = "cuda")]
 const PARALLEL_TOL: f32 = 1e-3;
 
@@ -139,12 +137,16 @@ fn gan_step_matches_flex() {
     compare("gan");
 }
 
+#[cfg(feature = "cuda")]
 mod common;
 
 /// Data parallelism on the GPU: `devices = [gpu, gpu]` (two copies of one device, each taking
 /// half of every batch; the loss over the gathered outputs, the gradients summed) trains the
 /// same weights as the GPU alone with the whole batch. Models without BatchNorm (a ViT and
 /// plain heads), whose per-device statistics would differ by design; SGD (see the top).
+/// Built with `cuda` only: run there (H200, 2026-12-04), not yet on lavapipe, whose CI step
+/// they would lengthen.
+#[cfg(feature = "cuda")]
 fn data_parallel_matches_one_device(method: &str) {
     use selfsup_pipeline::RunConfig;
     let mut c: RunConfig = common::tiny_of(method);
@@ -182,26 +184,31 @@ fn data_parallel_matches_one_device(method: &str) {
     assert!(diff <= PARALLEL_TOL, "{method}: weights {diff} apart");
 }
 
+#[cfg(feature = "cuda")]
 #[test]
 fn simclr_data_parallel_matches_one_device() {
     data_parallel_matches_one_device("simclr");
 }
 
+#[cfg(feature = "cuda")]
 #[test]
 fn clip_data_parallel_matches_one_device() {
     data_parallel_matches_one_device("clip");
 }
 
+#[cfg(feature = "cuda")]
 #[test]
 fn mae_data_parallel_matches_one_device() {
     data_parallel_matches_one_device("mae");
 }
 
+#[cfg(feature = "cuda")]
 #[test]
 fn dino_data_parallel_matches_one_device() {
     data_parallel_matches_one_device("dino");
 }
 
+#[cfg(feature = "cuda")]
 #[test]
 fn rotnet_data_parallel_matches_one_device() {
     data_parallel_matches_one_device("rotnet");

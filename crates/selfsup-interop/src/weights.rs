@@ -10,8 +10,11 @@ use selfsup_core::{Error, Result};
 use selfsup_encoders::{Arch, Backbone, EncoderConfig};
 use std::collections::{BTreeSet, HashMap};
 
-/// Our tensors of `encoder`: (name, shape, values), in visiting order.
-pub fn tensors(encoder: &Backbone) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+/// One of our tensors: its module path, shape and values.
+pub type Own = (String, Vec<usize>, Vec<f32>);
+
+/// Our tensors of `encoder`, in visiting order.
+pub fn tensors(encoder: &Backbone) -> Result<Vec<Own>> {
     encoder
         .collect(None, None, true)
         .into_iter()
@@ -68,17 +71,17 @@ pub fn export(
             });
         }
     }
-    if let (Layout::Timm, Backbone::Vit(v)) = (layout, encoder) {
-        if !out.iter().any(|t| t.name == "pos_embed") {
-            let table = v.position_embedding(&burn::tensor::Device::flex());
-            let shape = table.dims().to_vec();
-            let values = table
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .unwrap();
-            out.push(Named::f32("pos_embed", shape, values));
-        }
+    if let (Layout::Timm, Backbone::Vit(v)) = (layout, encoder)
+        && !out.iter().any(|t| t.name == "pos_embed")
+    {
+        let table = v.position_embedding(&burn::tensor::Device::flex());
+        let shape = table.dims().to_vec();
+        let values = table
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| Error::Invalid(format!("pos_embed: {e:?}")))?;
+        out.push(Named::f32("pos_embed", shape, values));
     }
     Ok(out)
 }
@@ -136,25 +139,24 @@ pub fn import(
         ));
     }
     // A fixed sine-cosine table exported as timm's `pos_embed` loads back only as itself.
-    if let (Layout::Timm, Backbone::Vit(v)) = (layout, &encoder) {
-        if !used.contains("pos_embed") {
-            if let Some(found) = by_name.get("pos_embed") {
-                used.insert("pos_embed".into());
-                let ours = v.position_embedding(&burn::tensor::Device::flex());
-                let same = found.shape == ours.dims().to_vec()
-                    && found
-                        .floats()
-                        .iter()
-                        .zip(ours.into_data().convert::<f32>().iter::<f32>())
-                        .all(|(a, b)| (a - b).abs() <= 1e-4);
-                if !same {
-                    problems.push(
-                        "key `pos_embed`: learned position embeddings, but encoder.vit.pos_embed \
-                         is the fixed sine-cosine table: set encoder.vit.pos_embed = \"learned\""
-                            .into(),
-                    );
-                }
-            }
+    if let (Layout::Timm, Backbone::Vit(v)) = (layout, &encoder)
+        && !used.contains("pos_embed")
+        && let Some(found) = by_name.get("pos_embed")
+    {
+        used.insert("pos_embed".into());
+        let ours = v.position_embedding(&burn::tensor::Device::flex());
+        let same = found.shape == ours.dims().to_vec()
+            && found
+                .floats()
+                .iter()
+                .zip(ours.into_data().convert::<f32>().iter::<f32>())
+                .all(|(a, b)| (a - b).abs() <= 1e-4);
+        if !same {
+            problems.push(
+                "key `pos_embed`: learned position embeddings, but encoder.vit.pos_embed is \
+                 the fixed sine-cosine table: set encoder.vit.pos_embed = \"learned\""
+                    .into(),
+            );
         }
     }
     for t in file {

@@ -34,7 +34,9 @@ fn expected(name: &str) -> (Vec<usize>, Vec<f32>) {
     (shape, f)
 }
 
-/// The script's `value(key, i, n)`: every weight of the ResNet fixtures, by formula.
+/// The script's `value(key, i, n)`: every weight of the ResNet fixtures, by formula (its
+/// 6.283 is the script's literal, not τ).
+#[allow(clippy::approx_constant)]
 fn value(key: &str, i: usize, n: usize, out: usize) -> f32 {
     let mut h: u64 = 0;
     for b in key.bytes() {

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod evaluate;
+pub mod export;
 pub mod monitor;
 pub mod pretrain;
 pub mod recipe;
@@ -25,6 +26,7 @@ pub mod testing;
 
 pub use config::{EvalConfig, RunConfig};
 pub use evaluate::{EvalArgs, EvalPlan, EvalReport, eval_finetune, eval_frozen};
+pub use export::{Exported, export};
 pub use pretrain::{PretrainReport, pretrain, pretrain_only};
 pub use recipe::{Recipe, ReportPart, TrainRun, Trained};
 pub use registry::Registry;

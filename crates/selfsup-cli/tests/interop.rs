@@ -1,0 +1,95 @@
+//! `selfsup export`: a run's encoder as safetensors in torchvision's layout, with its
+//! sidecar, loads back into an encoder that gives the run's features.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use selfsup_core::Encoder;
+use selfsup_encoders::Arch;
+use selfsup_interop::{Layout, Sidecar, file, import};
+use std::process::Command;
+
+mod common;
+
+#[test]
+fn an_exported_resnet_loads_back_with_the_runs_features() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut c = common::tiny_of("simclr");
+    c.encoder.arch = Arch::Resnet18;
+    c.train.max_steps = 1;
+    selfsup_pipeline::pretrain_only(
+        selfsup_cli::registry().get("simclr").unwrap(),
+        c.clone(),
+        &run,
+        false,
+        false,
+    )
+    .unwrap();
+
+    let out = dir.path().join("w/r18.safetensors");
+    let st = Command::new(env!("CARGO_BIN_EXE_selfsup"))
+        .args(["export", "--checkpoint"])
+        .arg(&run)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&st.stdout).to_string() + &String::from_utf8_lossy(&st.stderr);
+    assert!(st.status.success(), "{text}");
+    assert!(
+        text.contains("torchvision") && text.contains("r18.json"),
+        "{text}"
+    );
+
+    let side = Sidecar::read(&out).unwrap().expect("sidecar");
+    assert_eq!(
+        (
+            side.arch.as_str(),
+            side.layout.as_str(),
+            side.channels,
+            side.input_size
+        ),
+        ("resnet18", "torchvision", 1, 28)
+    );
+    assert_eq!(side.stem.as_deref(), Some("cifar"));
+    assert_eq!(side.feature_dim, 512);
+    assert_eq!(side.mean.len(), 1);
+
+    let (tensors, meta) = file::read(&out).unwrap();
+    assert_eq!(meta.get("format").map(String::as_str), Some("pt"));
+    assert!(
+        tensors
+            .iter()
+            .any(|t| t.name == "layer4.1.bn2.num_batches_tracked")
+    );
+    assert!(!tensors.iter().any(|t| t.name.starts_with("fc.")));
+    let fresh = c.encoder.init(1, &Device::flex());
+    let (loaded, layout) = import(fresh, &c.encoder, 1, &tensors, "r18").unwrap();
+    assert_eq!(layout, Layout::Torchvision);
+    let (_, trained) =
+        selfsup_pipeline::evaluate::load_encoder(&run, &selfsup_cli::registry(), &Device::flex())
+            .unwrap();
+    let x = Tensor::<4>::from_data(
+        TensorData::new(
+            (0..2 * 28 * 28).map(|i| (i % 17) as f32 / 17.0).collect(),
+            [2, 1, 28, 28],
+        ),
+        &Device::flex(),
+    );
+    let (a, b) = (
+        trained.features(x.clone()).into_data(),
+        loaded.features(x).into_data(),
+    );
+    assert_eq!(a, b, "the exported weights give other features");
+
+    // A layout the architecture has not is refused, naming the one to use.
+    let st = Command::new(env!("CARGO_BIN_EXE_selfsup"))
+        .args(["export", "--layout", "timm", "--checkpoint"])
+        .arg(&run)
+        .arg("--out")
+        .arg(dir.path().join("x.safetensors"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(!st.status.success() && err.contains("torchvision"), "{err}");
+}

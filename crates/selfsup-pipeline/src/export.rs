@@ -1,0 +1,101 @@
+//! `selfsup export`: a run's encoder as safetensors in torchvision's or timm's layout (or
+//! ours), with the JSON sidecar that says how to feed it.
+
+use crate::evaluate::{eval_transform, load_encoder};
+use crate::registry::Registry;
+use selfsup_core::{Error, Result};
+use selfsup_encoders::Arch;
+use selfsup_interop::layout::arch_name;
+use selfsup_interop::{Layout, Sidecar, export as export_tensors, file};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// What [`export`] wrote.
+#[derive(Clone, Debug)]
+pub struct Exported {
+    /// The safetensors file.
+    pub weights: PathBuf,
+    /// The sidecar beside it.
+    pub sidecar: PathBuf,
+    /// Its layout.
+    pub layout: Layout,
+    /// Tensors written.
+    pub tensors: usize,
+    /// What the sidecar says.
+    pub info: Sidecar,
+}
+
+/// Writes the encoder of `checkpoint` (a run folder or step checkpoint) to `out` in `layout`
+/// (default: torchvision for ResNets, timm for the ViT, ours for the rest) and `out`'s
+/// sidecar (`.json`).
+pub fn export(
+    checkpoint: &Path,
+    registry: &Registry,
+    layout: Option<Layout>,
+    out: &Path,
+) -> Result<Exported> {
+    let device = burn::tensor::Device::flex();
+    let (cfg, encoder) = load_encoder(checkpoint, registry, &device)?;
+    let arch = cfg.encoder.arch;
+    let layout = layout.unwrap_or(Layout::native(arch));
+    layout.check(arch)?;
+    if out.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+        return Err(Error::config(
+            "--out",
+            format!(
+                "{}: name the file FILE.safetensors (its sidecar is FILE.json)",
+                out.display()
+            ),
+        ));
+    }
+    let channels = cfg.channels();
+    // The side the encoder was trained and is scored at: the crops of the run's data.
+    let splits = cfg.data.load(cfg.train.seed)?;
+    let transform = eval_transform(&cfg, splits.test.as_ref().unwrap_or(&splits.train));
+    let tensors = export_tensors(&encoder, arch, channels, layout)?;
+    let stem = matches!(arch, Arch::Resnet18 | Arch::Resnet34 | Arch::Resnet50).then(|| {
+        if cfg.encoder.cifar_stem {
+            "cifar"
+        } else {
+            "imagenet"
+        }
+        .to_string()
+    });
+    let vit = (arch == Arch::Vit).then(|| {
+        let v = &cfg.encoder.vit;
+        serde_json::json!({
+            "img_size": v.image_size, "patch_size": v.patch_size, "embed_dim": v.dim,
+            "depth": v.depth, "num_heads": v.heads, "mlp_ratio": v.mlp_ratio,
+            "global_pool": match v.pool { selfsup_encoders::Pool::Cls => "token", selfsup_encoders::Pool::Mean => "avg" },
+        })
+    });
+    let info = Sidecar {
+        arch: arch_name(arch).into(),
+        layout: layout.to_string(),
+        channels,
+        input_size: transform.size,
+        mean: cfg.data.mean.clone(),
+        std: cfg.data.std.clone(),
+        stem,
+        feature_dim: selfsup_core::Encoder::output_dim(&encoder),
+        vit,
+        source: format!("selfsup {} run {}", cfg.method, checkpoint.display()),
+    };
+    let meta = HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        ("selfsup.arch".to_string(), info.arch.clone()),
+        ("selfsup.layout".to_string(), info.layout.clone()),
+    ]);
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    file::write(out, &tensors, meta)?;
+    let sidecar = info.write(out)?;
+    Ok(Exported {
+        weights: out.to_path_buf(),
+        sidecar,
+        layout,
+        tensors: tensors.len(),
+        info,
+    })
+}
