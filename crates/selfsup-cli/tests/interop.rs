@@ -93,3 +93,63 @@ fn an_exported_resnet_loads_back_with_the_runs_features() {
     let err = String::from_utf8_lossy(&st.stderr);
     assert!(!st.status.success() && err.contains("torchvision"), "{err}");
 }
+
+/// `encoder.init`: a run starts from exported weights (timm's layout, a ViT), and a file that
+/// does not fit the encoder stops the run before it starts, naming the key and the setting.
+#[test]
+fn a_run_starts_from_encoder_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = selfsup_cli::registry();
+    let simclr = registry.get("simclr").unwrap();
+    let mut c = common::tiny_of("simclr");
+    c.encoder.arch = Arch::Vit;
+    c.encoder.vit.image_size = 28;
+    c.encoder.vit.patch_size = 7;
+    c.train.max_steps = 1;
+    let first = dir.path().join("first");
+    selfsup_pipeline::pretrain_only(simclr, c.clone(), &first, false, false).unwrap();
+    let file = dir.path().join("vit.safetensors");
+    let e = selfsup_pipeline::export(&first, &registry, None, &file).unwrap();
+    assert_eq!(e.layout, Layout::Timm);
+
+    // A learning rate of 1e-30: the second run's encoder is the file's (a random start of
+    // the same seed is the first run's before its step, 1e-4 and more away).
+    let mut from = c.clone();
+    from.encoder.init = file.display().to_string();
+    from.train.optimizer.lr = 1e-30;
+    from.train.optimizer.weight_decay = 0.0;
+    let second = dir.path().join("second");
+    selfsup_pipeline::pretrain_only(simclr, from.clone(), &second, false, false).unwrap();
+    let (a, b) = (
+        common::encoder_weights(&second),
+        common::encoder_weights(&first),
+    );
+    let d = selfsup_core::grads::max_abs_diff(&a, &b);
+    assert!(d < 1e-12, "the run did not start from the file: {d}");
+    let mut random = c.clone();
+    random.train.max_steps = 1;
+    random.train.optimizer.lr = 1e-30;
+    let third = dir.path().join("third");
+    selfsup_pipeline::pretrain_only(simclr, random, &third, false, false).unwrap();
+    let d = selfsup_core::grads::max_abs_diff(&common::encoder_weights(&third), &b);
+    assert!(d > 1e-6, "a random start is as close: {d}");
+
+    let mut wide = from.clone();
+    wide.encoder.vit.dim = 32;
+    let err = selfsup_pipeline::pretrain_only(simclr, wide, &dir.path().join("w"), false, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("encoder.init")
+            && err.contains("cls_token")
+            && err.contains("encoder.vit.dim"),
+        "{err}"
+    );
+    let mut missing = from;
+    missing.encoder.init = dir.path().join("none.safetensors").display().to_string();
+    let err = common::validate(&missing).unwrap_err().to_string();
+    assert!(
+        err.contains("encoder.init") && err.contains("no such file"),
+        "{err}"
+    );
+}

@@ -38,16 +38,16 @@ fn build(cfg: &RunConfig, s: &DinoConfig, channels: usize, d: &Device) -> DinoMo
 }
 
 /// The student and its objective (the teacher: a fresh model loaded with the student's
-/// weights, on the same device), seeded by `seed`.
+/// weights, on the same device), seeded by `seed`, their backbones made by `encoder`.
 fn parts(
-    cfg: &RunConfig,
     s: &DinoConfig,
-    channels: usize,
+    encoder: &dyn Fn(&Device) -> Backbone,
     device: &Device,
     seed_value: u64,
 ) -> (DinoModel<Backbone>, Dino<Backbone>) {
-    let model = seed::init_module(device, seed_value, |d| build(cfg, s, channels, d));
-    let fresh = seed::init_module(device, seed_value, |d| build(cfg, s, channels, d));
+    let build = |d: &Device| DinoModel::new(encoder(d), &s.head, d);
+    let model = seed::init_module(device, seed_value, build);
+    let fresh = seed::init_module(device, seed_value, build);
     let objective = Dino::new(s, fresh, &model);
     (model, objective)
 }
@@ -118,7 +118,7 @@ impl Recipe for DinoRecipe {
             cfg.data.std.clone(),
         );
         let loader = run.loader(views)?;
-        let (model, mut objective) = parts(cfg, &s, run.channels, &run.device, cfg.train.seed);
+        let (model, mut objective) = parts(&s, &|d| run.encoder(d), &run.device, cfg.train.seed);
         // The monitor scores the student's backbone (the teacher lives in the objective,
         // which the trainer holds while it runs); the final table scores the teacher's.
         let mut monitor = run.monitor(|m: &DinoModel<Backbone>| m.backbone.clone().valid())?;
@@ -155,7 +155,13 @@ impl Recipe for DinoRecipe {
             bench.mean(),
             bench.std(),
         );
-        let (model, objective) = parts(&bench.cfg, &s, bench.args.channels, &bench.device, 0);
+        let channels = bench.args.channels;
+        let (model, objective) = parts(
+            &s,
+            &|d| bench.cfg.encoder.init(channels, d),
+            &bench.device,
+            0,
+        );
         bench.time(objective, model, views)
     }
 }

@@ -74,6 +74,11 @@ pub struct EncoderConfig {
     pub vit: VitConfig,
     /// DCGAN: blocks and feature pooling.
     pub dcgan: DcganConfig,
+    /// Start training from these weights instead of a random initialisation: a
+    /// `.safetensors` file in torchvision's ResNet or timm's ViT layout, or ours (what
+    /// `selfsup export` writes); every key and shape is checked against this section.
+    /// Empty: random initialisation.
+    pub init: String,
 }
 
 impl Default for EncoderConfig {
@@ -84,6 +89,7 @@ impl Default for EncoderConfig {
             width: 32,
             vit: VitConfig::default(),
             dcgan: DcganConfig::default(),
+            init: String::new(),
         }
     }
 }
@@ -94,6 +100,23 @@ impl EncoderConfig {
         ensure(self.width >= 1, "encoder.width", || {
             "must be at least 1".into()
         })?;
+        if !self.init.is_empty() {
+            let p = std::path::Path::new(&self.init);
+            ensure(p.is_file(), "encoder.init", || {
+                format!("{}: no such file", self.init)
+            })?;
+            ensure(
+                p.extension().and_then(|e| e.to_str()) == Some("safetensors"),
+                "encoder.init",
+                || {
+                    format!(
+                        "{}: give a .safetensors file (a PyTorch .pth/.pt converts with \
+                         `safetensors.torch.save_file(torch.load(F), F2)`)",
+                        self.init
+                    )
+                },
+            )?;
+        }
         match self.arch {
             Arch::Vit => self.vit.validate(),
             Arch::Dcgan => self.dcgan.validate(),

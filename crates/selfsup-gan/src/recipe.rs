@@ -226,6 +226,13 @@ impl Recipe for GanRecipe {
                 "a GAN's discriminator is the DCGAN trunk: set encoder.arch = \"dcgan\"",
             ));
         }
+        if !cfg.encoder.init.is_empty() {
+            return Err(Error::config(
+                "encoder.init",
+                "a GAN trains its discriminator and generator together from random weights: \
+                 leave encoder.init empty",
+            ));
+        }
         let half = |v: &[f32]| v.iter().all(|&x| x == 0.5);
         if !half(&cfg.data.mean) || !half(&cfg.data.std) {
             return Err(Error::config(

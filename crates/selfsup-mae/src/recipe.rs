@@ -109,7 +109,10 @@ impl Recipe for MaeRecipe {
         }
         let loader = run.loader(run.views(1))?;
         let model = seed::init_module(&run.device, cfg.train.seed, |d| {
-            model(cfg, &s, run.channels, d)
+            let Backbone::Vit(vit) = run.encoder(d) else {
+                unreachable!("MaeRecipe::validate asks for encoder.arch = \"vit\"")
+            };
+            MaeModel::new(vit, run.channels, &s, d)
         });
         let mut objective = Mae::new(&s).with_seed(cfg.train.seed);
         let mut monitor = run.monitor(|m: &MaeModel| Backbone::Vit(m.encoder.clone().valid()))?;

@@ -194,6 +194,7 @@ impl RunConfig {
                 cifar_stem: true,
                 vit: VitConfig::default(),
                 dcgan: DcganConfig::default(),
+                init: String::new(),
             },
             train,
             settings: toml::Table::new(),

@@ -174,6 +174,7 @@ pub(crate) fn pretrain_run(
 
     let trainer = Trainer::new(cfg.train.clone(), out)?.with_progress(progress);
     let probe = splits.probe.as_ref().unwrap_or(&train);
+    let init_weights = init_weights(&cfg, channels)?;
     let run = TrainRun {
         cfg: &cfg,
         out,
@@ -186,6 +187,7 @@ pub(crate) fn pretrain_run(
         parallel,
         trainer: &trainer,
         resume,
+        init_weights,
     };
     let Trained {
         encoder,
@@ -259,4 +261,27 @@ fn finish(
     };
     write_json(&out.join(RESULTS_FILE), &report)?;
     Ok(report)
+}
+
+/// The weights of `encoder.init`, read and checked against the run's encoder on the CPU, so a
+/// file that does not fit stops the run before it starts.
+fn init_weights(
+    cfg: &RunConfig,
+    channels: usize,
+) -> Result<Option<Arc<Vec<selfsup_interop::Named>>>> {
+    if cfg.encoder.init.is_empty() {
+        return Ok(None);
+    }
+    let path = Path::new(&cfg.encoder.init);
+    let (tensors, _) = selfsup_interop::file::read(path)?;
+    let fresh = cfg.encoder.init(channels, &burn::tensor::Device::flex());
+    let (_, layout) =
+        selfsup_interop::import(fresh, &cfg.encoder, channels, &tensors, &cfg.encoder.init)
+            .map_err(|e| Error::config("encoder.init", e.to_string()))?;
+    eprintln!(
+        "selfsup: the encoder starts from {} ({layout} layout, {} tensors)",
+        path.display(),
+        tensors.len()
+    );
+    Ok(Some(Arc::new(tensors)))
 }

@@ -122,6 +122,9 @@ pub struct TrainRun<'a> {
     pub trainer: &'a Trainer,
     /// Continue from the newest checkpoint in the run folder.
     pub resume: bool,
+    /// The weights of `encoder.init` (read and checked against the encoder before training),
+    /// which [`TrainRun::encoder`] starts from.
+    pub init_weights: Option<Arc<Vec<selfsup_interop::Named>>>,
 }
 
 /// What a recipe's training gives back.
@@ -152,6 +155,29 @@ impl Trained {
 }
 
 impl<'a> TrainRun<'a> {
+    /// A new encoder of the run's architecture on `device`: the weights of `encoder.init`
+    /// when it names a file, else a random initialisation (seeded by the `init_module` around
+    /// the call). Every recipe builds its training encoder with this.
+    pub fn encoder(&self, device: &Device) -> Backbone {
+        let fresh = self.cfg.encoder.init(self.channels, device);
+        match &self.init_weights {
+            None => fresh,
+            Some(t) => {
+                selfsup_interop::import(
+                    fresh,
+                    &self.cfg.encoder,
+                    self.channels,
+                    t,
+                    &self.cfg.encoder.init,
+                )
+                .expect(
+                    "the weights of encoder.init were checked against this encoder before training",
+                )
+                .0
+            }
+        }
+    }
+
     /// `count` views of every image through the run's augmentations (`[augment]`).
     pub fn views(&self, count: usize) -> MultiView {
         let pipeline = self.cfg.augment.pipeline(

@@ -95,7 +95,7 @@ impl Recipe for RotNetRecipe {
         let s: RotNetConfig = cfg.settings()?;
         let loader = run.loader(run.views(1))?;
         let model = seed::init_module(&run.device, cfg.train.seed, |d| {
-            RotNetModel::new(cfg.encoder.init(run.channels, d), &s, d)
+            RotNetModel::new(run.encoder(d), &s, d)
         });
         let mut objective = RotNet::<Backbone>::new();
         let mut monitor = run.monitor(|m: &RotNetModel<Backbone>| m.encoder.clone().valid())?;
@@ -182,7 +182,7 @@ impl Recipe for JigsawRecipe {
         let loader = run.loader(views)?;
         let tiles = s.grid * s.grid;
         let model = seed::init_module(&run.device, cfg.train.seed, |d| {
-            JigsawModel::new(cfg.encoder.init(run.channels, d), &s, d)
+            JigsawModel::new(run.encoder(d), &s, d)
         });
         let set = s.permutation_set(cfg.train.seed)?;
         eprintln!(

@@ -61,7 +61,7 @@ impl Recipe for VicRegRecipe {
         let settings: VicRegConfig = run.cfg.settings()?;
         let loader = run.loader(run.views(2))?;
         let model = seed::init_module(&run.device, run.cfg.train.seed, |d| {
-            VicRegModel::new(run.cfg.encoder.init(run.channels, d), &settings, d)
+            VicRegModel::new(run.encoder(d), &settings, d)
         });
         let mut objective = VicReg::<Backbone>::new(&settings);
         let mut monitor = run.monitor(|m: &VicRegModel<Backbone>| m.encoder.clone().valid())?;

@@ -87,7 +87,7 @@ impl Recipe for ClipRecipe {
         let loader = Prefetch::new(CaptionLoader::new(views, captions, cfg.train.seed)?);
         let vocab = tok.vocab_size();
         let model = seed::init_module(device, cfg.train.seed, |d| {
-            ClipModel::new(cfg.encoder.init(run.channels, d), vocab, &s, d)
+            ClipModel::new(run.encoder(d), vocab, &s, d)
                 .expect("ClipRecipe::validate checked the CLIP config")
         });
         let mut objective = Clip::<Backbone>::new(&s);

@@ -51,7 +51,7 @@ impl Recipe for SimClrRecipe {
         let s: SimClrConfig = cfg.settings()?;
         let loader = run.loader(run.views(2))?;
         let model = seed::init_module(&run.device, cfg.train.seed, |d| {
-            SimClrModel::new(cfg.encoder.init(run.channels, d), &s, d)
+            SimClrModel::new(run.encoder(d), &s, d)
         });
         let mut objective = SimClr::<Backbone>::new(&s);
         let mut monitor = run.monitor(|m: &SimClrModel<Backbone>| m.encoder.clone().valid())?;
