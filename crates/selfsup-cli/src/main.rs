@@ -124,6 +124,22 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The encoder's features of a dataset under the evaluation transform, one row per
+    /// image in dataset order: FILE.npy (+ FILE.labels.npy), FILE.safetensors (`features`,
+    /// `labels`) or FILE.csv.
+    Embed {
+        #[command(flatten)]
+        opts: EvalOpts,
+        /// Which split: train or test.
+        #[arg(long, default_value = "test")]
+        split: selfsup_pipeline::Split,
+        /// At most this many images (the first ones).
+        #[arg(long)]
+        max: Option<usize>,
+        /// The file to write (.npy, .safetensors or .csv).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Images from the generator of a GAN run (`--method gan`), as a grid PNG.
     Sample {
         /// A GAN run folder, or one of its checkpoints/step-N folders.
@@ -567,6 +583,24 @@ fn run(cli: Cli) -> Result<()> {
             for p in files.pictures {
                 println!("wrote {}", p.display());
             }
+            Ok(())
+        }
+        Command::Embed {
+            opts,
+            split,
+            max,
+            out,
+        } => {
+            let e = selfsup_pipeline::embed(&opts.args(), &registry, split, max, &out)?;
+            println!(
+                "wrote {} ({} images x {} features){}",
+                e.features.display(),
+                e.rows,
+                e.dim,
+                e.labels
+                    .map(|l| format!(" and {}", l.display()))
+                    .unwrap_or_default()
+            );
             Ok(())
         }
         Command::Export {

@@ -153,3 +153,77 @@ fn a_run_starts_from_encoder_init() {
         "{err}"
     );
 }
+
+/// `selfsup embed`: the features of the first test images in dataset order, in each format,
+/// equal to the encoder's own features of those images; labels beside them.
+#[test]
+fn embed_writes_the_features_in_dataset_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut c = common::tiny_of("simclr");
+    c.train.max_steps = 1;
+    selfsup_pipeline::pretrain_only(
+        selfsup_cli::registry().get("simclr").unwrap(),
+        c,
+        &run,
+        false,
+        false,
+    )
+    .unwrap();
+    let embed = |name: &str| {
+        let out = dir.path().join(name);
+        let st = Command::new(env!("CARGO_BIN_EXE_selfsup"))
+            .args(["embed", "--max", "5", "--checkpoint"])
+            .arg(&run)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        out
+    };
+    let st = embed("f.safetensors");
+    let (t, _) = file::read(&st).unwrap();
+    let f = t.iter().find(|x| x.name == "features").unwrap();
+    let l = t.iter().find(|x| x.name == "labels").unwrap();
+    let dim = f.shape[1];
+    assert_eq!((f.shape[0], l.shape.clone()), (5, vec![5]));
+
+    // The same numbers from the library: the run's encoder over the first five test images.
+    let args = selfsup_pipeline::EvalArgs {
+        checkpoint: run.clone(),
+        ..Default::default()
+    };
+    let (cfg, enc, _, test) =
+        selfsup_pipeline::evaluate::open_run(&args, &selfsup_cli::registry(), false).unwrap();
+    let test = test.take(5);
+    let tf = selfsup_pipeline::evaluate::eval_transform(&cfg, &test);
+    let want = selfsup_eval::extract(&enc, &test, &tf, 2, &Device::flex())
+        .unwrap()
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap();
+    assert_eq!(f.floats(), want);
+    let labels: Vec<f32> = test.labels.unwrap().iter().map(|&x| x as f32).collect();
+    assert_eq!(l.floats(), labels);
+
+    let npy = std::fs::read(embed("f.npy")).unwrap();
+    let n = u16::from_le_bytes([npy[8], npy[9]]) as usize;
+    let body: Vec<f32> = npy[10 + n..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert_eq!(body, want);
+    assert!(dir.path().join("f.labels.npy").exists());
+
+    let csv = std::fs::read_to_string(embed("f.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 6);
+    assert!(lines[0].starts_with("label,f0,"));
+    assert_eq!(lines[1].split(',').count(), 1 + dim);
+}

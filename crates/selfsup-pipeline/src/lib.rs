@@ -11,6 +11,7 @@
 //! to the binaries (`selfsup`, a crate's own).
 
 pub mod config;
+pub mod embed;
 pub mod evaluate;
 pub mod export;
 pub mod monitor;
@@ -25,6 +26,7 @@ pub mod suite;
 pub mod testing;
 
 pub use config::{EvalConfig, RunConfig};
+pub use embed::{Embedded, Split, embed};
 pub use evaluate::{EvalArgs, EvalPlan, EvalReport, eval_finetune, eval_frozen};
 pub use export::{Exported, export};
 pub use pretrain::{PretrainReport, pretrain, pretrain_only};
