@@ -305,3 +305,44 @@ fn no_eval_trains_and_saves_without_scoring() {
     assert!(v["eval"].is_null(), "{results}");
     assert!(!err.contains("kNN"), "{err}");
 }
+
+/// TensorBoard: a run's `tb/` holds an event file with every numeric metric of
+/// `metrics.jsonl` at its step (loss, lr, images/s, the kNN monitor), read back with checksums.
+#[test]
+fn a_run_writes_tensorboard_scalars_beside_its_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = tiny();
+    c.train.epochs = 1;
+    c.eval.baselines = false;
+    c.eval.linear = false;
+    pretrain(c, dir.path(), false, false).unwrap();
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("tb"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let scalars = selfsup_core::tensorboard::read_scalars(&files[0]).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    let mut want = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let step = v["step"].as_i64().unwrap();
+        for (k, x) in v.as_object().unwrap() {
+            if k != "step" && k != "epoch" && x.is_number() {
+                want.push((step, k.clone(), x.as_f64().unwrap() as f32));
+            }
+        }
+    }
+    let mut got: Vec<_> = scalars
+        .into_iter()
+        .map(|s| (s.step, s.tag, s.value))
+        .collect();
+    let order = |a: &(i64, String, f32), b: &(i64, String, f32)| (a.0, &a.1).cmp(&(b.0, &b.1));
+    got.sort_by(order);
+    want.sort_by(order);
+    assert_eq!(got, want);
+    assert!(
+        got.iter().any(|(_, t, _)| t == "loss") && got.iter().any(|(_, t, _)| t.contains("knn")),
+        "{got:?}"
+    );
+}

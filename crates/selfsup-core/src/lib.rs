@@ -22,6 +22,7 @@ pub mod parallel;
 pub mod prefetch;
 pub mod schedule;
 pub mod seed;
+pub mod tensorboard;
 pub mod trainer;
 
 pub use augment::{Augmentation, Image, ViewGenerator};

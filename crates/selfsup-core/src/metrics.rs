@@ -1,6 +1,9 @@
-//! The per-run metrics log: one JSON object per line, appended, so a resumed run continues it.
+//! The per-run metrics log: one JSON object per line, appended, so a resumed run continues it;
+//! every numeric value of a record with a `step` also goes to TensorBoard's event files in
+//! `tb/` beside it ([`crate::tensorboard`]).
 
 use crate::error::{Error, Result};
+use crate::tensorboard::EventWriter;
 use serde_json::{Map, Value};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -10,10 +13,12 @@ use std::path::{Path, PathBuf};
 pub struct MetricsLog {
     path: PathBuf,
     file: File,
+    tb: EventWriter,
 }
 
 impl MetricsLog {
-    /// Opens (creating or appending to) the log at `path`.
+    /// Opens (creating or appending to) the log at `path`, and a new TensorBoard event file
+    /// in the folder `tb` beside it.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let file = OpenOptions::new()
@@ -21,7 +26,26 @@ impl MetricsLog {
             .append(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        Ok(Self { path, file })
+        let tb = EventWriter::create(&Self::tensorboard_dir(&path))?;
+        Ok(Self { path, file, tb })
+    }
+
+    /// The TensorBoard folder of the log at `path`: `tb/` beside it.
+    pub fn tensorboard_dir(path: &Path) -> PathBuf {
+        path.parent().unwrap_or(Path::new(".")).join("tb")
+    }
+
+    /// Removes the log at `path` and its TensorBoard files: a run started afresh in the
+    /// folder of an earlier one.
+    pub fn remove(path: &Path) -> Result<()> {
+        if path.exists() {
+            std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+        }
+        let tb = Self::tensorboard_dir(path);
+        if tb.exists() {
+            std::fs::remove_dir_all(&tb).map_err(|e| Error::io(&tb, e))?;
+        }
+        Ok(())
     }
 
     /// Writes one record of named values.
@@ -35,7 +59,21 @@ impl MetricsLog {
         let line = format!("{}\n", Value::Object(m));
         self.file
             .write_all(line.as_bytes())
-            .map_err(|e| Error::io(&self.path, e))
+            .map_err(|e| Error::io(&self.path, e))?;
+        // TensorBoard: the record's numbers at its step, each under its own name.
+        let step = fields
+            .iter()
+            .find(|(k, _)| *k == "step")
+            .and_then(|(_, v)| v.as_u64());
+        if let Some(step) = step {
+            let scalars: Vec<(&str, f32)> = fields
+                .iter()
+                .filter(|(k, _)| *k != "step" && *k != "epoch")
+                .filter_map(|(k, v)| v.as_f64().map(|x| (*k, x as f32)))
+                .collect();
+            self.tb.scalars(step, &scalars)?;
+        }
+        Ok(())
     }
 
     /// Drops records with `step` beyond `step` (records count completed steps, so those of a

@@ -561,8 +561,8 @@ impl Trainer {
                 "{} already holds checkpoints: pass --resume to continue it, or choose another --out",
                 self.run_dir.display()
             )));
-        } else if metrics_path.exists() {
-            std::fs::remove_file(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
+        } else {
+            MetricsLog::remove(&metrics_path)?;
         }
         let mut log = MetricsLog::open(&metrics_path)?;
 
