@@ -319,8 +319,15 @@ enum BenchCommand {
 #[derive(clap::Args)]
 struct EvalOpts {
     /// A run folder of `selfsup pretrain`, or one of its checkpoints/step-N folders.
+    #[arg(long, required_unless_present = "weights")]
+    checkpoint: Option<PathBuf>,
+    /// Score an external encoder instead: a .safetensors file (torchvision / timm layout or
+    /// ours); it becomes the run folder runs/external-STEM (or --checkpoint's path).
+    #[arg(long, requires = "arch")]
+    weights: Option<PathBuf>,
+    /// The architecture of --weights: resnet18, resnet34, resnet50, vit, convnet.
     #[arg(long)]
-    checkpoint: PathBuf,
+    arch: Option<Arch>,
     /// Data to evaluate on (default: the run's own).
     #[arg(long)]
     data: Option<DataSpec>,
@@ -330,12 +337,28 @@ struct EvalOpts {
 }
 
 impl EvalOpts {
-    fn args(self) -> EvalArgs {
-        EvalArgs {
-            checkpoint: self.checkpoint,
-            data: self.data,
+    /// The run to evaluate; with --weights, first the run folder made from those weights.
+    fn args(self, registry: &selfsup_pipeline::Registry) -> Result<EvalArgs> {
+        let (Some(weights), Some(arch)) = (&self.weights, self.arch) else {
+            return Ok(EvalArgs {
+                checkpoint: self.checkpoint.unwrap_or_default(),
+                data: self.data,
+                device: self.device,
+            });
+        };
+        let out = self.checkpoint.clone().unwrap_or_else(|| {
+            let stem = weights
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("weights");
+            PathBuf::from("runs").join(format!("external-{stem}"))
+        });
+        let run = selfsup_pipeline::export::import_run(weights, arch, self.data, registry, &out)?;
+        Ok(EvalArgs {
+            checkpoint: run,
+            data: None,
             device: self.device,
-        }
+        })
     }
 }
 
@@ -536,7 +559,7 @@ fn run(cli: Cli) -> Result<()> {
                     linear: false,
                     baselines: !no_baselines,
                 };
-                eval_frozen(&opts.args(), &registry, plan, k, None).map(|_| ())
+                eval_frozen(&opts.args(&registry)?, &registry, plan, k, None).map(|_| ())
             }
             EvalCommand::Linear {
                 opts,
@@ -548,29 +571,39 @@ fn run(cli: Cli) -> Result<()> {
                     linear: true,
                     baselines: !no_baselines,
                 };
-                eval_frozen(&opts.args(), &registry, plan, None, epochs).map(|_| ())
+                eval_frozen(&opts.args(&registry)?, &registry, plan, None, epochs).map(|_| ())
             }
             EvalCommand::ZeroShot { opts, templates } => {
                 selfsup_contrastive::recipe::clip_eval::eval_clip(
-                    &opts.args(),
+                    &opts.args(&registry)?,
                     true,
                     false,
                     templates,
                 )
                 .map(|_| ())
             }
-            EvalCommand::Retrieval { opts } => {
-                selfsup_contrastive::recipe::clip_eval::eval_clip(&opts.args(), false, true, None)
-                    .map(|_| ())
-            }
+            EvalCommand::Retrieval { opts } => selfsup_contrastive::recipe::clip_eval::eval_clip(
+                &opts.args(&registry)?,
+                false,
+                true,
+                None,
+            )
+            .map(|_| ()),
             EvalCommand::Finetune {
                 opts,
                 fractions,
                 epochs,
                 baseline,
                 quiet,
-            } => eval_finetune(&opts.args(), &registry, fractions, epochs, baseline, !quiet)
-                .map(|_| ()),
+            } => eval_finetune(
+                &opts.args(&registry)?,
+                &registry,
+                fractions,
+                epochs,
+                baseline,
+                !quiet,
+            )
+            .map(|_| ()),
         },
         Command::Report {
             run,
@@ -591,7 +624,7 @@ fn run(cli: Cli) -> Result<()> {
             max,
             out,
         } => {
-            let e = selfsup_pipeline::embed(&opts.args(), &registry, split, max, &out)?;
+            let e = selfsup_pipeline::embed(&opts.args(&registry)?, &registry, split, max, &out)?;
             println!(
                 "wrote {} ({} images x {} features){}",
                 e.features.display(),

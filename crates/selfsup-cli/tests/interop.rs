@@ -82,6 +82,41 @@ fn an_exported_resnet_loads_back_with_the_runs_features() {
     );
     assert_eq!(a, b, "the exported weights give other features");
 
+    // The exported file scored as an external encoder under the preset's protocol: a run
+    // folder holding the run's own encoder, scored by `selfsup eval knn`.
+    let ext = dir.path().join("ext");
+    let st = Command::new(env!("CARGO_BIN_EXE_selfsup"))
+        .args([
+            "eval",
+            "knn",
+            "--no-baselines",
+            "--k",
+            "5",
+            "--arch",
+            "resnet18",
+            "--weights",
+        ])
+        .arg(&out)
+        .arg("--checkpoint")
+        .arg(&ext)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&st.stdout).to_string();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    assert!(text.contains("| pretrained | 512 |"), "{text}");
+    assert!(ext.join("eval-knn.json").exists());
+    common::same(
+        &common::encoder_weights(&ext),
+        &common::encoder_weights(&run),
+    )
+    .unwrap();
+    let saved = selfsup_pipeline::RunConfig::load_saved(&ext.join("config.toml")).unwrap();
+    assert_eq!(saved.data.mean, side.mean, "the sidecar's normalization");
+
     // A layout the architecture has not is refused, naming the one to use.
     let st = Command::new(env!("CARGO_BIN_EXE_selfsup"))
         .args(["export", "--layout", "timm", "--checkpoint"])

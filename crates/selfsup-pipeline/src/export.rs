@@ -99,3 +99,82 @@ pub fn export(
         info,
     })
 }
+
+/// A run folder `out` made from an external encoder's weights (`selfsup eval ... --weights
+/// FILE --arch ARCH`), so every `selfsup eval` command scores it under exactly the protocol
+/// of our own runs: `config.toml` (the `simclr` preset's evaluation settings, `data`, the
+/// architecture; the normalization from `FILE.json` when it is there, else measured on the
+/// training images) and `encoder.bpk`. `cifar_stem` is the sidecar's `stem`, else torchvision's
+/// 7x7 stem for a torchvision file and the CIFAR one otherwise.
+pub fn import_run(
+    weights: &Path,
+    arch: Arch,
+    data: Option<selfsup_data::DataSpec>,
+    registry: &Registry,
+    out: &Path,
+) -> Result<PathBuf> {
+    let mut cfg = registry.get("simclr")?.preset();
+    cfg.method = "external".into();
+    cfg.encoder.arch = arch;
+    if let Some(d) = data {
+        cfg.data.spec = d;
+    }
+    let (tensors, _) = file::read(weights)?;
+    let layout = Layout::detect(tensors.iter().map(|t| t.name.as_str()));
+    let side = Sidecar::read(weights)?;
+    cfg.encoder.cifar_stem = match side.as_ref().and_then(|s| s.stem.as_deref()) {
+        Some(stem) => stem == "cifar",
+        None => layout != Layout::Torchvision,
+    };
+    let splits = cfg.data.load(cfg.train.seed)?;
+    let channels = splits.train.channels;
+    match &side {
+        Some(s) if s.mean.len() == channels => {
+            cfg.data.mean = s.mean.clone();
+            cfg.data.std = s.std.clone();
+        }
+        _ => cfg.data.resolve_normalization(&splits.train)?,
+    }
+    if arch == Arch::Vit
+        && let Some(v) = side.as_ref().and_then(|s| s.vit.as_ref())
+    {
+        let n = |k: &str| v.get(k).and_then(|x| x.as_u64()).map(|x| x as usize);
+        let vc = &mut cfg.encoder.vit;
+        vc.image_size = n("img_size").unwrap_or(vc.image_size);
+        vc.patch_size = n("patch_size").unwrap_or(vc.patch_size);
+        vc.dim = n("embed_dim").unwrap_or(vc.dim);
+        vc.depth = n("depth").unwrap_or(vc.depth);
+        vc.heads = n("num_heads").unwrap_or(vc.heads);
+        vc.mlp_ratio = v
+            .get("mlp_ratio")
+            .and_then(|x| x.as_f64())
+            .unwrap_or(vc.mlp_ratio);
+        if v.get("global_pool").and_then(|x| x.as_str()) == Some("avg") {
+            vc.pool = selfsup_encoders::Pool::Mean;
+        }
+    }
+    // A file with a position table loads as learned embeddings (a sine-cosine table loaded
+    // so gives the same features).
+    if tensors
+        .iter()
+        .any(|t| t.name == "pos_embed" || t.name == "pos")
+    {
+        cfg.encoder.vit.pos_embed = selfsup_encoders::PosEmbed::Learned;
+    }
+    cfg.encoder.validate()?;
+    let device = burn::tensor::Device::flex();
+    let fresh = cfg.encoder.init(channels, &device);
+    let source = weights.display().to_string();
+    let (encoder, layout) =
+        selfsup_interop::import(fresh, &cfg.encoder, channels, &tensors, &source)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    cfg.save(&out.join(crate::run_dir::CONFIG_FILE))?;
+    crate::run_dir::save_module(&out.join(crate::run_dir::ENCODER_FILE), &encoder)?;
+    eprintln!(
+        "selfsup: {} ({layout} layout) imported as a {} encoder into {}",
+        weights.display(),
+        arch_name(arch),
+        out.display()
+    );
+    Ok(out.to_path_buf())
+}
