@@ -5,7 +5,7 @@
 use burn::tensor::{Device, Tensor, TensorData};
 use selfsup_core::Encoder;
 use selfsup_core::seed::init_module;
-use selfsup_encoders::{Arch, Backbone, EncoderConfig, PosEmbed, VitConfig};
+use selfsup_encoders::{Arch, Backbone, EncoderConfig, Pool, PosEmbed, VitConfig};
 use selfsup_interop::{Layout, Named, export, file, import, weights::tensors};
 use std::path::PathBuf;
 
@@ -171,6 +171,21 @@ fn timm_vit_weights_give_timms_features() {
     let d = rel_diff(&features(&enc, &shape), &want);
     eprintln!("timm ViT: max difference {d:.2e} of the largest feature");
     assert!(d <= 1e-4, "features differ by {d} (relative)");
+
+    // timm's global_pool="avg" with fc_norm=False is our mean pool.
+    let mean = EncoderConfig {
+        vit: VitConfig {
+            pool: Pool::Mean,
+            ..cfg.vit.clone()
+        },
+        ..cfg.clone()
+    };
+    let (avg, _) = file::read(&fixture("vit_timm_avg.safetensors")).unwrap();
+    let (enc, _) = import(init(&mean, 1), &mean, 3, &avg, "vit_timm_avg.safetensors").unwrap();
+    let (shape, want) = expected("vit_timm_avg.json");
+    let d = rel_diff(&features(&enc, &shape), &want);
+    eprintln!("timm ViT, global_pool avg: max difference {d:.2e} of the largest feature");
+    assert!(d <= 1e-4, "mean-pooled features differ by {d} (relative)");
 
     // Timm's learned table does not load into a model with the fixed one.
     let fixed = vit_cfg(PosEmbed::Sincos);
