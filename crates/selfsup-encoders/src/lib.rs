@@ -75,8 +75,9 @@ pub struct EncoderConfig {
     /// DCGAN: blocks and feature pooling.
     pub dcgan: DcganConfig,
     /// Start training from these weights instead of a random initialisation: a
-    /// `.safetensors` file in torchvision's ResNet or timm's ViT layout, or ours (what
-    /// `selfsup export` writes); every key and shape is checked against this section.
+    /// `.safetensors` file or a PyTorch `.pth` / `.pt` `state_dict`, in torchvision's ResNet or
+    /// timm's ViT layout, or ours (what `selfsup export` writes); every key and shape is
+    /// checked against this section.
     /// Empty: random initialisation.
     pub init: String,
 }
@@ -106,15 +107,12 @@ impl EncoderConfig {
                 format!("{}: no such file", self.init)
             })?;
             ensure(
-                p.extension().and_then(|e| e.to_str()) == Some("safetensors"),
+                matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("safetensors" | "pth" | "pt" | "bin")
+                ),
                 "encoder.init",
-                || {
-                    format!(
-                        "{}: give a .safetensors file (a PyTorch .pth/.pt converts with \
-                         `safetensors.torch.save_file(torch.load(F), F2)`)",
-                        self.init
-                    )
-                },
+                || format!("{}: give a .safetensors, .pth or .pt file", self.init),
             )?;
         }
         match self.arch {

@@ -1,4 +1,5 @@
-//! safetensors files: named tensors with their shapes, read as f32 whatever float type the
+//! Weights files: safetensors (read and written) and PyTorch's `.pth` / `.pt` (read, through
+//! burn-store's `pytorch-reader`): named tensors with their shapes, read as f32 whatever float type the
 //! file holds, written as f32 (and i64 for BatchNorm's step counters, which torchvision's
 //! `state_dict` carries and `load_state_dict(strict=True)` asks for).
 
@@ -129,6 +130,79 @@ pub fn read(path: &Path) -> Result<(Vec<Named>, HashMap<String, String>)> {
     Ok((out, meta.metadata().clone().unwrap_or_default()))
 }
 
+/// The tensors of a weights file, by its extension: `.safetensors`, or a PyTorch
+/// `torch.save` file (`.pth`, `.pt`, `.bin`) holding a `state_dict`, plain or under a
+/// top-level `state_dict` / `model` key, with DataParallel's `module.` prefix removed.
+pub fn read_any(path: &Path) -> Result<Vec<Named>> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("safetensors") => Ok(read(path)?.0),
+        Some("pth" | "pt" | "bin") => read_pytorch(path),
+        _ => Err(Error::Invalid(format!(
+            "{}: give a .safetensors, .pth or .pt file",
+            path.display()
+        ))),
+    }
+}
+
+/// The tensors of a PyTorch `torch.save` file (see [`read_any`]).
+pub fn read_pytorch(path: &Path) -> Result<Vec<Named>> {
+    use burn_store::pytorch_reader::{DType as P, PytorchReader};
+    let reader = PytorchReader::new(path).map_err(|e| {
+        Error::Invalid(format!(
+            "{}: not a readable PyTorch file ({e})",
+            path.display()
+        ))
+    })?;
+    let mut out = Vec::new();
+    for (key, t) in reader.into_tensors() {
+        let mut name = key.as_str();
+        for prefix in ["state_dict.", "model.", "module."] {
+            name = name.strip_prefix(prefix).unwrap_or(name);
+        }
+        let raw = t.read().map_err(|e| Error::io(path, e))?;
+        let values = match t.dtype() {
+            P::F32 => Values::F32(
+                raw.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            ),
+            P::F64 => Values::F32(
+                raw.chunks_exact(8)
+                    .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
+                    .collect(),
+            ),
+            P::F16 => Values::F32(
+                raw.chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+            ),
+            P::BF16 => Values::F32(
+                raw.chunks_exact(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+            ),
+            P::I64 => Values::I64(
+                raw.chunks_exact(8)
+                    .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+                    .collect(),
+            ),
+            other => {
+                return Err(Error::Invalid(format!(
+                    "{}: tensor `{key}` is {other:?}; weights must be floating point",
+                    path.display()
+                )));
+            }
+        };
+        out.push(Named {
+            name: name.to_string(),
+            shape: t.shape().to_vec(),
+            values,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +237,14 @@ mod tests {
             err.contains("w.safetensors") && err.contains("safetensors"),
             "{err}"
         );
+
+        let pth = dir.path().join("w.pth");
+        std::fs::write(&pth, b"not a zip or a pickle").unwrap();
+        let err = read_any(&pth).unwrap_err().to_string();
+        assert!(err.contains("w.pth") && err.contains("PyTorch"), "{err}");
+        let err = read_any(&dir.path().join("w.onnx"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(".pth"), "{err}");
     }
 }

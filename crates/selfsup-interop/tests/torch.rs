@@ -172,6 +172,11 @@ fn timm_vit_weights_give_timms_features() {
     eprintln!("timm ViT: max difference {d:.2e} of the largest feature");
     assert!(d <= 1e-4, "features differ by {d} (relative)");
 
+    // The same weights in a PyTorch checkpoint (`torch.save`, under `state_dict`, with
+    // DataParallel's `module.` prefix) read as the same tensors.
+    let pth = file::read_any(&fixture("vit_timm.pth")).unwrap();
+    assert_eq!(pth, file, "the .pth holds the safetensors file's tensors");
+
     // timm's global_pool="avg" with fc_norm=False is our mean pool.
     let mean = EncoderConfig {
         vit: VitConfig {

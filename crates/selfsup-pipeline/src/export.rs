@@ -119,7 +119,7 @@ pub fn import_run(
     if let Some(d) = data {
         cfg.data.spec = d;
     }
-    let (tensors, _) = file::read(weights)?;
+    let tensors = file::read_any(weights)?;
     let layout = Layout::detect(tensors.iter().map(|t| t.name.as_str()));
     let side = Sidecar::read(weights)?;
     cfg.encoder.cifar_stem = match side.as_ref().and_then(|s| s.stem.as_deref()) {

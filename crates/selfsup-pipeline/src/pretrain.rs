@@ -273,7 +273,7 @@ fn init_weights(
         return Ok(None);
     }
     let path = Path::new(&cfg.encoder.init);
-    let (tensors, _) = selfsup_interop::file::read(path)?;
+    let tensors = selfsup_interop::file::read_any(path)?;
     let fresh = cfg.encoder.init(channels, &burn::tensor::Device::flex());
     let (_, layout) =
         selfsup_interop::import(fresh, &cfg.encoder, channels, &tensors, &cfg.encoder.init)
