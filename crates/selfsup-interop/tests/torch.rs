@@ -127,12 +127,16 @@ fn torchvision_weights(cfg: &EncoderConfig) -> Vec<Named> {
 }
 
 #[test]
-fn torchvision_resnet18_weights_give_torchvisions_features() {
-    for (cifar, name) in [
-        (true, "resnet18_cifar.json"),
-        (false, "resnet18_imagenet.json"),
+fn torchvision_resnet_weights_give_torchvisions_features() {
+    let resnet50 = EncoderConfig {
+        arch: Arch::Resnet50,
+        ..resnet18(true)
+    };
+    for (cfg, name) in [
+        (resnet18(true), "resnet18_cifar.json"),
+        (resnet18(false), "resnet18_imagenet.json"),
+        (resnet50, "resnet50_cifar.json"),
     ] {
-        let cfg = resnet18(cifar);
         let weights = torchvision_weights(&cfg);
         let (enc, layout) = import(init(&cfg, 1), &cfg, 3, &weights, "fixture").unwrap();
         assert_eq!(layout, Layout::Torchvision);
