@@ -104,8 +104,8 @@ pub fn export(
 /// FILE --arch ARCH`), so every `selfsup eval` command scores it under exactly the protocol
 /// of our own runs: `config.toml` (the `simclr` preset's evaluation settings, `data`, the
 /// architecture; the normalization from `FILE.json` when it is there, else measured on the
-/// training images) and `encoder.bpk`. `cifar_stem` is the sidecar's `stem`, else torchvision's
-/// 7x7 stem for a torchvision file and the CIFAR one otherwise.
+/// training images) and `encoder.bpk`. `cifar_stem` is the sidecar's `stem`, else what the
+/// file's stem convolution is (3x3: the CIFAR stem, 7x7: torchvision's).
 pub fn import_run(
     weights: &Path,
     arch: Arch,
@@ -120,11 +120,14 @@ pub fn import_run(
         cfg.data.spec = d;
     }
     let tensors = file::read_any(weights)?;
-    let layout = Layout::detect(tensors.iter().map(|t| t.name.as_str()));
     let side = Sidecar::read(weights)?;
+    // The stem: the sidecar's, else read off the stem convolution's kernel (3x3: CIFAR).
     cfg.encoder.cifar_stem = match side.as_ref().and_then(|s| s.stem.as_deref()) {
         Some(stem) => stem == "cifar",
-        None => layout != Layout::Torchvision,
+        None => tensors
+            .iter()
+            .find(|t| t.name == "conv1.weight" || t.name == "stem.conv.weight")
+            .is_none_or(|t| t.shape.last() == Some(&3)),
     };
     let splits = cfg.data.load(cfg.train.seed)?;
     let channels = splits.train.channels;
