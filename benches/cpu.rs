@@ -7,7 +7,8 @@
 //!   head, cross-entropy and AdamW.
 //! - `simclr_resnet18_b128/*`: the SimCLR ResNet-18 step of `benches/simclr.rs`, both ways.
 //!
-//! `cargo bench -p selfsup-benches --bench cpu` (add `--features x86-v4` on an AVX-512 CPU).
+//! `cargo bench -p selfsup-benches --bench cpu` (AVX-512 GEMM kernels where the CPU has them,
+//! chosen at run time).
 
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;

@@ -35,6 +35,7 @@ pub use allocator::keep_freed_memory;
 pub use conv::{ConvGeometry, conv2d_backward, conv2d_forward};
 pub use extension::GemmKernels;
 pub use norm::{NormGeometry, batch_norm_backward, batch_norm_forward};
+pub use simd::{Isa, isa};
 pub use transformer::{
     AttentionGeometry, attention_backward, attention_forward, gelu_backward, gelu_forward,
     layer_norm_backward, layer_norm_forward,

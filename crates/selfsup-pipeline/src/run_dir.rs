@@ -134,9 +134,6 @@ pub fn record(cfg: &RunConfig, resumed: bool) -> serde_json::Value {
     if cfg!(feature = "cuda") {
         features.push("cuda");
     }
-    if cfg!(feature = "x86-v4") {
-        features.push("x86-v4");
-    }
     json!({
         "unix_time": time,
         "resumed": resumed,
@@ -152,6 +149,8 @@ pub fn record(cfg: &RunConfig, resumed: bool) -> serde_json::Value {
         "target": format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS),
         "optimized": !cfg!(debug_assertions),
         "features": features,
+        // The vectors the CPU kernels and GEMMs run with on this machine (chosen at run time).
+        "isa": selfsup_kernels::isa().name(),
         "machine": machine(),
         "command": std::env::args().collect::<Vec<_>>(),
     })

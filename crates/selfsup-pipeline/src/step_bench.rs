@@ -104,6 +104,8 @@ pub struct StepLine {
     pub peak_rss_mib: Option<f64>,
     /// Threads available to the process.
     pub threads: usize,
+    /// The vectors the CPU kernels ran with on this machine: `avx512`, `avx2`, `baseline`.
+    pub isa: String,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -399,6 +401,7 @@ fn run_steps(
         build_batch_ms,
         peak_rss_mib: selfsup_core::metrics::peak_rss_mib(),
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        isa: selfsup_kernels::isa().name().to_string(),
     };
     Ok((line, trace))
 }
