@@ -274,14 +274,62 @@ struct StepFlags {
     /// Optimizer in place of the method preset's (same learning rate): sgd, adamw, lars.
     #[arg(long, value_parser = optimizer_kind)]
     optimizer: Option<OptimizerKind>,
-    /// Any config key over the preset, `KEY=VALUE` (repeatable): `--set encoder.vit.dim=192
-    /// --set mae.decoder_depth=2`, `--set dino.crops.local_crops=4`.
+    /// ViT width (`encoder.vit.dim`; with `--encoder vit`).
+    #[arg(long)]
+    vit_dim: Option<usize>,
+    /// ViT depth, transformer blocks (`encoder.vit.depth`).
+    #[arg(long)]
+    vit_depth: Option<usize>,
+    /// ViT attention heads (`encoder.vit.heads`).
+    #[arg(long)]
+    vit_heads: Option<usize>,
+    /// ViT patch side, pixels (`encoder.vit.patch_size`).
+    #[arg(long)]
+    patch_size: Option<usize>,
+    /// MAE decoder width (`mae.decoder_dim`).
+    #[arg(long)]
+    decoder_dim: Option<usize>,
+    /// MAE decoder depth (`mae.decoder_depth`).
+    #[arg(long)]
+    decoder_depth: Option<usize>,
+    /// DINO head output dimension, the prototypes (`dino.head.output_dim`).
+    #[arg(long)]
+    dino_out: Option<usize>,
+    /// DINO local crops per image (`dino.crops.local_crops`).
+    #[arg(long)]
+    local_crops: Option<usize>,
+    /// DINO local crop side, pixels (`dino.crops.local_size`).
+    #[arg(long)]
+    local_size: Option<usize>,
+    /// Time the step alone: one batch of views is built before timing and every step trains on
+    /// it (as the PyTorch peer script does with its random batch). Without it, batches are
+    /// augmented on other threads while steps run, as in training.
+    #[arg(long)]
+    fixed_batch: bool,
+    /// Any config key over the preset, `KEY=VALUE` (repeatable): `--set mae.mask_ratio=0.9`,
+    /// `--set dino.head.hidden_dim=1024` (applied after the flags above).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
 }
 
 impl StepFlags {
     fn args(self) -> StepBenchArgs {
+        let named = [
+            ("encoder.vit.dim", self.vit_dim),
+            ("encoder.vit.depth", self.vit_depth),
+            ("encoder.vit.heads", self.vit_heads),
+            ("encoder.vit.patch_size", self.patch_size),
+            ("mae.decoder_dim", self.decoder_dim),
+            ("mae.decoder_depth", self.decoder_depth),
+            ("dino.head.output_dim", self.dino_out),
+            ("dino.crops.local_crops", self.local_crops),
+            ("dino.crops.local_size", self.local_size),
+        ];
+        let set = named
+            .into_iter()
+            .filter_map(|(key, value)| value.map(|v| format!("{key}={v}")))
+            .chain(self.set)
+            .collect();
         StepBenchArgs {
             method: self.method,
             encoder: self.encoder,
@@ -295,7 +343,8 @@ impl StepFlags {
             head_out: self.head_out,
             device: self.device,
             optimizer: self.optimizer,
-            set: self.set,
+            fixed_batch: self.fixed_batch,
+            set,
         }
     }
 }

@@ -240,6 +240,7 @@ fn step_args(method: &str) -> StepBenchArgs {
         head_out: 8,
         device: DeviceSpec::Flex,
         optimizer: None,
+        fixed_batch: false,
         set: vec![
             "encoder.vit.dim=16".into(),
             "encoder.vit.depth=1".into(),
@@ -252,8 +253,10 @@ fn step_args(method: &str) -> StepBenchArgs {
 #[test]
 fn every_method_times_a_tiny_step() {
     let r: Registry = registry();
-    for name in r.names() {
+    for (i, name) in r.names().into_iter().enumerate() {
         let mut a = step_args(name);
+        // Half the methods train on one batch built before timing (`--fixed-batch`).
+        a.fixed_batch = i % 2 == 1;
         let extra: &[&str] = match name {
             "mae" => &[
                 "mae.decoder_dim=8",
@@ -286,6 +289,7 @@ fn every_method_times_a_tiny_step() {
         a.set.extend(extra.iter().map(|s| s.to_string()));
         let line = bench_step(&r, &a).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!((line.method.as_str(), line.steps), (name, 1));
+        assert_eq!(line.fixed_batch, a.fixed_batch);
         assert!(
             line.images_per_sec > 0.0 && line.ms_per_step_median > 0.0,
             "{name}"
@@ -322,4 +326,94 @@ fn the_shipped_configs_load_and_validate() {
         }
     }
     assert!(seen >= 10, "{seen} configs");
+}
+
+/// `selfsup bench step`'s shape flags reach the config: the ViT's and MAE decoder's (a head
+/// count that does not divide the width is refused, naming the key), DINO's local crops.
+#[test]
+fn bench_step_shape_flags_set_the_config() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_selfsup"))
+            .args([
+                "bench", "step", "--batch", "4", "--steps", "1", "--warmup", "0",
+            ])
+            .args(["--image-size", "16", "--channels", "1", "--fixed-batch"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let mae = run(&[
+        "--method",
+        "mae",
+        "--encoder",
+        "vit",
+        "--vit-dim",
+        "16",
+        "--vit-depth",
+        "1",
+        "--vit-heads",
+        "2",
+        "--patch-size",
+        "4",
+        "--decoder-dim",
+        "8",
+        "--decoder-depth",
+        "1",
+        "--set",
+        "mae.decoder_heads=2",
+    ]);
+    let out = String::from_utf8_lossy(&mae.stdout);
+    assert!(
+        mae.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&mae.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(line["fixed_batch"], true);
+    assert!(line["isa"].is_string());
+    let bad = run(&[
+        "--method",
+        "mae",
+        "--encoder",
+        "vit",
+        "--vit-dim",
+        "16",
+        "--vit-heads",
+        "3",
+    ]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("heads"), "{err}");
+    let dino = run(&[
+        "--method",
+        "dino",
+        "--encoder",
+        "convnet",
+        "--width",
+        "4",
+        "--dino-out",
+        "32",
+        "--local-crops",
+        "2",
+        "--local-size",
+        "8",
+        "--set",
+        "dino.head.hidden_dim=16",
+        "--set",
+        "dino.head.bottleneck_dim=8",
+    ]);
+    assert!(
+        dino.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dino.stderr)
+    );
+    let wrong = run(&[
+        "--method",
+        "simclr",
+        "--encoder",
+        "convnet",
+        "--decoder-dim",
+        "8",
+    ]);
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success() && err.contains("mae"), "{err}");
 }

@@ -60,6 +60,7 @@ fn args(method: &str, device: DeviceSpec) -> StepBenchArgs {
         head_out: 16,
         device,
         optimizer: Some(OptimizerKind::Sgd),
+        fixed_batch: false,
         set: Vec::new(),
     }
 }

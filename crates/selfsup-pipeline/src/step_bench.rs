@@ -44,6 +44,9 @@ pub struct StepBenchArgs {
     pub device: DeviceSpec,
     /// Optimizer in place of the method preset's (same learning rate).
     pub optimizer: Option<OptimizerKind>,
+    /// Time the step alone: one batch is built before timing and every step trains on it.
+    /// Otherwise batches are augmented on other threads while steps run, as in training.
+    pub fixed_batch: bool,
     /// `key=value` settings over the preset (as `selfsup pretrain --set`): a ViT's shape,
     /// DINO's head and local crops, any method's own settings.
     pub set: Vec<String>,
@@ -64,6 +67,7 @@ impl Default for StepBenchArgs {
             head_out: 128,
             device: DeviceSpec::Flex,
             optimizer: None,
+            fixed_batch: false,
             set: Vec::new(),
         }
     }
@@ -84,6 +88,8 @@ pub struct StepLine {
     pub image: [usize; 3],
     /// Timed steps.
     pub steps: usize,
+    /// Whether every step trained on one batch built before timing (`--fixed-batch`).
+    pub fixed_batch: bool,
     /// Source images per second over the timed steps.
     pub images_per_sec: f64,
     /// Median wall time of a whole step, ms (waiting for the batch included).
@@ -219,22 +225,57 @@ impl StepBench<'_> {
     where
         O: Objective,
         S: BatchSource<Batch = O::Batch> + Send + Sync + 'static,
-        O::Batch: Send + 'static,
+        O::Batch: Clone + Send + 'static,
     {
         let t = Instant::now();
-        let _ = source.batch(0, 0)?;
+        let first = source.batch(0, 0)?;
         let build_batch_ms = 1e3 * t.elapsed().as_secs_f64();
-        let loader = Prefetch::new(source);
-        let mut times = time_steps(
-            objective,
-            model,
-            &loader,
-            &self.cfg,
-            self.args,
-            self.keep_weights,
-        )?;
+        let mut times = if self.args.fixed_batch {
+            let fixed = Fixed {
+                batch: first,
+                size: source.batch_size(),
+            };
+            time_steps(
+                objective,
+                model,
+                &fixed,
+                &self.cfg,
+                self.args,
+                self.keep_weights,
+            )?
+        } else {
+            drop(first);
+            let loader = Prefetch::new(source);
+            time_steps(
+                objective,
+                model,
+                &loader,
+                &self.cfg,
+                self.args,
+                self.keep_weights,
+            )?
+        };
         times.build_batch_ms = build_batch_ms;
         Ok(times)
+    }
+}
+
+/// The same batch for every step (`--fixed-batch`).
+struct Fixed<B> {
+    batch: B,
+    size: usize,
+}
+
+impl<B: Clone> BatchSource for Fixed<B> {
+    type Batch = B;
+    fn steps_per_epoch(&self) -> usize {
+        usize::MAX
+    }
+    fn batch_size(&self) -> usize {
+        self.size
+    }
+    fn batch(&self, _epoch: usize, _index: usize) -> Result<B> {
+        Ok(self.batch.clone())
     }
 }
 
@@ -391,6 +432,7 @@ fn run_steps(
         batch: args.batch,
         image: [args.channels, args.image_size, args.image_size],
         steps: args.steps,
+        fixed_batch: args.fixed_batch,
         images_per_sec: (args.steps * args.batch) as f64 / timed.max(1e-12),
         ms_per_step_median: median(step_ms),
         ms_per_step_min,
