@@ -108,7 +108,7 @@ pub struct StepLine {
     pub build_batch_ms: f64,
     /// Peak resident memory of the process, MiB (Linux).
     pub peak_rss_mib: Option<f64>,
-    /// Threads available to the process.
+    /// Threads the kernels run on (rayon's pool: every core, or `RAYON_NUM_THREADS`).
     pub threads: usize,
     /// The vectors the CPU kernels ran with on this machine: `avx512`, `avx2`, `baseline`.
     pub isa: String,
@@ -442,7 +442,7 @@ fn run_steps(
         wait_for_batch_ms: median(wait),
         build_batch_ms,
         peak_rss_mib: selfsup_core::metrics::peak_rss_mib(),
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        threads: rayon::current_num_threads(),
         isa: selfsup_kernels::isa().name().to_string(),
     };
     Ok((line, trace))
