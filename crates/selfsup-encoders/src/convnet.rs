@@ -2,7 +2,6 @@
 
 use crate::resnet::{ConvBn, global_avg_pool};
 use burn::module::Module;
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use selfsup_core::Encoder;
 
@@ -31,7 +30,7 @@ impl ConvNet {
 
 impl ConvNet {
     fn last_map(&self, images: Tensor<4>) -> Tensor<4> {
-        self.layers.iter().fold(images, |x, l| relu(l.forward(x)))
+        self.layers.iter().fold(images, |x, l| l.forward_relu(x))
     }
 }
 

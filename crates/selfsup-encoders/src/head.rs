@@ -4,7 +4,7 @@ use burn::module::Module;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
-use selfsup_kernels::batch_norm;
+use selfsup_kernels::{batch_norm, batch_norm_relu};
 use serde::{Deserialize, Serialize};
 
 /// Shape of a projection head.
@@ -69,12 +69,13 @@ impl ProjectionHead {
         let n = self.linears.len();
         for (i, (l, bn)) in self.linears.iter().zip(&self.norms).enumerate() {
             x = l.forward(x);
-            if let Some(bn) = bn {
-                x = batch_norm(bn, x);
-            }
-            if i + 1 < n {
-                x = relu(x);
-            }
+            let hidden = i + 1 < n;
+            x = match bn {
+                Some(bn) if hidden => batch_norm_relu(bn, x),
+                Some(bn) => batch_norm(bn, x),
+                None if hidden => relu(x),
+                None => x,
+            };
         }
         x
     }

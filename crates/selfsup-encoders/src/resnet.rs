@@ -7,7 +7,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use selfsup_core::Encoder;
-use selfsup_kernels::{batch_norm, conv2d};
+use selfsup_kernels::{batch_norm, batch_norm_relu, conv2d};
 
 /// A convolution without bias followed by BatchNorm.
 #[derive(Module, Debug)]
@@ -33,6 +33,11 @@ impl ConvBn {
     /// Convolution then normalization.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         batch_norm(&self.bn, conv2d(&self.conv, x))
+    }
+
+    /// Convolution, normalization, ReLU (the last two fused on flex in training).
+    pub fn forward_relu(&self, x: Tensor<4>) -> Tensor<4> {
+        batch_norm_relu(&self.bn, conv2d(&self.conv, x))
     }
 }
 
@@ -72,7 +77,7 @@ impl Block {
                     Some(d) => d.forward(x.clone()),
                     None => x.clone(),
                 };
-                let y = relu(b.c1.forward(x));
+                let y = b.c1.forward_relu(x);
                 relu(b.c2.forward(y).add(short))
             }
             Block::Bottleneck(b) => {
@@ -80,8 +85,8 @@ impl Block {
                     Some(d) => d.forward(x.clone()),
                     None => x.clone(),
                 };
-                let y = relu(b.c1.forward(x));
-                let y = relu(b.c2.forward(y));
+                let y = b.c1.forward_relu(x);
+                let y = b.c2.forward_relu(y);
                 relu(b.c3.forward(y).add(short))
             }
         }
@@ -167,7 +172,7 @@ impl ResNet {
 
     /// The last feature map `[N, D, h, w]`.
     pub fn feature_map(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut x = relu(self.stem.forward(x));
+        let mut x = self.stem.forward_relu(x);
         if let Some(p) = &self.pool {
             x = p.forward(x);
         }

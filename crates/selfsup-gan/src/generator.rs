@@ -3,10 +3,10 @@
 use burn::module::Module;
 use burn::nn::conv::{ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig};
-use burn::tensor::activation::{relu, tanh};
+use burn::tensor::activation::tanh;
 use burn::tensor::{Device, Tensor};
 use selfsup_core::{Error, Result};
-use selfsup_kernels::batch_norm;
+use selfsup_kernels::batch_norm_relu;
 
 /// How the generator grows an image of side `size`: from `start` x `start` through
 /// `upsamplings` doublings. The most doublings (up to 4) that leave a start of at least 4
@@ -111,9 +111,9 @@ impl Generator {
             .project
             .forward(z)
             .reshape([n, self.start_channels, self.start, self.start]);
-        let mut x = relu(batch_norm(&self.bn0, x));
+        let mut x = batch_norm_relu(&self.bn0, x);
         for up in &self.ups {
-            x = relu(batch_norm(&up.bn, up.conv.forward(x)));
+            x = batch_norm_relu(&up.bn, up.conv.forward(x));
         }
         tanh(self.out.forward(x))
     }

@@ -3,7 +3,9 @@
 //! functions in the crate root route them to burn's own operations.
 
 use crate::conv::{ConvGeometry, conv2d_backward, conv2d_forward};
-use crate::norm::{NormGeometry, batch_norm_backward, batch_norm_forward};
+use crate::norm::{
+    NormGeometry, batch_norm_backward, batch_norm_forward, batch_norm_relu_forward, relu_masked,
+};
 use crate::transformer::{
     AttentionGeometry, attention_backward, attention_forward, gelu_backward, gelu_forward,
     layer_norm_backward, layer_norm_forward,
@@ -14,7 +16,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::ModuleOps;
+use burn::backend::ops::{ActivationOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, backend_extension};
 use burn::tensor::ops::ConvOptions;
@@ -32,6 +34,14 @@ pub trait GemmKernels: Backend {
 
     /// Batch normalization with the batch's own statistics: `(output, mean, biased variance)`.
     fn fused_batch_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// [`GemmKernels::fused_batch_norm`] followed by ReLU: `(max(0, output), mean, variance)`.
+    fn fused_batch_norm_relu(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
@@ -121,6 +131,26 @@ impl GemmKernels for Flex {
         };
         let g = norm_geometry(&x);
         let (y, mean, var) = batch_norm_forward(slice(&xv), slice(&gv), slice(&bv), epsilon, &g);
+        (
+            tensor(y, x.layout().shape().clone()),
+            tensor(mean, [g.channels]),
+            tensor(var, [g.channels]),
+        )
+    }
+
+    fn fused_batch_norm_relu(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (Some(xv), Some(gv), Some(bv)) = (values(&x), values(&gamma), values(&beta)) else {
+            let r = Flex::batch_norm_train(x, gamma, beta, epsilon);
+            return (Flex::relu(r.output), r.mean, r.variance);
+        };
+        let g = norm_geometry(&x);
+        let (y, mean, var) =
+            batch_norm_relu_forward(slice(&xv), slice(&gv), slice(&bv), epsilon, &g);
         (
             tensor(y, x.layout().shape().clone()),
             tensor(mean, [g.channels]),
@@ -237,8 +267,16 @@ impl Backward<Flex, 2> for ConvBackward {
 struct NormBackward;
 
 impl Backward<Flex, 3> for NormBackward {
-    /// Input and gamma (checkpointed), the batch statistics, epsilon.
-    type State = (NodeId, NodeId, FlexTensor, FlexTensor, f64);
+    /// Input and gamma (checkpointed), the batch statistics, epsilon, and the output when a
+    /// ReLU followed in the same operation (its gradient is masked by `output > 0` first).
+    type State = (
+        NodeId,
+        NodeId,
+        FlexTensor,
+        FlexTensor,
+        f64,
+        Option<FlexTensor>,
+    );
 
     fn backward(
         self,
@@ -248,7 +286,17 @@ impl Backward<Flex, 3> for NormBackward {
     ) {
         let [node_x, node_gamma, node_beta] = ops.parents;
         let grad = grads.consume::<Flex>(&ops.node);
-        let (x_id, gamma_id, mean, var, epsilon) = ops.state;
+        let (x_id, gamma_id, mean, var, epsilon, relu_out) = ops.state;
+        let grad = match relu_out {
+            None => grad,
+            Some(y) => match (values(&grad), values(&y)) {
+                (Some(gv), Some(yv)) => tensor(
+                    relu_masked(slice(&gv), slice(&yv)),
+                    grad.layout().shape().clone(),
+                ),
+                _ => Flex::relu_backward(y, grad),
+            },
+        };
         let x = checkpointer.retrieve_node_output::<FlexTensor>(x_id);
         let gamma = checkpointer.retrieve_node_output::<FlexTensor>(gamma_id);
         let all = [&x, &grad, &gamma, &mean, &var].map(values);
@@ -406,38 +454,16 @@ impl<C: CheckpointStrategy> GemmKernels for Autodiff<Flex, C> {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        match NormBackward
-            .prepare::<C>([x.node(), gamma.node(), beta.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let x_id = prep.checkpoint(&x);
-                let gamma_id = prep.checkpoint(&gamma);
-                let (y, mean, var) = Flex::fused_batch_norm(
-                    x.primitive().clone(),
-                    gamma.primitive().clone(),
-                    beta.into_primitive(),
-                    epsilon,
-                );
-                let state = (x_id, gamma_id, mean.clone(), var.clone(), epsilon);
-                let y = prep.finish(state, y);
-                (y, Self::from_inner(mean), Self::from_inner(var))
-            }
-            OpsKind::UnTracked(prep) => {
-                let (y, mean, var) = Flex::fused_batch_norm(
-                    x.into_primitive(),
-                    gamma.into_primitive(),
-                    beta.into_primitive(),
-                    epsilon,
-                );
-                (
-                    prep.finish(y),
-                    Self::from_inner(mean),
-                    Self::from_inner(var),
-                )
-            }
-        }
+        tracked_batch_norm::<C>(x, gamma, beta, epsilon, false)
+    }
+
+    fn fused_batch_norm_relu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        tracked_batch_norm::<C>(x, gamma, beta, epsilon, true)
     }
 
     fn fused_layer_norm(
@@ -513,6 +539,60 @@ impl<C: CheckpointStrategy> GemmKernels for Autodiff<Flex, C> {
                 let (ctx, probs) = Flex::fused_self_attention(qkv.into_primitive(), heads, causal);
                 (prep.finish(ctx), Self::from_inner(probs))
             }
+        }
+    }
+}
+
+type AdTensor<C> = FloatTensor<Autodiff<Flex, C>>;
+
+/// BatchNorm (then ReLU when `relu`) on `Autodiff<Flex>`, recording [`NormBackward`].
+fn tracked_batch_norm<C: CheckpointStrategy>(
+    x: AdTensor<C>,
+    gamma: AdTensor<C>,
+    beta: AdTensor<C>,
+    epsilon: f64,
+    relu: bool,
+) -> (AdTensor<C>, AdTensor<C>, AdTensor<C>) {
+    let forward = if relu {
+        <Flex as GemmKernels>::fused_batch_norm_relu
+    } else {
+        <Flex as GemmKernels>::fused_batch_norm
+    };
+    match NormBackward
+        .prepare::<C>([x.node(), gamma.node(), beta.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let x_id = prep.checkpoint(&x);
+            let gamma_id = prep.checkpoint(&gamma);
+            let (y, mean, var) = forward(
+                x.primitive().clone(),
+                gamma.primitive().clone(),
+                beta.into_primitive(),
+                epsilon,
+            );
+            let kept = relu.then(|| y.clone());
+            let state = (x_id, gamma_id, mean.clone(), var.clone(), epsilon, kept);
+            let y = prep.finish(state, y);
+            (
+                y,
+                Autodiff::<Flex, C>::from_inner(mean),
+                Autodiff::<Flex, C>::from_inner(var),
+            )
+        }
+        OpsKind::UnTracked(prep) => {
+            let (y, mean, var) = forward(
+                x.into_primitive(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+                epsilon,
+            );
+            (
+                prep.finish(y),
+                Autodiff::<Flex, C>::from_inner(mean),
+                Autodiff::<Flex, C>::from_inner(var),
+            )
         }
     }
 }

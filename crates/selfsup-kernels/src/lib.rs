@@ -34,7 +34,9 @@ mod winograd;
 pub use allocator::keep_freed_memory;
 pub use conv::{ConvGeometry, conv2d_backward, conv2d_forward};
 pub use extension::GemmKernels;
-pub use norm::{NormGeometry, batch_norm_backward, batch_norm_forward};
+pub use norm::{
+    NormGeometry, batch_norm_backward, batch_norm_forward, batch_norm_relu_forward, relu_masked,
+};
 pub use simd::{Isa, isa};
 pub use transformer::{
     AttentionGeometry, attention_backward, attention_forward, gelu_backward, gelu_forward,
@@ -120,15 +122,37 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 /// `bn.forward(x)`, through our kernels on flex when training (an autodiff device and the
 /// layer's training flag on), updating the running statistics exactly as burn does.
 pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    normalize(bn, x, false)
+}
+
+/// `relu(batch_norm(bn, x))` in one operation on flex in training (one pass forward, and one
+/// tensor fewer kept for the backward pass per convolution block); elsewhere the two in turn.
+pub fn batch_norm_relu<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    normalize(bn, x, true)
+}
+
+fn normalize<const D: usize>(bn: &BatchNorm, x: Tensor<D>, relu: bool) -> Tensor<D> {
     let device = x.device();
     let training = device.is_autodiff() && bn.training.is_enabled();
+    let then_relu = |y: Tensor<D>| {
+        if relu {
+            burn::tensor::activation::relu(y)
+        } else {
+            y
+        }
+    };
     if training && D >= 2 && matches!(x.dtype(), DType::BF16 | DType::F16) {
-        return batch_norm_f32(bn, x);
+        return then_relu(batch_norm_f32(bn, x));
     }
     if !training || !serves(&device) || x.dtype() != DType::F32 || D < 2 {
-        return bn.forward(x);
+        return then_relu(bn.forward(x));
     }
-    let (out, mean, var) = <Dispatch as GemmKernels>::fused_batch_norm(
+    let fused = if relu {
+        <Dispatch as GemmKernels>::fused_batch_norm_relu
+    } else {
+        <Dispatch as GemmKernels>::fused_batch_norm
+    };
+    let (out, mean, var) = fused(
         x.into_dispatch(),
         bn.gamma.val().into_dispatch(),
         bn.beta.val().into_dispatch(),

@@ -130,9 +130,29 @@ impl NormGeometry {
         shift: &[f32],
         z: Option<(&[f32], &[f32])>,
     ) {
+        self.affine_relu(out, x, scale, shift, z, false)
+    }
+
+    /// [`NormGeometry::affine`], then `max(0, ·)` when `relu`.
+    fn affine_relu(
+        &self,
+        out: &mut [f32],
+        x: &[f32],
+        scale: &[f32],
+        shift: &[f32],
+        z: Option<(&[f32], &[f32])>,
+        relu: bool,
+    ) {
         let block = (self.channels * self.spatial).max(1);
         out.par_chunks_mut(block).enumerate().for_each(|(b, dst)| {
-            crate::simd::wide(|| self.affine_image(b, dst, x, scale, shift, z))
+            crate::simd::wide(|| {
+                self.affine_image(b, dst, x, scale, shift, z);
+                if relu {
+                    for v in dst.iter_mut() {
+                        *v = v.max(0.0);
+                    }
+                }
+            })
         });
     }
 
@@ -207,6 +227,46 @@ pub fn batch_norm_forward(
     epsilon: f64,
     g: &NormGeometry,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    normalize(x, gamma, beta, epsilon, g, false)
+}
+
+/// [`batch_norm_forward`] followed by ReLU in the same pass: `(max(0, y), mean, variance)`.
+/// One tensor fewer is written, and kept for the backward pass, per convolution block.
+pub fn batch_norm_relu_forward(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    epsilon: f64,
+    g: &NormGeometry,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    normalize(x, gamma, beta, epsilon, g, true)
+}
+
+/// The output gradient through a ReLU whose output was `y`: `dy` where `y > 0`, else 0 (the
+/// first step of [`batch_norm_relu_forward`]'s backward pass).
+pub fn relu_masked(dy: &[f32], y: &[f32]) -> Vec<f32> {
+    assert_eq!(dy.len(), y.len(), "relu backward: gradient size");
+    let mut out = vec![0.0f32; dy.len()];
+    out.par_chunks_mut(1 << 14)
+        .zip(dy.par_chunks(1 << 14).zip(y.par_chunks(1 << 14)))
+        .for_each(|(o, (d, y))| {
+            crate::simd::wide(|| {
+                for ((o, &d), &y) in o.iter_mut().zip(d).zip(y) {
+                    *o = if y > 0.0 { d } else { 0.0 };
+                }
+            })
+        });
+    out
+}
+
+fn normalize(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    epsilon: f64,
+    g: &NormGeometry,
+    relu: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!(
         x.len(),
         g.batch * g.channels * g.spatial,
@@ -246,7 +306,7 @@ pub fn batch_norm_forward(
         })
         .unzip();
     let mut y = vec![0.0f32; x.len()];
-    g.affine(&mut y, x, &scale, &shift, None);
+    g.affine_relu(&mut y, x, &scale, &shift, None, relu);
     (y, mean, var)
 }
 

@@ -179,12 +179,14 @@ fn norm_run<const D: usize>(
     x: &Tensor<D>,
     r: &Tensor<D>,
     ours: bool,
+    relu: bool,
 ) -> Vec<Tensor<1>> {
     let x = x.clone().detach().require_grad();
-    let y = if ours {
-        batch_norm(bn, x.clone())
-    } else {
-        bn.forward(x.clone())
+    let y = match (ours, relu) {
+        (true, false) => batch_norm(bn, x.clone()),
+        (true, true) => selfsup_kernels::batch_norm_relu(bn, x.clone()),
+        (false, false) => bn.forward(x.clone()),
+        (false, true) => burn::tensor::activation::relu(bn.forward(x.clone())),
     };
     let grads = (y.clone() * r.clone()).sum().backward();
     vec![
@@ -197,7 +199,7 @@ fn norm_run<const D: usize>(
     ]
 }
 
-fn check_norm<const D: usize>(shape: [usize; D]) {
+fn check_norm<const D: usize>(shape: [usize; D], relu: bool) {
     let d = device();
     d.seed(11);
     let c = shape[1];
@@ -206,8 +208,8 @@ fn check_norm<const D: usize>(shape: [usize; D]) {
     let (ours_bn, burn_bn) = (norm(c, 1, &d), norm(c, 1, &d));
     // Two steps, so the running statistics are updated from non-initial values too.
     for step in 0..2 {
-        let ours = norm_run(&ours_bn, &x, &r, true);
-        let burn = norm_run(&burn_bn, &x, &r, false);
+        let ours = norm_run(&ours_bn, &x, &r, true, relu);
+        let burn = norm_run(&burn_bn, &x, &r, false, relu);
         let names = [
             "output",
             "input grad",
@@ -217,15 +219,24 @@ fn check_norm<const D: usize>(shape: [usize; D]) {
             "running var",
         ];
         for ((a, b), name) in ours.into_iter().zip(burn).zip(names) {
-            close(a, b, 1e-4, &format!("{shape:?} step {step}: {name}"));
+            close(
+                a,
+                b,
+                1e-4,
+                &format!("{shape:?} relu {relu} step {step}: {name}"),
+            );
         }
     }
 }
 
 #[test]
 fn batch_norm_matches_burn_on_images_and_vectors() {
-    check_norm([6, 5, 7, 3]);
-    check_norm([16, 9]);
+    for relu in [false, true] {
+        // Runs of 21 values (row by row) and of 70 (per channel), and the head's vectors.
+        check_norm([6, 5, 7, 3], relu);
+        check_norm([4, 3, 7, 10], relu);
+        check_norm([16, 9], relu);
+    }
 }
 
 #[test]
