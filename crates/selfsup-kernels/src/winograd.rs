@@ -70,15 +70,21 @@ pub(crate) const F4: Family<4, 6> = Family {
     ],
 };
 
-/// Whether [`forward`] and [`weight_gradient`] compute this convolution: a 3x3 kernel, stride 1,
-/// dilation 1.
+/// Whether [`forward`] and [`weight_gradient`] serve this convolution: a 3x3 kernel, stride 1,
+/// dilation 1, at least 4 input channels.
 pub(crate) fn applies(g: &ConvGeometry) -> bool {
     // Fewer than 4 input channels (a grey or RGB first layer) go through im2col: Winograd's
     // per-tile transforms then cost more than the 9-27-long products they replace. The SimCLR
     // ConvNet-32 step on 1x28x28 (2 threads, 30 steps, 3 pairs interleaved): 1,375 images/s
     // against 1,225 (forward 31.7 ms against 37.4); the ResNet-18 CIFAR step, whose 3-channel
     // stem moved too, 53.9 against 53.3 (within the noise).
-    g.kernel == [3, 3] && g.stride == [1, 1] && g.dilation == [1, 1] && g.cin >= 4
+    transformable(g) && g.cin >= 4
+}
+
+/// Whether the transforms compute this convolution at all: a 3x3 kernel, stride 1, dilation 1
+/// (any number of channels; [`applies`] adds when they pay).
+fn transformable(g: &ConvGeometry) -> bool {
+    g.kernel == [3, 3] && g.stride == [1, 1] && g.dilation == [1, 1]
 }
 
 /// Whether F(4x4) moves fewer transformed elements than F(2x2) for this output size (on 32x32
@@ -380,7 +386,7 @@ impl<const M: usize, const T: usize> Family<M, T> {
     }
 
     fn forward(&self, x: &[f32], w: &[f32], g: &ConvGeometry, block_elems: usize) -> Vec<f32> {
-        debug_assert!(applies(g));
+        debug_assert!(transformable(g));
         let (cin, cout, out_px) = (g.cin, g.cout, g.out_pixels());
         let [th, tw] = self.tiles(g);
         let (per_image, e_count) = (th * tw, T * T);
@@ -416,7 +422,7 @@ impl<const M: usize, const T: usize> Family<M, T> {
         g: &ConvGeometry,
         block_elems: usize,
     ) -> Vec<f32> {
-        debug_assert!(applies(g));
+        debug_assert!(transformable(g));
         let (cin, cout) = (g.cin, g.cout);
         let [th, tw] = self.tiles(g);
         let (per_image, e_count) = (th * tw, T * T);
