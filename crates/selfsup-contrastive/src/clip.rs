@@ -198,10 +198,28 @@ impl<E: Encoder> ClipModel<E> {
         self.text_proj.forward(self.text.forward(tokens, eot))
     }
 
-    /// The logit scale `exp(log_scale)`, at most `max` (no gradient flows past the clamp, as
-    /// CLIP's in-place clamp of the parameter).
-    pub fn scale(&self, max: f64) -> Tensor<1> {
-        self.log_scale.val().clamp_max(max.ln()).exp()
+    /// The logit scale `exp(log_scale)`. Its limit is kept on the parameter between steps
+    /// ([`ClipModel::clamp_scale`]), not here: a clamp in the forward pass would stop the
+    /// gradient above the limit, and a scale that reached it could never come back down.
+    pub fn scale(&self) -> Tensor<1> {
+        self.log_scale.val().exp()
+    }
+
+    /// The model with `log_scale` clamped to `[0, ln max]` (the scale to `[1, max]`), outside
+    /// the gradient graph: what open_clip does to the parameter after every optimizer step.
+    pub fn clamp_scale(mut self, max: f64) -> Self {
+        let hi = max.ln();
+        self.log_scale = self.log_scale.map(|t| {
+            // Off the graph and back as a fresh leaf, as burn's optimizers hand parameters back.
+            let (autodiff, tracked) = (t.is_autodiff(), t.is_require_grad());
+            let clamped = t.inner().clamp(0.0, hi);
+            match (autodiff, tracked) {
+                (true, true) => Tensor::from_inner(clamped).require_grad(),
+                (true, false) => Tensor::from_inner(clamped),
+                (false, _) => clamped,
+            }
+        });
+        self
     }
 }
 
@@ -227,6 +245,11 @@ impl<E: Encoder> Objective for Clip<E> {
 
     fn name(&self) -> &str {
         "clip"
+    }
+
+    /// open_clip's `logit_scale.clamp_(0, ln 100)` after each optimizer step.
+    fn constrain(&self, model: Self::Model, _phase: usize) -> Self::Model {
+        model.clamp_scale(self.max_scale)
     }
 
     fn divergence_hint(&self) -> String {
@@ -297,7 +320,7 @@ impl<E: Encoder> Shardable for Clip<E> {
         _: &StepInfo,
     ) -> LossOutput {
         let [u, v]: [Tensor<2>; 2] = outputs.try_into().expect("images and captions");
-        let scale = model.scale(self.max_scale);
+        let scale = model.scale();
         // How often an image's own caption scores highest within the batch.
         let [n, _] = u.dims();
         let sims =
@@ -347,22 +370,36 @@ mod tests {
     #[test]
     fn the_scale_starts_at_one_over_the_temperature_and_is_clamped() {
         let (cfg, model, device) = tiny();
-        let s = model.scale(cfg.max_scale).into_scalar::<f64>();
+        let s = model.scale().into_scalar::<f64>();
         assert!((s - 1.0 / 0.07).abs() < 1e-3, "{s}");
+        // At the limit the forward pass still carries a gradient (ds/dlog = s), so a step
+        // can bring the scale back down; the clamp acts on the parameter between steps.
         let big = ClipModel {
-            log_scale: Param::from_tensor(Tensor::full([1], 7.0, &device)),
+            log_scale: Param::from_tensor(Tensor::full([1], 100f64.ln(), &device)),
             ..model
         };
-        let s = big.scale(100.0);
-        assert!((s.clone().into_scalar::<f64>() - 100.0).abs() < 1e-3);
-        // Past the clamp, no gradient reaches the parameter.
-        let grads = s.sum().backward();
+        let s = big.scale();
+        let grads = s.clone().sum().backward();
         let g = big
             .log_scale
             .val()
             .grad(&grads)
             .map(|g| g.into_scalar::<f64>());
-        assert!(g.is_none_or(|g| g == 0.0), "{g:?}");
+        assert!(g.is_some_and(|g| (g - 100.0).abs() < 1e-3), "{g:?}");
+        let over = ClipModel {
+            log_scale: Param::from_tensor(Tensor::full([1], 7.0, &device)),
+            ..big
+        }
+        .clamp_scale(cfg.max_scale);
+        let s = over.scale().into_scalar::<f64>();
+        assert!((s - 100.0).abs() < 1e-3, "{s}");
+        assert!(over.log_scale.val().is_require_grad(), "still trained");
+        let under = ClipModel {
+            log_scale: Param::from_tensor(Tensor::full([1], -1.0, &device)),
+            ..over
+        }
+        .clamp_scale(cfg.max_scale);
+        assert!((under.scale().into_scalar::<f64>() - 1.0).abs() < 1e-6);
     }
 
     #[test]
@@ -468,7 +505,7 @@ mod tests {
         };
         let mut train = TrainConfig::default();
         train.optimizer.kind = selfsup_core::OptimizerKind::Sgd;
-        let scale0 = start.scale(cfg.max_scale).into_scalar::<f64>();
+        let scale0 = start.scale().into_scalar::<f64>();
         let ((one, l1), (two, l2)) = one_and_two_devices(
             || Clip::<Backbone>::new(&cfg),
             &train,
@@ -483,8 +520,8 @@ mod tests {
         let d = selfsup_core::grads::max_abs_diff(&w1, &w2);
         assert!(d < 1e-5, "weights differ by {d}");
         let (s1, s2) = (
-            one.scale(cfg.max_scale).into_scalar::<f64>(),
-            two.scale(cfg.max_scale).into_scalar::<f64>(),
+            one.scale().into_scalar::<f64>(),
+            two.scale().into_scalar::<f64>(),
         );
         assert!((s1 - scale0).abs() > 1e-6, "the scale did not train");
         assert!((s1 - s2).abs() < 1e-6 * s1, "scale {s1} vs {s2}");

@@ -96,8 +96,12 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Stop after this many steps in total (0: run all epochs); for quick tests.
     pub max_steps: usize,
-    /// Clip the global gradient norm to this value (0: no clipping).
+    /// Clip gradient norms to this value (0: no clipping); `clip_mode` says which norm.
     pub grad_clip_norm: f64,
+    /// What `grad_clip_norm` bounds: `global`, the norm of all gradients together (PyTorch's
+    /// `clip_grad_norm_`, the update's direction kept), or `per_tensor`, each parameter
+    /// tensor's own norm (DINO's `clip_gradients`, the preset's choice there).
+    pub clip_mode: ClipMode,
     /// Write a checkpoint every this many steps (0: only at the end).
     pub checkpoint_every: usize,
     /// Keep this many most recent step checkpoints.
@@ -125,6 +129,7 @@ impl Default for TrainConfig {
             seed: 42,
             max_steps: 0,
             grad_clip_norm: 0.0,
+            clip_mode: ClipMode::Global,
             checkpoint_every: 200,
             keep_checkpoints: 2,
             log_every: 10,
@@ -134,6 +139,19 @@ impl Default for TrainConfig {
             schedule: ScheduleConfig::default(),
         }
     }
+}
+
+/// Which gradient norm `train.grad_clip_norm` bounds.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ClipMode {
+    /// All gradients scaled by one factor when their joint norm exceeds the limit.
+    #[default]
+    Global,
+    /// Each parameter tensor scaled on its own when its norm exceeds the limit.
+    PerTensor,
 }
 
 /// The floating-point type of a step's forward and backward passes.

@@ -20,9 +20,9 @@ pub trait Encoder: Module + ModuleDisplay {
         None
     }
 
-    /// The last convolutional feature map `[N, C, h, w]`, before pooling: for evaluations
-    /// that keep some of its spatial layout (pooled to a grid of cells rather than one
-    /// average). `None` for encoders without one (a ViT).
+    /// The last feature map `[N, C, h, w]`, before pooling (a ConvNet's last block, a ViT's
+    /// patch tokens on their grid): for evaluations that keep some of its spatial layout
+    /// (pooled to a grid of cells rather than one average). `None` for encoders without one.
     fn feature_map(&self, _images: Tensor<4>) -> Option<Tensor<4>> {
         None
     }

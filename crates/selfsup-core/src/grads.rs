@@ -83,6 +83,45 @@ fn scale_rank<const D: usize>(grads: &mut GradientsParams, id: ParamId, factor: 
     }
 }
 
+/// Scales each parameter's gradient on its own so that its norm is at most `max_norm`
+/// (DINO's `clip_gradients`: `g *= max_norm / (|g| + 1e-6)` where `|g| > max_norm`); returns
+/// the global norm before, for the log. Every tensor is clipped on the device without reading
+/// its norm back: the factor is `min(1, max_norm / (|g| + 1e-6))`, computed as a tensor.
+pub fn clip_per_tensor_norm<M: Module>(
+    module: &M,
+    grads: &mut GradientsParams,
+    max_norm: f64,
+) -> f64 {
+    let total = global_norm(module, grads);
+    if total.is_finite() {
+        let mut ids = Ids(Vec::new());
+        module.visit(&mut ids);
+        for (id, rank) in ids.0 {
+            match rank {
+                1 => clip_rank::<1>(grads, id, max_norm),
+                2 => clip_rank::<2>(grads, id, max_norm),
+                3 => clip_rank::<3>(grads, id, max_norm),
+                4 => clip_rank::<4>(grads, id, max_norm),
+                5 => clip_rank::<5>(grads, id, max_norm),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+fn clip_rank<const D: usize>(grads: &mut GradientsParams, id: ParamId, max_norm: f64) {
+    if let Some(g) = grads.remove::<D>(id) {
+        let norm = g.clone().square().sum().sqrt();
+        let factor = norm
+            .add_scalar(1e-6)
+            .recip()
+            .mul_scalar(max_norm)
+            .clamp_max(1.0);
+        grads.register(id, g.mul(factor.reshape([1; D])));
+    }
+}
+
 /// Scales every gradient so their global norm is at most `max_norm`; returns the norm before.
 /// Global, not per tensor: the direction of the whole update is kept (PyTorch's
 /// `clip_grad_norm_`).
@@ -104,4 +143,64 @@ pub fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_
         }
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::{Linear, LinearConfig};
+    use burn::tensor::{Device, TensorData};
+
+    /// A 2x2 linear layer (weight and bias) with gradients of norm 5 (weight) and 0.5 (bias).
+    fn setup() -> (Linear, GradientsParams) {
+        let device = Device::flex();
+        let layer = LinearConfig::new(2, 2).init(&device);
+        let mut g = GradientsParams::new();
+        let w = Tensor::<2>::from_data(TensorData::from([[3.0f32, 0.0], [0.0, 4.0]]), &device);
+        let b = Tensor::<1>::from_data(TensorData::from([0.3f32, 0.4]), &device);
+        g.register(layer.weight.id, w);
+        g.register(layer.bias.as_ref().unwrap().id, b);
+        (layer, g)
+    }
+
+    fn values(layer: &Linear, g: &GradientsParams) -> (Vec<f32>, Vec<f32>) {
+        let w = g
+            .get::<2>(layer.weight.id)
+            .unwrap()
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        let b = g.get::<1>(layer.bias.as_ref().unwrap().id).unwrap();
+        (w, b.into_data().try_to_vec().unwrap())
+    }
+
+    fn close(a: &[f32], b: &[f32]) {
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < 1e-5, "{a:?} vs {b:?}");
+        }
+    }
+
+    #[test]
+    fn global_clipping_keeps_the_direction() {
+        let (layer, mut g) = setup();
+        let total = clip_global_norm(&layer, &mut g, 1.0);
+        let expect = (25.0f64 + 0.25).sqrt();
+        assert!((total - expect).abs() < 1e-5, "{total}");
+        let f = (1.0 / (expect + 1e-6)) as f32;
+        let (w, b) = values(&layer, &g);
+        close(&w, &[3.0 * f, 0.0, 0.0, 4.0 * f]);
+        close(&b, &[0.3 * f, 0.4 * f]);
+    }
+
+    #[test]
+    fn per_tensor_clipping_bounds_each_tensor_alone() {
+        let (layer, mut g) = setup();
+        // Weight norm 5 > 1: scaled by 1 / (5 + 1e-6); bias norm 0.5 <= 1: untouched.
+        let total = clip_per_tensor_norm(&layer, &mut g, 1.0);
+        assert!((total - (25.25f64).sqrt()).abs() < 1e-5, "{total}");
+        let f = (1.0 / (5.0 + 1e-6)) as f32;
+        let (w, b) = values(&layer, &g);
+        close(&w, &[3.0 * f, 0.0, 0.0, 4.0 * f]);
+        close(&b, &[0.3, 0.4]);
+    }
 }

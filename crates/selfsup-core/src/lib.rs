@@ -26,7 +26,9 @@ pub mod tensorboard;
 pub mod trainer;
 
 pub use augment::{Augmentation, Image, ViewGenerator};
-pub use config::{OptimizerConfig, OptimizerKind, Precision, ScheduleConfig, TrainConfig};
+pub use config::{
+    ClipMode, OptimizerConfig, OptimizerKind, Precision, ScheduleConfig, TrainConfig,
+};
 pub use device::DeviceSpec;
 pub use ema::Ema;
 pub use encoder::Encoder;

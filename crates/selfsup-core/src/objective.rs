@@ -84,11 +84,20 @@ pub trait Objective {
 
     /// Whether `phase` runs in the step whose update count is `updates` (1-based, skipped
     /// steps not counted), and if so the 1-based count of updates its optimizer will have
-    /// made (AdamW's bias correction). Default: every phase in every step. A GAN that
+    /// made (AdamW's bias correction falls back to it for optimizer states saved before each
+    /// parameter kept its own count). Default: every phase in every step. A GAN that
     /// updates its generator once per `k` discriminator updates returns `None` for the
     /// generator's phase in the other steps, and `updates / k` in those it runs.
     fn phase_updates(&self, _phase: usize, updates: u64) -> Option<u64> {
         Some(updates)
+    }
+
+    /// Called after each optimizer update of `phase` with the updated model, to keep
+    /// constraints on the parameters outside the gradient graph (CLIP clamps its logit scale
+    /// here, as open_clip does after `optimizer.step()`, so its forward pass keeps the
+    /// gradient). Default: the model unchanged.
+    fn constrain(&self, model: Self::Model, _phase: usize) -> Self::Model {
+        model
     }
 
     /// Called after every optimizer step with the updated model (EMA teachers, centres).

@@ -10,13 +10,21 @@ use burn::tensor::{Device, Tensor};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Per-parameter state: a momentum buffer (or Adam's first moment) and Adam's second moment.
+/// Per-parameter state: a momentum buffer (or Adam's first moment), Adam's second moment, and
+/// how many updates this parameter has had.
 #[derive(Clone)]
 pub struct ParamState<const D: usize> {
     /// Momentum buffer, or AdamW's first moment.
     pub m: Option<Tensor<D>>,
     /// AdamW's second moment.
     pub v: Option<Tensor<D>>,
+    /// Updates this parameter has had, the one just made included: AdamW's bias correction
+    /// counts them per parameter, as PyTorch does (`state["step"]`), so a parameter that
+    /// starts late (DINO's last layer after its frozen epoch, a group unfrozen mid-run) gets
+    /// a first update of the same size as one trained from step 1. `None` in checkpoints
+    /// written before the count was kept: those fall back to the run's global step, the
+    /// rule they were trained with.
+    pub steps: Option<u64>,
 }
 
 impl<const D: usize> RecordState for ParamState<D> {
@@ -26,6 +34,9 @@ impl<const D: usize> RecordState for ParamState<D> {
         }
         if let Some(v) = &self.v {
             out.push_tensor(prefix, "v", v.clone().into_data());
+        }
+        if let Some(steps) = self.steps {
+            out.push_scalar(prefix, "steps", steps.into());
         }
     }
 
@@ -37,14 +48,18 @@ impl<const D: usize> RecordState for ParamState<D> {
             v: src
                 .take_tensor(prefix, "v")
                 .map(|d| Tensor::from_data(d, device)),
+            steps: src
+                .take_scalar(prefix, "steps")
+                .and_then(|s| u64::try_from(s).ok()),
         })
     }
 }
 
 /// SGD, AdamW or LARS, as configured by [`OptimizerConfig`].
 ///
-/// AdamW's bias correction needs the step count; it is shared through [`StepCounter`] so the
-/// per-parameter state holds only tensors and resuming restores it from the trainer's step.
+/// AdamW's bias correction counts each parameter's own updates ([`ParamState::steps`]); the
+/// trainer's global count ([`StepCounter`]) is only the fallback for states saved before that
+/// count was kept.
 #[derive(Clone)]
 pub struct SelfsupOptimizer {
     config: OptimizerConfig,
@@ -52,8 +67,8 @@ pub struct SelfsupOptimizer {
 }
 
 /// What the trainer tells the optimizer before each step: the 1-based count of steps taken
-/// (AdamW's bias correction) and, when scheduled, the weight decay. Shared, so the
-/// per-parameter state holds only tensors.
+/// (AdamW's bias correction for optimizer states saved without their own count) and, when
+/// scheduled, the weight decay. Shared between the trainer and the optimizer.
 #[derive(Clone, Debug)]
 pub struct StepCounter {
     steps: Arc<AtomicU64>,
@@ -136,10 +151,12 @@ impl Optimizer for SelfsupOptimizer {
         let c = &self.config;
         let weight_decay = self.step.weight_decay().unwrap_or(c.weight_decay);
         let decayed = D > 1 && weight_decay > 0.0;
-        let (m, v) = match state {
-            Some(s) => (s.m, s.v),
-            None => (None, None),
+        let (m, v, steps) = match state {
+            // A state from an old checkpoint has no count: the global step it was trained by.
+            Some(s) => (s.m, s.v, s.steps.unwrap_or(self.step.get().max(1) - 1)),
+            None => (None, None, 0),
         };
+        let steps = steps + 1;
         match c.kind {
             OptimizerKind::Sgd | OptimizerKind::Lars => {
                 let mut g = grad;
@@ -176,11 +193,15 @@ impl Optimizer for SelfsupOptimizer {
                 };
                 (
                     tensor.sub(update.mul_scalar(lr)),
-                    Some(ParamState { m, v: None }),
+                    Some(ParamState {
+                        m,
+                        v: None,
+                        steps: Some(steps),
+                    }),
                 )
             }
             OptimizerKind::Adamw => {
-                let t = self.step.get().max(1) as i32;
+                let t = steps.min(i32::MAX as u64) as i32;
                 let (b1, b2) = (c.beta1, c.beta2);
                 let m = match m {
                     Some(m) => m.mul_scalar(b1).add(grad.clone().mul_scalar(1.0 - b1)),
@@ -205,6 +226,7 @@ impl Optimizer for SelfsupOptimizer {
                     Some(ParamState {
                         m: Some(m),
                         v: Some(v),
+                        steps: Some(steps),
                     }),
                 )
             }
@@ -215,6 +237,7 @@ impl Optimizer for SelfsupOptimizer {
         ParamState {
             m: state.m.map(|t| t.to_device(device)),
             v: state.v.map(|t| t.to_device(device)),
+            steps: state.steps,
         }
     }
 }
@@ -291,6 +314,63 @@ mod tests {
             None,
         );
         close(&vals(w), &[0.89, 1.09, 0.89, 1.09]);
+    }
+
+    #[test]
+    fn adamw_counts_steps_per_parameter() {
+        let c = cfg(OptimizerKind::Adamw);
+        let (opt, step) = SelfsupOptimizer::new(c);
+        let w = t2([[1.0, 1.0], [1.0, 1.0]]);
+        let g = t2([[2.0, -3.0], [0.5, -0.1]]);
+        // A parameter whose first gradient comes at global step 500 (frozen until then) gets
+        // PyTorch's first update, lr * sign(g), not one corrected as if for 500 steps.
+        step.set(500);
+        let (w1, s1) = opt.step(0.1, w.clone(), g.clone(), None);
+        close(&vals(w1), &[0.9, 1.1, 0.9, 1.1]);
+        let s1 = s1.expect("AdamW keeps a state");
+        assert_eq!(s1.steps, Some(1));
+        // Its second update with the same gradient: m = 0.19 g and v = 0.001999 g², corrected
+        // by 1 - 0.9² and 1 - 0.999², is again lr * sign(g).
+        step.set(501);
+        let (w2, s2) = opt.step(0.1, w.clone(), g.clone(), Some(s1.clone()));
+        assert_eq!(s2.expect("state").steps, Some(2));
+        close(&vals(w2), &[0.9, 1.1, 0.9, 1.1]);
+        // A state saved before the count was kept falls back to the global step (old rule).
+        let old = ParamState {
+            steps: None,
+            ..s1.clone()
+        };
+        let (w3, s3) = opt.step(0.1, w.clone(), g.clone(), Some(old));
+        assert_eq!(s3.expect("state").steps, Some(501));
+        // Corrected as the 501st step: m / (1 - 0.9^501), v / (1 - 0.999^501), a move of
+        // 0.1 * 0.19 / sqrt(0.001999 / 0.394) = 0.267 where PyTorch moves 0.1.
+        let m = 0.19 / (1.0 - 0.9f64.powi(501));
+        let v = 0.001999 / (1.0 - 0.999f64.powi(501));
+        let moved: Vec<f32> = vals(w3).iter().map(|x| (1.0 - x).abs()).collect();
+        close(&moved, &[(0.1 * m / v.sqrt()) as f32; 4]);
+    }
+
+    #[test]
+    fn the_step_count_survives_a_checkpoint() {
+        let state = ParamState::<2> {
+            m: Some(t2([[1.0, 2.0], [3.0, 4.0]])),
+            v: None,
+            steps: Some(7),
+        };
+        let mut sink = StateSink::default();
+        state.state_flatten("p", &mut sink);
+        let mut src = StateSource::new(sink.scalars.into_iter().collect());
+        for (name, data) in sink.tensors {
+            src.insert_tensor(name, data);
+        }
+        let back = ParamState::<2>::state_unflatten("p", &mut src, &Device::flex()).unwrap();
+        assert_eq!(back.steps, Some(7));
+        assert_eq!(vals(back.m.unwrap()), vec![1.0, 2.0, 3.0, 4.0]);
+        // Written before the count existed: no scalar, no count.
+        let mut bare = StateSource::default();
+        bare.insert_tensor("p.m".into(), t2([[0.0; 2]; 2]).into_data());
+        let old = ParamState::<2>::state_unflatten("p", &mut bare, &Device::flex()).unwrap();
+        assert_eq!(old.steps, None);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! with less machinery than adapting the Learner to each.
 
 use crate::checkpoint::{self, CheckpointState};
-use crate::config::{Precision, TrainConfig};
+use crate::config::{ClipMode, Precision, TrainConfig};
 use crate::error::{Error, Result};
 use crate::grads;
 use crate::metrics::MetricsLog;
@@ -97,6 +97,7 @@ pub struct Stepper {
     optims: Vec<ModuleOptimizer>,
     counters: Vec<StepCounter>,
     grad_clip_norm: f64,
+    clip_mode: ClipMode,
     skip_nonfinite: bool,
 }
 
@@ -110,6 +111,7 @@ impl Stepper {
             optims,
             counters,
             grad_clip_norm: cfg.grad_clip_norm,
+            clip_mode: cfg.clip_mode,
             skip_nonfinite: cfg.skip_nonfinite,
         }
     }
@@ -299,7 +301,12 @@ impl Stepper {
         metrics: &mut Vec<(String, f64)>,
     ) -> Result<(O::Model, bool)> {
         let norm = if self.grad_clip_norm > 0.0 {
-            grads::clip_global_norm(&model, &mut g, self.grad_clip_norm)
+            match self.clip_mode {
+                ClipMode::Global => grads::clip_global_norm(&model, &mut g, self.grad_clip_norm),
+                ClipMode::PerTensor => {
+                    grads::clip_per_tensor_norm(&model, &mut g, self.grad_clip_norm)
+                }
+            }
         } else {
             grads::global_norm(&model, &g)
         };
@@ -311,7 +318,8 @@ impl Stepper {
             metrics.push((format!("grad_norm_{phase}"), norm));
         }
         self.counters[phase].set(phase_updates);
-        Ok((self.optims[phase].step(lr, model, g), true))
+        let model = self.optims[phase].step(lr, model, g);
+        Ok((objective.constrain(model, phase), true))
     }
 }
 

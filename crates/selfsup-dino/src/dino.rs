@@ -221,7 +221,7 @@ impl<E: Encoder> Objective for Dino<E> {
     }
 
     fn divergence_hint(&self) -> String {
-        "a learning rate too high for the batch, a teacher temperature too low (dino.teacher_temperature) or the last layer unfrozen too early (dino.freeze_last_layer_epochs); the paper clips gradients at 3 (train.grad_clip_norm = 3)".into()
+        "a learning rate too high for the batch, a teacher temperature too low (dino.teacher_temperature) or the last layer unfrozen too early (dino.freeze_last_layer_epochs); the paper clips each parameter's gradient norm at 3 (train.grad_clip_norm = 3 with train.clip_mode = \"per_tensor\")".into()
     }
 
     /// The cross-entropy between the teacher's centred, sharpened targets and the student's
@@ -359,13 +359,17 @@ impl<E: Encoder> Shardable for Dino<E> {
         }
         .detach();
         let mut out = vec![t.clone().narrow(0, 0, n), t.narrow(0, n, n)];
-        // The student: one forward per crop size.
-        let s = model.forward(globals);
-        out.extend([s.clone().narrow(0, 0, n), s.narrow(0, n, n)]);
+        // The student: the backbone once per crop size, then the head once over every crop's
+        // features together, as the reference's `MultiCropWrapper` does: the head's
+        // BatchNorm (on in the Fashion-MNIST preset) normalizes globals and locals with one
+        // set of batch statistics.
+        let mut features = model.backbone.features(globals);
         if views.len() > 2 {
-            let locals = model.forward(Tensor::cat(views[2..].to_vec(), 0));
-            out.extend((0..views.len() - 2).map(|i| locals.clone().narrow(0, i * n, n)));
+            let locals = model.backbone.features(Tensor::cat(views[2..].to_vec(), 0));
+            features = Tensor::cat(vec![features, locals], 0);
         }
+        let s = model.head.forward(features);
+        out.extend((0..views.len()).map(|i| s.clone().narrow(0, i * n, n)));
         out
     }
 
@@ -495,6 +499,51 @@ mod tests {
             total_steps: 100,
             steps_per_epoch: 10,
         }
+    }
+
+    #[test]
+    fn the_student_head_runs_once_over_every_crop() {
+        let (mut cfg, _, _, views) = setup();
+        cfg.head.batch_norm = true;
+        let enc = EncoderConfig {
+            arch: Arch::Convnet,
+            width: 4,
+            ..EncoderConfig::default()
+        };
+        let train = Device::flex().autodiff();
+        let build = |d: &Device| DinoModel::new(enc.init(1, d), &cfg.head, d);
+        let student = seed::init_module(&train, 1, build);
+        let dino = Dino::new(&cfg, seed::init_module(&train, 2, build), &student);
+        let out = dino.outputs(&student, &views, &info(0, 1));
+        assert_eq!(out.len(), 2 + views.len());
+        // The reference: backbone per crop size, one head pass over all the features, so the
+        // head's BatchNorm sees globals and locals together.
+        let g = student
+            .backbone
+            .features(Tensor::cat(views[..2].to_vec(), 0));
+        let l = student.backbone.features(views[2].clone());
+        let all = student.head.forward(Tensor::cat(vec![g.clone(), l], 0));
+        let values = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+        let (n, k) = (4, cfg.head.output_dim);
+        for (i, o) in out[2..].iter().enumerate() {
+            let want = values(all.clone().slice([i * n..(i + 1) * n, 0..k]));
+            let got = values(o.clone());
+            let d = got
+                .iter()
+                .zip(&want)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(d < 1e-5, "crop {i}: {d}");
+        }
+        // Heads run per crop size would normalize the globals alone: different outputs.
+        let apart = values(student.head.forward(g).slice([0..n, 0..k]));
+        let d = values(out[2].clone())
+            .iter()
+            .zip(&apart)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            d > 1e-4,
+            "the locals did not enter the head's batch statistics"
+        );
     }
 
     #[test]

@@ -202,7 +202,7 @@ impl Encoder for Backbone {
             Backbone::ResNet(m) => Encoder::feature_map(m, images),
             Backbone::ConvNet(m) => m.feature_map(images),
             Backbone::Dcgan(m) => m.feature_map(images),
-            Backbone::Vit(_) => None,
+            Backbone::Vit(m) => Encoder::feature_map(m, images),
         }
     }
 }

@@ -463,6 +463,26 @@ impl Encoder for VisionTransformer {
     fn tokens(&self, images: Tensor<4>) -> Option<Tensor<3>> {
         Some(self.encode(self.embed(images)).0)
     }
+
+    /// The patch tokens after the final norm laid out as the `grid x grid` map they came
+    /// from, `[N, dim, grid, grid]` (the class token left out): a ViT read like a ConvNet's
+    /// last map keeps where each patch was, which pooling to one vector throws away (MAE's
+    /// pixel-reconstruction features are measured to gain most from it, `docs/methods/mae.md`).
+    fn feature_map(&self, images: Tensor<4>) -> Option<Tensor<4>> {
+        let out = self.encode(self.embed(images)).0;
+        let [n, t, d] = out.dims();
+        let g = self.grid;
+        debug_assert_eq!(
+            t,
+            1 + g * g,
+            "a ViT over whole images has grid² patch tokens"
+        );
+        Some(
+            out.slice([0..n, 1..t, 0..d])
+                .reshape([n, g, g, d])
+                .permute([0, 3, 1, 2]),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -477,12 +477,6 @@ impl RunConfig {
         if self.eval.grid == 0 {
             return Err(Error::config("eval.grid", "must be at least 1"));
         }
-        if self.eval.grid > 1 && self.encoder.arch == Arch::Vit {
-            return Err(Error::config(
-                "eval.grid",
-                "a ViT has no feature map to pool to a grid: use 1",
-            ));
-        }
         self.knn.validate()?;
         self.linear.validate()?;
         self.finetune.validate()
