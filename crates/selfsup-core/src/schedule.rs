@@ -27,7 +27,9 @@ pub fn cosine_ramp(progress: f64, start: f64, end: f64) -> f64 {
 }
 
 /// The weight decay of `step` out of `total_steps`: a cosine from `base` (the optimizer's) to
-/// `cfg.final_weight_decay` when that is set, else `None` (the optimizer's, constant).
+/// `cfg.final_weight_decay` when that is set, else `None` (the optimizer's, constant). Like
+/// DINO's `cosine_scheduler`, step `i` of `N` sits at `i / N` of the cosine, so the last step
+/// is one step short of the final value (tested against it: `tests/golden.rs`).
 pub fn weight_decay_at(
     cfg: &ScheduleConfig,
     base: f64,
@@ -35,8 +37,11 @@ pub fn weight_decay_at(
     total_steps: usize,
 ) -> Option<f64> {
     let end = cfg.final_weight_decay?;
-    let span = total_steps.saturating_sub(1).max(1);
-    Some(cosine_ramp(step as f64 / span as f64, base, end))
+    Some(cosine_ramp(
+        step as f64 / total_steps.max(1) as f64,
+        base,
+        end,
+    ))
 }
 
 /// The learning rate of a run, from its schedule config.
@@ -99,6 +104,7 @@ mod tests {
         assert_eq!(weight_decay_at(&cfg, 0.04, 3, 10), None);
         cfg.final_weight_decay = Some(0.4);
         assert!((weight_decay_at(&cfg, 0.04, 0, 10).unwrap() - 0.04).abs() < 1e-12);
-        assert!((weight_decay_at(&cfg, 0.04, 9, 10).unwrap() - 0.4).abs() < 1e-12);
+        assert!((weight_decay_at(&cfg, 0.04, 5, 10).unwrap() - 0.22).abs() < 1e-12);
+        assert!((weight_decay_at(&cfg, 0.04, 10, 10).unwrap() - 0.4).abs() < 1e-12);
     }
 }

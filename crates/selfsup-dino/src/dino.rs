@@ -34,9 +34,9 @@ pub struct DinoConfig {
     pub teacher_temperature: f64,
     /// The teacher's temperature at the start.
     pub warmup_teacher_temperature: f64,
-    /// Epochs of the teacher temperature's linear warm-up (the paper: 30 of 100 or more; a
-    /// short CPU run wants a few).
-    pub warmup_teacher_epochs: f64,
+    /// Epochs of the teacher temperature's linear warm-up, one value per epoch as the
+    /// reference's `np.linspace` (the paper: 30 of 100 or more; a short CPU run wants a few).
+    pub warmup_teacher_epochs: usize,
     /// Momentum of the centre's moving average.
     pub center_momentum: f64,
     /// The teacher's EMA momentum at the start; it follows a cosine to `momentum_end`.
@@ -55,7 +55,7 @@ impl Default for DinoConfig {
             student_temperature: 0.1,
             teacher_temperature: 0.07,
             warmup_teacher_temperature: 0.04,
-            warmup_teacher_epochs: 2.0,
+            warmup_teacher_epochs: 2,
             center_momentum: 0.9,
             momentum_start: 0.996,
             momentum_end: 1.0,
@@ -97,11 +97,6 @@ impl DinoConfig {
                 format!("{t} must be a positive number")
             })?;
         }
-        ensure(
-            self.warmup_teacher_epochs.is_finite() && self.warmup_teacher_epochs >= 0.0,
-            "dino.warmup_teacher_epochs",
-            || format!("{} must be >= 0", self.warmup_teacher_epochs),
-        )?;
         for (name, m) in [
             ("dino.center_momentum", self.center_momentum),
             ("dino.momentum_start", self.momentum_start),
@@ -194,9 +189,9 @@ impl<E: Encoder> Dino<E> {
         )
     }
 
-    /// The teacher temperature at `info`'s point of training.
+    /// The teacher temperature in `info`'s epoch.
     pub fn teacher_temperature(&self, info: &StepInfo) -> f64 {
-        let epoch = info.step as f64 / info.steps_per_epoch.max(1) as f64;
+        let epoch = info.step / info.steps_per_epoch.max(1);
         teacher_temperature(
             self.cfg.warmup_teacher_temperature,
             self.cfg.teacher_temperature,

@@ -3,11 +3,11 @@
 use burn::tensor::Tensor;
 
 /// Each patch of `target` (`[N, L, P]`) standardised over its own `P` values:
-/// `(t - mean) / sqrt(var + eps)`, with the population variance `var = mean((t - mean)²)`.
-/// (MAE's reference divides by the unbiased variance; with `P` = 16 to 768 values per patch
-/// the two differ by a factor `P / (P - 1)`.)
+/// `(t - mean) / sqrt(var + eps)`, with the unbiased variance `var = Σ (t - mean)² / (P - 1)`
+/// as the reference's `target.var(dim=-1)` (checked against it in the golden tests,
+/// `crates/selfsup-cli/tests/golden.rs`).
 pub fn normalize_patches(target: Tensor<3>, eps: f64) -> Tensor<3> {
-    let (var, mean) = target.clone().var_mean_bias(2);
+    let (var, mean) = target.clone().var_mean(2);
     (target - mean) / (var + eps).sqrt()
 }
 
@@ -104,16 +104,16 @@ mod tests {
         let dev = Device::flex();
         let t = Tensor::<3>::random([3, 5, 48], Distribution::Normal(2.0, 3.0), &dev);
         let z = normalize_patches(t, 1e-6);
-        let (var, mean) = z.var_mean_bias(2);
+        let (var, mean) = z.var_mean(2);
         for m in values(mean) {
             assert!(m.abs() < 1e-5, "mean {m}");
         }
         for v in values(var) {
             assert!((v - 1.0).abs() < 1e-4, "variance {v}");
         }
-        // By hand: [1, 3] -> mean 2, variance 1 -> [-1, 1].
-        let small = Tensor::<3>::from_floats([[[1.0, 3.0]]], &dev);
+        // By hand: [1, 3, 5] -> mean 3, unbiased variance (4 + 0 + 4) / 2 = 4 -> [-1, 0, 1].
+        let small = Tensor::<3>::from_floats([[[1.0, 3.0, 5.0]]], &dev);
         let got = values(normalize_patches(small, 0.0));
-        assert_eq!(got, [-1.0, 1.0]);
+        assert_eq!(got, [-1.0, 0.0, 1.0]);
     }
 }

@@ -164,7 +164,8 @@ pub fn reconstruction_images(
     let patches = patchify(images.clone(), p);
     let out = model.reconstruct(images, masking, norm_pix_loss);
     let pred = if norm_pix_loss {
-        let (var, mean) = patches.clone().var_mean_bias(2);
+        // The inverse of `normalize_patches` (unbiased variance, as the reference).
+        let (var, mean) = patches.clone().var_mean(2);
         out.pred * (var + 1e-6).sqrt() + mean
     } else {
         out.pred
