@@ -276,6 +276,18 @@ fn mae_masking_and_normalized_pixel_loss_match_the_reference() {
     scalar("MAE loss", values(loss.clone())[0], &f["loss"]);
     let grads = loss.backward();
     close_value("MAE d pred", pred.grad(&grads).unwrap(), &f["grad_pred"]);
+
+    let side = f["sincos_grid"].as_u64().unwrap() as usize;
+    let [_, dim] = shape::<2>(&f["sincos"]);
+    let ours: Vec<f64> = selfsup_encoders::vit::sincos_position_embedding(side, dim)
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    close(
+        "MAE sin-cos position embedding",
+        &ours,
+        &floats(&f["sincos"]["data"]),
+    );
 }
 
 /// One parameter's value and optimizer state through a trajectory.

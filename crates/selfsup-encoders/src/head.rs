@@ -58,7 +58,15 @@ impl ProjectionHead {
                 cfg.batch_norm
             };
             linears.push(LinearConfig::new(d, out).with_bias(!bn).init(device));
-            norms.push(bn.then(|| BatchNormConfig::new(out).init(device)));
+            norms.push(bn.then(|| {
+                let mut norm = BatchNormConfig::new(out).init(device);
+                if last {
+                    // SimCLR v2's output BatchNorm scales but does not shift (`center=False`
+                    // in its reference): the shift stays at its initial 0, untrained.
+                    norm.beta = norm.beta.set_require_grad(false);
+                }
+                norm
+            }));
             d = out;
         }
         Self { linears, norms }
@@ -78,5 +86,40 @@ impl ProjectionHead {
             };
         }
         x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn the_output_batch_norm_scales_but_never_shifts() {
+        let device = Device::flex().autodiff();
+        let cfg = HeadConfig {
+            hidden_dim: 8,
+            output_dim: 4,
+            layers: 2,
+            batch_norm: true,
+            output_batch_norm: true,
+        };
+        let head = ProjectionHead::new(&cfg, 6, &device);
+        let out_bn = head.norms[1].as_ref().expect("an output BatchNorm");
+        assert!(
+            !out_bn.beta.is_require_grad(),
+            "the output shift is not trained"
+        );
+        assert!(out_bn.gamma.is_require_grad());
+        let hidden_bn = head.norms[0].as_ref().expect("a hidden BatchNorm");
+        assert!(
+            hidden_bn.beta.is_require_grad(),
+            "hidden layers keep their shift"
+        );
+        let x = Tensor::<2>::random([5, 6], Distribution::Normal(0.0, 1.0), &device);
+        let grads = head.forward(x).powi_scalar(2).sum().backward();
+        assert!(out_bn.beta.val().grad(&grads).is_none());
+        assert!(out_bn.gamma.val().grad(&grads).is_some());
+        assert!(hidden_bn.beta.val().grad(&grads).is_some());
     }
 }

@@ -174,8 +174,9 @@ pub fn unpatchify(patches: Tensor<3>, p: usize, channels: usize, grid: usize) ->
 }
 
 /// Fixed 2-D sine-cosine position embeddings `[1 + grid², dim]`, the first row (class token)
-/// zero: half the width encodes the row, half the column, each half `sin(pos ω_k)` then
-/// `cos(pos ω_k)` for `ω_k = 10000^(-k / (dim / 4))`.
+/// zero: the first half of the width encodes the column, the second the row (the layout of
+/// MAE's reference `get_2d_sincos_pos_embed`, whose first half reads `meshgrid(w, h)[0]`),
+/// each half `sin(pos ω_k)` then `cos(pos ω_k)` for `ω_k = 10000^(-k / (dim / 4))`.
 pub fn sincos_position_embedding(grid: usize, dim: usize) -> Vec<f32> {
     sincos_position_embedding_resized(grid, [grid, grid], dim)
 }
@@ -202,7 +203,7 @@ pub fn sincos_position_embedding_resized(
     for y in 0..rows {
         for x in 0..cols {
             let row = &mut out[(1 + y * cols + x) * dim..][..dim];
-            for (half, pos) in [(0, at(y, rows)), (1, at(x, cols))] {
+            for (half, pos) in [(0, at(x, cols)), (1, at(y, rows))] {
                 for k in 0..quarter {
                     let omega = 10000f64.powf(-(k as f64) / quarter as f64);
                     let angle = pos * omega;
@@ -530,17 +531,17 @@ mod tests {
             e[..dim].iter().all(|&v| v == 0.0),
             "class token row is zero"
         );
-        // Token (y = 2, x = 1): ω = [1, 0.01]; row half then column half.
+        // Token (y = 2, x = 1): ω = [1, 0.01]; column half then row half.
         let t = &e[(1 + 2 * grid + 1) * dim..][..dim];
         let want = [
-            2f64.sin(),
-            0.02f64.sin(),
-            2f64.cos(),
-            0.02f64.cos(),
             1f64.sin(),
             0.01f64.sin(),
             1f64.cos(),
             0.01f64.cos(),
+            2f64.sin(),
+            0.02f64.sin(),
+            2f64.cos(),
+            0.02f64.cos(),
         ];
         for (a, b) in t.iter().zip(want) {
             assert!((*a as f64 - b).abs() < 1e-6, "{a} vs {b}");
@@ -561,14 +562,14 @@ mod tests {
         let t = &e[(1 + 3 + 2) * dim..][..dim]; // token (y = 1, x = 2)
         let (y, x) = (2.5f64, 17.0f64 / 6.0);
         let want = [
-            y.sin(),
-            (y * 0.01).sin(),
-            y.cos(),
-            (y * 0.01).cos(),
             x.sin(),
             (x * 0.01).sin(),
             x.cos(),
             (x * 0.01).cos(),
+            y.sin(),
+            (y * 0.01).sin(),
+            y.cos(),
+            (y * 0.01).cos(),
         ];
         for (a, b) in t.iter().zip(want) {
             assert!((*a as f64 - b).abs() < 1e-6, "{a} vs {b}");
