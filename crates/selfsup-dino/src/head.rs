@@ -2,7 +2,7 @@
 //! linear layer to the `K` output dimensions the loss compares.
 
 use burn::module::{Module, Param, ParamId};
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Distribution, Tensor};
 use selfsup_core::Result;
 use selfsup_core::config::ensure;
@@ -83,7 +83,16 @@ impl DinoHead {
                 } else {
                     cfg.hidden_dim
                 };
-                LinearConfig::new(d_in, d_out).init(device)
+                // The reference's `_init_weights`: trunc_normal_(std=0.02) (its cut at ±2 is
+                // 100 standard deviations out: a plain normal), zero bias.
+                let mut layer = LinearConfig::new(d_in, d_out)
+                    .with_initializer(Initializer::Normal {
+                        mean: 0.0,
+                        std: 0.02,
+                    })
+                    .init(device);
+                layer.bias = Some(Param::from_tensor(Tensor::zeros([d_out], device)));
+                layer
             })
             .collect();
         let norms = if cfg.batch_norm {
@@ -158,6 +167,24 @@ mod tests {
 
     fn values<const D: usize>(x: Tensor<D>) -> Vec<f32> {
         x.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn mlp_starts_as_the_reference_trunc_normal() {
+        let dev = Device::flex();
+        let cfg = DinoHeadConfig {
+            hidden_dim: 256,
+            ..DinoHeadConfig::default()
+        };
+        let head = DinoHead::new(&cfg, 128, &dev);
+        for layer in &head.mlp {
+            let w = values(layer.weight.val());
+            let n = w.len() as f32;
+            let std = (w.iter().map(|x| x * x).sum::<f32>() / n).sqrt();
+            assert!((std / 0.02 - 1.0).abs() < 0.05, "std {std}");
+            let b = values(layer.bias.as_ref().unwrap().val());
+            assert!(b.iter().all(|&x| x == 0.0));
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub use dcgan::{DcganConfig, DcganEncoder};
 pub use head::{HeadConfig, ProjectionHead};
 pub use resnet::{ResNet, ResNetDepth};
 pub use text::{TextConfig, TextTransformer};
-pub use vit::{Pool, PosEmbed, VisionTransformer, VitConfig};
+pub use vit::{LinearInit, Pool, PosEmbed, VisionTransformer, VitConfig};
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};

@@ -3,7 +3,7 @@
 //! blocks with a causal mask (each token sees only the ones before it), a final layer norm,
 //! and the output at the end-of-text token standing for the whole caption.
 
-use crate::vit::{TokenNorm, TransformerBlock};
+use crate::vit::{LinearInit, TokenNorm, TransformerBlock};
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer};
 use burn::tensor::{Device, Distribution, Int, Tensor};
@@ -89,7 +89,9 @@ impl TextConfig {
                 device,
             )),
             blocks: (0..self.depth)
-                .map(|_| TransformerBlock::new(self.dim, self.heads, hidden, device))
+                .map(|_| {
+                    TransformerBlock::new(self.dim, self.heads, hidden, LinearInit::Default, device)
+                })
                 .collect(),
             norm: TokenNorm::new(self.dim, device),
             context: self.context,

@@ -4,7 +4,7 @@
 //! [`VisionTransformer::encode`]); DINO draws the last block's attention.
 
 use burn::module::{Module, Param};
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
@@ -137,12 +137,18 @@ impl VitConfig {
                 device,
             ))
         };
+        // The patch embedding as the reference's: xavier on the weight seen as a matrix, the
+        // bias left at PyTorch's default (its `_init_weights` only zeroes `nn.Linear` biases).
+        let mut patch = LinearConfig::new(channels * p * p, d).init(device);
+        patch.weight = LinearInit::Xavier
+            .linear(channels * p * p, d, device)
+            .weight;
         Ok(VisionTransformer {
-            patch: LinearConfig::new(channels * p * p, d).init(device),
+            patch,
             cls: normal([1, 1, d]),
             pos: (self.pos_embed == PosEmbed::Learned).then(|| normal([1, tokens + 1, d])),
             blocks: (0..self.depth)
-                .map(|_| TransformerBlock::new(d, self.heads, hidden, device))
+                .map(|_| TransformerBlock::new(d, self.heads, hidden, LinearInit::Xavier, device))
                 .collect(),
             norm: TokenNorm::new(d, device),
             patch_size: p,
@@ -150,6 +156,33 @@ impl VitConfig {
             dim: d,
             mean_pool: self.pool == Pool::Mean,
         })
+    }
+}
+
+/// How a transformer's linear layers start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinearInit {
+    /// Xavier-uniform weights and zero biases: ViT's and MAE's reference
+    /// (`_init_weights`: `xavier_uniform_`, bias 0).
+    Xavier,
+    /// burn's default (uniform in `±1/sqrt(fan_in)` for weights and biases, PyTorch's default
+    /// `nn.Linear` init): the text transformer's.
+    Default,
+}
+
+impl LinearInit {
+    /// A `d_in -> d_out` linear layer started this way.
+    pub fn linear(self, d_in: usize, d_out: usize, device: &Device) -> Linear {
+        match self {
+            LinearInit::Default => LinearConfig::new(d_in, d_out).init(device),
+            LinearInit::Xavier => {
+                let mut l = LinearConfig::new(d_in, d_out)
+                    .with_initializer(Initializer::XavierUniform { gain: 1.0 })
+                    .init(device);
+                l.bias = Some(Param::from_tensor(Tensor::zeros([d_out], device)));
+                l
+            }
+        }
     }
 }
 
@@ -252,15 +285,16 @@ pub struct SelfAttention {
 }
 
 impl SelfAttention {
-    /// Attention of width `dim` (a multiple of `heads`) with `heads` heads.
-    pub fn new(dim: usize, heads: usize, device: &Device) -> Self {
+    /// Attention of width `dim` (a multiple of `heads`) with `heads` heads, its layers
+    /// started as `init` says.
+    pub fn new(dim: usize, heads: usize, init: LinearInit, device: &Device) -> Self {
         assert!(
             heads > 0 && dim.is_multiple_of(heads),
             "attention: width {dim} is not a multiple of {heads} heads"
         );
         Self {
-            qkv: LinearConfig::new(dim, 3 * dim).init(device),
-            proj: LinearConfig::new(dim, dim).init(device),
+            qkv: init.linear(dim, 3 * dim, device),
+            proj: init.linear(dim, dim, device),
             heads,
         }
     }
@@ -294,14 +328,15 @@ pub struct TransformerBlock {
 }
 
 impl TransformerBlock {
-    /// A block of width `dim` with `heads` attention heads and an MLP `hidden` wide.
-    pub fn new(dim: usize, heads: usize, hidden: usize, device: &Device) -> Self {
+    /// A block of width `dim` with `heads` attention heads and an MLP `hidden` wide, its
+    /// linear layers started as `init` says.
+    pub fn new(dim: usize, heads: usize, hidden: usize, init: LinearInit, device: &Device) -> Self {
         Self {
             norm1: TokenNorm::new(dim, device),
-            attn: SelfAttention::new(dim, heads, device),
+            attn: SelfAttention::new(dim, heads, init, device),
             norm2: TokenNorm::new(dim, device),
-            fc1: LinearConfig::new(dim, hidden).init(device),
-            fc2: LinearConfig::new(hidden, dim).init(device),
+            fc1: init.linear(dim, hidden, device),
+            fc2: init.linear(hidden, dim, device),
         }
     }
 
@@ -501,6 +536,40 @@ mod tests {
             pos_embed,
             pool,
         }
+    }
+
+    #[test]
+    fn linear_layers_start_as_the_references() {
+        let device = Device::flex();
+        let stats = |t: Tensor<2>| {
+            let v: Vec<f32> = t.into_data().try_to_vec().unwrap();
+            let n = v.len() as f64;
+            let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+            let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+            (mean, var.sqrt())
+        };
+        // Xavier uniform: std sqrt(2 / (fan_in + fan_out)); zero bias.
+        let block = TransformerBlock::new(64, 4, 256, LinearInit::Xavier, &device);
+        let (mean, std) = stats(block.fc1.weight.val());
+        let want = (2.0f64 / (64.0 + 256.0)).sqrt();
+        assert!(
+            mean.abs() < 0.01 && (std / want - 1.0).abs() < 0.05,
+            "{mean} {std} {want}"
+        );
+        let bias: Vec<f32> = block
+            .fc1
+            .bias
+            .unwrap()
+            .val()
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        assert!(bias.iter().all(|&b| b == 0.0));
+        // burn's default (the text tower): uniform in ±1/sqrt(fan_in), std 1/sqrt(3 fan_in).
+        let text = TransformerBlock::new(64, 4, 256, LinearInit::Default, &device);
+        let (_, std) = stats(text.fc1.weight.val());
+        let want = 1.0 / (3.0f64 * 64.0).sqrt();
+        assert!((std / want - 1.0).abs() < 0.05, "{std} {want}");
     }
 
     #[test]

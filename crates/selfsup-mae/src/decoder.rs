@@ -4,9 +4,9 @@
 
 use crate::masking::gather_tokens;
 use burn::module::{Module, Param};
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use selfsup_encoders::vit::{TokenNorm, TransformerBlock, sincos_position_embedding};
+use selfsup_encoders::vit::{LinearInit, TokenNorm, TransformerBlock, sincos_position_embedding};
 use selfsup_kernels::linear;
 
 /// The decoder.
@@ -34,17 +34,17 @@ impl MaeDecoder {
         device: &Device,
     ) -> Self {
         Self {
-            embed: LinearConfig::new(encoder_dim, dim).init(device),
+            embed: LinearInit::Xavier.linear(encoder_dim, dim, device),
             mask_token: Param::from_tensor(Tensor::random(
                 [1, 1, dim],
                 Distribution::Normal(0.0, 0.02),
                 device,
             )),
             blocks: (0..depth)
-                .map(|_| TransformerBlock::new(dim, heads, 4 * dim, device))
+                .map(|_| TransformerBlock::new(dim, heads, 4 * dim, LinearInit::Xavier, device))
                 .collect(),
             norm: TokenNorm::new(dim, device),
-            pred: LinearConfig::new(dim, patch_values).init(device),
+            pred: LinearInit::Xavier.linear(dim, patch_values, device),
             grid,
             dim,
         }
