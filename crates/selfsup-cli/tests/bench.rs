@@ -42,8 +42,20 @@ fn bench_writes_the_table_and_resumes() {
         let random = row.random_init.as_ref().expect("random-init row");
         assert!(random.name.contains("convnet-32"), "{}", random.name);
     }
-    // Same encoder, same reading: one random-init baseline serves both.
-    assert_eq!(r.rows[0].random_init, r.rows[1].random_init);
+    // Same encoder, read differently (SimCLR pooled, RotNet its whole last map): a random-init
+    // baseline each, read as its method's encoder is.
+    let (pooled, map) = (
+        r.rows[0].random_init.as_ref().unwrap(),
+        r.rows[1].random_init.as_ref().unwrap(),
+    );
+    assert_eq!(
+        (pooled.name.as_str(), pooled.dim),
+        ("random convnet-32 (pooled)", 128)
+    );
+    assert_eq!(
+        (map.name.as_str(), map.dim),
+        ("random convnet-32 (4x4 map)", 2048)
+    );
     let raw = r.raw_pixels.as_ref().expect("raw pixels");
     assert_eq!(raw.dim, 784);
     let md = std::fs::read_to_string(&r.markdown).unwrap();

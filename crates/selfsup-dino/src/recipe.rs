@@ -23,7 +23,9 @@ impl DinoRecipe {
     /// constant small weight decay, and [`DinoConfig::fashion_mnist`]. Clipping, when set, is
     /// per tensor as the reference's `clip_gradients` (`train.clip_mode = "per_tensor"`). The
     /// paper's ViT recipe (AdamW, weight decay 0.04 -> 0.4, clipping at 3) left the teacher
-    /// near uniform on short runs.
+    /// near uniform on short runs. Frozen features are read as the backbone's whole last map
+    /// (4 x 4 cells on 28-pixel images), as the RotNet and jigsaw presets: the 5-minute bench
+    /// encoder reads kNN 85.42 against 81.78 pooled (random init 80.54 against 75.41).
     pub fn preset() -> RunConfig {
         let mut c = RunConfig::for_method(NAME, &DinoConfig::fashion_mnist());
         let opt = &mut c.train.optimizer;
@@ -32,6 +34,7 @@ impl DinoRecipe {
         opt.weight_decay = 1e-5;
         c.train.grad_clip_norm = 0.0;
         c.train.clip_mode = ClipMode::PerTensor;
+        c.eval.grid = 4;
         c
     }
 }

@@ -117,8 +117,12 @@ fn dino_trains_a_vit_on_global_and_local_crops() {
     let summary = std::fs::read_to_string(files.summary).unwrap();
     assert!(summary.contains("attention.png"), "{summary}");
 
-    // Over two (flex) replicas in bf16 (the teacher copied in bf16 too): near the f32 run.
-    h().split_in_bf16_follows(&vit, &report, &dir.path().join("split"));
+    // Over two (flex) replicas in bf16 (the teacher copied in bf16 too): near the same split
+    // in f32. Not against one replica: the head's BatchNorm normalizes each replica's half of
+    // the crops (as the reference's per-GPU BatchNorm), and with the head started as the
+    // reference's (std 0.02) one replica and two already differ after 2 steps (f32: 3.65
+    // against 2.92); bf16 read 3.15 against that 2.92.
+    h().split_bf16_follows_split_f32(&vit, &dir.path().join("split"), 0.1);
 
     // Crops that are not whole patches are refused, naming the field.
     vit.set("dino.crops.local_size", "6").unwrap();

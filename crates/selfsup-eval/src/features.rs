@@ -119,7 +119,7 @@ mod tests {
         let cells = grid.reshape([6, 16, 4]).mean_dim(2).reshape([6, 16]);
         let diff = (cells - pooled).abs().max().into_scalar::<f32>();
         assert!(diff < 1e-5, "{diff}");
-        // A ViT has no map: its pooled features.
+        // A ViT's map is its patch tokens on their grid: width x g² numbers.
         let vit = EncoderConfig {
             arch: Arch::Vit,
             vit: VitConfig {
@@ -133,7 +133,7 @@ mod tests {
         .init(1, &dev);
         assert_eq!(
             extract(&vit, &data, &tf(2), 4, &dev).unwrap().dims(),
-            [6, 16]
+            [6, 16 * 4]
         );
     }
 }

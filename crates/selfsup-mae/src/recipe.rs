@@ -29,7 +29,11 @@ impl MaeRecipe {
     /// The preset: a ViT on 28-pixel images (7x7 patches of 4), narrower and shallower than
     /// ViT-Tiny so the sample finishes in minutes; AdamW with the paper's betas and weight
     /// decay; crops and flips only (He et al.: colour augmentation hurts); fine-tuning with
-    /// AdamW and a warm-up, not the ConvNets' SGD.
+    /// AdamW and a warm-up, not the ConvNets' SGD. Frozen features are read as the whole map
+    /// of patch tokens (7 x 7 on 28-pixel images, `eval.grid = 7`): pixel reconstruction
+    /// keeps what sits where, which one token or one average loses (the same 5-minute encoder:
+    /// kNN 83.26 against 78.49 from the class token, 78.88 from the mean token;
+    /// docs/methods/mae.md).
     pub fn preset() -> RunConfig {
         let mut c = RunConfig::for_method(NAME, &MaeConfig::default());
         c.encoder.arch = Arch::Vit;
@@ -40,6 +44,7 @@ impl MaeRecipe {
             ..VitConfig::tiny(28, 4)
         };
         c.augment = AugmentConfig::crops_and_flips(0.2);
+        c.eval.grid = 7;
         let opt = &mut c.train.optimizer;
         opt.kind = OptimizerKind::Adamw;
         opt.lr = 1e-3;

@@ -65,8 +65,9 @@ pub struct EvalConfig {
     /// Score the raw-pixel and random-init baselines beside the encoder.
     pub baselines: bool,
     /// Features for kNN, the probe and the monitor: 1, the encoder's pooled output; `g > 1`,
-    /// a convolutional encoder's last feature map averaged over `g x g` cells (the jigsaw
-    /// preset's 4). The random-init baseline is read the same way.
+    /// its last feature map averaged over `g x g` cells (a ConvNet's last block, a ViT's patch
+    /// tokens on their grid; the jigsaw and RotNet presets' 4, MAE's 7). The random-init
+    /// baseline is read the same way.
     pub grid: usize,
 }
 

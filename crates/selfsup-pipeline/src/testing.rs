@@ -58,6 +58,31 @@ impl Harness {
         );
     }
 
+    /// `cfg` trained over two (flex) replicas in bf16 and in f32 (into `out/bf16`, `out/f32`):
+    /// the same steps and final losses within `tolerance` (relative) of each other. For models
+    /// whose BatchNorm normalizes each replica's shard on its own (as the references' per-GPU
+    /// BatchNorm), so that one replica and two differ by more than the rounding does.
+    pub fn split_bf16_follows_split_f32(&self, cfg: &RunConfig, out: &Path, tolerance: f64) {
+        let mut split = cfg.clone();
+        split.devices = vec![
+            selfsup_core::DeviceSpec::Flex,
+            selfsup_core::DeviceSpec::Flex,
+        ];
+        let r32 = self
+            .pretrain(split.clone(), &out.join("f32"), false, false)
+            .unwrap();
+        split.train.precision = selfsup_core::Precision::Bf16;
+        let r = self
+            .pretrain(split, &out.join("bf16"), false, false)
+            .unwrap();
+        assert_eq!(r.steps, r32.steps);
+        let (l, l32) = (r.final_loss, r32.final_loss);
+        assert!(
+            (l - l32).abs() < tolerance * l32,
+            "bf16 over two replicas {l}, f32 over two replicas {l32}"
+        );
+    }
+
     /// [`encoder_weights`] of a run of these recipes.
     pub fn encoder_weights(&self, run: &Path) -> Vec<f32> {
         encoder_weights(run, &self.0)
