@@ -77,9 +77,50 @@ pub fn global_norm<M: Module>(module: &M, grads: &GradientsParams) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn scale_rank<const D: usize>(grads: &mut GradientsParams, id: ParamId, factor: f64) {
+/// How [`rescale_all`] changes each gradient.
+#[derive(Clone, Copy)]
+enum Rescale {
+    /// Multiplied by one factor.
+    By(f64),
+    /// Scaled down to this norm where its own norm is above it.
+    ToNorm(f64),
+}
+
+fn rescale_rank<const D: usize>(grads: &mut GradientsParams, id: ParamId, how: Rescale) {
     if let Some(g) = grads.remove::<D>(id) {
-        grads.register(id, g.mul_scalar(factor));
+        let g = match how {
+            Rescale::By(factor) => g.mul_scalar(factor),
+            Rescale::ToNorm(max_norm) => {
+                // min(1, max / (|g| + 1e-6)) as a tensor: no read-back per parameter.
+                let factor = g
+                    .clone()
+                    .square()
+                    .sum()
+                    .sqrt()
+                    .add_scalar(1e-6)
+                    .recip()
+                    .mul_scalar(max_norm)
+                    .clamp_max(1.0);
+                g.mul(factor.reshape([1; D]))
+            }
+        };
+        grads.register(id, g);
+    }
+}
+
+/// Applies `how` to the gradient of every parameter of `module` that has one.
+fn rescale_all<M: Module>(module: &M, grads: &mut GradientsParams, how: Rescale) {
+    let mut ids = Ids(Vec::new());
+    module.visit(&mut ids);
+    for (id, rank) in ids.0 {
+        match rank {
+            1 => rescale_rank::<1>(grads, id, how),
+            2 => rescale_rank::<2>(grads, id, how),
+            3 => rescale_rank::<3>(grads, id, how),
+            4 => rescale_rank::<4>(grads, id, how),
+            5 => rescale_rank::<5>(grads, id, how),
+            _ => {}
+        }
     }
 }
 
@@ -94,32 +135,9 @@ pub fn clip_per_tensor_norm<M: Module>(
 ) -> f64 {
     let total = global_norm(module, grads);
     if total.is_finite() {
-        let mut ids = Ids(Vec::new());
-        module.visit(&mut ids);
-        for (id, rank) in ids.0 {
-            match rank {
-                1 => clip_rank::<1>(grads, id, max_norm),
-                2 => clip_rank::<2>(grads, id, max_norm),
-                3 => clip_rank::<3>(grads, id, max_norm),
-                4 => clip_rank::<4>(grads, id, max_norm),
-                5 => clip_rank::<5>(grads, id, max_norm),
-                _ => {}
-            }
-        }
+        rescale_all(module, grads, Rescale::ToNorm(max_norm));
     }
     total
-}
-
-fn clip_rank<const D: usize>(grads: &mut GradientsParams, id: ParamId, max_norm: f64) {
-    if let Some(g) = grads.remove::<D>(id) {
-        let norm = g.clone().square().sum().sqrt();
-        let factor = norm
-            .add_scalar(1e-6)
-            .recip()
-            .mul_scalar(max_norm)
-            .clamp_max(1.0);
-        grads.register(id, g.mul(factor.reshape([1; D])));
-    }
 }
 
 /// Scales every gradient so their global norm is at most `max_norm`; returns the norm before.
@@ -128,19 +146,7 @@ fn clip_rank<const D: usize>(grads: &mut GradientsParams, id: ParamId, max_norm:
 pub fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
     let total = global_norm(module, grads);
     if total.is_finite() && total > max_norm && total > 0.0 {
-        let factor = max_norm / (total + 1e-6);
-        let mut ids = Ids(Vec::new());
-        module.visit(&mut ids);
-        for (id, rank) in ids.0 {
-            match rank {
-                1 => scale_rank::<1>(grads, id, factor),
-                2 => scale_rank::<2>(grads, id, factor),
-                3 => scale_rank::<3>(grads, id, factor),
-                4 => scale_rank::<4>(grads, id, factor),
-                5 => scale_rank::<5>(grads, id, factor),
-                _ => {}
-            }
-        }
+        rescale_all(module, grads, Rescale::By(max_norm / (total + 1e-6)));
     }
     total
 }
