@@ -459,6 +459,19 @@ mod tests {
         Dino<Backbone>,
         Vec<Tensor<4>>,
     ) {
+        setup_with_head_norm(false)
+    }
+
+    /// A tiny student, its objective and three views (two 16 px, one 8 px), the head with
+    /// BatchNorm or without.
+    fn setup_with_head_norm(
+        batch_norm: bool,
+    ) -> (
+        DinoConfig,
+        DinoModel<Backbone>,
+        Dino<Backbone>,
+        Vec<Tensor<4>>,
+    ) {
         let cfg = DinoConfig {
             head: DinoHeadConfig {
                 layers: 2,
@@ -466,7 +479,7 @@ mod tests {
                 bottleneck_dim: 8,
                 output_dim: 32,
                 norm_last_layer: true,
-                batch_norm: false,
+                batch_norm,
             },
             ..DinoConfig::default()
         };
@@ -498,17 +511,7 @@ mod tests {
 
     #[test]
     fn the_student_head_runs_once_over_every_crop() {
-        let (mut cfg, _, _, views) = setup();
-        cfg.head.batch_norm = true;
-        let enc = EncoderConfig {
-            arch: Arch::Convnet,
-            width: 4,
-            ..EncoderConfig::default()
-        };
-        let train = Device::flex().autodiff();
-        let build = |d: &Device| DinoModel::new(enc.init(1, d), &cfg.head, d);
-        let student = seed::init_module(&train, 1, build);
-        let dino = Dino::new(&cfg, seed::init_module(&train, 2, build), &student);
+        let (cfg, student, dino, views) = setup_with_head_norm(true);
         let out = dino.outputs(&student, &views, &info(0, 1));
         assert_eq!(out.len(), 2 + views.len());
         // The reference: backbone per crop size, one head pass over all the features, so the
