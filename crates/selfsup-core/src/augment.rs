@@ -66,6 +66,47 @@ impl Image {
     }
 }
 
+/// An image as a decoder writes it: 8-bit samples, pixel-interleaved (`[H, W, C]`). Streamed
+/// originals stay in this form until their crops are cut, so only the pixels a view needs
+/// become floats (measured on the 96-px loader bench: converting a whole 500x375 photo to
+/// floats first was 11 % of a batch).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Image8 {
+    /// Number of channels (1 for grayscale, 3 for RGB).
+    pub channels: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Width in pixels.
+    pub width: usize,
+    /// `height * width * channels` samples, row by row, a pixel's channels together.
+    pub data: Vec<u8>,
+}
+
+impl Image8 {
+    /// A new image; panics only on a programming error (length mismatch).
+    pub fn new(channels: usize, height: usize, width: usize, data: Vec<u8>) -> Self {
+        assert_eq!(data.len(), channels * height * width, "image data length");
+        Self {
+            channels,
+            height,
+            width,
+            data,
+        }
+    }
+
+    /// As channel-major floats in `[0, 1]`.
+    pub fn to_image(&self) -> Image {
+        let c = self.channels;
+        // One pass per plane, each written in order: no zero-fill, no bounds checks (measured:
+        // an indexed single pass was 9 % of a 96-px loader batch).
+        let mut out = Vec::with_capacity(self.data.len());
+        for k in 0..c {
+            out.extend(self.data.chunks_exact(c).map(|px| px[k] as f32 / 255.0));
+        }
+        Image::new(c, self.height, self.width, out)
+    }
+}
+
 /// A random transformation of one image, drawing its randomness from `rng` only,
 /// so a seeded `rng` reproduces it.
 pub trait Augmentation: Send + Sync {
@@ -102,11 +143,11 @@ pub trait ViewGenerator: Send + Sync {
     fn views_of(
         &self,
         dims: (usize, usize),
-        load: &mut dyn FnMut(u32) -> crate::Result<Image>,
+        load: &mut dyn FnMut(u32) -> crate::Result<Image8>,
         rng: &mut dyn RngCore,
     ) -> crate::Result<Vec<Image>> {
         let _ = dims;
-        let image = load(1)?;
+        let image = load(1)?.to_image();
         Ok(self.views(&image, rng))
     }
 }

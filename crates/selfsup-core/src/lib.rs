@@ -25,7 +25,7 @@ pub mod seed;
 pub mod tensorboard;
 pub mod trainer;
 
-pub use augment::{Augmentation, Image, ViewGenerator};
+pub use augment::{Augmentation, Image, Image8, ViewGenerator};
 pub use config::{
     ClipMode, OptimizerConfig, OptimizerKind, Precision, ScheduleConfig, TrainConfig,
 };

@@ -1,7 +1,7 @@
 //! Decoding one image file (JPEG, PNG, BMP, WebP) at its own size, with a guard against
 //! decompression bombs: what streamed sets do for every image of every epoch.
 
-use selfsup_core::{Error, Image, Result};
+use selfsup_core::{Error, Image, Image8, Result};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
@@ -44,11 +44,11 @@ pub fn dimensions(name: &Path, bytes: &[u8]) -> Result<(u32, u32)> {
 pub fn original(name: &Path, bytes: &[u8], decode: &Decode) -> Result<Image> {
     let (w, h) = dimensions(name, bytes)?;
     check_pixels(name, w, h, decode)?;
-    decode_checked(name, bytes, w as u64 * h as u64, decode)
+    Ok(decode_checked(name, bytes, w as u64 * h as u64, decode)?.to_image())
 }
 
 /// [`original`] once the header has been read and checked: `pixels` is its `width * height`.
-fn decode_checked(name: &Path, bytes: &[u8], pixels: u64, decode: &Decode) -> Result<Image> {
+fn decode_checked(name: &Path, bytes: &[u8], pixels: u64, decode: &Decode) -> Result<Image8> {
     let mut reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Error::io(name, e))?;
@@ -60,7 +60,7 @@ fn decode_checked(name: &Path, bytes: &[u8], pixels: u64, decode: &Decode) -> Re
     let img = reader
         .decode()
         .map_err(|e| Error::format(name, format!("cannot decode image: {e}")))?;
-    Ok(to_image(&img, decode.channels))
+    Ok(to_image8(img, decode.channels))
 }
 
 /// An image as a store hands it over: a file's bytes not decoded yet (its size read from the
@@ -76,7 +76,7 @@ pub enum Original {
         dims: (usize, usize),
     },
     /// Decoded pixels.
-    Decoded(Image),
+    Decoded(Image8),
 }
 
 impl Original {
@@ -99,6 +99,11 @@ impl Original {
         }
     }
 
+    /// The pixels as floats ([`Original::decode8`], converted).
+    pub fn decode(&self, reduce: u32, decode: &Decode) -> Result<Image> {
+        Ok(self.decode8(reduce, decode)?.to_image())
+    }
+
     /// The pixels, at about `1 / reduce` of the full size where decoding at a reduced scale
     /// pays (JPEG at 1/4 and 1/8 through its DCT), else at full size: callers scale their
     /// crops by the size they get.
@@ -107,7 +112,7 @@ impl Original {
     /// size with zune-jpeg 0.78 ms; jpeg-decoder at 1/2 1.30 ms (slower: its full-size path
     /// is slower than zune's, and halving does not make up for it), at 1/4 0.61 ms, at 1/8
     /// 0.51 ms. So a reduction of 2 decodes at full size.
-    pub fn decode(&self, reduce: u32, decode: &Decode) -> Result<Image> {
+    pub fn decode8(&self, reduce: u32, decode: &Decode) -> Result<Image8> {
         match self {
             Self::Decoded(img) => Ok(img.clone()),
             Self::Encoded { name, bytes, dims } => {
@@ -141,7 +146,7 @@ fn check_pixels(name: &Path, w: u32, h: u32, decode: &Decode) -> Result<()> {
 /// `scale`): the work of the IDCT, upsampling and colour conversion shrinks with the output.
 /// `image`'s own JPEG decoder (zune-jpeg) has no reduced decoding; it stays the full-size one,
 /// being faster there.
-fn jpeg_reduced(name: &Path, bytes: &[u8], reduce: u32, channels: usize) -> Result<Image> {
+fn jpeg_reduced(name: &Path, bytes: &[u8], reduce: u32, channels: usize) -> Result<Image8> {
     let bad = |e: jpeg_decoder::Error| Error::format(name, format!("cannot decode image: {e}"));
     let mut d = jpeg_decoder::Decoder::new(Cursor::new(bytes));
     d.read_info().map_err(bad)?;
@@ -166,34 +171,44 @@ fn jpeg_reduced(name: &Path, bytes: &[u8], reduce: u32, channels: usize) -> Resu
     if px.len() < hw * from {
         return Err(Error::format(name, "cannot decode image: short pixel data"));
     }
-    let rgb = |p: usize| -> [f32; 3] {
-        match from {
-            1 => [px[p] as f32; 3],
-            2 => [px[2 * p] as f32; 3],
-            3 => [px[3 * p] as f32, px[3 * p + 1] as f32, px[3 * p + 2] as f32],
-            // Adobe CMYK JPEGs store inverted values: RGB = C * K / 255 on the stored bytes.
-            _ => {
-                let k = px[4 * p + 3] as f32 / 255.0;
-                [
-                    px[4 * p] as f32 * k,
-                    px[4 * p + 1] as f32 * k,
-                    px[4 * p + 2] as f32 * k,
-                ]
+    let out = match (from, channels) {
+        (3, 3) => {
+            let mut px = px;
+            px.truncate(3 * hw);
+            return Ok(Image8::new(3, oh, ow, px));
+        }
+        (1, 1) => px[..hw].to_vec(),
+        (1, _) => px[..hw].iter().flat_map(|&v| [v; 3]).collect(),
+        // 16-bit grey: the high byte (big-endian samples).
+        (2, 1) => px.chunks_exact(2).take(hw).map(|v| v[0]).collect(),
+        (2, _) => px
+            .chunks_exact(2)
+            .take(hw)
+            .flat_map(|v| [v[0]; 3])
+            .collect(),
+        _ => {
+            let rgb = |p: &[u8]| -> [u8; 3] {
+                if from == 3 {
+                    return [p[0], p[1], p[2]];
+                }
+                // Adobe CMYK JPEGs store inverted values: RGB = C * K / 255 on the stored bytes.
+                let k = p[3] as f32 / 255.0;
+                [0, 1, 2].map(|i| (p[i] as f32 * k).round() as u8)
+            };
+            let pixels = px.chunks_exact(from).take(hw).map(rgb);
+            if channels == 1 {
+                pixels.map(luma).collect()
+            } else {
+                pixels.flatten().collect()
             }
         }
     };
-    let mut out = vec![0f32; channels.max(1) * hw];
-    for p in 0..hw {
-        let [r, g, b] = rgb(p);
-        if channels == 1 {
-            out[p] = (0.299 * r + 0.587 * g + 0.114 * b).round() / 255.0;
-        } else {
-            out[p] = r / 255.0;
-            out[hw + p] = g / 255.0;
-            out[2 * hw + p] = b / 255.0;
-        }
-    }
-    Ok(Image::new(if channels == 1 { 1 } else { 3 }, oh, ow, out))
+    Ok(Image8::new(if channels == 1 { 1 } else { 3 }, oh, ow, out))
+}
+
+/// ITU-R 601 luma of an RGB pixel, rounded (as PIL's `convert("L")`).
+pub(crate) fn luma([r, g, b]: [u8; 3]) -> u8 {
+    (0.299 * r as f32 + 0.587 * g as f32 + 0.114 * b as f32).round() as u8
 }
 
 /// Reads and decodes one image file at its own size ([`original`] on its bytes).
@@ -202,33 +217,18 @@ pub fn file(path: &Path, decode: &Decode) -> Result<Image> {
     original(path, &bytes, decode)
 }
 
-/// A decoded image as `[0, 1]` channel-major floats with `channels` channels (1 or 3).
-pub fn to_image(img: &image::DynamicImage, channels: usize) -> Image {
+/// A decoded image as 8-bit interleaved samples with `channels` channels (1 or 3); an RGB
+/// decode is handed over without a copy.
+pub fn to_image8(img: image::DynamicImage, channels: usize) -> Image8 {
     let (w, h) = (img.width() as usize, img.height() as usize);
     if channels == 1 {
-        let data = img
-            .to_luma8()
-            .into_raw()
-            .into_iter()
-            .map(|b| b as f32 / 255.0)
-            .collect();
-        return Image::new(1, h, w, data);
+        return Image8::new(1, h, w, img.into_luma8().into_raw());
     }
-    let rgb;
-    let raw: &[u8] = match img {
-        image::DynamicImage::ImageRgb8(x) => x.as_raw(),
-        other => {
-            rgb = other.to_rgb8();
-            rgb.as_raw()
-        }
+    let raw = match img {
+        image::DynamicImage::ImageRgb8(x) => x.into_raw(),
+        other => other.into_rgb8().into_raw(),
     };
-    // One pass per plane, each written in order: no zero-fill, no bounds checks (measured: the
-    // indexed single pass was 9 % of a 96-px loader batch).
-    let mut out = Vec::with_capacity(3 * w * h);
-    for c in 0..3 {
-        out.extend(raw.chunks_exact(3).map(|px| px[c] as f32 / 255.0));
-    }
-    Image::new(3, h, w, out)
+    Image8::new(3, h, w, raw)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::dataset::{ImageSet, Splits};
 use crate::decode::{Decode, Original};
 use crate::folder::CorruptImages;
 use crate::stream::{Store, Stream};
-use selfsup_core::{Error, Image, Result};
+use selfsup_core::{Error, Image8, Result};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -139,16 +139,14 @@ impl Store for BinStore {
     }
 
     fn open(&self, i: usize, decode: &Decode) -> Result<Original> {
-        let img = Image::from_u8(3, SIDE, SIDE, &self.bytes(i)?);
-        if decode.channels == 1 {
-            let hw = SIDE * SIDE;
-            let l: Vec<f32> = (0..hw)
-                .map(|p| {
-                    0.299 * img.data[p] + 0.587 * img.data[hw + p] + 0.114 * img.data[2 * hw + p]
-                })
-                .collect();
-            return Ok(Original::Decoded(Image::new(1, SIDE, SIDE, l)));
-        }
+        let px = self.bytes(i)?;
+        let hw = SIDE * SIDE;
+        let rgb = (0..hw).map(|p| [px[p], px[hw + p], px[2 * hw + p]]);
+        let img = if decode.channels == 1 {
+            Image8::new(1, SIDE, SIDE, rgb.map(crate::decode::luma).collect())
+        } else {
+            Image8::new(3, SIDE, SIDE, rgb.flatten().collect())
+        };
         Ok(Original::Decoded(img))
     }
 }

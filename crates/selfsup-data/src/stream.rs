@@ -10,7 +10,7 @@ use crate::decode::{Decode, Original};
 use crate::folder::{CorruptImages, Skipped};
 use rayon::prelude::*;
 use selfsup_core::ViewGenerator;
-use selfsup_core::{Error, Image, Result};
+use selfsup_core::{Error, Image, Image8, Result};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -78,7 +78,7 @@ impl Store for FileStore {
 /// size (or its shorter side brought down to `data.cache_size`, the aspect ratio kept).
 pub struct MemoryStore {
     names: Vec<PathBuf>,
-    images: Vec<(usize, usize, usize, Vec<u8>)>,
+    images: Vec<Image8>,
 }
 
 impl Store for MemoryStore {
@@ -91,12 +91,11 @@ impl Store for MemoryStore {
     }
 
     fn bytes(&self, i: usize) -> Result<Vec<u8>> {
-        Ok(self.images[i].3.clone())
+        Ok(self.images[i].data.clone())
     }
 
     fn open(&self, i: usize, _decode: &Decode) -> Result<Original> {
-        let (c, h, w, px) = &self.images[i];
-        Ok(Original::Decoded(Image::from_u8(*c, *h, *w, px)))
+        Ok(Original::Decoded(self.images[i].clone()))
     }
 }
 
@@ -216,7 +215,7 @@ impl Stream {
         let d = self.decode;
         self.with_original(i, labels, &mut |o| {
             let mut r = rng();
-            views.views_of(o.dims(), &mut |k| o.decode(k, &d), &mut r)
+            views.views_of(o.dims(), &mut |k| o.decode8(k, &d), &mut r)
         })
     }
 
@@ -310,12 +309,14 @@ impl Stream {
                 Ok(img) => {
                     kept.push(pos);
                     names.push(self.store.name(id));
-                    let px = img
-                        .data
-                        .iter()
-                        .map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
+                    let (c, hw) = (img.channels, img.height * img.width);
+                    let px = (0..hw * c)
+                        .map(|i| {
+                            let v = img.data[(i % c) * hw + i / c];
+                            (v * 255.0).round().clamp(0.0, 255.0) as u8
+                        })
                         .collect();
-                    images.push((img.channels, img.height, img.width, px));
+                    images.push(Image8::new(c, img.height, img.width, px));
                 }
                 Err(e) => skipped.push(Skipped {
                     path: self.store.name(id),

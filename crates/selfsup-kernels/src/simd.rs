@@ -11,9 +11,10 @@
 ///
 /// The results do not depend on which is chosen: the compiler does not reorder floating-point
 /// sums or contract multiplications and additions on its own, so only the explicit
-/// `mul_add`s use FMA, and those round the same on every path.
+/// `mul_add`s use FMA, and those round the same on every path. The image loader's resize and
+/// colour loops (`selfsup-data`) run through it as well.
 #[inline(always)]
-pub(crate) fn wide<R>(body: impl FnOnce() -> R) -> R {
+pub fn wide<R>(body: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
@@ -33,6 +34,43 @@ pub(crate) fn wide<R>(body: impl FnOnce() -> R) -> R {
         }
     }
     body()
+}
+
+/// A loop to run compiled for the widest vectors the CPU has, through [`run_wide`]. Mark
+/// `run` `#[inline(always)]`: that is what puts its body into the AVX-512 and AVX2 copies.
+///
+/// For a large body this is what works where [`wide`] does not: the compiler inlines `wide`'s
+/// closure into the wide copies only when it is small enough, and a large closure from another
+/// crate stayed an out-of-line SSE2 function (measured: the image loader's 8-bit resize).
+pub trait WideKernel {
+    /// What the loop returns.
+    type Output;
+    /// The loop.
+    fn run(self) -> Self::Output;
+}
+
+/// Runs `kernel` compiled for AVX-512, AVX2 + FMA or the baseline, as [`wide`] chooses.
+#[inline(always)]
+pub fn run_wide<K: WideKernel>(kernel: K) -> K::Output {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+        fn avx512<K: WideKernel>(kernel: K) -> K::Output {
+            kernel.run()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2<K: WideKernel>(kernel: K) -> K::Output {
+            kernel.run()
+        }
+        match isa() {
+            // SAFETY: `isa` saw these features in the CPU.
+            Isa::Avx512 => return unsafe { avx512(kernel) },
+            // SAFETY: as above.
+            Isa::Avx2 => return unsafe { avx2(kernel) },
+            Isa::Baseline => {}
+        }
+    }
+    kernel.run()
 }
 
 /// The instruction sets our kernels choose between.
