@@ -229,10 +229,13 @@ impl selfsup_kernels::WideKernel for Rows8<'_> {
         let n = self.span.len();
         for (oy, (s, t)) in self.ys.iter().enumerate() {
             let m = &mut self.mid[..n];
-            m.iter_mut().for_each(|m| *m = 0.0);
-            for (k, &kv) in t.iter().enumerate() {
-                let row = &img.data[(s + k) * stride..][self.span.clone()];
-                for (m, &v) in m.iter_mut().zip(row) {
+            let row = |k: usize| &img.data[(s + k) * stride..][self.span.clone()];
+            // The first tap sets the row (no zero-fill pass), the others add to it.
+            for (m, &v) in m.iter_mut().zip(row(0)) {
+                *m = t[0] * v as f32;
+            }
+            for (k, &kv) in t.iter().enumerate().skip(1) {
+                for (m, &v) in m.iter_mut().zip(row(k)) {
                     *m += kv * v as f32;
                 }
             }
