@@ -35,6 +35,7 @@ pub use encoder::Encoder;
 pub use error::{Error, Result};
 pub use iter_source::IterSource;
 pub use objective::{LossOutput, Objective, StepInfo};
+pub use optim::ParamSettings;
 pub use parallel::{DataParallel, Shardable};
 pub use prefetch::Prefetch;
 pub use trainer::{

@@ -1,6 +1,7 @@
 //! The [`Objective`] trait: what a method computes from a batch, for the engine to minimise.
 
 use crate::Result;
+use crate::optim::ParamSettings;
 use burn::module::{Module, ParamId};
 use burn::tensor::Tensor;
 use std::path::Path;
@@ -80,6 +81,14 @@ pub trait Objective {
     /// The parameters `phase` updates; `None` means all of them.
     fn phase_params(&self, _model: &Self::Model, _phase: usize) -> Option<Vec<ParamId>> {
         None
+    }
+
+    /// Parameters of `phase` that train with their own learning-rate scale or without
+    /// weight decay (parameter groups: MAE fine-tuning's layer-wise decay); the others train
+    /// with [`ParamSettings::default`]. Asked once, when training starts or resumes, of the
+    /// model as it then is. Default: none.
+    fn param_settings(&self, _model: &Self::Model, _phase: usize) -> Vec<(ParamId, ParamSettings)> {
+        Vec::new()
     }
 
     /// Whether `phase` runs in the step whose update count is `updates` (1-based, skipped

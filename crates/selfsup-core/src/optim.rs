@@ -64,6 +64,30 @@ impl<const D: usize> RecordState for ParamState<D> {
 pub struct SelfsupOptimizer {
     config: OptimizerConfig,
     step: StepCounter,
+    /// This parameter group's settings ([`ParamSettings`]; the default for the rest).
+    settings: ParamSettings,
+}
+
+/// How one group of parameters trains, beside the config's optimizer: a factor on the learning
+/// rate and whether weight decay applies. What PyTorch's optimizer parameter groups carry in
+/// MAE's fine-tuning (`lr_scale` per layer for layer-wise decay, `weight_decay = 0` for the
+/// class token and position embeddings). Parameters of rank 1 (biases, norms) never decay,
+/// whatever their group says.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ParamSettings {
+    /// Factor on the scheduled learning rate.
+    pub lr_scale: f64,
+    /// Whether the config's (or the scheduled) weight decay applies.
+    pub weight_decay: bool,
+}
+
+impl Default for ParamSettings {
+    fn default() -> Self {
+        Self {
+            lr_scale: 1.0,
+            weight_decay: true,
+        }
+    }
 }
 
 /// What the trainer tells the optimizer before each step: the 1-based count of steps taken
@@ -116,9 +140,19 @@ impl SelfsupOptimizer {
             Self {
                 config,
                 step: step.clone(),
+                settings: ParamSettings::default(),
             },
             step,
         )
+    }
+
+    /// The same optimizer (sharing its step counter) for a group of parameters trained as
+    /// `settings` say.
+    pub fn for_group(&self, settings: ParamSettings) -> Self {
+        Self {
+            settings,
+            ..self.clone()
+        }
     }
 
     /// Wrapped for whole modules.
@@ -149,7 +183,12 @@ impl Optimizer for SelfsupOptimizer {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         let c = &self.config;
-        let weight_decay = self.step.weight_decay().unwrap_or(c.weight_decay);
+        let lr = lr * self.settings.lr_scale;
+        let weight_decay = if self.settings.weight_decay {
+            self.step.weight_decay().unwrap_or(c.weight_decay)
+        } else {
+            0.0
+        };
         let decayed = D > 1 && weight_decay > 0.0;
         let (m, v, steps) = match state {
             // A state from an old checkpoint has no count: the global step it was trained by.

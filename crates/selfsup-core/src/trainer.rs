@@ -11,9 +11,10 @@ use crate::error::{Error, Result};
 use crate::grads;
 use crate::metrics::MetricsLog;
 use crate::objective::{Objective, StepInfo};
-use crate::optim::{SelfsupOptimizer, StepCounter};
+use crate::optim::{ParamSettings, SelfsupOptimizer, StepCounter};
 use crate::parallel::{DataParallel, Shardable};
 use crate::schedule::{LrSchedule, weight_decay_at};
+use burn::module::{ParamGroup, ParamId};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
@@ -95,6 +96,8 @@ pub enum StepResult {
 /// alone.
 pub struct Stepper {
     optims: Vec<ModuleOptimizer>,
+    /// Each phase's optimizer before its parameter groups, to make the groups' from.
+    bases: Vec<SelfsupOptimizer>,
     counters: Vec<StepCounter>,
     grad_clip_norm: f64,
     clip_mode: ClipMode,
@@ -104,11 +107,12 @@ pub struct Stepper {
 impl Stepper {
     /// Fresh optimizers (one per phase) as `cfg` says.
     pub fn new(cfg: &TrainConfig, phases: usize) -> Self {
-        let (optims, counters) = (0..phases.max(1))
-            .map(|_| SelfsupOptimizer::module_optimizer(cfg.optimizer.clone()))
+        let (bases, counters): (Vec<_>, Vec<_>) = (0..phases.max(1))
+            .map(|_| SelfsupOptimizer::new(cfg.optimizer.clone()))
             .unzip();
         Self {
-            optims,
+            optims: bases.iter().cloned().map(ModuleOptimizer::from).collect(),
+            bases,
             counters,
             grad_clip_norm: cfg.grad_clip_norm,
             clip_mode: cfg.clip_mode,
@@ -121,6 +125,29 @@ impl Stepper {
         for c in &self.counters {
             c.set_weight_decay(decay);
         }
+    }
+
+    /// Gives the parameters `settings` names their own learning-rate scale and weight-decay
+    /// switch in `phase` (burn's parameter groups, one per distinct setting). Set before any
+    /// step and before loading a checkpoint's optimizer states: adding a group clears the
+    /// states of its parameters.
+    pub fn set_param_settings(&mut self, phase: usize, settings: Vec<(ParamId, ParamSettings)>) {
+        let mut groups: Vec<(ParamSettings, Vec<ParamId>)> = Vec::new();
+        for (id, s) in settings {
+            match groups.iter_mut().find(|(g, _)| *g == s) {
+                Some((_, ids)) => ids.push(id),
+                None => groups.push((s, vec![id])),
+            }
+        }
+        let mut optim = ModuleOptimizer::from(self.bases[phase].clone());
+        for (s, ids) in groups {
+            optim = optim.with_group(
+                ParamGroup::from_ids(ids),
+                self.bases[phase].for_group(s),
+                None,
+            );
+        }
+        self.optims[phase] = optim;
     }
 
     /// The optimizers, for checkpoints.
@@ -532,6 +559,8 @@ impl Trainer {
         let mut start = 0;
         let mut skipped = 0;
         let mut seconds_before = 0.0;
+        // Parameter groups are set before a checkpoint's optimizer states are loaded.
+        let mut grouped = false;
         if resume {
             if let Some(dir) = checkpoint::latest_verified(&self.run_dir)? {
                 let st = checkpoint::read_state(&dir)?;
@@ -548,6 +577,8 @@ impl Trainer {
                     ));
                 }
                 model = checkpoint::load_model(&dir, model)?;
+                set_param_settings(&mut stepper, objective, &model);
+                grouped = true;
                 stepper.load(&dir)?;
                 objective.load_state(&dir)?;
                 start = st.step;
@@ -571,6 +602,9 @@ impl Trainer {
             )));
         } else {
             MetricsLog::remove(&metrics_path)?;
+        }
+        if !grouped {
+            set_param_settings(&mut stepper, objective, &model);
         }
         let mut log = MetricsLog::open(&metrics_path)?;
 
@@ -736,5 +770,15 @@ impl Trainer {
             train_seconds,
             checkpoint,
         })
+    }
+}
+
+/// Every phase's parameter groups as `objective` gives them for `model`.
+fn set_param_settings<O: Objective>(stepper: &mut Stepper, objective: &O, model: &O::Model) {
+    for phase in 0..objective.phases().max(1) {
+        let settings = objective.param_settings(model, phase);
+        if !settings.is_empty() {
+            stepper.set_param_settings(phase, settings);
+        }
     }
 }

@@ -1,11 +1,11 @@
 //! The training engine on a toy problem: finite-loss guard, checkpoints and exact resume.
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use selfsup_core::{
-    BatchSource, Error, LossOutput, Objective, OptimizerKind, Result, StepInfo, TrainConfig,
-    TrainOutcome, Trainer, checkpoint, seed,
+    BatchSource, Error, LossOutput, Objective, OptimizerKind, ParamSettings, Result, StepInfo,
+    TrainConfig, TrainOutcome, Trainer, checkpoint, seed,
 };
 use std::path::Path;
 
@@ -19,6 +19,8 @@ struct Regress {
     poison_at: Option<usize>,
     /// The step whose loss is finite but whose gradient is NaN.
     poison_grad_at: Option<usize>,
+    /// How the weight (not the bias) trains, as a parameter group.
+    weight: Option<ParamSettings>,
 }
 
 impl Objective for Regress {
@@ -42,6 +44,11 @@ impl Objective for Regress {
     }
     fn divergence_hint(&self) -> String {
         "the toy's poison".into()
+    }
+    fn param_settings(&self, model: &Toy, _phase: usize) -> Vec<(ParamId, ParamSettings)> {
+        self.weight
+            .map(|s| vec![(model.lin.weight.id, s)])
+            .unwrap_or_default()
     }
 }
 
@@ -112,6 +119,7 @@ fn run(
         Regress {
             poison_at,
             poison_grad_at: None,
+            weight: None,
         },
         resume,
     )
@@ -213,10 +221,12 @@ fn nan_gradient_is_named_and_the_run_resumes_from_its_last_checkpoint() {
     let poisoned = || Regress {
         poison_at: None,
         poison_grad_at: Some(7),
+        weight: None,
     };
     let clean = || Regress {
         poison_at: None,
         poison_grad_at: None,
+        weight: None,
     };
     let err = fit(c.clone(), &a, poisoned(), false).err().unwrap();
     assert!(matches!(err, Error::NonFinite { step: 7, .. }), "{err}");
@@ -299,4 +309,93 @@ fn existing_run_needs_resume_and_bad_config_is_refused() {
     c.optimizer.lr = 0.0;
     let err = run(c, dir.path(), None, false).err().unwrap();
     assert!(err.to_string().contains("train.optimizer.lr"), "{err}");
+}
+
+/// `lin`'s weight and bias values, apart.
+fn weight_and_bias(m: &Toy) -> (Vec<f32>, Vec<f32>) {
+    let v = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
+    (
+        v(m.lin.weight.val().flatten(0, 1)),
+        v(m.lin.bias.as_ref().unwrap().val()),
+    )
+}
+
+#[test]
+fn parameter_groups_scale_the_rate_switch_off_decay_and_resume_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let grouped = |s: ParamSettings| Regress {
+        poison_at: None,
+        poison_grad_at: None,
+        weight: Some(s),
+    };
+    let start = weight_and_bias(&model(&Device::flex().autodiff()));
+    // A rate scale of 0 freezes the weight; the bias trains.
+    let frozen = ParamSettings {
+        lr_scale: 0.0,
+        weight_decay: true,
+    };
+    let a = fit(
+        config(OptimizerKind::Sgd),
+        &dir.path().join("a"),
+        grouped(frozen),
+        false,
+    )
+    .unwrap();
+    let (w, b) = weight_and_bias(&a.model);
+    assert_eq!(w, start.0);
+    assert_ne!(b, start.1);
+    // Without decay in its group, the weight moves as with no weight decay at all (the bias,
+    // of rank 1, never decays).
+    let mut decayed = config(OptimizerKind::Sgd);
+    decayed.optimizer.weight_decay = 0.5;
+    decayed.optimizer.momentum = 0.0;
+    decayed.max_steps = 1;
+    let mut plain = decayed.clone();
+    plain.optimizer.weight_decay = 0.0;
+    let no_decay = ParamSettings {
+        lr_scale: 1.0,
+        weight_decay: false,
+    };
+    let c = fit(
+        decayed.clone(),
+        &dir.path().join("c"),
+        grouped(no_decay),
+        false,
+    )
+    .unwrap();
+    let d = run(plain, &dir.path().join("d"), None, false).unwrap();
+    let e = run(decayed, &dir.path().join("e"), None, false).unwrap();
+    assert_eq!(weights(&c.model), weights(&d.model));
+    assert_ne!(weights(&c.model), weights(&e.model));
+    // Half the rate, with momentum: resuming keeps the group's state (groups are set before
+    // the checkpoint's optimizer states are loaded, which setting them would clear).
+    let half = ParamSettings {
+        lr_scale: 0.5,
+        weight_decay: true,
+    };
+    for kind in [OptimizerKind::Sgd, OptimizerKind::Adamw] {
+        let f_dir = dir.path().join(format!("f-{kind:?}"));
+        let f = fit(config(kind), &f_dir, grouped(half), false).unwrap();
+        let g_dir = dir.path().join(format!("g-{kind:?}"));
+        let five = checkpoint::checkpoints_dir(&f_dir).join("step-00000005");
+        let dst = checkpoint::checkpoints_dir(&g_dir).join("step-00000005");
+        std::fs::create_dir_all(&dst).unwrap();
+        for file in std::fs::read_dir(&five).unwrap() {
+            let file = file.unwrap().path();
+            std::fs::copy(&file, dst.join(file.file_name().unwrap())).unwrap();
+        }
+        let g = fit(config(kind), &g_dir, grouped(half), true).unwrap();
+        assert_eq!(
+            weights(&f.model),
+            weights(&g.model),
+            "{kind:?}: resume differs"
+        );
+        let ungrouped = run(
+            config(kind),
+            &dir.path().join(format!("h-{kind:?}")),
+            None,
+            false,
+        );
+        assert_ne!(weights(&f.model), weights(&ungrouped.unwrap().model));
+    }
 }
