@@ -383,16 +383,30 @@ struct EvalOpts {
     /// Device: flex (CPU), wgpu, cuda:N.
     #[arg(long)]
     device: Option<DeviceSpec>,
+    /// Override a setting of the run's config for this evaluation, KEY=VALUE (repeatable),
+    /// e.g. --set finetune.layer_decay=1 --set eval.grid=4.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
 }
 
 impl EvalOpts {
     /// The run to evaluate; with --weights, first the run folder made from those weights.
     fn args(self, registry: &selfsup_pipeline::Registry) -> Result<EvalArgs> {
+        let sets = self
+            .sets
+            .iter()
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                    .ok_or_else(|| Error::config("--set", format!("`{kv}`: write KEY=VALUE")))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let (Some(weights), Some(arch)) = (&self.weights, self.arch) else {
             return Ok(EvalArgs {
                 checkpoint: self.checkpoint.unwrap_or_default(),
                 data: self.data,
                 device: self.device,
+                sets,
             });
         };
         let out = self.checkpoint.clone().unwrap_or_else(|| {
@@ -407,6 +421,7 @@ impl EvalOpts {
             checkpoint: run,
             data: None,
             device: self.device,
+            sets,
         })
     }
 }

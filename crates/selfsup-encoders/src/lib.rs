@@ -18,7 +18,7 @@ pub use resnet::{ResNet, ResNetDepth};
 pub use text::{TextConfig, TextTransformer};
 pub use vit::{LinearInit, Pool, PosEmbed, VisionTransformer, VitConfig};
 
-use burn::module::Module;
+use burn::module::{Module, ParamId};
 use burn::tensor::{Device, Tensor};
 use selfsup_core::config::ensure;
 use selfsup_core::{Encoder, Result};
@@ -203,6 +203,32 @@ impl Encoder for Backbone {
             Backbone::ConvNet(m) => m.feature_map(images),
             Backbone::Dcgan(m) => m.feature_map(images),
             Backbone::Vit(m) => Encoder::feature_map(m, images),
+        }
+    }
+
+    fn blocks(&self) -> usize {
+        match self {
+            Backbone::Vit(m) => m.blocks(),
+            _ => 0,
+        }
+    }
+
+    fn finetune_features(
+        &self,
+        images: Tensor<4>,
+        global_pool: bool,
+        keep: &[Tensor<1>],
+    ) -> Tensor<2> {
+        match self {
+            Backbone::Vit(m) => m.finetune_features(images, global_pool, keep),
+            other => other.features(images),
+        }
+    }
+
+    fn param_layers(&self) -> Vec<(ParamId, usize, bool)> {
+        match self {
+            Backbone::Vit(m) => m.param_layers(),
+            _ => Vec::new(),
         }
     }
 }

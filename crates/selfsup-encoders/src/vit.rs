@@ -3,12 +3,13 @@
 //! transformer blocks. MAE feeds it only the visible patches ([`VisionTransformer::embed`] then
 //! [`VisionTransformer::encode`]); DINO draws the last block's attention.
 
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, ParamId};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use selfsup_core::config::ensure;
+use selfsup_core::grads::param_ids;
 use selfsup_core::{Encoder, Result};
 use selfsup_kernels::{gelu, linear};
 use serde::{Deserialize, Serialize};
@@ -347,12 +348,30 @@ impl TransformerBlock {
 
     /// [`TransformerBlock::forward`], causal or not (see [`SelfAttention::forward_masked`]).
     pub fn forward_masked(&self, x: Tensor<3>, causal: bool) -> (Tensor<3>, Tensor<4>) {
+        self.forward_kept(x, causal, None)
+    }
+
+    /// [`TransformerBlock::forward_masked`] with both residual branches multiplied sample by
+    /// sample by `keep` `[N]` (stochastic depth, "drop path": 0 drops a sample's branches,
+    /// `1 / (1 - p)` keeps them at the same expected value).
+    pub fn forward_kept(
+        &self,
+        x: Tensor<3>,
+        causal: bool,
+        keep: Option<Tensor<1>>,
+    ) -> (Tensor<3>, Tensor<4>) {
+        let n = x.dims()[0];
+        let keep = keep.map(|k| k.reshape([n, 1, 1]));
+        let scaled = |branch: Tensor<3>| match &keep {
+            Some(k) => branch * k.clone(),
+            None => branch,
+        };
         let (attended, attention) = self
             .attn
             .forward_masked(self.norm1.forward(x.clone()), causal);
-        let x = x + attended;
+        let x = x + scaled(attended);
         let hidden = gelu(linear(&self.fc1, self.norm2.forward(x.clone())));
-        (x + linear(&self.fc2, hidden), attention)
+        (x + scaled(linear(&self.fc2, hidden)), attention)
     }
 }
 
@@ -454,6 +473,14 @@ impl VisionTransformer {
     /// embedded, any subset of patches) through the blocks: the normalized outputs
     /// `[N, 1 + L', D]` and the last block's attention `[N, heads, 1 + L', 1 + L']`.
     pub fn encode(&self, tokens: Tensor<3>) -> (Tensor<3>, Tensor<4>) {
+        let (x, attention) = self.run_blocks(tokens, &[]);
+        (self.norm.forward(x), attention)
+    }
+
+    /// [`VisionTransformer::encode`] without the final norm, block `b`'s residual branches
+    /// scaled by `keep[b]` where given (stochastic depth; see
+    /// [`TransformerBlock::forward_kept`]).
+    fn run_blocks(&self, tokens: Tensor<3>, keep: &[Tensor<1>]) -> (Tensor<3>, Tensor<4>) {
         let [n, _, d] = tokens.dims();
         // The sine-cosine table's class row is zero; only learned embeddings move the class token.
         let cls = match &self.pos {
@@ -462,13 +489,13 @@ impl VisionTransformer {
         };
         let mut x = Tensor::cat(vec![cls.expand([n, 1, d]), tokens], 1);
         let mut attention = None;
-        for block in &self.blocks {
-            let (y, a) = block.forward(x);
+        for (b, block) in self.blocks.iter().enumerate() {
+            let (y, a) = block.forward_kept(x, false, keep.get(b).cloned());
             x = y;
             attention = Some(a);
         }
         let attention = attention.expect("a ViT has at least one block");
-        (self.norm.forward(x), attention)
+        (x, attention)
     }
 
     /// The last block's attention `[N, heads, 1 + L, 1 + L]` over whole images; row 0 is the
@@ -490,6 +517,43 @@ impl VisionTransformer {
 impl Encoder for VisionTransformer {
     fn features(&self, images: Tensor<4>) -> Tensor<2> {
         self.pool(self.encode(self.embed(images)).0)
+    }
+
+    fn blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    fn finetune_features(
+        &self,
+        images: Tensor<4>,
+        global_pool: bool,
+        keep: &[Tensor<1>],
+    ) -> Tensor<2> {
+        let (x, _) = self.run_blocks(self.embed(images), keep);
+        if global_pool {
+            // MAE's `global_pool`: the patch tokens' mean, the final norm left out.
+            let [n, t, d] = x.dims();
+            x.slice([0..n, 1..t, 0..d]).mean_dim(1).reshape([n, d])
+        } else {
+            self.pool(self.norm.forward(x))
+        }
+    }
+
+    /// The patch embedding, class token and position embeddings are layer 0, block `b` layer
+    /// `b + 1`, the final norm the top layer (MAE's `get_layer_id_for_vit`); the class token
+    /// and position embeddings take no weight decay (its `no_weight_decay`).
+    fn param_layers(&self) -> Vec<(ParamId, usize, bool)> {
+        let mut out = vec![(self.cls.id, 0, false)];
+        if let Some(p) = &self.pos {
+            out.push((p.id, 0, false));
+        }
+        out.extend(param_ids(&self.patch).into_iter().map(|id| (id, 0, true)));
+        for (b, block) in self.blocks.iter().enumerate() {
+            out.extend(param_ids(block).into_iter().map(|id| (id, b + 1, true)));
+        }
+        let top = self.blocks.len() + 1;
+        out.extend(param_ids(&self.norm).into_iter().map(|id| (id, top, true)));
+        out
     }
 
     fn output_dim(&self) -> usize {
@@ -721,6 +785,62 @@ mod tests {
         for (a, b) in got.iter().zip(&want) {
             assert!((a - b).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn fine_tuning_pools_globally_drops_blocks_and_lists_layers() {
+        let dev = Device::flex();
+        let x: Tensor<4> = Tensor::random([3, 1, 8, 8], Distribution::Default, &dev);
+        let vit = small(PosEmbed::Learned, Pool::Cls).init(1, &dev).unwrap();
+        let vals = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+        let close = |a: Vec<f32>, b: Vec<f32>| {
+            assert_eq!(a.len(), b.len());
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+            }
+        };
+        // Without global pool and nothing dropped: the features.
+        close(
+            vals(vit.finetune_features(x.clone(), false, &[])),
+            vals(vit.features(x.clone())),
+        );
+        let ones = vec![Tensor::<1>::ones([3], &dev); 2];
+        close(
+            vals(vit.finetune_features(x.clone(), true, &ones)),
+            vals(vit.finetune_features(x.clone(), true, &[])),
+        );
+        // Every block dropped for every sample: the patch embeddings' mean, no norm.
+        let zeros = vec![Tensor::<1>::zeros([3], &dev); 2];
+        let embedded = vit.embed(x.clone()).mean_dim(1).reshape([3, 8]);
+        close(
+            vals(vit.finetune_features(x.clone(), true, &zeros)),
+            vals(embedded),
+        );
+        // Dropping per sample: sample 1's blocks only.
+        let mixed = vec![Tensor::<1>::from_floats([1.0, 0.0, 1.0], &dev); 2];
+        let got = vals(vit.finetune_features(x.clone(), true, &mixed));
+        let full = vals(vit.finetune_features(x.clone(), true, &[]));
+        let bare = vals(vit.embed(x).mean_dim(1).reshape([3, 8]));
+        close(got[..8].to_vec(), full[..8].to_vec());
+        close(got[8..16].to_vec(), bare[8..16].to_vec());
+        // Layers: class token and positions at 0 without decay, the patch embedding at 0,
+        // the blocks at 1 and 2, the final norm at 3; every parameter once.
+        let layers = vit.param_layers();
+        assert_eq!(layers.len(), param_ids(&vit).len());
+        assert_eq!(layers[0], (vit.cls.id, 0, false));
+        assert_eq!(layers[1], (vit.pos.as_ref().unwrap().id, 0, false));
+        let of = |ids: Vec<ParamId>| {
+            let l: Vec<_> = layers
+                .iter()
+                .filter(|(id, _, _)| ids.contains(id))
+                .map(|&(_, l, d)| (l, d))
+                .collect();
+            l[0]
+        };
+        assert_eq!(of(param_ids(&vit.patch)), (0, true));
+        assert_eq!(of(param_ids(&vit.blocks[1])), (2, true));
+        assert_eq!(of(param_ids(&vit.norm)), (3, true));
+        assert_eq!(vit.blocks(), 2);
     }
 
     #[test]

@@ -95,6 +95,86 @@ fn finetune_learns_a_separable_task_from_a_label_fraction() {
 }
 
 #[test]
+fn the_mae_protocol_fine_tunes_a_vit_and_a_convnet_refuses_it() {
+    let train = halves(300, 1);
+    let test = halves(60, 2);
+    let device = Device::flex().autodiff();
+    let vit = |d: &Device| {
+        let mut c = EncoderConfig {
+            arch: Arch::Vit,
+            ..EncoderConfig::default()
+        };
+        c.vit.image_size = 8;
+        c.vit.patch_size = 4;
+        c.vit.dim = 16;
+        c.vit.depth = 2;
+        c.vit.heads = 2;
+        c.init(1, d)
+    };
+    let mut cfg = FinetuneConfig {
+        crop_min_scale: 1.0,
+        flip_prob: 0.0,
+        layer_decay: 0.75,
+        global_pool: true,
+        drop_path: 0.1,
+        label_smoothing: 0.1,
+        ..FinetuneConfig::default()
+    };
+    cfg.train.epochs = 15;
+    cfg.train.batch_size = 16;
+    cfg.train.log_every = 1000;
+    cfg.train.optimizer.kind = selfsup_core::OptimizerKind::Adamw;
+    cfg.train.optimizer.lr = 3e-3;
+    cfg.train.optimizer.weight_decay = 0.05;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |dir: &std::path::Path| {
+        let encoder = seed::init_module(&device, 3, vit);
+        finetune(
+            encoder,
+            &train,
+            &test,
+            0.5,
+            &cfg,
+            &tf(),
+            dir,
+            &device,
+            false,
+        )
+        .unwrap()
+    };
+    let r = run(&dir.path().join("a"));
+    assert!(r.test.top1 >= 0.9, "{r:?}");
+    // Seeded (the stochastic depth too): the same run scores the same.
+    assert_eq!(run(&dir.path().join("b")).test.top1, r.test.top1);
+
+    let convnet = seed::init_module(&device, 3, |d| {
+        EncoderConfig {
+            arch: Arch::Convnet,
+            width: 8,
+            ..EncoderConfig::default()
+        }
+        .init(1, d)
+    });
+    let e = finetune(
+        convnet,
+        &train,
+        &test,
+        0.2,
+        &cfg,
+        &tf(),
+        &dir.path().join("c"),
+        &device,
+        false,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("finetune.layer_decay") && e.contains("vit"),
+        "{e}"
+    );
+}
+
+#[test]
 fn raw_pixel_baseline_through_the_linear_probe() {
     let (train, test) = (halves(300, 3), halves(90, 4));
     let device = Device::flex();

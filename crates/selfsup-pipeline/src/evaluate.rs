@@ -294,6 +294,9 @@ pub struct EvalArgs {
     pub data: Option<DataSpec>,
     /// Device (default: flex).
     pub device: Option<DeviceSpec>,
+    /// `(key, value)` settings applied to the run's config before evaluating, as `--set`
+    /// does (`finetune.layer_decay`, `eval.grid`, ...).
+    pub sets: Vec<(String, String)>,
 }
 
 /// The run's config (with `args` applied), its encoder on the evaluation device (trainable
@@ -311,6 +314,9 @@ pub fn open_run(
     };
     let (mut cfg, encoder) = load_trainable_encoder(&args.checkpoint, registry, &device)?;
     let encoder = if trainable { encoder } else { encoder.valid() };
+    for (k, v) in &args.sets {
+        cfg.set(k, v)?;
+    }
     cfg.device = dev_spec;
     if let Some(d) = &args.data {
         cfg.data.spec = d.clone();

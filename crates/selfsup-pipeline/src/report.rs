@@ -315,8 +315,8 @@ fn embedding(
 ) -> Result<Option<(PathBuf, [f64; 2])>> {
     let args = EvalArgs {
         checkpoint: run.to_path_buf(),
-        data: None,
         device,
+        ..EvalArgs::default()
     };
     let (cfg, encoder, train, test) = match open_run(&args, registry, false) {
         Ok(x) => x,
