@@ -270,7 +270,7 @@ fn convnet_step(c: &mut Criterion) {
         reset_peak_rss();
         use_ours(ours);
         let model = seed::init_module(&device, 0, |d| {
-            Classifier::new(ConvNet::new(3, 32, d), 10, d)
+            Classifier::new(ConvNet::new(3, 32, d), 10, false, d)
         });
         let mut objective = Supervised::<ConvNet>::default();
         let id = BenchmarkId::new("convnet32_adamw", if ours { "ours" } else { "burn" });

@@ -136,8 +136,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval { checkpoint, linear } => {
             let args = EvalArgs {
                 checkpoint,
-                data: None,
-                device: None,
+                ..EvalArgs::default()
             };
             let plan = EvalPlan {
                 knn: true,

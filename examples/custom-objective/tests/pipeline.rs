@@ -47,8 +47,7 @@ fn vicreg_trains_through_the_engine_and_is_scored() {
     // checkpoint's encoder is the run's.
     let args = |checkpoint: std::path::PathBuf| EvalArgs {
         checkpoint,
-        data: None,
-        device: None,
+        ..EvalArgs::default()
     };
     let plan = EvalPlan {
         knn: true,
