@@ -96,6 +96,13 @@ fn taps(start: f32, span: f32, out: usize, len: usize) -> Vec<(usize, Vec<f32>)>
         .collect()
 }
 
+/// The source columns `[lo, hi)` that an axis's taps read (at least one).
+fn source_span(taps: &[(usize, Vec<f32>)]) -> (usize, usize) {
+    let lo = taps.iter().map(|(s, _)| *s).min().unwrap_or(0);
+    let hi = taps.iter().map(|(s, t)| s + t.len()).max().unwrap_or(0);
+    (lo, hi.max(lo + 1))
+}
+
 /// [`resize_region`] when shrinking: separable, columns first (each output row a weighted sum
 /// of whole source rows, over only the columns the output needs: contiguous, so it
 /// vectorizes), then rows (short dot products per output pixel). Measured on the 96-px loader
@@ -112,13 +119,7 @@ fn resize_region_antialiased(
 ) -> Image {
     let xs = taps(left, w, out_w, img.width);
     let ys = taps(top, h, out_h, img.height);
-    let x_lo = xs.iter().map(|(s, _)| *s).min().unwrap_or(0);
-    let x_hi = xs
-        .iter()
-        .map(|(s, t)| s + t.len())
-        .max()
-        .unwrap_or(0)
-        .max(x_lo + 1);
+    let (x_lo, x_hi) = source_span(&xs);
     let cols = x_hi - x_lo;
     let mut out = Image::zeros(img.channels, out_h, out_w);
     let mut mid = vec![0f32; cols];
@@ -166,13 +167,7 @@ pub fn resize_region8(
     for (_, t) in &mut ys {
         t.iter_mut().for_each(|v| *v *= 1.0 / 255.0);
     }
-    let x_lo = xs.iter().map(|(s, _)| *s).min().unwrap_or(0);
-    let x_hi = xs
-        .iter()
-        .map(|(s, t)| s + t.len())
-        .max()
-        .unwrap_or(0)
-        .max(x_lo + 1);
+    let (x_lo, x_hi) = source_span(&xs);
     let span = (x_lo * ch)..(x_hi * ch);
     // Every output column's taps padded with zero weights to the longest, so the second pass
     // runs a fixed-length loop with a chain per channel (measured: the variable-length,
