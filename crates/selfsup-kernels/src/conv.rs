@@ -13,7 +13,6 @@
 
 use crate::gemm::{View, sgemm};
 use crate::par::{SharedMut, sum_partials};
-use crate::simd::wide;
 use crate::winograd;
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -177,6 +176,12 @@ fn im2col(x: &[f32], g: &ConvGeometry, first: usize, images: usize, col: &mut [f
 /// ConvNet and ResNets) are written so the compiler sees the slice lengths and drops the bounds
 /// checks, and so stride 2 vectorizes as a de-interleave; they had been a sixth of the ConvNet-32
 /// step (perf, im2col 17 % of the samples).
+///
+/// Compiled for the baseline (SSE2) on purpose, unlike the other kernels (`simd::run_wide`):
+/// the AVX-512 copy of im2col and col2im made the ConvNet-32 step slower, 83.0 against 78.5 ms
+/// (30 steps, 2 threads, Zen 5, 2026-12-05): on its 14- and 7-pixel rows the 8-wide loops leave
+/// most of each row to the scalar tail, and the stride-2 scatter became `vscatterqps`. Blocks of
+/// four written out by hand were slower still (85-88 ms, a masked load stalling).
 #[inline(always)]
 fn gather(dst: &mut [f32], src: &[f32], stride: usize) {
     let n = dst.len();
@@ -389,7 +394,7 @@ fn forward_in_blocks(x: &[f32], w: &[f32], g: &ConvGeometry, block_elems: usize)
         let dst = unsafe { shared.slice(first * cout * out_px, images * cout * out_px) };
         let tmp_len = if images > 1 { cout * width } else { 0 };
         with_scratch(k * width, tmp_len, |col, tmp| {
-            wide(|| im2col(x, g, first, images, col));
+            im2col(x, g, first, images, col);
             let target = if images == 1 { &mut *dst } else { &mut *tmp };
             let (a, b) = (View::rows(w, k), View::rows(col, width));
             sgemm(cout, width, k, target, false, a, b, plan.parallelism);
@@ -480,7 +485,7 @@ fn backward_in_blocks(
             if let Some(acc) = partials.get(range) {
                 // SAFETY: each range's accumulator is used by that range's task alone.
                 let acc = unsafe { acc.slice(0, cout * k) };
-                wide(|| im2col(x, g, first, images, col));
+                im2col(x, g, first, images, col);
                 let (a, b) = (View::rows(dyv, width), View::transposed(col, width));
                 sgemm(cout, k, width, acc, true, a, b, plan.parallelism);
             }
@@ -489,7 +494,7 @@ fn backward_in_blocks(
                 sgemm(k, width, cout, col, false, a, b, plan.parallelism);
                 // SAFETY: blocks cover disjoint image ranges.
                 let dst = unsafe { dx.slice(first * in_len, images * in_len) };
-                wide(|| col2im(col, g, images, dst));
+                col2im(col, g, images, dst);
             }
         });
     });

@@ -37,7 +37,7 @@ pub use extension::GemmKernels;
 pub use norm::{
     NormGeometry, batch_norm_backward, batch_norm_forward, batch_norm_relu_forward, relu_masked,
 };
-pub use simd::{Isa, WideKernel, isa, run_wide, wide};
+pub use simd::{Isa, WideKernel, isa, run_wide};
 pub use transformer::{
     AttentionGeometry, attention_backward, attention_forward, gelu_backward, gelu_forward,
     layer_norm_backward, layer_norm_forward,

@@ -9,6 +9,7 @@
 //! Backward, with `x̂ = (x - μ) / √(σ² + ε)`:
 //! `dβ = Σ dy`, `dγ = Σ dy x̂`, `dx = γ / √(σ² + ε) · (dy - dβ / m - x̂ dγ / m)`.
 
+use crate::simd::{WideKernel, run_wide};
 use rayon::prelude::*;
 
 /// The layout of a normalized tensor: `batch` blocks of `channels` runs of `spatial` values.
@@ -37,6 +38,7 @@ impl NormGeometry {
 
     /// Sums over channel `c` of `f(a, b)` for the pairs of `a` and `b` values (two sums, one
     /// pass), accumulated per run in `f32` lanes and across runs in `f64`.
+    #[inline(always)]
     fn channel_sums(
         &self,
         c: usize,
@@ -71,43 +73,35 @@ impl NormGeometry {
                 .into_par_iter()
                 .map(|c| {
                     let pc = p[c];
-                    crate::simd::wide(|| self.channel_sums(c, a, b, |u, v| f(u, v, pc)))
+                    run_wide(ChannelSums {
+                        geometry: self,
+                        c,
+                        a,
+                        b,
+                        f: |u, v| f(u, v, pc),
+                    })
                 })
                 .collect();
         }
         let width = self.channels * self.spatial;
         // Each channel's parameter repeated over its run.
         let params: Vec<f32> = (0..width).map(|i| p[i / self.spatial.max(1)]).collect();
-        // Blocks of images summed in f32, blocks added in f64 (as runs are in the other path).
-        let partial = |images: std::ops::Range<usize>| {
-            let mut total = vec![[0.0f64; 2]; width];
-            let mut acc = [vec![0.0f32; width], vec![0.0f32; width]];
-            for block in images.clone().step_by(ROW_BLOCK) {
-                acc[0].fill(0.0);
-                acc[1].fill(0.0);
-                for img in block..(block + ROW_BLOCK).min(images.end) {
-                    let (ra, rb) = (&a[img * width..][..width], &b[img * width..][..width]);
-                    let [s0, s1] = &mut acc;
-                    for i in 0..width {
-                        let [u, v] = f(ra[i], rb[i], params[i]);
-                        s0[i] += u;
-                        s1[i] += v;
-                    }
-                }
-                for (t, (&u, &v)) in total.iter_mut().zip(acc[0].iter().zip(&acc[1])) {
-                    t[0] += u as f64;
-                    t[1] += v as f64;
-                }
-            }
-            total
-        };
         let tasks = rayon::current_num_threads().clamp(1, self.batch.max(1));
         let per = self.batch.div_ceil(tasks).max(1);
         let parts: Vec<Vec<[f64; 2]>> = (0..self.batch)
             .step_by(per)
             .collect::<Vec<_>>()
             .into_par_iter()
-            .map(|start| crate::simd::wide(|| partial(start..(start + per).min(self.batch))))
+            .map(|start| {
+                run_wide(RowSums {
+                    geometry: self,
+                    images: start..(start + per).min(self.batch),
+                    a,
+                    b,
+                    params: &params,
+                    f: &f,
+                })
+            })
             .collect();
         let mut out = vec![[0.0f64; 2]; self.channels];
         for part in parts {
@@ -118,6 +112,41 @@ impl NormGeometry {
             }
         }
         out
+    }
+
+    /// Sums of `f(a, b, params)` over whole rows of `images`, per position of a row: the short-run
+    /// path of [`NormGeometry::all_channel_sums`]. Blocks of images are summed in `f32`, blocks
+    /// added in `f64` (as runs are in the other path).
+    #[inline(always)]
+    fn row_sums(
+        &self,
+        images: std::ops::Range<usize>,
+        a: &[f32],
+        b: &[f32],
+        params: &[f32],
+        f: impl Fn(f32, f32, f32) -> [f32; 2],
+    ) -> Vec<[f64; 2]> {
+        let width = self.channels * self.spatial;
+        let mut total = vec![[0.0f64; 2]; width];
+        let mut acc = [vec![0.0f32; width], vec![0.0f32; width]];
+        for block in images.clone().step_by(ROW_BLOCK) {
+            acc[0].fill(0.0);
+            acc[1].fill(0.0);
+            for img in block..(block + ROW_BLOCK).min(images.end) {
+                let (ra, rb) = (&a[img * width..][..width], &b[img * width..][..width]);
+                let [s0, s1] = &mut acc;
+                for i in 0..width {
+                    let [u, v] = f(ra[i], rb[i], params[i]);
+                    s0[i] += u;
+                    s1[i] += v;
+                }
+            }
+            for (t, (&u, &v)) in total.iter_mut().zip(acc[0].iter().zip(&acc[1])) {
+                t[0] += u as f64;
+                t[1] += v as f64;
+            }
+        }
+        total
     }
 
     /// `out = x * scale[c] + shift[c]` (and `+ z * zscale[c]` when `z` is given), channel-wise,
@@ -145,13 +174,15 @@ impl NormGeometry {
     ) {
         let block = (self.channels * self.spatial).max(1);
         out.par_chunks_mut(block).enumerate().for_each(|(b, dst)| {
-            crate::simd::wide(|| {
-                self.affine_image(b, dst, x, scale, shift, z);
-                if relu {
-                    for v in dst.iter_mut() {
-                        *v = v.max(0.0);
-                    }
-                }
+            run_wide(AffineImage {
+                geometry: self,
+                b,
+                dst,
+                x,
+                scale,
+                shift,
+                z,
+                relu,
             })
         });
     }
@@ -197,7 +228,7 @@ const ROWWISE_BELOW: usize = 64;
 const ROW_BLOCK: usize = 64;
 
 /// Two sums of `f(a_i, b_i)` over a run, in 16 independent lanes so the loop vectorizes.
-#[inline]
+#[inline(always)]
 fn lane_sums(a: &[f32], b: &[f32], f: &impl Fn(f32, f32) -> [f32; 2]) -> [f32; 2] {
     const L: usize = 16;
     let mut acc = [[0.0f32; L]; 2];
@@ -217,6 +248,93 @@ fn lane_sums(a: &[f32], b: &[f32], f: &impl Fn(f32, f32) -> [f32; 2]) -> [f32; 2
         out[1] += v;
     }
     out
+}
+
+// The loops below run through `run_wide`, so that they are compiled for the CPU's widest
+// vectors (as closures they had been compiled for SSE2 alone; see `WideKernel`).
+
+/// [`NormGeometry::channel_sums`] of one channel.
+struct ChannelSums<'a, F> {
+    geometry: &'a NormGeometry,
+    c: usize,
+    a: &'a [f32],
+    b: &'a [f32],
+    f: F,
+}
+
+impl<F: Fn(f32, f32) -> [f32; 2]> WideKernel for ChannelSums<'_, F> {
+    type Output = [f64; 2];
+
+    #[inline(always)]
+    fn run(self) -> [f64; 2] {
+        self.geometry.channel_sums(self.c, self.a, self.b, self.f)
+    }
+}
+
+/// [`NormGeometry::row_sums`] of a range of images.
+struct RowSums<'a, F> {
+    geometry: &'a NormGeometry,
+    images: std::ops::Range<usize>,
+    a: &'a [f32],
+    b: &'a [f32],
+    params: &'a [f32],
+    f: &'a F,
+}
+
+impl<F: Fn(f32, f32, f32) -> [f32; 2]> WideKernel for RowSums<'_, F> {
+    type Output = Vec<[f64; 2]>;
+
+    #[inline(always)]
+    fn run(self) -> Vec<[f64; 2]> {
+        let g = self.geometry;
+        g.row_sums(self.images, self.a, self.b, self.params, self.f)
+    }
+}
+
+/// [`NormGeometry::affine_image`] of image `b`, then `max(0, ·)` when `relu`.
+struct AffineImage<'a> {
+    geometry: &'a NormGeometry,
+    b: usize,
+    dst: &'a mut [f32],
+    x: &'a [f32],
+    scale: &'a [f32],
+    shift: &'a [f32],
+    z: Option<(&'a [f32], &'a [f32])>,
+    relu: bool,
+}
+
+impl WideKernel for AffineImage<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let dst = self.dst;
+        let g = self.geometry;
+        g.affine_image(self.b, dst, self.x, self.scale, self.shift, self.z);
+        if self.relu {
+            for v in dst.iter_mut() {
+                *v = v.max(0.0);
+            }
+        }
+    }
+}
+
+/// `out = dy` where `y > 0`, else 0 ([`relu_masked`] of one chunk).
+struct ReluMask<'a> {
+    out: &'a mut [f32],
+    dy: &'a [f32],
+    y: &'a [f32],
+}
+
+impl WideKernel for ReluMask<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        for ((o, &d), &y) in self.out.iter_mut().zip(self.dy).zip(self.y) {
+            *o = if y > 0.0 { d } else { 0.0 };
+        }
+    }
 }
 
 /// Normalizes `x` with its own batch statistics: returns `(y, mean, variance)`.
@@ -249,13 +367,7 @@ pub fn relu_masked(dy: &[f32], y: &[f32]) -> Vec<f32> {
     let mut out = vec![0.0f32; dy.len()];
     out.par_chunks_mut(1 << 14)
         .zip(dy.par_chunks(1 << 14).zip(y.par_chunks(1 << 14)))
-        .for_each(|(o, (d, y))| {
-            crate::simd::wide(|| {
-                for ((o, &d), &y) in o.iter_mut().zip(d).zip(y) {
-                    *o = if y > 0.0 { d } else { 0.0 };
-                }
-            })
-        });
+        .for_each(|(o, (d, y))| run_wide(ReluMask { out: o, dy: d, y }));
     out
 }
 

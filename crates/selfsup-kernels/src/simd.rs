@@ -6,46 +6,21 @@
 //! products) makes the same choice for its micro-kernels, its `x86-v4` feature being always on
 //! here (see `Cargo.toml`).
 
-/// Runs `body` compiled for the widest vectors the CPU has: AVX-512 (F, BW, DQ, VL), else AVX2
-/// and FMA, else the baseline (the compiler vectorizes the loops 4 wide with SSE2).
+/// A loop to run compiled for the widest vectors the CPU has, through [`run_wide`]: AVX-512 (F,
+/// BW, DQ, VL), else AVX2 and FMA, else the baseline (the compiler vectorizes the loops 4 wide
+/// with SSE2). Mark `run` `#[inline(always)]`, and the functions it calls that hold loops: only
+/// code inlined into the wide copies is compiled wide.
 ///
-/// The results do not depend on which is chosen: the compiler does not reorder floating-point
-/// sums or contract multiplications and additions on its own, so only the explicit
-/// `mul_add`s use FMA, and those round the same on every path.
+/// A struct rather than a closure, because a closure cannot be marked `#[inline(always)]`, and
+/// one of more than a few lines stays out of line, compiled once for the baseline, the wide
+/// copies merely calling it. Measured with `objdump -d` of the release binary (2026-12-04): 21 of
+/// the 24 AVX-512 copies of an earlier closure-taking `wide` held no ymm/zmm instruction (the
+/// Winograd transforms, im2col, BatchNorm's sums, the attention softmax); the image loader's
+/// resize, passed as a closure from another crate, ran as SSE2 code (`perf annotate`).
 ///
-/// Only a body the compiler inlines into the wide copies is compiled wide: a large closure
-/// stays out of line, compiled for the baseline, and the wide copy just calls it (`objdump` of
-/// the release binary, 2026-12-04: 21 of 24 `wide` copies hold no ymm/zmm instruction). For a
-/// large body use [`run_wide`].
-#[inline(always)]
-pub fn wide<R>(body: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-        fn avx512<R>(body: impl FnOnce() -> R) -> R {
-            body()
-        }
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2<R>(body: impl FnOnce() -> R) -> R {
-            body()
-        }
-        match isa() {
-            // SAFETY: `isa` saw these features in the CPU.
-            Isa::Avx512 => return unsafe { avx512(body) },
-            // SAFETY: as above.
-            Isa::Avx2 => return unsafe { avx2(body) },
-            Isa::Baseline => {}
-        }
-    }
-    body()
-}
-
-/// A loop to run compiled for the widest vectors the CPU has, through [`run_wide`]. Mark
-/// `run` `#[inline(always)]`: that is what puts its body into the AVX-512 and AVX2 copies.
-///
-/// For a large body this is what works where [`wide`] does not: the compiler inlines `wide`'s
-/// closure into the wide copies only when it is small enough; a large one stays an out-of-line
-/// SSE2 function (measured: the image loader's 8-bit resize, and most of `wide`'s own users).
+/// The results do not depend on which copy runs: the compiler does not reorder floating-point
+/// sums or contract multiplications and additions on its own, so only explicit `mul_add`s use
+/// FMA, and those round the same on every path.
 pub trait WideKernel {
     /// What the loop returns.
     type Output;
@@ -53,9 +28,15 @@ pub trait WideKernel {
     fn run(self) -> Self::Output;
 }
 
-/// Runs `kernel` compiled for AVX-512, AVX2 + FMA or the baseline, as [`wide`] chooses.
+/// Runs `kernel` compiled for the widest instruction set of this CPU ([`isa`]).
 #[inline(always)]
 pub fn run_wide<K: WideKernel>(kernel: K) -> K::Output {
+    run_as(isa(), kernel)
+}
+
+/// Runs `kernel` compiled for `isa`, which must be [`isa`] or narrower.
+#[inline(always)]
+fn run_as<K: WideKernel>(isa: Isa, kernel: K) -> K::Output {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
@@ -66,14 +47,16 @@ pub fn run_wide<K: WideKernel>(kernel: K) -> K::Output {
         fn avx2<K: WideKernel>(kernel: K) -> K::Output {
             kernel.run()
         }
-        match isa() {
-            // SAFETY: `isa` saw these features in the CPU.
+        match isa {
+            // SAFETY: callers pass `isa()` or narrower, and `isa` saw these features in the CPU.
             Isa::Avx512 => return unsafe { avx512(kernel) },
-            // SAFETY: as above.
+            // SAFETY: as above (a CPU with AVX-512 has AVX2 and FMA).
             Isa::Avx2 => return unsafe { avx2(kernel) },
             Isa::Baseline => {}
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = isa;
     kernel.run()
 }
 
@@ -138,13 +121,32 @@ fn detect() -> Isa {
 mod tests {
     use super::*;
 
+    /// `Σ (1.5 x + 0.25)`, the kind of loop the kernels run.
+    struct AffineSum<'a>(&'a [f32]);
+
+    impl WideKernel for AffineSum<'_> {
+        type Output = f32;
+
+        #[inline(always)]
+        fn run(self) -> f32 {
+            self.0.iter().map(|v| v * 1.5 + 0.25).sum()
+        }
+    }
+
     #[test]
     fn every_path_sums_alike() {
-        // The same loop through `wide` and without: bit-identical (no reassociation).
+        // The same loop on every instruction set this CPU has: bit-identical (no reassociation).
         let x: Vec<f32> = (0..1000).map(|i| ((i * 37 % 101) as f32).sin()).collect();
         let plain: f32 = x.iter().map(|v| v * 1.5 + 0.25).sum();
-        let wide_sum: f32 = wide(|| x.iter().map(|v| v * 1.5 + 0.25).sum());
-        assert_eq!(plain.to_bits(), wide_sum.to_bits());
-        assert!(!isa().name().is_empty());
+        let available = match isa() {
+            Isa::Avx512 => &[Isa::Avx512, Isa::Avx2, Isa::Baseline][..],
+            Isa::Avx2 => &[Isa::Avx2, Isa::Baseline][..],
+            Isa::Baseline => &[Isa::Baseline][..],
+        };
+        for &path in available {
+            let sum = run_as(path, AffineSum(&x));
+            assert_eq!(plain.to_bits(), sum.to_bits(), "{}", path.name());
+        }
+        assert_eq!(run_wide(AffineSum(&x)).to_bits(), plain.to_bits());
     }
 }

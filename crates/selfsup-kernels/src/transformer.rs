@@ -9,7 +9,7 @@
 
 use crate::gemm::{View, sgemm, sgemm_strided};
 use crate::par::sum_partials;
-use crate::simd::wide;
+use crate::simd::{WideKernel, run_wide};
 use rayon::prelude::*;
 
 /// Values handled per rayon task by the row-wise and element-wise kernels.
@@ -92,13 +92,7 @@ pub fn gelu_forward(x: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0; x.len()];
     y.par_chunks_mut(TASK_ELEMS)
         .zip(x.par_chunks(TASK_ELEMS))
-        .for_each(|(y, x)| {
-            wide(|| {
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = x * normal_cdf_pdf(x).0;
-                }
-            })
-        });
+        .for_each(|(y, x)| run_wide(GeluForward { y, x }));
     y
 }
 
@@ -108,14 +102,7 @@ pub fn gelu_backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
     let mut dx = vec![0.0; x.len()];
     dx.par_chunks_mut(TASK_ELEMS)
         .zip(x.par_chunks(TASK_ELEMS).zip(dy.par_chunks(TASK_ELEMS)))
-        .for_each(|(dx, (x, dy))| {
-            wide(|| {
-                for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
-                    let (cdf, pdf) = normal_cdf_pdf(x);
-                    *dx = g * (cdf + x * pdf);
-                }
-            })
-        });
+        .for_each(|(dx, (x, dy))| run_wide(GeluBackward { dx, x, dy }));
     dx
 }
 
@@ -146,29 +133,14 @@ pub fn layer_norm_forward(
         .zip(mean.par_chunks_mut(per).zip(rstd.par_chunks_mut(per)))
         .zip(x.par_chunks(per * dim))
         .for_each(|((y, (mean, rstd)), x)| {
-            wide(|| {
-                for (((y, x), m), r) in y
-                    .chunks_exact_mut(dim)
-                    .zip(x.chunks_exact(dim))
-                    .zip(mean.iter_mut())
-                    .zip(rstd.iter_mut())
-                {
-                    let mu = sum(x) / dim as f32;
-                    let mut acc = [0.0f32; 8];
-                    let chunks = x.chunks_exact(8);
-                    let tail: f32 = chunks.remainder().iter().map(|v| (v - mu) * (v - mu)).sum();
-                    for c in chunks {
-                        for l in 0..8 {
-                            acc[l] += (c[l] - mu) * (c[l] - mu);
-                        }
-                    }
-                    let var = (tail + acc.iter().sum::<f32>()) / dim as f32;
-                    let s = (1.0 / (var as f64 + epsilon).sqrt()) as f32;
-                    for (((y, &v), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
-                        *y = (v - mu) * s * g + b;
-                    }
-                    (*m, *r) = (mu, s);
-                }
+            run_wide(LayerNormRows {
+                y,
+                mean,
+                rstd,
+                x,
+                gamma,
+                beta,
+                epsilon,
             })
         });
     (y, mean, rstd)
@@ -196,40 +168,14 @@ pub fn layer_norm_backward(
         .zip(x.par_chunks(per * dim).zip(dy.par_chunks(per * dim)))
         .zip(mean.par_chunks(per).zip(rstd.par_chunks(per)))
         .map(|((dx, (x, dy)), (mean, rstd))| {
-            // dγ then dβ.
-            let mut part = vec![0.0f32; 2 * dim];
-            let mut xhat = vec![0.0f32; dim];
-            let mut g = vec![0.0f32; dim];
-            wide(|| {
-                let (dgamma, dbeta) = part.split_at_mut(dim);
-                for ((((dx, x), dy), &mu), &s) in dx
-                    .chunks_exact_mut(dim)
-                    .zip(x.chunks_exact(dim))
-                    .zip(dy.chunks_exact(dim))
-                    .zip(mean)
-                    .zip(rstd)
-                {
-                    for ((((h, gv), &v), &d), &gm) in
-                        xhat.iter_mut().zip(g.iter_mut()).zip(x).zip(dy).zip(gamma)
-                    {
-                        *h = (v - mu) * s;
-                        *gv = d * gm;
-                    }
-                    let a = sum(&g) / dim as f32;
-                    let b = dot(&g, &xhat) / dim as f32;
-                    for (((dx, &gv), &h), (dg, (db, &d))) in dx
-                        .iter_mut()
-                        .zip(&g)
-                        .zip(&xhat)
-                        .zip(dgamma.iter_mut().zip(dbeta.iter_mut().zip(dy)))
-                    {
-                        *dx = s * (gv - a - h * b);
-                        *dg += d * h;
-                        *db += d;
-                    }
-                }
-            });
-            part
+            run_wide(LayerNormGradientRows {
+                dx,
+                x,
+                dy,
+                mean,
+                rstd,
+                gamma,
+            })
         })
         .collect();
     let mut both = sum_partials(partials, 2 * dim);
@@ -312,19 +258,11 @@ pub fn attention_forward(qkv: &[f32], g: &AttentionGeometry) -> (Vec<f32>, Vec<f
                 let [q, k, v] = heads_of(qkv, d, dh, h);
                 // Scores Q Kᵀ, then each row's softmax of the scaled scores.
                 sgemm(t, t, dh, p, false, q, transpose(k), SERIAL);
-                wide(|| {
-                    for (i, row) in p.chunks_exact_mut(t).enumerate() {
-                        let (p, hidden) = row.split_at_mut(if g.causal { i + 1 } else { t });
-                        hidden.fill(0.0);
-                        let max = p.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-                        for s in p.iter_mut() {
-                            *s = exp_nonpositive(scale * (*s - max));
-                        }
-                        let inv = 1.0 / sum(p);
-                        for s in p.iter_mut() {
-                            *s *= inv;
-                        }
-                    }
+                run_wide(Softmax {
+                    p: &mut *p,
+                    tokens: t,
+                    causal: g.causal,
+                    scale,
                 });
                 let out = &mut ctx[h * dh..];
                 sgemm_strided(t, dh, t, out, d, false, View::rows(p, t), v, SERIAL);
@@ -372,13 +310,11 @@ pub fn attention_backward(
                     cs: 1,
                 };
                 sgemm(t, t, dh, &mut ds, false, dout, transpose(v), SERIAL);
-                wide(|| {
-                    for (ds, p) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
-                        let weighted = dot(ds, p);
-                        for (s, &pj) in ds.iter_mut().zip(p) {
-                            *s = scale * pj * (*s - weighted);
-                        }
-                    }
+                run_wide(SoftmaxGradient {
+                    ds: &mut ds,
+                    p,
+                    tokens: t,
+                    scale,
                 });
                 let p = View::rows(p, t);
                 let dsv = View::rows(&ds, t);
@@ -411,6 +347,209 @@ pub fn attention_backward(
             }
         });
     dqkv
+}
+
+// The row-wise and element-wise loops run through `run_wide`, so that they are compiled for
+// the CPU's widest vectors (as closures they had been compiled for SSE2 alone; see
+// `WideKernel`).
+
+/// [`gelu_forward`] of one chunk.
+struct GeluForward<'a> {
+    y: &'a mut [f32],
+    x: &'a [f32],
+}
+
+impl WideKernel for GeluForward<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        for (y, &x) in self.y.iter_mut().zip(self.x) {
+            *y = x * normal_cdf_pdf(x).0;
+        }
+    }
+}
+
+/// [`gelu_backward`] of one chunk.
+struct GeluBackward<'a> {
+    dx: &'a mut [f32],
+    x: &'a [f32],
+    dy: &'a [f32],
+}
+
+impl WideKernel for GeluBackward<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        for ((dx, &x), &g) in self.dx.iter_mut().zip(self.x).zip(self.dy) {
+            let (cdf, pdf) = normal_cdf_pdf(x);
+            *dx = g * (cdf + x * pdf);
+        }
+    }
+}
+
+/// [`layer_norm_forward`] of a run of rows (`gamma.len()` values each).
+struct LayerNormRows<'a> {
+    y: &'a mut [f32],
+    mean: &'a mut [f32],
+    rstd: &'a mut [f32],
+    x: &'a [f32],
+    gamma: &'a [f32],
+    beta: &'a [f32],
+    epsilon: f64,
+}
+
+impl WideKernel for LayerNormRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let Self {
+            y,
+            mean,
+            rstd,
+            x,
+            gamma,
+            beta,
+            epsilon,
+        } = self;
+        let dim = gamma.len();
+        for (((y, x), m), r) in y
+            .chunks_exact_mut(dim)
+            .zip(x.chunks_exact(dim))
+            .zip(mean.iter_mut())
+            .zip(rstd.iter_mut())
+        {
+            let mu = sum(x) / dim as f32;
+            let mut acc = [0.0f32; 8];
+            let chunks = x.chunks_exact(8);
+            let tail: f32 = chunks.remainder().iter().map(|v| (v - mu) * (v - mu)).sum();
+            for c in chunks {
+                for l in 0..8 {
+                    acc[l] += (c[l] - mu) * (c[l] - mu);
+                }
+            }
+            let var = (tail + acc.iter().sum::<f32>()) / dim as f32;
+            let s = (1.0 / (var as f64 + epsilon).sqrt()) as f32;
+            for (((y, &v), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
+                *y = (v - mu) * s * g + b;
+            }
+            (*m, *r) = (mu, s);
+        }
+    }
+}
+
+/// [`layer_norm_backward`] of a run of rows: writes their `dx` and returns their share of dγ
+/// then dβ (`2 * gamma.len()` values).
+struct LayerNormGradientRows<'a> {
+    dx: &'a mut [f32],
+    x: &'a [f32],
+    dy: &'a [f32],
+    mean: &'a [f32],
+    rstd: &'a [f32],
+    gamma: &'a [f32],
+}
+
+impl WideKernel for LayerNormGradientRows<'_> {
+    type Output = Vec<f32>;
+
+    #[inline(always)]
+    fn run(self) -> Vec<f32> {
+        let Self {
+            dx,
+            x,
+            dy,
+            mean,
+            rstd,
+            gamma,
+        } = self;
+        let dim = gamma.len();
+        let mut part = vec![0.0f32; 2 * dim];
+        let mut xhat = vec![0.0f32; dim];
+        let mut g = vec![0.0f32; dim];
+        let (dgamma, dbeta) = part.split_at_mut(dim);
+        for ((((dx, x), dy), &mu), &s) in dx
+            .chunks_exact_mut(dim)
+            .zip(x.chunks_exact(dim))
+            .zip(dy.chunks_exact(dim))
+            .zip(mean)
+            .zip(rstd)
+        {
+            for ((((h, gv), &v), &d), &gm) in
+                xhat.iter_mut().zip(g.iter_mut()).zip(x).zip(dy).zip(gamma)
+            {
+                *h = (v - mu) * s;
+                *gv = d * gm;
+            }
+            let a = sum(&g) / dim as f32;
+            let b = dot(&g, &xhat) / dim as f32;
+            for (((dx, &gv), &h), (dg, (db, &d))) in dx
+                .iter_mut()
+                .zip(&g)
+                .zip(&xhat)
+                .zip(dgamma.iter_mut().zip(dbeta.iter_mut().zip(dy)))
+            {
+                *dx = s * (gv - a - h * b);
+                *dg += d * h;
+                *db += d;
+            }
+        }
+        part
+    }
+}
+
+/// Each row's softmax of the scaled scores `p` (`tokens x tokens`), in place; with `causal`,
+/// the entries after the diagonal become 0.
+struct Softmax<'a> {
+    p: &'a mut [f32],
+    tokens: usize,
+    causal: bool,
+    scale: f32,
+}
+
+impl WideKernel for Softmax<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let (t, scale) = (self.tokens, self.scale);
+        for (i, row) in self.p.chunks_exact_mut(t).enumerate() {
+            let (p, hidden) = row.split_at_mut(if self.causal { i + 1 } else { t });
+            hidden.fill(0.0);
+            let max = p.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+            for s in p.iter_mut() {
+                *s = exp_nonpositive(scale * (*s - max));
+            }
+            let inv = 1.0 / sum(p);
+            for s in p.iter_mut() {
+                *s *= inv;
+            }
+        }
+    }
+}
+
+/// `dS = scale P ⊙ (dP - rowsum(P ⊙ dP))` in place of `dP` (`ds`), for one head.
+struct SoftmaxGradient<'a> {
+    ds: &'a mut [f32],
+    p: &'a [f32],
+    tokens: usize,
+    scale: f32,
+}
+
+impl WideKernel for SoftmaxGradient<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let (t, scale) = (self.tokens, self.scale);
+        for (ds, p) in self.ds.chunks_exact_mut(t).zip(self.p.chunks_exact(t)) {
+            let weighted = dot(ds, p);
+            for (s, &pj) in ds.iter_mut().zip(p) {
+                *s = scale * pj * (*s - weighted);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

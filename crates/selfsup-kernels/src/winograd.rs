@@ -12,7 +12,7 @@
 use crate::conv::{ConvGeometry, Plan, with_scratch};
 use crate::gemm::{View, sgemm};
 use crate::par::{SharedMut, sum_partials};
-use crate::simd::wide;
+use crate::simd::{WideKernel, run_wide};
 
 /// The transforms of F(M x M, 3 x 3), whose input tiles are `T = M + 2` wide.
 pub(crate) struct Family<const M: usize, const T: usize> {
@@ -390,7 +390,10 @@ impl<const M: usize, const T: usize> Family<M, T> {
         let (cin, cout, out_px) = (g.cin, g.cout, g.out_pixels());
         let [th, tw] = self.tiles(g);
         let (per_image, e_count) = (th * tw, T * T);
-        let u = wide(|| self.transform_kernels(w, cout, cin));
+        let u = run_wide(Job {
+            family: self,
+            work: KernelTransform::Forward { w, cout, cin },
+        });
         let mut out = vec![0.0f32; g.batch * cout * out_px];
         let plan = Plan::with_image_size(g.batch, e_count * cin.max(cout) * per_image, block_elems);
         let shared = SharedMut::new(&mut out);
@@ -399,14 +402,33 @@ impl<const M: usize, const T: usize> Family<M, T> {
             // SAFETY: blocks cover disjoint image ranges.
             let dst = unsafe { shared.slice(first * cout * out_px, images * cout * out_px) };
             with_scratch(e_count * cin * ncols, e_count * cout * ncols, |v, m| {
-                wide(|| self.transform_input(x, g, first, images, v));
+                let input = BlockTransform::Input {
+                    x,
+                    g,
+                    first,
+                    images,
+                    v: &mut *v,
+                };
+                run_wide(Job {
+                    family: self,
+                    work: input,
+                });
                 for e in 0..e_count {
                     let a = View::rows(&u[e * cout * cin..][..cout * cin], cin);
                     let b = View::rows(&v[e * cin * ncols..][..cin * ncols], ncols);
                     let dst = &mut m[e * cout * ncols..][..cout * ncols];
                     sgemm(cout, ncols, cin, dst, false, a, b, plan.parallelism);
                 }
-                wide(|| self.transform_output(m, g, images, dst));
+                let output = BlockTransform::Output {
+                    m,
+                    g,
+                    images,
+                    out: &mut *dst,
+                };
+                run_wide(Job {
+                    family: self,
+                    work: output,
+                });
             });
         });
         out
@@ -437,9 +459,18 @@ impl<const M: usize, const T: usize> Family<M, T> {
             // SAFETY: each range's accumulator is used by that range's task alone.
             let acc = unsafe { partials[range].slice(0, e_count * cout * cin) };
             with_scratch(e_count * cin * ncols, e_count * cout * ncols, |v, d| {
-                wide(|| {
-                    self.transform_input(x, g, first, images, v);
-                    self.transform_gradient(dy, g, first, images, d);
+                let both = BlockTransform::InputAndGradient {
+                    x,
+                    dy,
+                    g,
+                    first,
+                    images,
+                    v,
+                    d,
+                };
+                run_wide(Job {
+                    family: self,
+                    work: both,
                 });
                 for e in 0..e_count {
                     let a = View::rows(&d[e * cout * ncols..][..cout * ncols], ncols);
@@ -450,7 +481,107 @@ impl<const M: usize, const T: usize> Family<M, T> {
             });
         });
         let du = sum_partials(partial, e_count * cout * cin);
-        wide(|| self.gather_kernels(&du, cout, cin))
+        run_wide(Job {
+            family: self,
+            work: KernelTransform::Gather { du: &du, cout, cin },
+        })
+    }
+}
+
+/// A transform of one family, run through [`run_wide`] so that its loops are compiled for the
+/// CPU's widest vectors (as a closure it had been compiled for SSE2 alone; see [`WideKernel`]).
+struct Job<'a, const M: usize, const T: usize, W> {
+    family: &'a Family<M, T>,
+    work: W,
+}
+
+/// The transforms of the kernels, each returning its `T² x cout x cin` or `[cout, cin, 3, 3]`.
+enum KernelTransform<'a> {
+    /// [`Family::transform_kernels`].
+    Forward {
+        w: &'a [f32],
+        cout: usize,
+        cin: usize,
+    },
+    /// [`Family::gather_kernels`].
+    Gather {
+        du: &'a [f32],
+        cout: usize,
+        cin: usize,
+    },
+}
+
+/// The transforms of one block of images, written into the given buffers.
+enum BlockTransform<'a> {
+    /// [`Family::transform_input`].
+    Input {
+        x: &'a [f32],
+        g: &'a ConvGeometry,
+        first: usize,
+        images: usize,
+        v: &'a mut [f32],
+    },
+    /// [`Family::transform_output`].
+    Output {
+        m: &'a [f32],
+        g: &'a ConvGeometry,
+        images: usize,
+        out: &'a mut [f32],
+    },
+    /// [`Family::transform_input`] then [`Family::transform_gradient`].
+    InputAndGradient {
+        x: &'a [f32],
+        dy: &'a [f32],
+        g: &'a ConvGeometry,
+        first: usize,
+        images: usize,
+        v: &'a mut [f32],
+        d: &'a mut [f32],
+    },
+}
+
+impl<const M: usize, const T: usize> WideKernel for Job<'_, M, T, KernelTransform<'_>> {
+    type Output = Vec<f32>;
+
+    #[inline(always)]
+    fn run(self) -> Vec<f32> {
+        match self.work {
+            KernelTransform::Forward { w, cout, cin } => {
+                self.family.transform_kernels(w, cout, cin)
+            }
+            KernelTransform::Gather { du, cout, cin } => self.family.gather_kernels(du, cout, cin),
+        }
+    }
+}
+
+impl<const M: usize, const T: usize> WideKernel for Job<'_, M, T, BlockTransform<'_>> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let f = self.family;
+        match self.work {
+            BlockTransform::Input {
+                x,
+                g,
+                first,
+                images,
+                v,
+            } => f.transform_input(x, g, first, images, v),
+            BlockTransform::Output { m, g, images, out } => f.transform_output(m, g, images, out),
+            BlockTransform::InputAndGradient {
+                x,
+                dy,
+                g,
+                first,
+                images,
+                v,
+                d,
+            } => {
+                f.transform_input(x, g, first, images, v);
+                f.transform_gradient(dy, g, first, images, d);
+            }
+        }
     }
 }
 
