@@ -525,5 +525,32 @@ mod tests {
         );
         assert!((s1 - scale0).abs() > 1e-6, "the scale did not train");
         assert!((s1 - s2).abs() < 1e-6 * s1, "scale {s1} vs {s2}");
+
+        // Two ranks (threads, `LocalGroup`): every rank computes the gathered loss and its
+        // scale gradient; only rank 0's enters the sum, so the scale moves as one process's.
+        let again = init_module(&device, 1, |d| {
+            ClipModel::new(enc.init(1, d), 30, &cfg, d).unwrap()
+        });
+        let (_, ranks) = selfsup_core::distributed::one_process_and_ranks(
+            || Clip::<Backbone>::new(&cfg),
+            &train,
+            again,
+            &batch,
+            &info,
+            0.1,
+            2,
+        )
+        .unwrap();
+        for (r, rank) in ranks.iter().enumerate() {
+            assert!(
+                (l1 - rank.loss).abs() < 1e-5,
+                "one device {l1}, rank {r} {}",
+                rank.loss
+            );
+            let d = selfsup_core::grads::max_abs_diff(&w1, &param_values(&rank.model));
+            assert!(d < 1e-5, "rank {r}'s weights differ by {d}");
+            let s = rank.model.scale().into_scalar::<f64>();
+            assert!((s1 - s).abs() < 1e-6 * s1, "scale {s1} vs rank {r}'s {s}");
+        }
     }
 }

@@ -293,6 +293,46 @@ mod tests {
         );
     }
 
+    /// Two ranks (threads of a `LocalGroup`, each with its own copy of the model and half of
+    /// the global batch) take the step one process takes over the whole batch: the gathered
+    /// loss compares every sample with the other rank's negatives too. Three ranks do not
+    /// divide 8 rows: an error naming the batch size.
+    #[test]
+    fn a_step_over_two_ranks_equals_one_process_with_the_whole_batch() {
+        use selfsup_core::distributed::one_process_and_ranks;
+        let device = selfsup_core::DeviceSpec::for_tests().autodiff();
+        let cfg = TrainConfig::default();
+        let batch = views(&device);
+        let (start, info) = (model(&device), info());
+        let before = flat(&start);
+        let objective = || {
+            SimClr::<Backbone>::new(&SimClrConfig {
+                temperature: 0.5,
+                ..SimClrConfig::default()
+            })
+        };
+        let (one, ranks) =
+            one_process_and_ranks(objective, &cfg, start, &batch, &info, 0.5, 2).unwrap();
+        let w1 = flat(&one.model);
+        assert!(max_diff(&w1, &before) > 1e-4, "the step changed nothing");
+        for (r, rank) in ranks.iter().enumerate() {
+            let (l1, l) = (one.loss, rank.loss);
+            assert!((l1 - l).abs() < 1e-5, "one process {l1}, rank {r} {l}");
+            let d = max_diff(&w1, &flat(&rank.model));
+            assert!(d < 1e-5, "rank {r}'s weights differ by {d}");
+        }
+        assert_eq!(
+            flat(&ranks[0].model),
+            flat(&ranks[1].model),
+            "the ranks drifted apart"
+        );
+
+        let err = one_process_and_ranks(objective, &cfg, model(&device), &batch, &info, 0.5, 3)
+            .err()
+            .expect("8 rows over 3 ranks");
+        assert!(err.to_string().contains("train.batch_size"), "{err}");
+    }
+
     /// The values of the tensors of `m` that take no gradient (BatchNorm running statistics).
     fn buffers<M: Module>(m: &M) -> Vec<f32> {
         struct Ids(Vec<burn::module::ParamId>);

@@ -10,6 +10,7 @@ pub mod augment;
 pub mod checkpoint;
 pub mod config;
 pub mod device;
+pub mod distributed;
 pub mod ema;
 pub mod encoder;
 pub mod error;
@@ -30,6 +31,7 @@ pub use config::{
     ClipMode, OptimizerConfig, OptimizerKind, Precision, ScheduleConfig, TrainConfig,
 };
 pub use device::DeviceSpec;
+pub use distributed::{Collective, Distributed, LocalGroup};
 pub use ema::Ema;
 pub use encoder::Encoder;
 pub use error::{Error, Result};

@@ -7,12 +7,13 @@
 
 use crate::checkpoint::{self, CheckpointState};
 use crate::config::{ClipMode, Precision, TrainConfig};
+use crate::distributed::Distributed;
 use crate::error::{Error, Result};
 use crate::grads;
 use crate::metrics::MetricsLog;
 use crate::objective::{Objective, StepInfo};
 use crate::optim::{ParamSettings, SelfsupOptimizer, StepCounter};
-use crate::parallel::{DataParallel, Shardable};
+use crate::parallel::{DataParallel, ParallelGrads, Shardable};
 use crate::schedule::{LrSchedule, weight_decay_at};
 use burn::module::{ParamGroup, ParamId};
 use burn::optim::{GradientsParams, ModuleOptimizer};
@@ -239,6 +240,42 @@ impl Stepper {
         lr: f64,
         updates: u64,
     ) -> Result<(O::Model, StepResult)> {
+        self.step_gathered(objective, model, info, lr, updates, |o, m| {
+            parallel.gradients(o, m, batch, 0, info)
+        })
+    }
+
+    /// [`Stepper::step`] as rank `distributed.rank()` of a distributed run: this rank's part
+    /// of the global `batch` forward and backward, the gathered loss, the gradients summed
+    /// over the ranks, and the same update on every rank (see [`crate::distributed`]).
+    /// One-phase objectives only.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step_distributed<O: Shardable>(
+        &mut self,
+        distributed: &Distributed,
+        objective: &mut O,
+        model: O::Model,
+        batch: &O::Batch,
+        info: &StepInfo,
+        lr: f64,
+        updates: u64,
+    ) -> Result<(O::Model, StepResult)> {
+        self.step_gathered(objective, model, info, lr, updates, |o, m| {
+            distributed.gradients(o, m, batch, 0, info)
+        })
+    }
+
+    /// The update of a one-phase step whose gradients `gradients` computes (over devices or
+    /// ranks).
+    fn step_gathered<O: Shardable>(
+        &mut self,
+        objective: &mut O,
+        model: O::Model,
+        info: &StepInfo,
+        lr: f64,
+        updates: u64,
+        gradients: impl FnOnce(&mut O, &O::Model) -> Result<std::result::Result<ParallelGrads, f64>>,
+    ) -> Result<(O::Model, StepResult)> {
         if self.optims.len() != 1 {
             return Err(Error::Invalid(format!(
                 "{} has {} optimizer phases; data-parallel training runs one-phase methods",
@@ -250,7 +287,7 @@ impl Stepper {
             return Ok((model, StepResult::Skipped));
         };
         let t = Instant::now();
-        let g = match parallel.gradients(objective, &model, batch, 0, info)? {
+        let g = match gradients(objective, &model)? {
             Ok(g) => g,
             Err(value) => {
                 self.nonfinite(objective, info, "loss", value)?;

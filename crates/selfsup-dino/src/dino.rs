@@ -691,6 +691,39 @@ mod tests {
                 ) < 1e-6,
                 "teachers differ"
             );
+
+            // Two ranks (threads, `LocalGroup`): the same student, and after `after_step` the
+            // same teacher and a centre over every rank's teacher outputs.
+            let (_, ranks) = selfsup_core::distributed::one_process_and_ranks(
+                objective,
+                &train,
+                replicate(&student, &dev),
+                &views,
+                &step,
+                0.1,
+                2,
+            )
+            .unwrap();
+            for (r, rank) in ranks.iter().enumerate() {
+                let d = selfsup_core::grads::max_abs_diff(&w1, &param_values(&rank.model));
+                assert!(d < 1e-5, "rank {r}'s weights differ by {d}");
+                assert!(
+                    (l1 - rank.loss).abs() < 1e-5,
+                    "one device {l1}, rank {r} {}",
+                    rank.loss
+                );
+                let c = rank
+                    .objective
+                    .center()
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .unwrap();
+                let d = selfsup_core::grads::max_abs_diff(&c1, &c);
+                assert!(d < 1e-6, "rank {r}'s centre differs by {d}");
+                let t = param_values(rank.objective.teacher());
+                let d = selfsup_core::grads::max_abs_diff(&param_values(d1.teacher()), &t);
+                assert!(d < 1e-6, "rank {r}'s teacher differs by {d}");
+            }
         }
     }
 

@@ -427,6 +427,29 @@ mod tests {
         );
         let d = selfsup_core::grads::max_abs_diff(&w1, &w2);
         assert!(d < 1e-5, "weights differ by {d}");
+
+        // Two ranks (threads, `LocalGroup`): the same masks, and the masked-patch count of
+        // the loss's mean over the whole global batch.
+        let again = init_module(&dev, 2, |d| MaeModel::new(tiny_vit(d), 1, &cfg(), d));
+        let (_, ranks) = selfsup_core::distributed::one_process_and_ranks(
+            make,
+            &train,
+            again,
+            &x,
+            &step0(),
+            0.1,
+            2,
+        )
+        .unwrap();
+        for (r, rank) in ranks.iter().enumerate() {
+            assert!(
+                (l1 - rank.loss).abs() < 1e-5,
+                "one device {l1}, rank {r} {}",
+                rank.loss
+            );
+            let d = selfsup_core::grads::max_abs_diff(&w1, &param_values(&rank.model));
+            assert!(d < 1e-5, "rank {r}'s weights differ by {d}");
+        }
     }
 
     /// bf16 and f16 passes (reduced copies of the model, masks from the same f32 noise) give

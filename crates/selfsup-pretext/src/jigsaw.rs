@@ -507,6 +507,7 @@ mod tests {
         let mut train = TrainConfig::default();
         train.optimizer.kind = selfsup_core::OptimizerKind::Sgd;
         let before = param_values(&start);
+        let again = selfsup_core::parallel::replicate(&start, &dev);
         let ((one, l1), (two, l2)) =
             one_and_two_devices(make, &train, start, &tiles, &info, 0.1).unwrap();
         assert!((l1 - l2).abs() < 1e-5, "one device {l1}, two {l2}");
@@ -520,5 +521,21 @@ mod tests {
             "weights differ by {}",
             selfsup_core::grads::max_abs_diff(&w1, &w2)
         );
+
+        // Two ranks (threads, `LocalGroup`): the permutations drawn for the whole batch, each
+        // rank's half of the tiles.
+        let (_, ranks) = selfsup_core::distributed::one_process_and_ranks(
+            make, &train, again, &tiles, &info, 0.1, 2,
+        )
+        .unwrap();
+        for (r, rank) in ranks.iter().enumerate() {
+            assert!(
+                (l1 - rank.loss).abs() < 1e-5,
+                "one device {l1}, rank {r} {}",
+                rank.loss
+            );
+            let d = selfsup_core::grads::max_abs_diff(&w1, &param_values(&rank.model));
+            assert!(d < 1e-5, "rank {r}'s weights differ by {d}");
+        }
     }
 }

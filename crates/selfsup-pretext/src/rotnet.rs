@@ -248,6 +248,7 @@ mod tests {
             ..RotNetConfig::default()
         };
         let start = init_module(&dev, 2, |d| RotNetModel::new(enc.init(1, d), &head, d));
+        let again = selfsup_core::parallel::replicate(&start, &dev);
         let x = vec![Tensor::<4>::from_data(
             TensorData::new(
                 (0..4 * 64).map(|i| ((i * 37) % 11) as f32 / 11.0).collect(),
@@ -269,5 +270,26 @@ mod tests {
         let (w1, w2) = (param_values(&one), param_values(&two));
         let d = selfsup_core::grads::max_abs_diff(&w1, &w2);
         assert!(d < 1e-5, "weights differ by {d}");
+
+        // Two ranks (threads, `LocalGroup`): each rotates its half; one loss over both.
+        let (_, ranks) = selfsup_core::distributed::one_process_and_ranks(
+            RotNet::<Backbone>::new,
+            &train,
+            again,
+            &x,
+            &info,
+            0.1,
+            2,
+        )
+        .unwrap();
+        for (r, rank) in ranks.iter().enumerate() {
+            assert!(
+                (l1 - rank.loss).abs() < 1e-5,
+                "one device {l1}, rank {r} {}",
+                rank.loss
+            );
+            let d = selfsup_core::grads::max_abs_diff(&w1, &param_values(&rank.model));
+            assert!(d < 1e-5, "rank {r}'s weights differ by {d}");
+        }
     }
 }
