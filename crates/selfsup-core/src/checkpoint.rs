@@ -129,6 +129,11 @@ pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")
 }
 
+/// The folder of the checkpoint of step `step` (after `step` steps) of a run.
+pub fn step_dir(run_dir: &Path, step: usize) -> PathBuf {
+    checkpoints_dir(run_dir).join(format!("step-{step:08}"))
+}
+
 /// Writes a complete checkpoint for `state.step` and returns its folder; `extra` adds files
 /// of its own (an objective's state) to the folder before it is put in place.
 pub fn save<M: Module>(
@@ -140,9 +145,9 @@ pub fn save<M: Module>(
 ) -> Result<PathBuf> {
     let root = checkpoints_dir(run_dir);
     std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
-    let name = format!("step-{:08}", state.step);
+    let dst = step_dir(run_dir, state.step);
+    let name = dst.file_name().expect("a step folder").to_string_lossy();
     let tmp = root.join(format!(".{name}.partial"));
-    let dst = root.join(&name);
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     }

@@ -400,9 +400,18 @@ pub type StepFn<'a, O> = dyn FnMut(
     ) -> Result<(<O as Objective>::Model, StepResult)>
     + 'a;
 
-/// A step over the devices of a [`DataParallel`] (its precision set by the trainer's config).
+/// Where the parts of a split batch run: the devices of this process, or the ranks of a
+/// distributed run.
+#[derive(Clone, Debug)]
+enum Spread {
+    Devices(DataParallel),
+    Ranks(Distributed),
+}
+
+/// A step over the devices of a [`DataParallel`] (its precision set by the trainer's config)
+/// or the ranks of a [`Distributed`] run.
 type ShardedStepFn<'a, O> = dyn FnMut(
-        &DataParallel,
+        &Spread,
         &mut Stepper,
         &mut O,
         <O as Objective>::Model,
@@ -413,9 +422,10 @@ type ShardedStepFn<'a, O> = dyn FnMut(
     ) -> Result<(<O as Objective>::Model, StepResult)>
     + 'a;
 
-/// The data-parallel (or mixed-precision) way of stepping that [`FitOptions::parallel`] sets.
+/// The data-parallel (or mixed-precision) way of stepping that [`FitOptions::parallel`] or
+/// [`FitOptions::distributed`] sets.
 struct Sharded<'a, O: Objective> {
-    parallel: DataParallel,
+    spread: Spread,
     step: Box<ShardedStepFn<'a, O>>,
 }
 
@@ -468,13 +478,28 @@ impl<'a, O: Shardable + 'a> FitOptions<'a, O> {
     /// its passes in `train.precision`; the model lives on the first device. Checkpoints are
     /// the same as a one-device run's, so a run may resume on another number of devices.
     pub fn parallel(mut self, parallel: &DataParallel) -> Self {
-        self.parallel = Some(Sharded {
-            parallel: parallel.clone(),
-            step: Box::new(|p, stepper, o, m, b, info, lr, updates| {
-                stepper.step_parallel(p, o, m, b, info, lr, updates)
-            }),
-        });
+        self.parallel = Some(Self::sharded(Spread::Devices(parallel.clone())));
         self
+    }
+
+    /// Runs as rank `distributed.rank()` of a distributed run (see [`crate::distributed`]):
+    /// every rank passes the same source and the same global batches, trains its part of each,
+    /// and takes the same update. Rank 0 alone writes the run folder (checkpoints, metrics)
+    /// and runs the end-of-epoch hook; every rank resumes from the checkpoint rank 0 chooses.
+    /// Checkpoints are a one-process run's, so a run may resume on another number of ranks.
+    pub fn distributed(mut self, distributed: &Distributed) -> Self {
+        self.parallel = Some(Self::sharded(Spread::Ranks(distributed.clone())));
+        self
+    }
+
+    fn sharded(spread: Spread) -> Sharded<'a, O> {
+        Sharded {
+            spread,
+            step: Box::new(|spread, stepper, o, m, b, info, lr, updates| match spread {
+                Spread::Devices(p) => stepper.step_parallel(p, o, m, b, info, lr, updates),
+                Spread::Ranks(d) => stepper.step_distributed(d, o, m, b, info, lr, updates),
+            }),
+        }
     }
 }
 
@@ -538,20 +563,39 @@ impl Trainer {
                 ));
             }
             None => None,
-            Some(Sharded { parallel, step }) => {
+            Some(Sharded { spread, step }) => {
+                let parts = match &spread {
+                    Spread::Devices(p) => p.devices().len(),
+                    Spread::Ranks(d) => d.size(),
+                };
                 TrainConfig {
                     batch_size: source.batch_size(),
                     ..self.config.clone()
                 }
-                .check_batch(None, parallel.devices().len())?;
-                Some((parallel.with_precision(self.config.precision)?, step))
+                .check_batch(None, parts)?;
+                let spread = match spread {
+                    Spread::Devices(p) => Spread::Devices(p.with_precision(self.config.precision)?),
+                    Spread::Ranks(_) if self.config.precision != Precision::F32 => {
+                        return Err(Error::config(
+                            "train.precision",
+                            "distributed runs train in f32 (mixed precision runs within one process only): set train.precision = \"f32\"",
+                        ));
+                    }
+                    ranks => ranks,
+                };
+                Some((spread, step))
             }
+        };
+        let ranks = match &sharded {
+            Some((Spread::Ranks(d), _)) => Some(d.clone()),
+            _ => None,
         };
         self.run(
             objective,
             model,
             source,
             resume,
+            ranks.as_ref(),
             on_epoch,
             &mut |stepper: &mut Stepper,
                   o: &mut O,
@@ -566,12 +610,42 @@ impl Trainer {
         )
     }
 
+    /// The checkpoint a resumed run continues from: the newest verified one; in a distributed
+    /// run rank 0's choice, sent to every rank (which then checks it sees that checkpoint's
+    /// files), so every rank loads the same one.
+    fn resume_from(&self, ranks: Option<&Distributed>) -> Result<Option<PathBuf>> {
+        let Some(d) = ranks else {
+            return checkpoint::latest_verified(&self.run_dir);
+        };
+        let mine = if d.is_writer() {
+            checkpoint::latest_verified(&self.run_dir)?
+        } else {
+            None
+        };
+        let step = match &mine {
+            Some(dir) => checkpoint::read_state(dir)?.step as u64,
+            None => 0,
+        };
+        let all = d.collective().all_gather_bytes(&step.to_le_bytes())?;
+        let chosen = u64::from_le_bytes(all[..8].try_into().expect("rank 0's 8 bytes"));
+        if chosen == 0 {
+            return Ok(None);
+        }
+        let dir = checkpoint::step_dir(&self.run_dir, chosen as usize);
+        if !d.is_writer() {
+            // A rank on another node needs the run folder on a shared file system.
+            checkpoint::verify(&dir)?;
+        }
+        Ok(Some(dir))
+    }
+
     fn run<O, S>(
         &self,
         objective: &mut O,
         mut model: O::Model,
         source: &S,
         resume: bool,
+        ranks: Option<&Distributed>,
         mut on_epoch: Option<&mut EpochHook<'_, O::Model>>,
         step_fn: &mut StepFn<'_, O>,
     ) -> Result<TrainOutcome<O::Model>>
@@ -598,8 +672,10 @@ impl Trainer {
         let mut seconds_before = 0.0;
         // Parameter groups are set before a checkpoint's optimizer states are loaded.
         let mut grouped = false;
+        // Rank 0 of a distributed run alone writes the run folder.
+        let writer = ranks.is_none_or(|d| d.is_writer());
         if resume {
-            if let Some(dir) = checkpoint::latest_verified(&self.run_dir)? {
+            if let Some(dir) = self.resume_from(ranks)? {
                 let st = checkpoint::read_state(&dir)?;
                 if st.method != objective.name() || st.steps_per_epoch != spe {
                     return Err(Error::checkpoint(
@@ -621,7 +697,9 @@ impl Trainer {
                 start = st.step;
                 skipped = st.skipped_steps;
                 seconds_before = st.train_seconds;
-                MetricsLog::truncate_after(&metrics_path, start)?;
+                if writer {
+                    MetricsLog::truncate_after(&metrics_path, start)?;
+                }
                 tracing::info!("resuming from {} at step {start}", dir.display());
             } else {
                 // Said at the default log level: a user who asked to resume should know.
@@ -630,22 +708,28 @@ impl Trainer {
                     self.run_dir.display()
                 );
                 // What a process killed before its first checkpoint logged is redone.
-                MetricsLog::truncate_after(&metrics_path, 0)?;
+                if writer {
+                    MetricsLog::truncate_after(&metrics_path, 0)?;
+                }
             }
         } else if checkpoint::latest(&self.run_dir)?.is_some() {
             return Err(Error::Invalid(format!(
                 "{} already holds checkpoints: pass --resume to continue it, or choose another --out",
                 self.run_dir.display()
             )));
-        } else {
+        } else if writer {
             MetricsLog::remove(&metrics_path)?;
         }
         if !grouped {
             set_param_settings(&mut stepper, objective, &model);
         }
-        let mut log = MetricsLog::open(&metrics_path)?;
+        let mut log = if writer {
+            Some(MetricsLog::open(&metrics_path)?)
+        } else {
+            None
+        };
 
-        let bar = if self.progress {
+        let bar = if self.progress && writer {
             ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr())
         } else {
             ProgressBar::hidden()
@@ -668,7 +752,7 @@ impl Trainer {
         let mut last_ckpt = None;
         let mut last_msg = String::new();
         // Without a terminal the bar is hidden; a line per epoch keeps redirected logs useful.
-        let epoch_lines = self.progress && bar.is_hidden();
+        let epoch_lines = self.progress && writer && bar.is_hidden();
         for step in start..total {
             let (epoch, index) = (step / spe, step % spe);
             let info = StepInfo {
@@ -726,7 +810,9 @@ impl Trainer {
                 for (k, v) in &extra {
                     fields.push((k.as_str(), json!(v)));
                 }
-                log.write(&fields)?;
+                if let Some(log) = log.as_mut() {
+                    log.write(&fields)?;
+                }
                 last_msg = format!("loss {mean:.4} lr {lr:.3e} {ips:.0} img/s");
                 bar.set_message(last_msg.clone());
                 window = (0.0, 0);
@@ -746,10 +832,10 @@ impl Trainer {
             }
             if epoch_end {
                 let mut values = objective.end_epoch(epoch);
-                if let Some(hook) = on_epoch.as_mut() {
+                if let Some(hook) = on_epoch.as_mut().filter(|_| writer) {
                     values.extend(hook(epoch, &model)?);
                 }
-                if !values.is_empty() {
+                if let Some(log) = log.as_mut().filter(|_| !values.is_empty()) {
                     let mut fields = vec![("step", json!(done)), ("epoch", json!(epoch))];
                     for (k, v) in &values {
                         fields.push((k.as_str(), json!(v)));
@@ -766,7 +852,9 @@ impl Trainer {
                 }
             }
             let periodic = cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0;
-            if periodic || done == total {
+            if (periodic || done == total) && !writer {
+                last_ckpt = Some(checkpoint::step_dir(&self.run_dir, done));
+            } else if periodic || done == total {
                 let state = CheckpointState {
                     method: objective.name().to_string(),
                     step: done,

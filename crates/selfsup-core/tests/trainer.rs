@@ -399,3 +399,151 @@ fn parameter_groups_scale_the_rate_switch_off_decay_and_resume_exactly() {
         assert_ne!(weights(&f.model), weights(&ungrouped.unwrap().model));
     }
 }
+
+/// The toy regression as a per-sample objective: each sample's residual `lin(x) - 2x` is its
+/// output, the loss their mean square over the gathered batch.
+struct Residual;
+
+impl Objective for Residual {
+    type Model = Toy;
+    type Batch = Tensor<2>;
+    fn name(&self) -> &str {
+        "toy"
+    }
+    fn loss(&mut self, model: &Toy, x: &Tensor<2>, _phase: usize, info: &StepInfo) -> LossOutput {
+        selfsup_core::parallel::whole_batch_loss(self, model, x, info)
+    }
+}
+
+impl selfsup_core::Shardable for Residual {
+    type Shard = Tensor<2>;
+    fn shard(
+        &self,
+        _model: &Toy,
+        x: &Tensor<2>,
+        devices: &[Device],
+        _info: &StepInfo,
+    ) -> Result<Vec<Tensor<2>>> {
+        selfsup_core::parallel::split_rows(x, devices)
+    }
+    fn whole(&self, _model: &Toy, x: &Tensor<2>, _info: &StepInfo) -> Tensor<2> {
+        x.clone()
+    }
+    fn cast(&self, x: Tensor<2>, _dtype: burn::tensor::FloatDType) -> Tensor<2> {
+        x
+    }
+    fn outputs(&self, model: &Toy, x: &Tensor<2>, _info: &StepInfo) -> Vec<Tensor<2>> {
+        vec![model.lin.forward(x.clone()).sub(x.clone().mul_scalar(2.0))]
+    }
+    fn gathered_loss(
+        &mut self,
+        _model: &Toy,
+        outputs: Vec<Tensor<2>>,
+        _info: &StepInfo,
+    ) -> LossOutput {
+        LossOutput::new(outputs[0].clone().square().mean())
+    }
+}
+
+/// `ranks` threads, each a rank of one `LocalGroup`, fitting the toy in `dir`; their outcomes
+/// in rank order.
+fn fit_ranks(
+    cfg: &TrainConfig,
+    dir: &Path,
+    ranks: usize,
+    resume: bool,
+) -> Vec<Result<TrainOutcome<Toy>>> {
+    use selfsup_core::{Distributed, FitOptions, LocalGroup};
+    std::thread::scope(|s| {
+        let handles: Vec<_> = LocalGroup::new(ranks)
+            .into_iter()
+            .map(|group| {
+                s.spawn(move || {
+                    let device = Device::flex().autodiff();
+                    let dist = Distributed::new(std::sync::Arc::new(group), device.clone())?;
+                    Trainer::new(cfg.clone(), dir)?.with_progress(false).fit(
+                        &mut Residual,
+                        model(&device),
+                        &Data(device.clone()),
+                        FitOptions::new().resume(resume).distributed(&dist),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// Two ranks (threads) train as one process does over the whole batch; rank 0 alone writes the
+/// run folder; a 2-rank run resumed from its step-5 checkpoint ends where the uninterrupted one
+/// did, bit for bit; 3 ranks cannot split a batch of 8 and every rank says so.
+#[test]
+fn two_ranks_train_as_one_process_write_once_and_resume_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(OptimizerKind::Adamw);
+    let device = Device::flex().autodiff();
+    let one = Trainer::new(cfg.clone(), dir.path().join("one"))
+        .unwrap()
+        .with_progress(false)
+        .fit(
+            &mut Residual,
+            model(&device),
+            &Data(device.clone()),
+            selfsup_core::FitOptions::new(),
+        )
+        .unwrap();
+
+    let two_dir = dir.path().join("two");
+    let two: Vec<TrainOutcome<Toy>> = fit_ranks(&cfg, &two_dir, 2, false)
+        .into_iter()
+        .collect::<Result<_>>()
+        .unwrap();
+    let w = weights(&one.model);
+    for (r, o) in two.iter().enumerate() {
+        let d = selfsup_core::grads::max_abs_diff(&w, &weights(&o.model));
+        assert!(
+            d < 1e-5,
+            "rank {r}'s weights differ from one process's by {d}"
+        );
+        assert_eq!(o.steps, 12);
+    }
+    assert_eq!(
+        weights(&two[0].model),
+        weights(&two[1].model),
+        "the ranks drifted apart"
+    );
+    let lines = |p: &Path| {
+        std::fs::read_to_string(p.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    assert_eq!(
+        lines(&two_dir),
+        lines(&dir.path().join("one")),
+        "a metrics line per log, written once"
+    );
+    assert_eq!(two[1].checkpoint, two[0].checkpoint);
+
+    // Interrupted after step 5: both ranks resume from rank 0's checkpoint.
+    let b_dir = dir.path().join("b");
+    let five = checkpoint::step_dir(&two_dir, 5);
+    let dst = checkpoint::step_dir(&b_dir, 5);
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in std::fs::read_dir(&five).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
+    }
+    let b: Vec<TrainOutcome<Toy>> = fit_ranks(&cfg, &b_dir, 2, true)
+        .into_iter()
+        .collect::<Result<_>>()
+        .unwrap();
+    for o in &b {
+        assert_eq!(weights(&o.model), weights(&two[0].model), "resume differs");
+    }
+
+    for r in fit_ranks(&cfg, &dir.path().join("three"), 3, false) {
+        let err = r.err().expect("8 rows over 3 ranks");
+        assert!(err.to_string().contains("train.batch_size"), "{err}");
+    }
+}
