@@ -13,6 +13,7 @@ use selfsup_pipeline::{
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 // burn's CPU backend allocates and frees large buffers every step; glibc's allocator returns
 // them to the kernel and page-faults them back. mimalloc, told to keep freed memory
@@ -83,6 +84,12 @@ enum Command {
         /// Hide the progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Train as one rank of a job of several processes, each on its part of every global
+        /// batch: `mpirun -np 2 selfsup pretrain --distributed mpi ...` (a build with the `mpi`
+        /// feature; docs/backends.md). Rank 0 writes the run folder. Every method but the GAN
+        /// and VICReg.
+        #[arg(long, value_enum, default_value_t = Launch::None)]
+        distributed: Launch,
     },
     /// List the methods with a line on each.
     Methods,
@@ -514,6 +521,7 @@ fn run(cli: Cli) -> Result<()> {
             set,
             quiet,
             no_eval,
+            distributed,
         } => {
             let from_file = config
                 .as_deref()
@@ -587,10 +595,22 @@ fn run(cli: Cli) -> Result<()> {
             }
             apply_sets(&mut cfg, &set)?;
             let recipe = registry.get(&cfg.method)?;
-            let report = if no_eval {
-                selfsup_pipeline::pretrain_only(recipe, cfg, &out, resume, !quiet)?
-            } else {
-                pretrain(recipe, cfg, &out, resume, !quiet)?
+            let report = match distributed {
+                Launch::Mpi => {
+                    let world = mpi_world()?;
+                    let writer = world.rank() == 0;
+                    let report = selfsup_pipeline::pretrain_distributed(
+                        recipe, cfg, &out, resume, !quiet, !no_eval, world,
+                    )?;
+                    if !writer {
+                        return Ok(());
+                    }
+                    report
+                }
+                Launch::None if no_eval => {
+                    selfsup_pipeline::pretrain_only(recipe, cfg, &out, resume, !quiet)?
+                }
+                Launch::None => pretrain(recipe, cfg, &out, resume, !quiet)?,
             };
             let peak = report
                 .peak_rss_mib
@@ -770,6 +790,51 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// How `selfsup pretrain` runs: one process, or one rank of an MPI job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Launch {
+    /// One process (its devices: `--device`, `--devices`).
+    None,
+    /// One rank of the processes `mpirun` started.
+    Mpi,
+}
+
+/// The MPI world, started once: the error path aborts the whole job through it.
+#[cfg(feature = "mpi")]
+static MPI: std::sync::OnceLock<Arc<selfsup_mpi::Mpi>> = std::sync::OnceLock::new();
+
+#[cfg(feature = "mpi")]
+fn mpi_world() -> Result<Arc<dyn selfsup_core::Collective>> {
+    let world = Arc::new(selfsup_mpi::Mpi::init()?);
+    let _ = MPI.set(world.clone());
+    Ok(world)
+}
+
+#[cfg(not(feature = "mpi"))]
+fn mpi_world() -> Result<Arc<dyn selfsup_core::Collective>> {
+    Err(Error::config(
+        "--distributed",
+        "this selfsup was built without MPI: build it with `cargo build --release -p selfsup-cli --features mpi` (needs Open MPI: apt install openmpi-bin libopenmpi-dev libclang-dev; docs/backends.md)",
+    ))
+}
+
+/// A rank that fails stops every rank of its job (they would wait for it in their next
+/// exchange); a one-process run just returns.
+fn stop_job() {
+    #[cfg(feature = "mpi")]
+    if let Some(world) = MPI.get() {
+        use selfsup_core::Collective;
+        if world.size() > 1 {
+            eprintln!(
+                "error: rank {} of {} failed (above); stopping every rank of the job. Fix the cause and rerun the same command with --resume to continue from the last checkpoint",
+                world.rank(),
+                world.size()
+            );
+            world.abort(1);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     selfsup_kernels::keep_freed_memory();
     tracing_subscriber::fmt()
@@ -782,6 +847,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
+            stop_job();
             ExitCode::FAILURE
         }
     }

@@ -13,13 +13,20 @@ use std::sync::{Arc, Mutex};
 
 /// Stacks same-shaped images into a `[N, C, H, W]` tensor on `device`.
 pub fn stack(images: &[Image], device: &Device) -> Tensor<4> {
+    stack_rows(images, 0, images.len(), device)
+}
+
+/// `images` as rows `first..` of a `[rows, C, H, W]` batch whose other rows are zeros.
+fn stack_rows(images: &[Image], first: usize, rows: usize, device: &Device) -> Tensor<4> {
     let (c, h, w) = (images[0].channels, images[0].height, images[0].width);
-    let mut data = Vec::with_capacity(images.len() * c * h * w);
+    let mut data = vec![0.0; first * c * h * w];
+    data.reserve(rows * c * h * w - data.len());
     for img in images {
         debug_assert_eq!((img.channels, img.height, img.width), (c, h, w));
         data.extend_from_slice(&img.data);
     }
-    Tensor::from_data(TensorData::new(data, [images.len(), c, h, w]), device)
+    data.resize(rows * c * h * w, 0.0);
+    Tensor::from_data(TensorData::new(data, [rows, c, h, w]), device)
 }
 
 /// The order of the training images in `epoch`: a fresh shuffle per epoch from the seed.
@@ -44,6 +51,8 @@ pub struct ViewLoader {
     pool: Option<Arc<rayon::ThreadPool>>,
     /// The shuffle of the epoch last asked for, so each step does not reshuffle the dataset.
     order: Mutex<Option<(usize, Arc<Vec<usize>>)>>,
+    /// `(rank, ranks)`: only that part of each batch is built (see [`ViewLoader::with_part`]).
+    part: Option<(usize, usize)>,
 }
 
 impl ViewLoader {
@@ -63,7 +72,17 @@ impl ViewLoader {
             device,
             pool: None,
             order: Mutex::new(None),
+            part: None,
         }
+    }
+
+    /// Builds only part `rank` of `ranks` equal consecutive parts of each batch's rows and
+    /// leaves the other rows zeros: a rank of a distributed run trains on its own rows only
+    /// (`selfsup_core::distributed`), so it need not decode and augment the others'. Batch
+    /// shapes, the image order and each image's views stay those of the whole batch.
+    pub fn with_part(mut self, rank: usize, ranks: usize) -> Self {
+        self.part = (ranks > 1).then_some((rank, ranks));
+        self
     }
 
     /// Builds batches on a pool of its own of `workers` threads (`data.workers`) instead of
@@ -129,8 +148,14 @@ impl BatchSource for ViewLoader {
 
     fn batch(&self, epoch: usize, index: usize) -> Result<Self::Batch> {
         let ids = self.batch_ids(epoch, index);
+        let n = ids.len();
+        let (first, end) = match self.part {
+            Some((rank, ranks)) => (rank * n / ranks, (rank + 1) * n / ranks),
+            None => (0, n),
+        };
         let per_image: Vec<Vec<Image>> = self.install(|| {
-            ids.par_iter()
+            ids[first..end]
+                .par_iter()
                 .map(|&i| self.image_views(epoch, i))
                 .collect::<Result<_>>()
         })?;
@@ -138,7 +163,7 @@ impl BatchSource for ViewLoader {
         Ok((0..nv)
             .map(|v| {
                 let imgs: Vec<Image> = per_image.iter().map(|vs| vs[v].clone()).collect();
-                stack(&imgs, &self.device)
+                stack_rows(&imgs, first, n, &self.device)
             })
             .collect())
     }
@@ -358,6 +383,33 @@ mod tests {
         assert_eq!(x[0].to_data(), y[0].to_data());
         let z = loader(2).batch(2, 3).unwrap();
         assert_ne!(x[0].to_data(), z[0].to_data());
+    }
+
+    /// A rank's part holds exactly its rows of the whole batch, zeros elsewhere.
+    #[test]
+    fn a_rank_builds_its_rows_of_the_whole_batch() {
+        let whole = loader(1).batch(2, 3).unwrap();
+        let rows = |t: &Tensor<4>, a: usize, b: usize| {
+            t.clone()
+                .narrow(0, a, b - a)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
+        for rank in 0..2 {
+            let part = loader(1).with_part(rank, 2).batch(2, 3).unwrap();
+            for (w, p) in whole.iter().zip(&part) {
+                assert_eq!(p.dims(), w.dims());
+                let (own, other) = if rank == 0 {
+                    (0..4, 4..8)
+                } else {
+                    (4..8, 0..4)
+                };
+                assert_eq!(rows(p, own.start, own.end), rows(w, own.start, own.end));
+                assert!(rows(p, other.start, other.end).iter().all(|&v| v == 0.0));
+                assert!(rows(w, other.start, other.end).iter().any(|&v| v != 0.0));
+            }
+        }
     }
 
     #[test]

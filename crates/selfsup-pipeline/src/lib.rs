@@ -29,7 +29,7 @@ pub use config::{EvalConfig, RunConfig};
 pub use embed::{Embedded, Split, embed};
 pub use evaluate::{EvalArgs, EvalPlan, EvalReport, eval_finetune, eval_frozen};
 pub use export::{Exported, export};
-pub use pretrain::{PretrainReport, pretrain, pretrain_only};
+pub use pretrain::{PretrainReport, pretrain, pretrain_distributed, pretrain_only};
 pub use recipe::{Recipe, ReportPart, TrainRun, Trained};
 pub use registry::Registry;
 pub use report::{ReportContext, ReportFiles, report};

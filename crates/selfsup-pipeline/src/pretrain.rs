@@ -4,7 +4,8 @@ use crate::config::RunConfig;
 use crate::evaluate::{EvalPlan, EvalReport, evaluate};
 use crate::recipe::{Recipe, TrainRun, Trained};
 use crate::run_dir::{self, CONFIG_FILE, ENCODER_FILE, RESULTS_FILE, SKIPPED_FILE, write_json};
-use selfsup_core::{DataParallel, Error, Precision, Result, Trainer};
+use selfsup_core::distributed::check_agree;
+use selfsup_core::{Collective, DataParallel, Distributed, Error, Precision, Result, Trainer};
 use selfsup_data::{ImageSet, Splits};
 use selfsup_encoders::Backbone;
 use serde::{Deserialize, Serialize};
@@ -44,7 +45,7 @@ pub fn pretrain(
     resume: bool,
     progress: bool,
 ) -> Result<PretrainReport> {
-    pretrain_run(recipe, cfg, out, resume, progress, true)
+    pretrain_run(recipe, cfg, out, resume, progress, true, None)
 }
 
 /// [`pretrain`] without the final scoring (`selfsup pretrain --no-eval`): train and save the
@@ -56,7 +57,34 @@ pub fn pretrain_only(
     resume: bool,
     progress: bool,
 ) -> Result<PretrainReport> {
-    pretrain_run(recipe, cfg, out, resume, progress, false)
+    pretrain_run(recipe, cfg, out, resume, progress, false, None)
+}
+
+/// [`pretrain`] (or with `score` false [`pretrain_only`]) as one rank of a distributed run
+/// (`mpirun -np N selfsup pretrain --distributed mpi ...`; see `selfsup_core::distributed`):
+/// every rank loads the data and trains its part of every global batch of `train.batch_size`
+/// images; rank 0 alone writes the run folder and scores the encoder, the other ranks return
+/// without an evaluation. The ranks first check they run the same config and binary.
+pub fn pretrain_distributed(
+    recipe: &dyn Recipe,
+    cfg: RunConfig,
+    out: &Path,
+    resume: bool,
+    progress: bool,
+    score: bool,
+    ranks: Arc<dyn Collective>,
+) -> Result<PretrainReport> {
+    pretrain_run(recipe, cfg, out, resume, progress, score, Some(ranks))
+}
+
+/// A hash of what every rank of a distributed run must share: the resolved config and the
+/// binary's commit (std's SipHash with its fixed keys: the same on every rank of one build).
+fn run_fingerprint(cfg: &RunConfig) -> Result<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    cfg.to_toml()?.hash(&mut h);
+    run_dir::commit().hash(&mut h);
+    Ok(h.finish())
 }
 
 /// Writes the run's `skipped-images.txt` (the files left out at load and those found not to
@@ -98,6 +126,7 @@ pub(crate) fn pretrain_run(
     resume: bool,
     progress: bool,
     score: bool,
+    ranks: Option<Arc<dyn Collective>>,
 ) -> Result<PretrainReport> {
     if cfg.method != recipe.name() {
         return Err(Error::config(
@@ -112,6 +141,19 @@ pub(crate) fn pretrain_run(
     recipe.validate(&cfg)?;
     let device = cfg.device.train_device()?;
     let devices = cfg.train_devices();
+    let distributed = match ranks {
+        Some(_) if devices.len() > 1 => {
+            return Err(Error::config(
+                "devices",
+                "a distributed run trains on one device per rank: leave `devices` empty and set `device`",
+            ));
+        }
+        Some(r) => Some(Distributed::new(r, device.clone())?),
+        None => None,
+    };
+    // Rank 0 of a distributed run alone writes the run folder.
+    let writer = distributed.as_ref().is_none_or(|d| d.is_writer());
+    let parts = distributed.as_ref().map_or(devices.len(), |d| d.size());
     let parallel = if devices.len() > 1 || cfg.train.precision != Precision::F32 {
         let devices = devices
             .iter()
@@ -127,11 +169,18 @@ pub(crate) fn pretrain_run(
     recipe.prepare(&mut cfg, &mut splits, size)?;
     let spec = cfg.data.spec.to_string();
     cfg.train
-        .check_batch(Some((splits.train.len(), &spec)), devices.len())?;
+        .check_batch(Some((splits.train.len(), &spec)), parts)?;
     cfg.data.resolve_normalization(&splits.train)?;
+    if let Some(d) = &distributed {
+        check_agree(
+            d.collective(),
+            "the config and the binary's commit",
+            run_fingerprint(&cfg)?,
+        )?;
+    }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let saved = out.join(CONFIG_FILE);
-    if resume && saved.is_file() {
+    if resume && writer && saved.is_file() {
         // A resume with other settings is allowed (a fix after a divergence), never silent.
         let before = RunConfig::load_saved(&saved)?;
         let changed = run_dir::changed_settings(&before, &cfg);
@@ -143,9 +192,11 @@ pub(crate) fn pretrain_run(
             );
         }
     }
-    cfg.save(&saved)?;
-    run_dir::append_provenance(out, &cfg, resume)?;
-    write_skipped(out, &splits, &splits.train)?;
+    if writer {
+        cfg.save(&saved)?;
+        run_dir::append_provenance(out, &cfg, resume)?;
+        write_skipped(out, &splits, &splits.train)?;
+    }
 
     let channels = splits.train.channels;
     let train = Arc::new(std::mem::replace(&mut splits.train, ImageSet::empty()));
@@ -157,20 +208,26 @@ pub(crate) fn pretrain_run(
     } else {
         format!("{}x{}x{}", channels, train.height, train.width)
     };
-    eprintln!(
-        "selfsup: {} on {} ({} training images {shape}), {:?} encoder, device {}, {} epochs of {} steps",
-        recipe.name(),
-        cfg.data.spec,
-        train.len(),
-        cfg.encoder.arch,
-        devices
-            .iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join(","),
-        cfg.train.epochs,
-        train.len() / cfg.train.batch_size,
-    );
+    let on = match &distributed {
+        Some(d) => format!(", {} ranks", d.size()),
+        None => String::new(),
+    };
+    if writer {
+        eprintln!(
+            "selfsup: {} on {} ({} training images {shape}), {:?} encoder, device {}{on}, {} epochs of {} steps",
+            recipe.name(),
+            cfg.data.spec,
+            train.len(),
+            cfg.encoder.arch,
+            devices
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            cfg.train.epochs,
+            train.len() / cfg.train.batch_size,
+        );
+    }
 
     let trainer = Trainer::new(cfg.train.clone(), out)?.with_progress(progress);
     let probe = splits.probe.as_ref().unwrap_or(&train);
@@ -185,6 +242,7 @@ pub(crate) fn pretrain_run(
         size,
         device,
         parallel,
+        distributed,
         trainer: &trainer,
         resume,
         init_weights,
@@ -197,6 +255,18 @@ pub(crate) fn pretrain_run(
         train_seconds: secs,
     } = recipe.train(&run)?;
     let train_peak = selfsup_core::metrics::peak_rss_mib();
+    if !writer {
+        return Ok(PretrainReport {
+            run_dir: out.to_path_buf(),
+            steps,
+            final_loss: last_loss,
+            images_per_sec: ips,
+            train_seconds: secs,
+            peak_rss_mib: train_peak,
+            train_peak_rss_mib: train_peak,
+            eval: None,
+        });
+    }
     run_dir::save_module(&out.join(ENCODER_FILE), &encoder)?;
     write_skipped(out, &splits, &train)?;
     let report = finish(

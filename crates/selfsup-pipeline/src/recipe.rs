@@ -14,8 +14,8 @@ use crate::report::ReportContext;
 use crate::step_bench::{StepBench, Timings};
 use burn::tensor::Device;
 use selfsup_core::{
-    BatchSource, DataParallel, Error, FitOptions, Objective, Prefetch, Result, Shardable,
-    TrainOutcome, Trainer, ViewGenerator,
+    BatchSource, DataParallel, Distributed, Error, FitOptions, Objective, Prefetch, Result,
+    Shardable, TrainOutcome, Trainer, ViewGenerator,
 };
 use selfsup_data::{ImageSet, MultiView, Splits, ViewLoader};
 use selfsup_encoders::Backbone;
@@ -118,6 +118,9 @@ pub struct TrainRun<'a> {
     /// The devices of a data-parallel or mixed-precision run (`devices`, `train.precision`),
     /// first `device`; `None` for a plain one-device run.
     pub parallel: Option<DataParallel>,
+    /// This process's rank of a distributed run (`selfsup pretrain --distributed mpi`); `None`
+    /// for a run of one process.
+    pub distributed: Option<Distributed>,
     /// The engine: checkpoints, metrics, schedule, progress.
     pub trainer: &'a Trainer,
     /// Continue from the newest checkpoint in the run folder.
@@ -191,14 +194,19 @@ impl<'a> TrainRun<'a> {
     /// Batches of `views` of the training images in the run's seeded order, not prefetched
     /// (a method that adds to each batch wraps this).
     /// Batches are built by `data.workers` threads of the loader's own.
+    /// A rank of a distributed run builds only its own rows of each batch.
     pub fn view_loader(&self, views: impl ViewGenerator + 'static) -> Result<ViewLoader> {
-        ViewLoader::new(
+        let loader = ViewLoader::new(
             self.train.clone(),
             Arc::new(views),
             self.cfg.train.batch_size,
             self.cfg.train.seed,
             self.device.clone(),
-        )
+        );
+        match &self.distributed {
+            Some(d) => loader.with_part(d.rank(), d.size()),
+            None => loader,
+        }
         .with_workers(self.cfg.data.worker_threads())
     }
 
@@ -224,9 +232,10 @@ impl<'a> TrainRun<'a> {
     /// `options` over the run's devices and precision (`parallel`), for an objective that can
     /// split its batch.
     pub fn sharded<'o, O: Shardable + 'o>(&self, options: FitOptions<'o, O>) -> FitOptions<'o, O> {
-        match &self.parallel {
-            Some(p) => options.parallel(p),
-            None => options,
+        match (&self.parallel, &self.distributed) {
+            (_, Some(d)) => options.distributed(d),
+            (Some(p), None) => options.parallel(p),
+            (None, None) => options,
         }
     }
 
@@ -246,6 +255,15 @@ impl<'a> TrainRun<'a> {
         O: Objective,
         S: BatchSource<Batch = O::Batch>,
     {
+        if self.distributed.is_some() && !options.is_parallel() {
+            return Err(Error::config(
+                "--distributed",
+                format!(
+                    "{} trains in one process: its objective is not `Shardable` (SimCLR, CLIP, MAE, DINO, RotNet and jigsaw are); run it without --distributed",
+                    objective.name()
+                ),
+            ));
+        }
         if self.parallel.is_some() && !options.is_parallel() {
             return Err(Error::config(
                 if self.cfg.devices.len() > 1 {

@@ -411,7 +411,7 @@ fn plan_steps(
     probe.train.log_every = 1;
     probe.train.checkpoint_every = 0;
     probe.eval.monitor_every = 0;
-    pretrain_run(recipe, probe, &probe_dir, false, false, false)?;
+    pretrain_run(recipe, probe, &probe_dir, false, false, false, None)?;
     let per_step = probe_seconds_per_step(&probe_dir.join(METRICS_FILE), cfg.train.batch_size)?;
     let steps = ((minutes * 60.0 / per_step).floor() as usize).max(1);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -472,7 +472,7 @@ fn run_method(args: &SuiteArgs, recipe: &dyn Recipe) -> Result<MethodRow> {
         };
         cfg.train.epochs = cfg.train.max_steps.div_ceil(per_epoch);
     }
-    let report = pretrain_run(recipe, cfg, &dir, true, !args.quiet, true)?;
+    let report = pretrain_run(recipe, cfg, &dir, true, !args.quiet, true, None)?;
     // The config as trained (normalization resolved, a method's own changes).
     let cfg = RunConfig::load_saved(&dir.join(CONFIG_FILE))?;
     let row = method_row(name, &cfg, &report, args)?;
