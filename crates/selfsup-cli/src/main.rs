@@ -602,6 +602,7 @@ fn run(cli: Cli) -> Result<()> {
                     let report = selfsup_pipeline::pretrain_distributed(
                         recipe, cfg, &out, resume, !quiet, !no_eval, world,
                     )?;
+                    end_mpi();
                     if !writer {
                         return Ok(());
                     }
@@ -799,15 +800,23 @@ enum Launch {
     Mpi,
 }
 
-/// The MPI world, started once: the error path aborts the whole job through it.
+/// The MPI world while a distributed run trains: the error path aborts the whole job through
+/// it; [`end_mpi`] lets it go, which finalizes MPI.
 #[cfg(feature = "mpi")]
-static MPI: std::sync::OnceLock<Arc<selfsup_mpi::Mpi>> = std::sync::OnceLock::new();
+static MPI: std::sync::Mutex<Option<Arc<selfsup_mpi::Mpi>>> = std::sync::Mutex::new(None);
 
 #[cfg(feature = "mpi")]
 fn mpi_world() -> Result<Arc<dyn selfsup_core::Collective>> {
     let world = Arc::new(selfsup_mpi::Mpi::init()?);
-    let _ = MPI.set(world.clone());
+    *MPI.lock().unwrap_or_else(|e| e.into_inner()) = Some(world.clone());
     Ok(world)
+}
+
+/// A distributed run that ended well: MPI is finalized once the run's own handles are gone
+/// (every rank must finalize, or `mpirun` reports the job as failed).
+fn end_mpi() {
+    #[cfg(feature = "mpi")]
+    drop(MPI.lock().unwrap_or_else(|e| e.into_inner()).take());
 }
 
 #[cfg(not(feature = "mpi"))]
@@ -822,11 +831,11 @@ fn mpi_world() -> Result<Arc<dyn selfsup_core::Collective>> {
 /// exchange); a one-process run just returns.
 fn stop_job() {
     #[cfg(feature = "mpi")]
-    if let Some(world) = MPI.get() {
+    if let Some(world) = MPI.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
         use selfsup_core::Collective;
         if world.size() > 1 {
             eprintln!(
-                "error: rank {} of {} failed (above); stopping every rank of the job. Fix the cause and rerun the same command with --resume to continue from the last checkpoint",
+                "error: rank {} of {} failed (above); stopping every rank of the job. Fix the cause and rerun (with --resume to continue from the last checkpoint)",
                 world.rank(),
                 world.size()
             );
