@@ -639,6 +639,7 @@ impl Trainer {
         Ok(Some(dir))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run<O, S>(
         &self,
         objective: &mut O,
