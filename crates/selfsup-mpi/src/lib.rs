@@ -2,8 +2,8 @@
 //!
 //! Distributed training over MPI processes: `Mpi` (with the `mpi` feature) is the
 //! [`selfsup_core::Collective`] a rank of `mpirun -np N selfsup pretrain --distributed mpi ...`
-//! exchanges its outputs and gradients through (see `selfsup_core::distributed` for what a step exchanges, and `docs/backends.md`
-//! for launching on one machine or many).
+//! exchanges its outputs and gradients through (see `selfsup_core::distributed` for what a
+//! step exchanges, and `docs/backends.md` for launching on one machine or many).
 //!
 //! The crate binds Open MPI (or any MPI 3 library) through the `mpi` crate behind its `mpi`
 //! feature, off by default: building it needs MPI's headers and libclang (Debian:
