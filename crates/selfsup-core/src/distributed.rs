@@ -283,6 +283,11 @@ impl Distributed {
                 Error::Invalid(format!("{}: fewer shards than ranks", objective.name()))
             })?;
         let outputs = objective.outputs(model, &shard, info);
+        // What this rank sends: its outputs (all-gather), then the gradient buffer (sum).
+        let mut sent: usize = outputs
+            .iter()
+            .map(|o| o.dims().iter().product::<usize>())
+            .sum();
         let t = Instant::now();
         let gathered = self.gather_outputs(objective.name(), &outputs)?;
         let mut comm = t.elapsed().as_secs_f64();
@@ -327,10 +332,13 @@ impl Distributed {
             crate::parallel::sum_gradients(model, &mut total, g, &self.device.clone().inner(), 1.0);
         }
         let t = Instant::now();
-        let grads = self.all_reduce(model, total)?;
+        let (grads, count) = self.all_reduce(model, total)?;
+        sent += count;
         comm += t.elapsed().as_secs_f64();
         let mut metrics = out.metrics;
+        // The exchanges' share of the step, and their size (f32 values, 4 bytes each).
         metrics.push(("comm_seconds".into(), comm));
+        metrics.push(("comm_bytes_sent".into(), 4.0 * sent as f64));
         Ok(Ok(ParallelGrads {
             loss: value,
             metrics,
@@ -375,11 +383,12 @@ impl Distributed {
     /// The sum over ranks of every parameter's gradient, as one exchange: the gradients laid
     /// end to end in the module's visiting order, behind one flag per parameter that says
     /// which ranks have a gradient for it (a parameter no rank has one for stays without).
+    /// Also returns the number of values exchanged.
     fn all_reduce<M: Module>(
         &self,
         model: &M,
         mut grads: GradientsParams,
-    ) -> Result<GradientsParams> {
+    ) -> Result<(GradientsParams, usize)> {
         let mut slots = Slots(Vec::new());
         model.visit(&mut slots);
         let slots = slots.0;
@@ -426,7 +435,7 @@ impl Distributed {
                 _ => {}
             }
         }
-        Ok(out)
+        Ok((out, buf.len()))
     }
 }
 
