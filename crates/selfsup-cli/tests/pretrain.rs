@@ -176,6 +176,19 @@ fn cli_reports_bad_input_clearly() {
     );
     let parsed = RunConfig::parse(&out, "stdout", &selfsup_cli::registry()).unwrap();
     assert_eq!(parsed, preset("simclr"));
+    // The default build has no MPI: `--distributed mpi` names the feature to build with.
+    if !cfg!(feature = "mpi") {
+        let (ok, err, _) = run(&[
+            "pretrain",
+            "--distributed",
+            "mpi",
+            "--max-steps",
+            "1",
+            "--out",
+            dir.path().join("mpi").to_str().unwrap(),
+        ]);
+        assert!(!ok && err.contains("--features mpi"), "{err}");
+    }
 }
 
 /// `--devices`: SimCLR trains data-parallel over two (flex) replicas; what cannot is refused

@@ -256,13 +256,10 @@ impl<'a> TrainRun<'a> {
         S: BatchSource<Batch = O::Batch>,
     {
         if self.distributed.is_some() && !options.is_parallel() {
-            return Err(Error::config(
-                "--distributed",
-                format!(
-                    "{} trains in one process: its objective is not `Shardable` (SimCLR, CLIP, MAE, DINO, RotNet and jigsaw are); run it without --distributed",
-                    objective.name()
-                ),
-            ));
+            return Err(Error::Invalid(format!(
+                "--distributed: {} trains in one process, its objective is not `Shardable` (SimCLR, CLIP, MAE, DINO, RotNet and jigsaw are); run it without --distributed",
+                objective.name()
+            )));
         }
         if self.parallel.is_some() && !options.is_parallel() {
             return Err(Error::config(
