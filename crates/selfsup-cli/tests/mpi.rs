@@ -1,5 +1,5 @@
 //! Distributed training over MPI on loopback (`mpirun -np 2 --oversubscribe`), with the
-//! `selfsup` binary built with the `mpi` feature: a 2-rank run of SimCLR, CLIP, DINO and MAE
+//! `selfsup` binary built with the `mpi` feature: a 2-rank run of SimCLR, CLIP, DINO, MAE and RotNet
 //! logs the losses and ends with the weights of a 1-process run over the whole batch; a killed
 //! rank takes the job down and the run resumes to the uninterrupted 2-rank weights; ranks that
 //! disagree on the config, and a batch the ranks cannot split, stop with errors naming them.
@@ -36,6 +36,8 @@ fn config(method: &str) -> RunConfig {
     for key in ["simclr.head.batch_norm", "dino.head.batch_norm"] {
         set_own(&mut c, key, "false");
     }
+    // RotNet's head as one linear layer (its hidden layers have BatchNorm).
+    set_own(&mut c, "rotnet.layers", "1");
     c
 }
 
@@ -113,7 +115,7 @@ fn two_ranks(config: &Path, out: &Path, resume: bool) -> Output {
 #[test]
 fn two_ranks_train_as_one_process_over_the_whole_batch() {
     let dir = tempfile::tempdir().unwrap();
-    for method in ["simclr", "clip", "dino", "mae"] {
+    for method in ["simclr", "clip", "dino", "mae", "rotnet"] {
         let config = write(&config(method), dir.path());
         let (one, two) = (
             dir.path().join(format!("{method}-1")),
