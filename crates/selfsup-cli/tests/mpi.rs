@@ -1,8 +1,8 @@
 //! Distributed training over MPI on loopback (`mpirun -np 2 --oversubscribe`), with the
-//! `selfsup` binary built with the `mpi` feature: a 2-rank run of SimCLR, CLIP, DINO, MAE and RotNet
-//! logs the losses and ends with the weights of a 1-process run over the whole batch; a killed
-//! rank takes the job down and the run resumes to the uninterrupted 2-rank weights; ranks that
-//! disagree on the config, and a batch the ranks cannot split, stop with errors naming them.
+//! `selfsup` binary built with the `mpi` feature: a 2-rank run of SimCLR, CLIP, DINO, MAE and
+//! RotNet logs the losses and ends with the weights of a 1-process run over the whole batch; a
+//! killed rank takes the job down and the run resumes to the uninterrupted 2-rank weights; ranks
+//! that disagree on the config, and a batch the ranks cannot split, stop with errors naming them.
 //!
 //! Needs `mpirun` (Debian: `openmpi-bin`); run with `cargo test -p selfsup-cli --features mpi
 //! --test mpi`.
