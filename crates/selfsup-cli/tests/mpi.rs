@@ -1,6 +1,6 @@
 //! Distributed training over MPI on loopback (`mpirun -np 2 --oversubscribe`), with the
-//! `selfsup` binary built with the `mpi` feature: a 2-rank run of SimCLR, CLIP, DINO, MAE and
-//! RotNet logs the losses and ends with the weights of a 1-process run over the whole batch; a
+//! `selfsup` binary built with the `mpi` feature: a 2-rank run of SimCLR, CLIP, DINO, MAE,
+//! RotNet and the GAN (both phases) logs the losses and ends with the weights of a 1-process run over the whole batch; a
 //! killed rank takes the job down and the run resumes to the uninterrupted 2-rank weights; ranks
 //! that disagree on the config, and a batch the ranks cannot split, stop with errors naming them.
 //!
@@ -17,13 +17,21 @@ mod common;
 use common::{encoder_weights, set_own, tiny_of};
 
 /// `method` at test size on a network without BatchNorm (each rank would normalize its own
-/// half otherwise): a ViT encoder, heads without BatchNorm; 128 images in 4 steps of 32, every
+/// half otherwise): a ViT encoder, heads without BatchNorm (the GAN: DCGAN networks without
+/// it); 128 images in 4 steps of 32, every
 /// step logged and checkpointed; SGD.
 fn config(method: &str) -> RunConfig {
     let mut c = tiny_of(method);
-    c.encoder.arch = selfsup_encoders::Arch::Vit;
-    c.encoder.vit.image_size = 28;
-    c.encoder.vit.patch_size = 4;
+    if method == "gan" {
+        // The DCGAN networks without BatchNorm; no Frechet distance (rank 0's epoch hook).
+        c.encoder.dcgan.batch_norm = false;
+        set_own(&mut c, "gan.generator_batch_norm", "false");
+        set_own(&mut c, "gan.fid_images", "0");
+    } else {
+        c.encoder.arch = selfsup_encoders::Arch::Vit;
+        c.encoder.vit.image_size = 28;
+        c.encoder.vit.patch_size = 4;
+    }
     c.data.max_train = 128;
     c.train.log_every = 1;
     c.train.checkpoint_every = 1;
@@ -115,7 +123,7 @@ fn two_ranks(config: &Path, out: &Path, resume: bool) -> Output {
 #[test]
 fn two_ranks_train_as_one_process_over_the_whole_batch() {
     let dir = tempfile::tempdir().unwrap();
-    for method in ["simclr", "clip", "dino", "mae", "rotnet"] {
+    for method in ["simclr", "clip", "dino", "mae", "rotnet", "gan"] {
         let config = write(&config(method), dir.path());
         let (one, two) = (
             dir.path().join(format!("{method}-1")),

@@ -260,10 +260,10 @@ impl<E: Encoder> Objective for Clip<E> {
         &mut self,
         model: &Self::Model,
         batch: &ImageTextBatch,
-        _phase: usize,
+        phase: usize,
         info: &StepInfo,
     ) -> LossOutput {
-        whole_batch_loss(self, model, batch, info)
+        whole_batch_loss(self, model, batch, phase, info)
     }
 }
 
@@ -306,7 +306,13 @@ impl<E: Encoder> Shardable for Clip<E> {
     }
 
     /// Image and caption embeddings, `[n, embed_dim]` each.
-    fn outputs(&self, model: &Self::Model, batch: &ImageTextBatch, _: &StepInfo) -> Vec<Tensor<2>> {
+    fn outputs(
+        &mut self,
+        model: &Self::Model,
+        batch: &ImageTextBatch,
+        _phase: usize,
+        _: &StepInfo,
+    ) -> Vec<Tensor<2>> {
         vec![
             model.embed_images(batch.images.clone()),
             model.embed_texts(batch.tokens.clone(), batch.eot.clone()),
@@ -317,6 +323,7 @@ impl<E: Encoder> Shardable for Clip<E> {
         &mut self,
         model: &Self::Model,
         outputs: Vec<Tensor<2>>,
+        _phase: usize,
         _: &StepInfo,
     ) -> LossOutput {
         let [u, v]: [Tensor<2>; 2] = outputs.try_into().expect("images and captions");
@@ -482,6 +489,9 @@ mod tests {
         let start = init_module(&device, 1, |d| {
             ClipModel::new(enc.init(1, d), 30, &cfg, d).unwrap()
         });
+        // The ranks start from a copy: a second `init_module` can differ while other tests
+        // draw from burn's generator at the same time.
+        let again = selfsup_core::parallel::replicate(&start, &device);
         let mut r = rng(9, 0, 0, 0);
         let ids: Vec<i64> = vec![
             27, 3, 4, 28, 0, 0, //
@@ -528,9 +538,6 @@ mod tests {
 
         // Two ranks (threads, `LocalGroup`): every rank computes the gathered loss and its
         // scale gradient; only rank 0's enters the sum, so the scale moves as one process's.
-        let again = init_module(&device, 1, |d| {
-            ClipModel::new(enc.init(1, d), 30, &cfg, d).unwrap()
-        });
         let (_, ranks) = selfsup_core::distributed::one_process_and_ranks(
             || Clip::<Backbone>::new(&cfg),
             &train,

@@ -109,10 +109,10 @@ impl<E: Encoder> Objective for SimClr<E> {
         &mut self,
         model: &Self::Model,
         views: &Self::Batch,
-        _phase: usize,
+        phase: usize,
         info: &StepInfo,
     ) -> LossOutput {
-        whole_batch_loss(self, model, views, info)
+        whole_batch_loss(self, model, views, phase, info)
     }
 }
 
@@ -140,14 +140,26 @@ impl<E: Encoder> Shardable for SimClr<E> {
     }
 
     /// The embeddings `[n, D]` of the first and of the second view.
-    fn outputs(&self, model: &Self::Model, views: &Vec<Tensor<4>>, _: &StepInfo) -> Vec<Tensor<2>> {
+    fn outputs(
+        &mut self,
+        model: &Self::Model,
+        views: &Vec<Tensor<4>>,
+        _phase: usize,
+        _: &StepInfo,
+    ) -> Vec<Tensor<2>> {
         // One forward over both views: half the kernel launches, and BatchNorm sees all 2n.
         let [n, ..] = views[0].dims();
         let z = model.embed(Tensor::cat(vec![views[0].clone(), views[1].clone()], 0));
         vec![z.clone().narrow(0, 0, n), z.narrow(0, n, n)]
     }
 
-    fn gathered_loss(&mut self, _: &Self::Model, z: Vec<Tensor<2>>, _: &StepInfo) -> LossOutput {
+    fn gathered_loss(
+        &mut self,
+        _: &Self::Model,
+        z: Vec<Tensor<2>>,
+        _phase: usize,
+        _: &StepInfo,
+    ) -> LossOutput {
         let [z1, z2]: [Tensor<2>; 2] = z.try_into().expect("two views");
         LossOutput::new(nt_xent(z1, z2, self.temperature))
     }
@@ -280,7 +292,7 @@ mod tests {
         let local: f64 = shards
             .iter()
             .map(|s| {
-                let z = obj2.outputs(&m2, s, &info);
+                let z = obj2.outputs(&m2, s, 0, &info);
                 let [a, b]: [Tensor<2>; 2] = z.try_into().unwrap();
                 nt_xent(a, b, 0.5).into_scalar::<f64>()
             })

@@ -282,7 +282,7 @@ impl Distributed {
             .ok_or_else(|| {
                 Error::Invalid(format!("{}: fewer shards than ranks", objective.name()))
             })?;
-        let outputs = objective.outputs(model, &shard, info);
+        let outputs = objective.outputs(model, &shard, phase, info);
         // What this rank sends: its outputs (all-gather), then the gradient buffer (sum).
         let mut sent: usize = outputs
             .iter()
@@ -291,7 +291,7 @@ impl Distributed {
         let t = Instant::now();
         let gathered = self.gather_outputs(objective.name(), &outputs)?;
         let mut comm = t.elapsed().as_secs_f64();
-        let out: LossOutput = objective.gathered_loss(model, gathered.clone(), info);
+        let out: LossOutput = objective.gathered_loss(model, gathered.clone(), phase, info);
         let value = out.loss.clone().into_scalar::<f64>();
         if !value.is_finite() {
             return Ok(Err(value));
@@ -484,7 +484,8 @@ where
         crate::StepResult::Skipped => Err(Error::Invalid("the step was skipped".into())),
     };
     let mut first = objective();
-    let one = crate::Stepper::new(cfg, 1).step(
+    let phases = first.phases();
+    let one = crate::Stepper::new(cfg, phases).step(
         &mut first,
         crate::parallel::replicate(&model, &device),
         batch,
@@ -505,7 +506,7 @@ where
                 s.spawn(move || {
                     let dist = Distributed::new(Arc::new(group), device)?;
                     let mut o = objective();
-                    let r = crate::Stepper::new(cfg, 1)
+                    let r = crate::Stepper::new(cfg, phases)
                         .step_distributed(&dist, &mut o, copy, batch, info, lr, 1)?;
                     finish(o, r)
                 })

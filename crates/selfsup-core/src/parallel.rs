@@ -34,8 +34,12 @@ use std::collections::HashMap;
 /// An objective whose loss is a function of per-sample outputs, so that its batch can be
 /// split over devices and its loss computed over the outputs of every device.
 ///
-/// `loss` of a one-device step must equal `gathered_loss(model, outputs(model, whole(batch)))`;
-/// implementing [`Objective::loss`] as [`whole_batch_loss`] keeps the two paths one.
+/// `loss` of a one-device step must equal, phase by phase,
+/// `gathered_loss(model, outputs(model, whole(batch), phase), phase)`; implementing
+/// [`Objective::loss`] as [`whole_batch_loss`] keeps the two paths one. A method of several
+/// phases (a GAN) is asked for each phase's outputs and loss in turn, with the model as the
+/// earlier phases left it; what one phase makes for the next (a GAN's generated images, with
+/// their graph) it keeps itself, one per [`Shardable::outputs`] call, in call order.
 pub trait Shardable: Objective {
     /// One device's part of a batch: the batch type itself for most objectives; what else a
     /// shard needs of the whole batch's step (MAE's masks, drawn for the whole batch) besides.
@@ -60,35 +64,45 @@ pub trait Shardable: Objective {
     /// precision; integer tensors (token ids) and random draws stay as they are.
     fn cast(&self, shard: Self::Shard, dtype: FloatDType) -> Self::Shard;
 
-    /// Per-sample outputs of `model` over one shard: tensors whose first dimension runs over
-    /// the shard's samples (embeddings of each view, logits, ...). Computed on the shard's
-    /// device by that device's replica.
-    fn outputs(&self, model: &Self::Model, shard: &Self::Shard, info: &StepInfo) -> Vec<Tensor<2>>;
+    /// Per-sample outputs of `model` over one shard for `phase`: tensors whose first
+    /// dimension runs over the shard's samples (embeddings of each view, logits, ...).
+    /// Computed on the shard's device by that device's replica; the shards of a step are
+    /// asked in order.
+    fn outputs(
+        &mut self,
+        model: &Self::Model,
+        shard: &Self::Shard,
+        phase: usize,
+        info: &StepInfo,
+    ) -> Vec<Tensor<2>>;
 
-    /// The loss over the outputs of every shard, each output concatenated along its first
-    /// dimension in shard order (so in the order of the unsplit batch). `model` is the
-    /// first device's: parameters the loss itself uses (CLIP's temperature) get their
+    /// The loss of `phase` over the outputs of every shard, each output concatenated along
+    /// its first dimension in shard order (so in the order of the unsplit batch). `model` is
+    /// the first device's: parameters the loss itself uses (CLIP's temperature) get their
     /// gradient from here.
     fn gathered_loss(
         &mut self,
         model: &Self::Model,
         outputs: Vec<Tensor<2>>,
+        phase: usize,
         info: &StepInfo,
     ) -> LossOutput;
 }
 
-/// The loss of a one-device step of a [`Shardable`] objective: its [`Shardable::gathered_loss`]
-/// over the [`Shardable::outputs`] of the whole batch. The body of every built-in
-/// objective's [`Objective::loss`], so the one-device and the data-parallel paths are one.
+/// The loss of `phase` of a one-device step of a [`Shardable`] objective: its
+/// [`Shardable::gathered_loss`] over the [`Shardable::outputs`] of the whole batch. The body
+/// of every built-in objective's [`Objective::loss`], so the one-device and the data-parallel
+/// paths are one.
 pub fn whole_batch_loss<O: Shardable>(
     objective: &mut O,
     model: &O::Model,
     batch: &O::Batch,
+    phase: usize,
     info: &StepInfo,
 ) -> LossOutput {
     let shard = objective.whole(model, batch, info);
-    let outputs = objective.outputs(model, &shard, info);
-    objective.gathered_loss(model, outputs, info)
+    let outputs = objective.outputs(model, &shard, phase, info);
+    objective.gathered_loss(model, outputs, phase, info)
 }
 
 /// Splits the first dimension of `t` (float or integer) into `devices.len()` equal
@@ -359,7 +373,7 @@ impl DataParallel {
         let outputs: Vec<Vec<Tensor<2>>> = models
             .iter()
             .zip(&shards)
-            .map(|(m, s)| objective.outputs(m, s, info))
+            .map(|(m, s)| objective.outputs(m, s, phase, info))
             .collect();
         let streams = outputs[0].len();
         if outputs.iter().any(|o| o.len() != streams) {
@@ -382,7 +396,7 @@ impl DataParallel {
                 Tensor::cat(parts, 0).require_grad()
             })
             .collect();
-        let out = objective.gathered_loss(model, gathered.clone(), info);
+        let out = objective.gathered_loss(model, gathered.clone(), phase, info);
         let value = out.loss.clone().into_scalar::<f64>();
         if !value.is_finite() {
             return Ok(Err(value));
@@ -465,7 +479,8 @@ pub fn one_and_two_devices<O: Shardable>(
         crate::StepResult::Updated { loss, .. } => Ok(loss),
         crate::StepResult::Skipped => Err(Error::Invalid("the step was skipped".into())),
     };
-    let (one, r1) = crate::Stepper::new(cfg, 1).step(
+    let phases = objective().phases();
+    let (one, r1) = crate::Stepper::new(cfg, phases).step(
         &mut objective(),
         replicate(&model, &device),
         batch,
@@ -474,7 +489,7 @@ pub fn one_and_two_devices<O: Shardable>(
         1,
     )?;
     let dp = DataParallel::new(vec![device.clone(), device])?;
-    let (two, r2) = crate::Stepper::new(cfg, 1).step_parallel(
+    let (two, r2) = crate::Stepper::new(cfg, phases).step_parallel(
         &dp,
         &mut objective(),
         model,

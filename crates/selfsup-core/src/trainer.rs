@@ -228,7 +228,10 @@ impl Stepper {
 
     /// [`Stepper::step`] with the batch split over `parallel`'s devices: one gathered loss,
     /// gradients summed over the devices, one update on the first device. One-phase
-    /// objectives only.
+    /// objectives only: the replicas are made anew for each call, so what a first phase
+    /// left for a second (a GAN's generated images) would carry the graph of replicas that
+    /// are gone. (Ranks keep their own model across phases: [`Stepper::step_distributed`]
+    /// runs every phase.)
     #[allow(clippy::too_many_arguments)]
     pub fn step_parallel<O: Shardable>(
         &mut self,
@@ -240,15 +243,22 @@ impl Stepper {
         lr: f64,
         updates: u64,
     ) -> Result<(O::Model, StepResult)> {
-        self.step_gathered(objective, model, info, lr, updates, |o, m| {
-            parallel.gradients(o, m, batch, 0, info)
+        if self.optims.len() != 1 {
+            return Err(Error::Invalid(format!(
+                "{} has {} optimizer phases; training over several devices runs one-phase methods (over MPI ranks every phase runs: --distributed mpi)",
+                objective.name(),
+                self.optims.len()
+            )));
+        }
+        self.step_gathered(objective, model, info, lr, updates, |o, m, phase| {
+            parallel.gradients(o, m, batch, phase, info)
         })
     }
 
-    /// [`Stepper::step`] as rank `distributed.rank()` of a distributed run: this rank's part
-    /// of the global `batch` forward and backward, the gathered loss, the gradients summed
-    /// over the ranks, and the same update on every rank (see [`crate::distributed`]).
-    /// One-phase objectives only.
+    /// [`Stepper::step`] as rank `distributed.rank()` of a distributed run: for each phase
+    /// this rank's part of the global `batch` forward and backward, the gathered loss, the
+    /// gradients summed over the ranks, and the same update on every rank (see
+    /// [`crate::distributed`]).
     #[allow(clippy::too_many_arguments)]
     pub fn step_distributed<O: Shardable>(
         &mut self,
@@ -260,64 +270,72 @@ impl Stepper {
         lr: f64,
         updates: u64,
     ) -> Result<(O::Model, StepResult)> {
-        self.step_gathered(objective, model, info, lr, updates, |o, m| {
-            distributed.gradients(o, m, batch, 0, info)
+        self.step_gathered(objective, model, info, lr, updates, |o, m, phase| {
+            distributed.gradients(o, m, batch, phase, info)
         })
     }
 
-    /// The update of a one-phase step whose gradients `gradients` computes (over devices or
-    /// ranks).
+    /// The phases of a step whose gradients `gradients` computes (over devices or ranks), each
+    /// phase's update before the next phase's outputs, as [`Stepper::step`] does. Metrics of
+    /// the same name from several phases (the exchanges' time and bytes) add up.
     fn step_gathered<O: Shardable>(
         &mut self,
         objective: &mut O,
-        model: O::Model,
+        mut model: O::Model,
         info: &StepInfo,
         lr: f64,
         updates: u64,
-        gradients: impl FnOnce(&mut O, &O::Model) -> Result<std::result::Result<ParallelGrads, f64>>,
+        mut gradients: impl FnMut(
+            &mut O,
+            &O::Model,
+            usize,
+        ) -> Result<std::result::Result<ParallelGrads, f64>>,
     ) -> Result<(O::Model, StepResult)> {
-        if self.optims.len() != 1 {
-            return Err(Error::Invalid(format!(
-                "{} has {} optimizer phases; data-parallel training runs one-phase methods",
-                objective.name(),
-                self.optims.len()
-            )));
-        }
-        let Some(phase_updates) = objective.phase_updates(0, updates) else {
-            return Ok((model, StepResult::Skipped));
-        };
-        let t = Instant::now();
-        let g = match gradients(objective, &model)? {
-            Ok(g) => g,
-            Err(value) => {
-                self.nonfinite(objective, info, "loss", value)?;
+        let mut metrics: Vec<(String, f64)> = Vec::new();
+        let mut loss = 0.0;
+        let mut times = StepTimes::default();
+        for phase in 0..self.optims.len() {
+            let Some(phase_updates) = objective.phase_updates(phase, updates) else {
+                continue;
+            };
+            let t = Instant::now();
+            let g = match gradients(objective, &model, phase)? {
+                Ok(g) => g,
+                Err(value) => {
+                    self.nonfinite(objective, info, "loss", value)?;
+                    return Ok((model, StepResult::Skipped));
+                }
+            };
+            times.backward += t.elapsed().as_secs_f64();
+            loss += g.loss;
+            for (name, value) in g.metrics {
+                match metrics.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, v)) => *v += value,
+                    None => metrics.push((name, value)),
+                }
+            }
+            let t = Instant::now();
+            let (next, updated) = self.update(
+                objective,
+                model,
+                g.grads,
+                phase,
+                phase_updates,
+                info,
+                lr,
+                &mut metrics,
+            )?;
+            model = next;
+            times.optimizer += t.elapsed().as_secs_f64();
+            if !updated {
+                // Earlier phases' updates of this step stand (a GAN's discriminator).
                 return Ok((model, StepResult::Skipped));
             }
-        };
-        let mut times = StepTimes {
-            backward: t.elapsed().as_secs_f64(),
-            ..StepTimes::default()
-        };
-        let mut metrics = g.metrics;
-        let t = Instant::now();
-        let (model, updated) = self.update(
-            objective,
-            model,
-            g.grads,
-            0,
-            phase_updates,
-            info,
-            lr,
-            &mut metrics,
-        )?;
-        times.optimizer = t.elapsed().as_secs_f64();
-        if !updated {
-            return Ok((model, StepResult::Skipped));
         }
         Ok((
             model,
             StepResult::Updated {
-                loss: g.loss,
+                loss,
                 metrics,
                 times,
             },

@@ -410,8 +410,8 @@ impl Objective for Residual {
     fn name(&self) -> &str {
         "toy"
     }
-    fn loss(&mut self, model: &Toy, x: &Tensor<2>, _phase: usize, info: &StepInfo) -> LossOutput {
-        selfsup_core::parallel::whole_batch_loss(self, model, x, info)
+    fn loss(&mut self, model: &Toy, x: &Tensor<2>, phase: usize, info: &StepInfo) -> LossOutput {
+        selfsup_core::parallel::whole_batch_loss(self, model, x, phase, info)
     }
 }
 
@@ -432,13 +432,20 @@ impl selfsup_core::Shardable for Residual {
     fn cast(&self, x: Tensor<2>, _dtype: burn::tensor::FloatDType) -> Tensor<2> {
         x
     }
-    fn outputs(&self, model: &Toy, x: &Tensor<2>, _info: &StepInfo) -> Vec<Tensor<2>> {
+    fn outputs(
+        &mut self,
+        model: &Toy,
+        x: &Tensor<2>,
+        _phase: usize,
+        _info: &StepInfo,
+    ) -> Vec<Tensor<2>> {
         vec![model.lin.forward(x.clone()).sub(x.clone().mul_scalar(2.0))]
     }
     fn gathered_loss(
         &mut self,
         _model: &Toy,
         outputs: Vec<Tensor<2>>,
+        _phase: usize,
         _info: &StepInfo,
     ) -> LossOutput {
         LossOutput::new(outputs[0].clone().square().mean())

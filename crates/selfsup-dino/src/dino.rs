@@ -225,10 +225,10 @@ impl<E: Encoder> Objective for Dino<E> {
         &mut self,
         model: &Self::Model,
         views: &Self::Batch,
-        _phase: usize,
+        phase: usize,
         info: &StepInfo,
     ) -> LossOutput {
-        whole_batch_loss(self, model, views, info)
+        whole_batch_loss(self, model, views, phase, info)
     }
 
     fn phase_params(&self, model: &Self::Model, _phase: usize) -> Option<Vec<ParamId>> {
@@ -327,7 +327,13 @@ impl<E: Encoder> Shardable for Dino<E> {
 
     /// The teacher's outputs `[n, K]` for the two global views (detached), then the
     /// student's for every view.
-    fn outputs(&self, model: &Self::Model, views: &Vec<Tensor<4>>, _: &StepInfo) -> Vec<Tensor<2>> {
+    fn outputs(
+        &mut self,
+        model: &Self::Model,
+        views: &Vec<Tensor<4>>,
+        _phase: usize,
+        _: &StepInfo,
+    ) -> Vec<Tensor<2>> {
         assert!(
             views.len() >= 2,
             "DINO needs two global views, got {}",
@@ -372,6 +378,7 @@ impl<E: Encoder> Shardable for Dino<E> {
         &mut self,
         _: &Self::Model,
         mut outputs: Vec<Tensor<2>>,
+        _phase: usize,
         info: &StepInfo,
     ) -> LossOutput {
         self.epoch = info.epoch;
@@ -511,8 +518,8 @@ mod tests {
 
     #[test]
     fn the_student_head_runs_once_over_every_crop() {
-        let (cfg, student, dino, views) = setup_with_head_norm(true);
-        let out = dino.outputs(&student, &views, &info(0, 1));
+        let (cfg, student, mut dino, views) = setup_with_head_norm(true);
+        let out = dino.outputs(&student, &views, 0, &info(0, 1));
         assert_eq!(out.len(), 2 + views.len());
         // The reference: backbone per crop size, one head pass over all the features, so the
         // head's BatchNorm sees globals and locals together.

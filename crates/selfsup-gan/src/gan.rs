@@ -4,12 +4,14 @@ use crate::generator::{Generator, growth};
 use crate::loss::{GanLoss, discriminator_accuracy};
 use burn::module::{Module, ParamId};
 use burn::nn::{Initializer, Linear, LinearConfig};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 use selfsup_core::config::ensure;
 use selfsup_core::grads::param_ids;
-use selfsup_core::{Error, LossOutput, Objective, Result, StepInfo, seed};
+use selfsup_core::parallel::{split_rows, whole_batch_loss};
+use selfsup_core::{Error, LossOutput, Objective, Result, Shardable, StepInfo, seed};
 use selfsup_encoders::{DcganConfig, DcganEncoder};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 
 /// The `[gan]` section of a run config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -21,6 +23,10 @@ pub struct GanConfig {
     pub noise_dim: usize,
     /// Channels of the generator's last hidden layer; earlier layers double it.
     pub generator_width: usize,
+    /// BatchNorm after the generator's hidden layers (DCGAN's); `false`: none, biases instead
+    /// (with `encoder.dcgan.batch_norm = false` too, a run over several devices or ranks
+    /// equals one process exactly).
+    pub generator_batch_norm: bool,
     /// Discriminator updates per generator update (WGAN's `n_critic`); each on its own batch.
     pub d_steps: usize,
     /// Images in the sample grid written after every epoch (from fixed noise).
@@ -41,6 +47,7 @@ impl Default for GanConfig {
             loss: GanLoss::NonSaturating,
             noise_dim: 100,
             generator_width: 64,
+            generator_batch_norm: true,
             d_steps: 1,
             samples: 64,
             fid_images: 2000,
@@ -157,7 +164,14 @@ impl GanModel {
         device: &Device,
     ) -> Result<Self> {
         Ok(Self {
-            generator: Generator::new(cfg.noise_dim, channels, size, cfg.generator_width, device)?,
+            generator: Generator::new(
+                cfg.noise_dim,
+                channels,
+                size,
+                cfg.generator_width,
+                cfg.generator_batch_norm,
+                device,
+            )?,
             discriminator: Discriminator::new(trunk, trunk_cfg, size, device)?,
         })
     }
@@ -174,13 +188,29 @@ pub fn noise(seed_value: u64, a: u64, b: u64, n: usize, dim: usize, device: &Dev
 /// and as many generated ones; phase 1 (every `d_steps`-th step) updates the generator
 /// through the discriminator on the same generated images. Logs each network's loss and the
 /// discriminator's accuracy on real and on fake images.
+///
+/// [`Shardable`]: the noise is drawn for the whole batch and split with the real images, so
+/// a step over devices or ranks generates the images one process would; phase 0 gathers
+/// every shard's real and fake logits, phase 1 the generated images' logits under the updated
+/// discriminator.
 pub struct Gan {
     loss: GanLoss,
     noise_dim: usize,
     d_steps: u64,
     seed: u64,
-    /// The generated images of the step in flight, with the generator's graph.
-    fake: Option<Tensor<4>>,
+    /// The generated images of the step in flight, one per shard in the order phase 0 made
+    /// them, with the generator's graph, and the step that made them.
+    fakes: VecDeque<(usize, Tensor<4>)>,
+}
+
+/// One device's or rank's part of a GAN batch: its real images and its rows of the noise
+/// drawn for the whole batch.
+#[derive(Clone, Debug)]
+pub struct GanShard {
+    /// Real images `[n, C, H, W]`.
+    pub real: Tensor<4>,
+    /// Noise `[n, noise_dim]`.
+    pub noise: Tensor<2>,
 }
 
 impl Gan {
@@ -191,14 +221,25 @@ impl Gan {
             noise_dim: cfg.noise_dim,
             d_steps: cfg.d_steps.max(1) as u64,
             seed,
-            fake: None,
+            fakes: VecDeque::new(),
         }
     }
 
-    fn generate(&self, model: &GanModel, n: usize, step: usize, device: &Device) -> Tensor<4> {
-        let z = noise(self.seed, step as u64, 0, n, self.noise_dim, device);
-        model.generator.forward(z)
+    /// The noise of step `step`'s `n` generated images.
+    fn step_noise(&self, n: usize, step: usize, device: &Device) -> Tensor<2> {
+        noise(self.seed, step as u64, 0, n, self.noise_dim, device)
     }
+}
+
+/// Logits `[n]` as a per-sample output `[n, 1]`, and back.
+fn column(logits: Tensor<1>) -> Tensor<2> {
+    let n = logits.dims()[0];
+    logits.reshape([n, 1])
+}
+
+fn flat(logits: Tensor<2>) -> Tensor<1> {
+    let n = logits.dims()[0];
+    logits.reshape([n])
 }
 
 impl Objective for Gan {
@@ -224,40 +265,7 @@ impl Objective for Gan {
         phase: usize,
         info: &StepInfo,
     ) -> LossOutput {
-        let real = views[0].clone();
-        let n = real.dims()[0];
-        let device = real.device();
-        if phase == 0 {
-            let fake = self.generate(model, n, info.step, &device);
-            let d_real = model.discriminator.forward(real);
-            let d_fake = model.discriminator.forward(fake.clone().detach());
-            self.fake = Some(fake);
-            let (real_acc, fake_acc) =
-                discriminator_accuracy(d_real.clone().detach(), d_fake.clone().detach());
-            let loss = self.loss.discriminator(d_real, d_fake);
-            let value = loss.clone().into_scalar::<f64>();
-            LossOutput {
-                loss,
-                metrics: vec![
-                    ("d_loss".into(), value),
-                    ("d_real_acc".into(), real_acc),
-                    ("d_fake_acc".into(), fake_acc),
-                ],
-            }
-        } else {
-            // The images phase 0 made (the generator is unchanged since), scored by the
-            // updated discriminator: PyTorch's DCGAN step, one generator pass per step.
-            let fake = self
-                .fake
-                .take()
-                .unwrap_or_else(|| self.generate(model, n, info.step, &device));
-            let loss = self.loss.generator(model.discriminator.forward(fake));
-            let value = loss.clone().into_scalar::<f64>();
-            LossOutput {
-                loss,
-                metrics: vec![("g_loss".into(), value)],
-            }
-        }
+        whole_batch_loss(self, model, views, phase, info)
     }
 
     fn phase_params(&self, model: &GanModel, phase: usize) -> Option<Vec<ParamId>> {
@@ -275,6 +283,103 @@ impl Objective for Gan {
             updates
                 .is_multiple_of(self.d_steps)
                 .then_some(updates / self.d_steps)
+        }
+    }
+}
+
+impl Shardable for Gan {
+    type Shard = GanShard;
+
+    fn shard(
+        &self,
+        _: &GanModel,
+        views: &Self::Batch,
+        devices: &[Device],
+        info: &StepInfo,
+    ) -> Result<Vec<GanShard>> {
+        let real = &views[0];
+        let z = self.step_noise(real.dims()[0], info.step, &real.device());
+        Ok(split_rows(real, devices)?
+            .into_iter()
+            .zip(split_rows(&z, devices)?)
+            .map(|(real, noise)| GanShard { real, noise })
+            .collect())
+    }
+
+    fn whole(&self, _: &GanModel, views: &Self::Batch, info: &StepInfo) -> GanShard {
+        let real = views[0].clone();
+        let noise = self.step_noise(real.dims()[0], info.step, &real.device());
+        GanShard { real, noise }
+    }
+
+    fn cast(&self, shard: GanShard, dtype: FloatDType) -> GanShard {
+        GanShard {
+            real: shard.real.cast(dtype),
+            noise: shard.noise.cast(dtype),
+        }
+    }
+
+    /// Phase 0: the real images' and the generated images' logits (the generated images
+    /// detached, kept with their graph for phase 1). Phase 1: the kept images' logits under
+    /// the updated discriminator (the generator is unchanged since): PyTorch's DCGAN step,
+    /// one generator pass per step. A phase 1 without its phase 0 generates anew.
+    fn outputs(
+        &mut self,
+        model: &GanModel,
+        shard: &GanShard,
+        phase: usize,
+        info: &StepInfo,
+    ) -> Vec<Tensor<2>> {
+        if phase == 0 {
+            // Images a skipped step left behind are not this step's.
+            self.fakes.retain(|(step, _)| *step == info.step);
+            let fake = model.generator.forward(shard.noise.clone());
+            let d_real = model.discriminator.forward(shard.real.clone());
+            let d_fake = model.discriminator.forward(fake.clone().detach());
+            self.fakes.push_back((info.step, fake));
+            vec![column(d_real), column(d_fake)]
+        } else {
+            let fake = match self.fakes.pop_front() {
+                Some((step, fake)) if step == info.step => fake,
+                _ => model.generator.forward(shard.noise.clone()),
+            };
+            vec![column(model.discriminator.forward(fake))]
+        }
+    }
+
+    fn gathered_loss(
+        &mut self,
+        _: &GanModel,
+        outputs: Vec<Tensor<2>>,
+        phase: usize,
+        _: &StepInfo,
+    ) -> LossOutput {
+        let mut outputs = outputs.into_iter().map(flat);
+        if phase == 0 {
+            let (d_real, d_fake) = match (outputs.next(), outputs.next()) {
+                (Some(r), Some(f)) => (r, f),
+                _ => unreachable!("phase 0 has two outputs"),
+            };
+            let (real_acc, fake_acc) =
+                discriminator_accuracy(d_real.clone().detach(), d_fake.clone().detach());
+            let loss = self.loss.discriminator(d_real, d_fake);
+            let value = loss.clone().into_scalar::<f64>();
+            LossOutput {
+                loss,
+                metrics: vec![
+                    ("d_loss".into(), value),
+                    ("d_real_acc".into(), real_acc),
+                    ("d_fake_acc".into(), fake_acc),
+                ],
+            }
+        } else {
+            let d_fake = outputs.next().expect("phase 1 has one output");
+            let loss = self.loss.generator(d_fake);
+            let value = loss.clone().into_scalar::<f64>();
+            LossOutput {
+                loss,
+                metrics: vec![("g_loss".into(), value)],
+            }
         }
     }
 }
@@ -313,7 +418,11 @@ mod tests {
             generator_width: 4,
             ..GanConfig::default()
         };
-        let trunk_cfg = DcganConfig { blocks: 2, pool: 1 };
+        let trunk_cfg = DcganConfig {
+            blocks: 2,
+            pool: 1,
+            ..DcganConfig::default()
+        };
         let model = selfsup_core::seed::init_module(dev, 7, |d| {
             GanModel::new(
                 DcganEncoder::new(1, 4, &trunk_cfg, d),
@@ -424,6 +533,80 @@ mod tests {
         assert_ne!(d0, values(&model.discriminator));
     }
 
+    /// Both phases over two ranks (threads) equal one device with the whole batch: the same
+    /// noise, the same generated images, one discriminator loss over every rank's logits,
+    /// then one generator loss; BatchNorm-free networks. The rate is high so that the step
+    /// moves the weights far more than the tolerance (at 0.05 a rank that drew its own noise
+    /// passed).
+    #[test]
+    fn a_step_over_two_ranks_equals_one_process() {
+        use selfsup_core::grads::{max_abs_diff, param_values};
+
+        let dev = Device::flex().autodiff();
+        let cfg = GanConfig {
+            noise_dim: 8,
+            generator_width: 4,
+            generator_batch_norm: false,
+            ..GanConfig::default()
+        };
+        let trunk_cfg = DcganConfig {
+            blocks: 2,
+            pool: 1,
+            batch_norm: false,
+        };
+        let start = selfsup_core::seed::init_module(&dev, 7, |d| {
+            GanModel::new(
+                DcganEncoder::new(1, 4, &trunk_cfg, d),
+                &trunk_cfg,
+                1,
+                8,
+                &cfg,
+                d,
+            )
+            .unwrap()
+        });
+        let w0 = param_values(&start);
+        let (g0, d0) = (values(&start.generator), values(&start.discriminator));
+        let x = batch(&dev);
+        let info = StepInfo { step: 3, ..info() };
+        let mut train = train_cfg();
+        train.optimizer.kind = OptimizerKind::Sgd;
+        let lr = 20.0;
+        let (one, ranks) = selfsup_core::distributed::one_process_and_ranks(
+            || Gan::new(&cfg, 5),
+            &train,
+            start,
+            &x,
+            &info,
+            lr,
+            2,
+        )
+        .unwrap();
+        assert_ne!(
+            g0,
+            values(&one.model.generator),
+            "the generator did not move"
+        );
+        assert_ne!(
+            d0,
+            values(&one.model.discriminator),
+            "the discriminator did not move"
+        );
+        let w1 = param_values(&one.model);
+        let moved = max_abs_diff(&w0, &w1);
+        assert!(moved > 1e-2, "the step moved the weights by {moved} only");
+        for (r, rank) in ranks.iter().enumerate() {
+            assert!(
+                (one.loss - rank.loss).abs() < 1e-5,
+                "one process {}, rank {r} {}",
+                one.loss,
+                rank.loss
+            );
+            let d = max_abs_diff(&w1, &param_values(&rank.model));
+            assert!(d < 1e-5, "rank {r}'s weights differ by {d}");
+        }
+    }
+
     #[test]
     fn the_generator_runs_every_d_steps_updates() {
         let gan = Gan::new(
@@ -482,7 +665,11 @@ mod tests {
             assert!(err.contains(field), "{err}");
         }
         let dev = Device::flex();
-        let trunk_cfg = DcganConfig { blocks: 4, pool: 1 };
+        let trunk_cfg = DcganConfig {
+            blocks: 4,
+            pool: 1,
+            ..DcganConfig::default()
+        };
         let err = Discriminator::new(
             DcganEncoder::new(1, 2, &trunk_cfg, &dev),
             &trunk_cfg,

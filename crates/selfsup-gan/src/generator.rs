@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::nn::conv::{ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig};
-use burn::tensor::activation::tanh;
+use burn::tensor::activation::{relu, tanh};
 use burn::tensor::{Device, Tensor};
 use selfsup_core::{Error, Result};
 use selfsup_kernels::batch_norm_relu;
@@ -30,7 +30,15 @@ pub fn growth(size: usize) -> Result<(usize, usize)> {
 #[derive(Module, Debug)]
 struct UpBlock {
     conv: ConvTranspose2d,
-    bn: BatchNorm,
+    bn: Option<BatchNorm>,
+}
+
+/// BatchNorm (when there is one), then ReLU.
+fn norm_relu<const D: usize>(bn: &Option<BatchNorm>, x: Tensor<D>) -> Tensor<D> {
+    match bn {
+        Some(bn) => batch_norm_relu(bn, x),
+        None => relu(x),
+    }
 }
 
 fn up_conv(cin: usize, cout: usize, bias: bool, device: &Device) -> ConvTranspose2d {
@@ -48,10 +56,12 @@ fn up_conv(cin: usize, cout: usize, bias: bool, device: &Device) -> ConvTranspos
 /// `z [N, noise_dim]` -> Linear -> `[N, w 2^(L-1), s, s]` -> BatchNorm, ReLU -> (L - 1) x
 /// (transposed conv, BatchNorm, ReLU), halving the channels -> transposed conv to the image's
 /// channels -> tanh: images in `[-1, 1]`, the range the real images are normalized to.
+/// Without BatchNorm (`gan.generator_batch_norm = false`) the projection and the
+/// convolutions get biases instead.
 #[derive(Module, Debug)]
 pub struct Generator {
     project: Linear,
-    bn0: BatchNorm,
+    bn0: Option<BatchNorm>,
     ups: Vec<UpBlock>,
     out: ConvTranspose2d,
     noise_dim: usize,
@@ -61,19 +71,21 @@ pub struct Generator {
 
 impl Generator {
     /// A generator of `channels` x `size` x `size` images from `noise_dim` numbers, with
-    /// `width` channels before the last layer. Fails (naming `augment.crop_size`) for sizes
-    /// [`growth`] cannot reach.
+    /// `width` channels before the last layer, with BatchNorm after every hidden layer when
+    /// `batch_norm` is set. Fails (naming `augment.crop_size`) for sizes [`growth`] cannot
+    /// reach.
     pub fn new(
         noise_dim: usize,
         channels: usize,
         size: usize,
         width: usize,
+        batch_norm: bool,
         device: &Device,
     ) -> Result<Self> {
         let (start, layers) = growth(size)?;
         let start_channels = width << (layers - 1);
         let project = LinearConfig::new(noise_dim, start_channels * start * start)
-            .with_bias(false)
+            .with_bias(!batch_norm)
             .with_initializer(Initializer::Normal {
                 mean: 0.0,
                 std: 0.02,
@@ -83,14 +95,14 @@ impl Generator {
             .map(|i| {
                 let cin = start_channels >> i;
                 UpBlock {
-                    conv: up_conv(cin, cin / 2, false, device),
-                    bn: BatchNormConfig::new(cin / 2).init(device),
+                    conv: up_conv(cin, cin / 2, !batch_norm, device),
+                    bn: batch_norm.then(|| BatchNormConfig::new(cin / 2).init(device)),
                 }
             })
             .collect();
         Ok(Self {
             project,
-            bn0: BatchNormConfig::new(start_channels).init(device),
+            bn0: batch_norm.then(|| BatchNormConfig::new(start_channels).init(device)),
             ups,
             out: up_conv(width, channels, true, device),
             noise_dim,
@@ -111,9 +123,9 @@ impl Generator {
             .project
             .forward(z)
             .reshape([n, self.start_channels, self.start, self.start]);
-        let mut x = batch_norm_relu(&self.bn0, x);
+        let mut x = norm_relu(&self.bn0, x);
         for up in &self.ups {
-            x = batch_norm_relu(&up.bn, up.conv.forward(x));
+            x = norm_relu(&up.bn, up.conv.forward(x));
         }
         tanh(self.out.forward(x))
     }
@@ -139,7 +151,7 @@ mod tests {
     fn output_has_the_data_shape_and_range() {
         let dev = Device::flex();
         for (c, size) in [(1, 28), (3, 32)] {
-            let g = Generator::new(16, c, size, 8, &dev).unwrap();
+            let g = Generator::new(16, c, size, 8, true, &dev).unwrap();
             let z =
                 Tensor::<2>::random([5, 16], burn::tensor::Distribution::Normal(0.0, 3.0), &dev);
             let x = g.forward(z);

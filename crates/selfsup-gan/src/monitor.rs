@@ -227,7 +227,7 @@ mod tests {
         let dev = Device::flex();
         let dir = tempfile::tempdir().unwrap();
         let mut m = monitor(dir.path(), &dev);
-        let g = Generator::new(100, 1, 28, 8, &dev).unwrap().valid();
+        let g = Generator::new(100, 1, 28, 8, true, &dev).unwrap().valid();
         let values = m.run(0, &g).unwrap();
         let get = |v: &[(String, f64)], k: &str| v.iter().find(|(n, _)| n == k).unwrap().1;
         assert!(get(&values, "sample_spread") > 0.0);

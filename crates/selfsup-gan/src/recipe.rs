@@ -6,7 +6,7 @@ use crate::{FidEncoder, Gan, GanConfig, GanModel, Generator, SampleMonitor};
 use burn::module::Module;
 use burn::tensor::Device;
 use selfsup_core::trainer::EpochHook;
-use selfsup_core::{Error, FitOptions, OptimizerKind, Result, seed};
+use selfsup_core::{Error, FitOptions, OptimizerKind, Precision, Result, seed};
 use selfsup_data::augment::eval_pipeline;
 use selfsup_data::loader::eval_batch;
 use selfsup_data::{ImageSet, MultiView, Splits};
@@ -212,14 +212,21 @@ impl Recipe for GanRecipe {
         Some(schemars::schema_for!(GanConfig))
     }
 
-    /// Two optimizer phases a step: one device, f32.
-    fn shardable(&self) -> bool {
-        false
-    }
-
     fn validate(&self, cfg: &RunConfig) -> Result<()> {
-        cfg.validate_shared(false)?;
+        cfg.validate_shared(true)?;
         cfg.settings::<GanConfig>()?.validate()?;
+        if cfg.devices.len() > 1 {
+            return Err(Error::config(
+                "devices",
+                "a gan step has two phases (discriminator, then generator), which run over MPI ranks (--distributed mpi) but not over several devices of one process: leave `devices` empty",
+            ));
+        }
+        if cfg.train.precision != Precision::F32 {
+            return Err(Error::config(
+                "train.precision",
+                "a GAN trains in f32 (its two networks' mixed-precision passes are untested): set train.precision = \"f32\"",
+            ));
+        }
         if cfg.encoder.arch != Arch::Dcgan {
             return Err(Error::config(
                 "encoder.arch",
@@ -284,7 +291,7 @@ impl Recipe for GanRecipe {
             &mut objective,
             model,
             &loader,
-            FitOptions::new().on_epoch(hook),
+            run.sharded(FitOptions::new().on_epoch(hook)),
         )?;
         let model = o.model.clone().valid();
         save_module(&out.join(GENERATOR_FILE), &model.generator)?;

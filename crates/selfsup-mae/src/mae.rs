@@ -224,10 +224,10 @@ impl Objective for Mae {
         &mut self,
         model: &MaeModel,
         views: &Vec<Tensor<4>>,
-        _phase: usize,
+        phase: usize,
         info: &StepInfo,
     ) -> LossOutput {
-        whole_batch_loss(self, model, views, info)
+        whole_batch_loss(self, model, views, phase, info)
     }
 }
 
@@ -284,7 +284,13 @@ impl Shardable for Mae {
     }
 
     /// Each image's summed error over its hidden patches, `[n, 1]` ([`masked_errors`]).
-    fn outputs(&self, model: &MaeModel, shard: &MaeShard, _: &StepInfo) -> Vec<Tensor<2>> {
+    fn outputs(
+        &mut self,
+        model: &MaeModel,
+        shard: &MaeShard,
+        _phase: usize,
+        _: &StepInfo,
+    ) -> Vec<Tensor<2>> {
         let masking = masking_from_noise(shard.noise.clone(), self.mask_ratio);
         let out = model.reconstruct(shard.images.clone(), masking, self.norm_pix_loss);
         vec![masked_errors(out.pred, out.target, out.masking.mask)]
@@ -294,6 +300,7 @@ impl Shardable for Mae {
         &mut self,
         model: &MaeModel,
         errors: Vec<Tensor<2>>,
+        _phase: usize,
         _: &StepInfo,
     ) -> LossOutput {
         let n = errors[0].dims()[0];
@@ -406,6 +413,9 @@ mod tests {
 
         let dev = selfsup_core::DeviceSpec::for_tests().autodiff();
         let start = init_module(&dev, 2, |d| MaeModel::new(tiny_vit(d), 1, &cfg(), d));
+        // The ranks start from a copy: a second `init_module` can differ while other tests
+        // draw from burn's generator at the same time.
+        let again = selfsup_core::parallel::replicate(&start, &dev);
         let x = vec![Tensor::<4>::from_data(
             burn::tensor::TensorData::new(
                 (0..4 * 64).map(|i| ((i * 37) % 11) as f32 / 11.0).collect(),
@@ -430,7 +440,6 @@ mod tests {
 
         // Two ranks (threads, `LocalGroup`): the same masks, and the masked-patch count of
         // the loss's mean over the whole global batch.
-        let again = init_module(&dev, 2, |d| MaeModel::new(tiny_vit(d), 1, &cfg(), d));
         let (_, ranks) = selfsup_core::distributed::one_process_and_ranks(
             make,
             &train,

@@ -257,7 +257,7 @@ impl<'a> TrainRun<'a> {
     {
         if self.distributed.is_some() && !options.is_parallel() {
             return Err(Error::Invalid(format!(
-                "--distributed: {} trains in one process, its objective is not `Shardable` (SimCLR, CLIP, MAE, DINO, RotNet and jigsaw are); run it without --distributed",
+                "--distributed: {} trains in one process, its objective is not `Shardable` (SimCLR, CLIP, MAE, DINO, RotNet, jigsaw and the GAN are); run it without --distributed",
                 objective.name()
             )));
         }

@@ -267,10 +267,10 @@ impl<E: Encoder> Objective for Jigsaw<E> {
         &mut self,
         model: &Self::Model,
         tiles: &Self::Batch,
-        _phase: usize,
+        phase: usize,
         info: &StepInfo,
     ) -> LossOutput {
-        whole_batch_loss(self, model, tiles, info)
+        whole_batch_loss(self, model, tiles, phase, info)
     }
 }
 
@@ -318,7 +318,13 @@ impl<E: Encoder> Shardable for Jigsaw<E> {
     }
 
     /// The permutation logits `[n, P]` of the shard's images.
-    fn outputs(&self, model: &Self::Model, shard: &JigsawShard, _: &StepInfo) -> Vec<Tensor<2>> {
+    fn outputs(
+        &mut self,
+        model: &Self::Model,
+        shard: &JigsawShard,
+        _phase: usize,
+        _: &StepInfo,
+    ) -> Vec<Tensor<2>> {
         vec![model.logits(&shard.tiles, shard.order.clone())]
     }
 
@@ -326,6 +332,7 @@ impl<E: Encoder> Shardable for Jigsaw<E> {
         &mut self,
         _: &Self::Model,
         logits: Vec<Tensor<2>>,
+        _phase: usize,
         info: &StepInfo,
     ) -> LossOutput {
         let n = logits[0].dims()[0];

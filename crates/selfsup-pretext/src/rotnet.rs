@@ -116,10 +116,10 @@ impl<E: Encoder> Objective for RotNet<E> {
         &mut self,
         model: &Self::Model,
         views: &Self::Batch,
-        _phase: usize,
+        phase: usize,
         info: &StepInfo,
     ) -> LossOutput {
-        whole_batch_loss(self, model, views, info)
+        whole_batch_loss(self, model, views, phase, info)
     }
 }
 
@@ -147,7 +147,13 @@ impl<E: Encoder> Shardable for RotNet<E> {
     }
 
     /// The logits `[n, 4]` of the images turned by 0, 90, 180 and 270 degrees: four outputs.
-    fn outputs(&self, model: &Self::Model, views: &Vec<Tensor<4>>, _: &StepInfo) -> Vec<Tensor<2>> {
+    fn outputs(
+        &mut self,
+        model: &Self::Model,
+        views: &Vec<Tensor<4>>,
+        _phase: usize,
+        _: &StepInfo,
+    ) -> Vec<Tensor<2>> {
         let n = views[0].dims()[0];
         let (images, _) = rotations_batch(views[0].clone());
         let logits = model.logits(images);
@@ -158,6 +164,7 @@ impl<E: Encoder> Shardable for RotNet<E> {
         &mut self,
         _: &Self::Model,
         logits: Vec<Tensor<2>>,
+        _phase: usize,
         _: &StepInfo,
     ) -> LossOutput {
         let n = logits[0].dims()[0];
