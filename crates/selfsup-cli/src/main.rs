@@ -597,12 +597,12 @@ fn run(cli: Cli) -> Result<()> {
             let recipe = registry.get(&cfg.method)?;
             let report = match distributed {
                 Launch::Mpi => {
-                    let world = mpi_world()?;
+                    let world = ranks().world()?;
                     let writer = world.rank() == 0;
                     let report = selfsup_pipeline::pretrain_distributed(
                         recipe, cfg, &out, resume, !quiet, !no_eval, world,
                     )?;
-                    end_mpi();
+                    ranks().end();
                     if !writer {
                         return Ok(());
                     }
@@ -800,51 +800,119 @@ enum Launch {
     Mpi,
 }
 
-/// The MPI world while a distributed run trains: the error path aborts the whole job through
-/// it; [`end_mpi`] lets it go, which finalizes MPI.
-#[cfg(feature = "mpi")]
-static MPI: std::sync::Mutex<Option<Arc<selfsup_mpi::Mpi>>> = std::sync::Mutex::new(None);
-
-#[cfg(feature = "mpi")]
-fn mpi_world() -> Result<Arc<dyn selfsup_core::Collective>> {
-    let world = Arc::new(selfsup_mpi::Mpi::init()?);
-    *MPI.lock().unwrap_or_else(|e| e.into_inner()) = Some(world.clone());
-    Ok(world)
+/// How a `--distributed mpi` run reaches MPI. The `selfsup` binary links no MPI library, so
+/// that it starts on machines without one: it hands such a run to `selfsup-rank` beside it
+/// ([`HandOver`]), which is this same program with MPI linked (`src/bin/selfsup-rank.rs`) and
+/// its own `Ranks`.
+pub trait Ranks: Sync {
+    /// This process as a rank of the job the launcher started.
+    fn world(&self) -> Result<Arc<dyn selfsup_core::Collective>>;
+    /// The run ended well: let MPI finish (every rank must, or the launcher reports a failed
+    /// job).
+    fn end(&self) {}
+    /// The run failed on this rank: stop every rank of the job, which would otherwise wait for
+    /// this one in their next exchange.
+    fn stop(&self) {}
 }
 
-/// A distributed run that ended well: MPI is finalized once the run's own handles are gone
-/// (every rank must finalize, or `mpirun` reports the job as failed).
-fn end_mpi() {
-    #[cfg(feature = "mpi")]
-    drop(MPI.lock().unwrap_or_else(|e| e.into_inner()).take());
+static RANKS: std::sync::OnceLock<&'static dyn Ranks> = std::sync::OnceLock::new();
+
+fn ranks() -> &'static dyn Ranks {
+    *RANKS.get_or_init(|| &HandOver)
 }
 
-#[cfg(not(feature = "mpi"))]
-fn mpi_world() -> Result<Arc<dyn selfsup_core::Collective>> {
-    Err(Error::config(
-        "--distributed",
-        "this selfsup was built without MPI: build it with `cargo build --release -p selfsup-cli --features mpi` (needs Open MPI: apt install openmpi-bin libopenmpi-dev libclang-dev; docs/backends.md)",
-    ))
-}
+/// `selfsup`'s [`Ranks`]: replaces this process with `selfsup-rank` (same arguments), after
+/// checking that it is there, from the same build, and able to start (its MPI library found).
+struct HandOver;
 
-/// A rank that fails stops every rank of its job (they would wait for it in their next
-/// exchange); a one-process run just returns.
-fn stop_job() {
-    #[cfg(feature = "mpi")]
-    if let Some(world) = MPI.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-        use selfsup_core::Collective;
-        if world.size() > 1 {
-            eprintln!(
-                "error: rank {} of {} failed (above); stopping every rank of the job. Fix the cause and rerun (with --resume to continue from the last checkpoint)",
-                world.rank(),
-                world.size()
-            );
-            world.abort(1);
+/// The program a `--distributed mpi` run becomes.
+pub const RANK_PROGRAM: &str = "selfsup-rank";
+
+impl Ranks for HandOver {
+    fn world(&self) -> Result<Arc<dyn selfsup_core::Collective>> {
+        if !cfg!(feature = "mpi") {
+            return Err(Error::config(
+                "--distributed",
+                "this selfsup was built without MPI: build it with `cargo build --release -p selfsup-cli --features mpi` (needs Open MPI: apt install openmpi-bin libopenmpi-dev libclang-dev; docs/backends.md)",
+            ));
         }
+        let exe = std::env::current_exe().map_err(|e| {
+            Error::Invalid(format!(
+                "--distributed mpi: cannot find this program's path to start {RANK_PROGRAM} beside it: {e}"
+            ))
+        })?;
+        let rank = exe.with_file_name(format!("{RANK_PROGRAM}{}", std::env::consts::EXE_SUFFIX));
+        if !rank.is_file() {
+            return Err(Error::Invalid(format!(
+                "--distributed mpi: {} is missing; it is built beside selfsup with the `mpi` feature (`cargo build --release -p selfsup-cli --features mpi`, or `cargo install --features mpi`) and must stay beside it",
+                rank.display()
+            )));
+        }
+        // Started once without MPI work: a missing MPI library stops it in the loader, whose
+        // message is all it can say; here it gets the what-to-do.
+        let probe = std::process::Command::new(&rank)
+            .arg(BUILD_FLAG)
+            .output()
+            .map_err(|e| {
+                Error::Invalid(format!(
+                    "--distributed mpi: cannot start {}: {e}",
+                    rank.display()
+                ))
+            })?;
+        if !probe.status.success() {
+            let why = String::from_utf8_lossy(&probe.stderr);
+            return Err(Error::Invalid(format!(
+                "--distributed mpi: {} cannot start ({}): {}. The MPI library it was built against is missing or not on the library path: install it (Debian: apt install openmpi-bin), `module load` your cluster's MPI, or add its lib folder to LD_LIBRARY_PATH (`ldd {}` lists what it needs)",
+                rank.display(),
+                probe.status,
+                why.trim(),
+                rank.display()
+            )));
+        }
+        let theirs = String::from_utf8_lossy(&probe.stdout).trim().to_string();
+        let ours = selfsup_pipeline::run_dir::commit();
+        if theirs != ours {
+            return Err(Error::Invalid(format!(
+                "--distributed mpi: {} is from another build (commit {theirs}, this selfsup {ours}): rebuild both with `cargo build --release -p selfsup-cli --features mpi`",
+                rank.display()
+            )));
+        }
+        let err = hand_over(&rank);
+        Err(Error::Invalid(format!(
+            "--distributed mpi: cannot start {}: {err}",
+            rank.display()
+        )))
     }
 }
 
-fn main() -> ExitCode {
+/// The argument that makes `selfsup-rank` print the commit it was built from and exit.
+pub const BUILD_FLAG: &str = "--selfsup-build";
+
+/// Becomes `program` with this process's arguments (on Unix the same process: the launcher
+/// keeps tracking it); returns only on failure.
+#[cfg(unix)]
+fn hand_over(program: &std::path::Path) -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new(program)
+        .args(std::env::args_os().skip(1))
+        .exec()
+}
+
+#[cfg(not(unix))]
+fn hand_over(program: &std::path::Path) -> std::io::Error {
+    match std::process::Command::new(program)
+        .args(std::env::args_os().skip(1))
+        .status()
+    {
+        Ok(status) => std::process::exit(status.code().unwrap_or(1)),
+        Err(e) => e,
+    }
+}
+
+/// Runs the command line with `ranks` for `--distributed mpi`: `selfsup`'s `main` and
+/// `selfsup-rank`'s.
+pub fn start(with: &'static dyn Ranks) -> ExitCode {
+    let _ = RANKS.set(with);
     selfsup_kernels::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -856,8 +924,13 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            stop_job();
+            ranks().stop();
             ExitCode::FAILURE
         }
     }
+}
+
+#[allow(dead_code)] // `selfsup-rank` has its own.
+fn main() -> ExitCode {
+    start(&HandOver)
 }

@@ -2,7 +2,9 @@
 //! `selfsup` binary built with the `mpi` feature: a 2-rank run of SimCLR, CLIP, DINO, MAE,
 //! RotNet and the GAN (both phases) logs the losses and ends with the weights of a 1-process run over the whole batch; a
 //! killed rank takes the job down and the run resumes to the uninterrupted 2-rank weights; ranks
-//! that disagree on the config, and a batch the ranks cannot split, stop with errors naming them.
+//! that disagree on the config, and a batch the ranks cannot split, stop with errors naming them;
+//! so do a process MPI leaves alone (no launcher, another MPI's launcher) and a rank program
+//! that cannot start (`selfsup` itself links no MPI).
 //!
 //! Needs `mpirun` (Debian: `openmpi-bin`); run with `cargo test -p selfsup-cli --features mpi
 //! --test mpi`.
@@ -272,4 +274,115 @@ fn ranks_that_disagree_or_cannot_split_the_batch_are_refused() {
         text.contains("train.batch_size") && text.contains("2"),
         "{text}"
     );
+}
+
+/// A rank that finds itself alone stops before it writes anything: started without `mpirun`,
+/// or by a launcher that says it started several processes (another MPI's, which this MPI
+/// would not join into one world).
+#[test]
+fn a_process_that_mpi_leaves_alone_is_told_how_to_launch() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(&config("simclr"), dir.path());
+    let direct = |out: &Path, vars: &[(&str, &str)]| {
+        let mut cmd = Command::new(selfsup());
+        cmd.args(pretrain_args(config.as_path(), out))
+            .args(["--distributed", "mpi"]);
+        for k in selfsup_mpi::SIZE_VARIABLES {
+            cmd.env_remove(k);
+        }
+        cmd.envs(vars.iter().copied());
+        cmd.output().unwrap()
+    };
+    let out = dir.path().join("alone");
+    let run = direct(&out, &[]);
+    let text = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{text}");
+    assert!(text.contains("mpirun -np N"), "{text}");
+    assert!(
+        !out.join("config.toml").exists(),
+        "a lone rank wrote the run folder"
+    );
+
+    let out = dir.path().join("foreign");
+    let run = direct(&out, &[("PMI_SIZE", "2")]);
+    let text = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{text}");
+    assert!(
+        text.contains("PMI_SIZE=2") && text.contains("another MPI"),
+        "{text}"
+    );
+    assert!(
+        !out.join("config.toml").exists(),
+        "a lone rank wrote the run folder"
+    );
+}
+
+/// `selfsup` links no MPI: a `--distributed mpi` run becomes `selfsup-rank`, checked first.
+/// A rank program that is missing, from another build, or stopped by the loader (its MPI
+/// library not installed) gets an error saying what to do.
+#[test]
+fn selfsup_links_no_mpi_and_explains_a_rank_program_that_cannot_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(&config("simclr"), dir.path());
+    // A copy of `selfsup` in a folder of its own, beside rank programs made up for the test.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let exe = bin.join("selfsup");
+    std::fs::copy(selfsup(), &exe).unwrap();
+    let fake = |script: &str| {
+        let path = bin.join("selfsup-rank");
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let attempt = || {
+        let out = dir.path().join("never");
+        let o = Command::new(&exe)
+            .args(pretrain_args(&config, &out))
+            .args(["--distributed", "mpi"])
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        assert!(
+            !out.join("config.toml").exists(),
+            "a run folder was written"
+        );
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let err = attempt();
+    assert!(
+        err.contains("selfsup-rank is missing") && err.contains("--features mpi"),
+        "{err}"
+    );
+
+    fake(
+        "echo 'selfsup-rank: error while loading shared libraries: libmpi.so.40: cannot open shared object file: No such file or directory' >&2; exit 127",
+    );
+    let err = attempt();
+    assert!(
+        err.contains("libmpi.so.40")
+            && err.contains("LD_LIBRARY_PATH")
+            && err.contains("openmpi-bin"),
+        "{err}"
+    );
+
+    fake("echo 0123456789ab");
+    let err = attempt();
+    assert!(
+        err.contains("another build") && err.contains("0123456789ab"),
+        "{err}"
+    );
+
+    // The real ones: `selfsup` needs no MPI library, `selfsup-rank` does.
+    let needed = |path: &str| {
+        let o = Command::new("ldd").arg(path).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(
+        !needed(selfsup()).contains("libmpi"),
+        "{}",
+        needed(selfsup())
+    );
+    let rank = env!("CARGO_BIN_EXE_selfsup-rank");
+    assert!(needed(rank).contains("libmpi"), "{}", needed(rank));
 }

@@ -8,10 +8,14 @@
 //! The crate binds Open MPI (or any MPI 3 library) through the `mpi` crate behind its `mpi`
 //! feature, off by default: building it needs MPI's headers and libclang (Debian:
 //! `libopenmpi-dev`, `libclang-dev`), running it MPI's library and launcher (`openmpi-bin`).
-//! Without the feature the crate holds nothing, so a workspace build needs no MPI.
+//! Without the feature the crate holds only [`Launcher`] (the check that the launcher and the
+//! MPI library agree, which needs no MPI), so a workspace build needs no MPI.
 
+mod launch;
 #[cfg(feature = "mpi")]
 mod world;
+
+pub use launch::{Launcher, SIZE_VARIABLES};
 
 #[cfg(feature = "mpi")]
 pub use world::Mpi;

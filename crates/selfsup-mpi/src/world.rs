@@ -1,5 +1,6 @@
 //! The MPI world as a [`Collective`].
 
+use crate::Launcher;
 use mpi::Threading;
 use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
 use mpi::environment::Universe;
@@ -30,9 +31,13 @@ unsafe impl Send for Mpi {}
 unsafe impl Sync for Mpi {}
 
 impl Mpi {
-    /// Starts MPI (once per process) and joins the world of processes the launcher started;
-    /// a process started without `mpirun` is a world of one.
+    /// Starts MPI (once per process) and joins the world of processes the launcher started.
+    /// A world of one is an error unless a launcher started just this one process
+    /// (`mpirun -np 1`): without a launcher, or under another MPI's launcher, every process
+    /// would train alone ([`Launcher::check`]).
     pub fn init() -> Result<Self> {
+        // Read before MPI starts: a singleton start may set launch variables of its own.
+        let launcher = Launcher::current();
         let (universe, threading) = mpi::initialize_with_threading(Threading::Serialized)
             .ok_or_else(|| Error::Invalid("MPI was already started in this process".into()))?;
         if threading < Threading::Serialized {
@@ -42,6 +47,9 @@ impl Mpi {
         }
         let world = universe.world();
         let (rank, size) = (world.rank() as usize, world.size() as usize);
+        // "Open MPI v4.1.4, package: ...": its first part names the library.
+        let library = mpi::environment::library_version().unwrap_or_default();
+        launcher.check(size, library.split(',').next().unwrap_or("").trim())?;
         Ok(Self {
             rank,
             size,
