@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 /// The MPI world while a distributed run trains: the error path aborts the whole job through
-/// it; [`Ranks::end`] lets it go, which finalizes MPI.
+/// it; [`app::Ranks::end`] lets it go, which finalizes MPI.
 struct MpiRanks(Mutex<Option<Arc<selfsup_mpi::Mpi>>>);
 
 impl app::Ranks for MpiRanks {
