@@ -9,12 +9,11 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
-use burn::tensor::activation::leaky_relu;
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 use selfsup_core::config::ensure;
 use selfsup_core::{Encoder, Result};
-use selfsup_kernels::{batch_norm, conv2d};
+use selfsup_kernels::{batch_norm, conv2d, leaky_relu};
 use serde::{Deserialize, Serialize};
 
 /// Slope of the LeakyReLU for negative inputs (the paper's 0.2).

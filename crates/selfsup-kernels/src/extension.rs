@@ -2,6 +2,7 @@
 //! `Autodiff<Flex>` (recording our own backward passes). Other backends never reach it: the
 //! functions in the crate root route them to burn's own operations.
 
+use crate::activation::{leaky_relu_backward, leaky_relu_forward};
 use crate::conv::{ConvGeometry, conv2d_backward, conv2d_forward};
 use crate::norm::{
     NormGeometry, batch_norm_backward, batch_norm_forward, batch_norm_relu_forward, relu_masked,
@@ -58,6 +59,9 @@ pub trait GemmKernels: Backend {
 
     /// GELU, exact form (`f32` only).
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Leaky ReLU with negative slope `slope` (`f32` only).
+    fn fused_leaky_relu(x: FloatTensor<Self>, slope: f32) -> FloatTensor<Self>;
 
     /// Multi-head self-attention from the fused projection `[batch, tokens, 3 dim]` (`f32`
     /// only), causal or not: the context `[batch, tokens, dim]` and the attention `[batch,
@@ -175,6 +179,11 @@ impl GemmKernels for Flex {
 
     fn fused_gelu(x: FlexTensor) -> FlexTensor {
         let y = gelu_forward(slice(&f32s(&x)));
+        tensor(y, x.layout().shape().clone())
+    }
+
+    fn fused_leaky_relu(x: FlexTensor, slope: f32) -> FlexTensor {
+        let y = leaky_relu_forward(slice(&f32s(&x)), slope);
         tensor(y, x.layout().shape().clone())
     }
 
@@ -394,6 +403,30 @@ impl Backward<Flex, 1> for GeluBackward {
 }
 
 #[derive(Debug)]
+struct LeakyReluBackward;
+
+impl Backward<Flex, 1> for LeakyReluBackward {
+    /// The input (checkpointed) and the slope.
+    type State = (NodeId, f32);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (x_id, slope) = ops.state;
+        let x = checkpointer.retrieve_node_output::<FlexTensor>(x_id);
+        if let Some(node) = node_x {
+            let dx = leaky_relu_backward(slice(&f32s(&x)), slice(&f32s(&grad)), slope);
+            grads.register::<Flex>(node.id, tensor(dx, x.layout().shape().clone()));
+        }
+    }
+}
+
+#[derive(Debug)]
 struct AttentionBackward;
 
 impl Backward<Flex, 1> for AttentionBackward {
@@ -515,6 +548,23 @@ impl<C: CheckpointStrategy> GemmKernels for Autodiff<Flex, C> {
                 prep.finish(x_id, y)
             }
             OpsKind::UnTracked(prep) => prep.finish(Flex::fused_gelu(x.into_primitive())),
+        }
+    }
+
+    fn fused_leaky_relu(x: FloatTensor<Self>, slope: f32) -> FloatTensor<Self> {
+        match LeakyReluBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_id = prep.checkpoint(&x);
+                let y = Flex::fused_leaky_relu(x.primitive().clone(), slope);
+                prep.finish((x_id, slope), y)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(Flex::fused_leaky_relu(x.into_primitive(), slope))
+            }
         }
     }
 

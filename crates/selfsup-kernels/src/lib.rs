@@ -19,6 +19,7 @@
 //! Setting the environment variable `SELFSUP_KERNELS=burn` sends flex to burn's kernels too (to
 //! compare, or to rule ours out when hunting a bug).
 
+mod activation;
 #[cfg(feature = "mimalloc")]
 mod allocator;
 mod conv;
@@ -30,6 +31,7 @@ mod simd;
 mod transformer;
 mod winograd;
 
+pub use activation::{leaky_relu_backward, leaky_relu_forward};
 #[cfg(feature = "mimalloc")]
 pub use allocator::keep_freed_memory;
 pub use conv::{ConvGeometry, conv2d_backward, conv2d_forward};
@@ -227,6 +229,18 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         return burn::tensor::activation::gelu(x);
     }
     Tensor::from_dispatch(<Dispatch as GemmKernels>::fused_gelu(x.into_dispatch()))
+}
+
+/// `burn::tensor::activation::leaky_relu(x, slope)`, the same values and gradients, in one
+/// parallel pass each way on flex (`f32`; burn's chain elsewhere).
+pub fn leaky_relu<const D: usize>(x: Tensor<D>, slope: f64) -> Tensor<D> {
+    if !serves(&x.device()) || x.dtype() != DType::F32 {
+        return burn::tensor::activation::leaky_relu(x, slope);
+    }
+    Tensor::from_dispatch(<Dispatch as GemmKernels>::fused_leaky_relu(
+        x.into_dispatch(),
+        slope as f32,
+    ))
 }
 
 /// Multi-head self-attention from a fused projection `qkv` `[batch, tokens, 3 dim]` (queries,

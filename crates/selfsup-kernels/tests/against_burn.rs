@@ -309,3 +309,41 @@ fn transformer_ops_match_burn() {
         close(a, b, 2e-5, what);
     }
 }
+
+/// Leaky ReLU: the same bits as burn's chain forward and backward, zeros and the large
+/// tensors that split into several parallel tasks included, and the same under no autodiff.
+#[test]
+fn leaky_relu_matches_burn_bit_for_bit() {
+    use burn::tensor::activation::leaky_relu;
+    let dev = device();
+    dev.seed(5);
+    for shape in [[2, 3, 5, 7], [16, 64, 14, 14]] {
+        let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &dev);
+        // Exact zeros, where the two conventions for the gradient differ.
+        let x = x.clone().mask_fill(x.clone().abs().lower_elem(0.05), 0.0);
+        let r = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &dev);
+        let run = |ours: bool| {
+            let x = x.clone().detach().require_grad();
+            let y = if ours {
+                selfsup_kernels::leaky_relu(x.clone(), 0.2)
+            } else {
+                leaky_relu(x.clone(), 0.2)
+            };
+            let grads = (y.clone() * r.clone()).sum().backward();
+            let v = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+            (v(y.detach()), v(x.grad(&grads).unwrap()))
+        };
+        let (ours, theirs) = (run(true), run(false));
+        assert!(ours.0 == theirs.0, "{shape:?}: outputs differ");
+        assert!(ours.1 == theirs.1, "{shape:?}: gradients differ");
+        assert!(ours.0.contains(&0.0) && ours.0.iter().any(|&v| v < 0.0));
+        let plain = Device::flex();
+        let xp = Tensor::<4>::from_data(x.clone().into_data(), &plain);
+        let yp = selfsup_kernels::leaky_relu(xp.clone(), 0.2).into_data();
+        assert_eq!(
+            yp,
+            leaky_relu(xp, 0.2).into_data(),
+            "{shape:?}: without autodiff"
+        );
+    }
+}
