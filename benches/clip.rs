@@ -16,7 +16,7 @@ use selfsup_data::ImageTextBatch;
 use selfsup_encoders::{Arch, Backbone, EncoderConfig};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: selfsup_kernels::StepAllocator = selfsup_kernels::StepAllocator;
 
 fn clip(c: &mut Criterion) {
     reset_peak_rss();

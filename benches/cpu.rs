@@ -28,7 +28,7 @@ use selfsup_kernels::{
 use std::hint::black_box;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: selfsup_kernels::StepAllocator = selfsup_kernels::StepAllocator;
 
 /// BatchNorm's epsilon.
 const EPS: f64 = 1e-5;

@@ -14,7 +14,7 @@ use selfsup_dino::{Dino, DinoConfig, DinoHeadConfig, DinoModel};
 use selfsup_encoders::{Arch, EncoderConfig};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: selfsup_kernels::StepAllocator = selfsup_kernels::StepAllocator;
 
 const PYTORCH: &str = "PyTorch 2.15 with lightly on this 2-core machine (issue 6)";
 

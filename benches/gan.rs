@@ -15,7 +15,7 @@ use selfsup_encoders::{DcganConfig, DcganEncoder};
 use selfsup_gan::{Gan, GanConfig, GanModel};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: selfsup_kernels::StepAllocator = selfsup_kernels::StepAllocator;
 
 /// DCGAN's optimizer, for both networks.
 fn adam() -> TrainConfig {

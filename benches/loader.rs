@@ -15,7 +15,7 @@ use selfsup_data::{AugmentConfig, DataConfig, MultiView, ViewLoader};
 use std::sync::Arc;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: selfsup_kernels::StepAllocator = selfsup_kernels::StepAllocator;
 
 /// Images per epoch and per batch.
 const IMAGES: usize = 128;

@@ -14,7 +14,7 @@ use selfsup_encoders::VitConfig;
 use selfsup_mae::{Mae, MaeConfig, MaeModel};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: selfsup_kernels::StepAllocator = selfsup_kernels::StepAllocator;
 
 const PYTORCH: &str = "PyTorch 2.15 on this 2-core machine (issue 5), the 32x32 RGB step";
 

@@ -15,7 +15,7 @@ use selfsup_encoders::{Arch, Backbone, EncoderConfig};
 use selfsup_pretext::{Jigsaw, JigsawConfig, JigsawModel, RotNet, RotNetConfig, RotNetModel};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: selfsup_kernels::StepAllocator = selfsup_kernels::StepAllocator;
 
 /// The presets' optimizer: SGD with Nesterov momentum, weight decay 5e-4.
 fn sgd() -> TrainConfig {

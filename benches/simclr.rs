@@ -17,7 +17,7 @@ use selfsup_encoders::{Arch, Backbone, EncoderConfig, HeadConfig};
 use selfsup_eval::{KnnConfig, knn_predict};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: selfsup_kernels::StepAllocator = selfsup_kernels::StepAllocator;
 
 fn report_peak(group: &str) {
     if let Some(m) = peak_rss_mib() {

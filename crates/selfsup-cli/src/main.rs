@@ -16,10 +16,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 // burn's CPU backend allocates and frees large buffers every step; glibc's allocator returns
-// them to the kernel and page-faults them back. mimalloc, told to keep freed memory
-// (`selfsup_kernels::keep_freed_memory`, first thing in `main`), reuses them.
+// them to the kernel and page-faults them back. `StepAllocator` keeps the big ones by size for
+// the next step and leaves the rest to mimalloc, told to keep freed memory
+// (`selfsup_kernels::keep_freed_memory`, first thing in `main`).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: selfsup_kernels::StepAllocator = selfsup_kernels::StepAllocator;
 
 #[derive(Parser)]
 #[command(
@@ -920,7 +921,15 @@ pub fn start(with: &'static dyn Ranks) -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
+    let outcome = run(Cli::parse());
+    if std::env::var_os("SELFSUP_ALLOC_STATS").is_some() {
+        // How the big blocks were served (reused, mapped, given back): `docs/benchmarks.md`.
+        eprintln!(
+            "allocator's big blocks: {:?}",
+            selfsup_kernels::big_blocks()
+        );
+    }
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -33,7 +33,7 @@ mod winograd;
 
 pub use activation::{leaky_relu_backward, leaky_relu_forward};
 #[cfg(feature = "mimalloc")]
-pub use allocator::keep_freed_memory;
+pub use allocator::{BIG_BLOCK, BigBlocks, StepAllocator, big_blocks, keep_freed_memory};
 pub use conv::{ConvGeometry, conv2d_backward, conv2d_forward};
 pub use extension::GemmKernels;
 pub use norm::{

@@ -17,9 +17,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 // The binary chooses its allocator (burn's CPU backend frees and reallocates large buffers
-// every step; `selfsup_kernels::keep_freed_memory` tells mimalloc to keep them).
+// every step; `selfsup_kernels::StepAllocator` keeps them for the next step, and
+// `selfsup_kernels::keep_freed_memory` tells mimalloc, under it, to keep the small ones).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: selfsup_kernels::StepAllocator = selfsup_kernels::StepAllocator;
 
 #[derive(Parser)]
 #[command(
