@@ -54,8 +54,8 @@ const SLOTS: usize = 256;
 ///
 /// Why not mimalloc for those too: a training step allocates and frees the same few large sizes
 /// in the same order every step, so kept blocks fit exactly the next step's requests. mimalloc
-/// instead carves them out of its arenas, and once the freed ranges are fragmented a request
-/// finds no hole of its size and takes fresh memory beside them. The RotNet ResNet-18 step (512
+/// instead carves them out of its arenas, and (as we read the two peaks) once the freed ranges
+/// are fragmented a request finds no hole of its size and takes fresh memory beside them. The RotNet ResNet-18 step (512
 /// images of 32 px, 128 MiB a first-stage activation) peaked at 3,768 or 4,079 MiB from run to
 /// run with mimalloc alone, against PyTorch's 3,359 (docs/benchmarks.md).
 ///
