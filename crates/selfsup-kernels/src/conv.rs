@@ -12,7 +12,7 @@
 //!   by col2im.
 
 use crate::gemm::{View, sgemm};
-use crate::par::{SharedMut, sum_partials};
+use crate::par::{SharedMut, sum_partials, written_by};
 use crate::winograd;
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -385,30 +385,33 @@ fn forward_in_blocks(x: &[f32], w: &[f32], g: &ConvGeometry, block_elems: usize)
     if winograd::applies(g) {
         return winograd::forward(x, w, g, block_elems);
     }
-    let mut out = vec![0.0f32; g.batch * cout * out_px];
     let plan = Plan::new(g, block_elems.min(IM2COL_BLOCK_ELEMS));
-    let shared = SharedMut::new(&mut out);
-    plan.run(|_, first, images| {
-        let width = images * out_px;
-        // SAFETY: blocks cover disjoint image ranges.
-        let dst = unsafe { shared.slice(first * cout * out_px, images * cout * out_px) };
-        let tmp_len = if images > 1 { cout * width } else { 0 };
-        with_scratch(k * width, tmp_len, |col, tmp| {
-            im2col(x, g, first, images, col);
-            let target = if images == 1 { &mut *dst } else { &mut *tmp };
-            let (a, b) = (View::rows(w, k), View::rows(col, width));
-            sgemm(cout, width, k, target, false, a, b, plan.parallelism);
-            if images > 1 {
-                // tmp is [cout, (image, pixel)]; the output wants [image, cout, pixel].
-                for (b, img) in dst.chunks_mut(cout * out_px).enumerate() {
-                    for (o, line) in img.chunks_mut(out_px).enumerate() {
-                        line.copy_from_slice(&tmp[o * width + b * out_px..][..out_px]);
+    let fill = |out: &mut [f32]| {
+        let shared = SharedMut::new(out);
+        plan.run(|_, first, images| {
+            let width = images * out_px;
+            // SAFETY: blocks cover disjoint image ranges.
+            let dst = unsafe { shared.slice(first * cout * out_px, images * cout * out_px) };
+            let tmp_len = if images > 1 { cout * width } else { 0 };
+            with_scratch(k * width, tmp_len, |col, tmp| {
+                im2col(x, g, first, images, col);
+                let target = if images == 1 { &mut *dst } else { &mut *tmp };
+                let (a, b) = (View::rows(w, k), View::rows(col, width));
+                sgemm(cout, width, k, target, false, a, b, plan.parallelism);
+                if images > 1 {
+                    // tmp is [cout, (image, pixel)]; the output wants [image, cout, pixel].
+                    for (b, img) in dst.chunks_mut(cout * out_px).enumerate() {
+                        for (o, line) in img.chunks_mut(out_px).enumerate() {
+                            line.copy_from_slice(&tmp[o * width + b * out_px..][..out_px]);
+                        }
                     }
                 }
-            }
+            });
         });
-    });
-    out
+    };
+    // SAFETY: the blocks cover every image, and each block's GEMM (one image) or copy (several)
+    // writes all of its output.
+    unsafe { written_by(g.batch * cout * out_px, fill) }
 }
 
 /// Gradients of [`conv2d_forward`] given the output gradient `dy`: `(dx, dw)`, each computed

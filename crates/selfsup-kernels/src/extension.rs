@@ -5,7 +5,8 @@
 use crate::activation::{leaky_relu_backward, leaky_relu_forward};
 use crate::conv::{ConvGeometry, conv2d_backward, conv2d_forward};
 use crate::norm::{
-    NormGeometry, batch_norm_backward, batch_norm_forward, batch_norm_relu_forward, relu_masked,
+    NormGeometry, batch_norm_backward, batch_norm_forward, batch_norm_relu_backward,
+    batch_norm_relu_forward,
 };
 use crate::transformer::{
     AttentionGeometry, attention_backward, attention_forward, gelu_backward, gelu_forward,
@@ -296,39 +297,46 @@ impl Backward<Flex, 3> for NormBackward {
         let [node_x, node_gamma, node_beta] = ops.parents;
         let grad = grads.consume::<Flex>(&ops.node);
         let (x_id, gamma_id, mean, var, epsilon, relu_out) = ops.state;
-        let grad = match relu_out {
-            None => grad,
-            Some(y) => match (values(&grad), values(&y)) {
-                (Some(gv), Some(yv)) => tensor(
-                    relu_masked(slice(&gv), slice(&yv)),
-                    grad.layout().shape().clone(),
-                ),
-                _ => Flex::relu_backward(y, grad),
-            },
-        };
         let x = checkpointer.retrieve_node_output::<FlexTensor>(x_id);
         let gamma = checkpointer.retrieve_node_output::<FlexTensor>(gamma_id);
         let all = [&x, &grad, &gamma, &mean, &var].map(values);
-        let (dx, dgamma, dbeta) = if let [Some(xv), Some(gv), Some(gm), Some(m), Some(v)] = all {
-            let g = norm_geometry(&x);
-            let (dx, dgamma, dbeta) = batch_norm_backward(
-                slice(&xv),
-                slice(&gv),
-                slice(&gm),
-                slice(&m),
-                slice(&v),
-                epsilon,
-                &g,
-                node_x.is_some(),
-            );
-            (
-                dx.map(|d| tensor(d, x.layout().shape().clone())),
-                tensor(dgamma, [g.channels]),
-                tensor(dbeta, [g.channels]),
-            )
-        } else {
-            let r = Flex::batch_norm_train_backward(x, gamma, mean, var, epsilon, grad);
-            (Some(r.x_grad), r.gamma_grad, r.beta_grad)
+        // The ReLU's output, when one followed: its mask is applied as the gradient is read.
+        let mask = relu_out.as_ref().map(values);
+        let (dx, dgamma, dbeta) = match (all, mask) {
+            ([Some(xv), Some(gv), Some(gm), Some(m), Some(v)], None | Some(Some(_))) => {
+                let g = norm_geometry(&x);
+                let y = relu_out.as_ref().and_then(values);
+                let (xs, gs, gms, ms, vs) =
+                    (slice(&xv), slice(&gv), slice(&gm), slice(&m), slice(&v));
+                let want_dx = node_x.is_some();
+                let (dx, dgamma, dbeta) = match &y {
+                    None => batch_norm_backward(xs, gs, gms, ms, vs, epsilon, &g, want_dx),
+                    Some(y) => batch_norm_relu_backward(
+                        xs,
+                        slice(y),
+                        gs,
+                        gms,
+                        ms,
+                        vs,
+                        epsilon,
+                        &g,
+                        want_dx,
+                    ),
+                };
+                (
+                    dx.map(|d| tensor(d, x.layout().shape().clone())),
+                    tensor(dgamma, [g.channels]),
+                    tensor(dbeta, [g.channels]),
+                )
+            }
+            _ => {
+                let grad = match relu_out {
+                    None => grad,
+                    Some(y) => Flex::relu_backward(y, grad),
+                };
+                let r = Flex::batch_norm_train_backward(x, gamma, mean, var, epsilon, grad);
+                (Some(r.x_grad), r.gamma_grad, r.beta_grad)
+            }
         };
         if let (Some(node), Some(dx)) = (node_x, dx) {
             grads.register::<Flex>(node.id, dx);

@@ -37,7 +37,8 @@ pub use allocator::{BIG_BLOCK, BigBlocks, StepAllocator, big_blocks, keep_freed_
 pub use conv::{ConvGeometry, conv2d_backward, conv2d_forward};
 pub use extension::GemmKernels;
 pub use norm::{
-    NormGeometry, batch_norm_backward, batch_norm_forward, batch_norm_relu_forward, relu_masked,
+    NormGeometry, batch_norm_backward, batch_norm_forward, batch_norm_relu_backward,
+    batch_norm_relu_forward,
 };
 pub use simd::{Isa, WideKernel, isa, run_wide};
 pub use transformer::{

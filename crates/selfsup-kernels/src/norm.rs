@@ -9,6 +9,7 @@
 //! Backward, with `x̂ = (x - μ) / √(σ² + ε)`:
 //! `dβ = Σ dy`, `dγ = Σ dy x̂`, `dx = γ / √(σ² + ε) · (dy - dβ / m - x̂ dγ / m)`.
 
+use crate::par::written_by;
 use crate::simd::{WideKernel, run_wide};
 use rayon::prelude::*;
 
@@ -42,13 +43,12 @@ impl NormGeometry {
     fn channel_sums(
         &self,
         c: usize,
-        a: &[f32],
-        b: &[f32],
-        f: impl Fn(f32, f32) -> [f32; 2],
+        [a, b, m]: [&[f32]; 3],
+        f: impl Fn(f32, f32, f32) -> [f32; 2],
     ) -> [f64; 2] {
         let mut total = [0.0f64; 2];
         for run in self.runs(c) {
-            let s = lane_sums(&a[run.clone()], &b[run], &f);
+            let s = lane_sums(&a[run.clone()], &b[run.clone()], &m[run], &f);
             total[0] += s[0] as f64;
             total[1] += s[1] as f64;
         }
@@ -56,17 +56,35 @@ impl NormGeometry {
     }
 
     /// [`NormGeometry::channel_sums`] of every channel, `f(a, b, p[c])` with one parameter per
-    /// channel. Short runs (fewer than [`ROWWISE_BELOW`] values per image: the head's
-    /// `[batch, features]` BatchNorm has runs of one, a ResNet's last layer 16) are summed
-    /// image by image over whole rows instead, so the loop runs along `channels * spatial`
-    /// contiguous values and vectorizes; per channel they had been a strided scalar loop
-    /// (perf: ~12 % of the ConvNet-32 step in scalar `subss`).
+    /// channel; with a `mask`, `a` counts as 0 where the mask is not above 0 (the gradient
+    /// through a ReLU whose output is the mask). Short runs (fewer than [`ROWWISE_BELOW`] values
+    /// per image: the head's `[batch, features]` BatchNorm has runs of one, a ResNet's last layer
+    /// 16) are summed image by image over whole rows instead, so the loop runs along
+    /// `channels * spatial` contiguous values and vectorizes; per channel they had been a
+    /// strided scalar loop (perf: ~12 % of the ConvNet-32 step in scalar `subss`).
     fn all_channel_sums(
         &self,
         a: &[f32],
         b: &[f32],
+        mask: Option<&[f32]>,
         p: &[f32],
         f: impl Fn(f32, f32, f32) -> [f32; 2] + Sync,
+    ) -> Vec<[f64; 2]> {
+        match mask {
+            // The unused third slice is `a` again; its loads are dead code once inlined.
+            None => self.sums_of([a, b, a], p, |u, v, _, k| f(u, v, k)),
+            Some(m) => self.sums_of([a, b, m], p, |u, v, m, k| {
+                f(if m > 0.0 { u } else { 0.0 }, v, k)
+            }),
+        }
+    }
+
+    /// [`NormGeometry::all_channel_sums`] of `f(a, b, m, p[c])`.
+    fn sums_of(
+        &self,
+        [a, b, m]: [&[f32]; 3],
+        p: &[f32],
+        f: impl Fn(f32, f32, f32, f32) -> [f32; 2] + Sync,
     ) -> Vec<[f64; 2]> {
         if self.spatial >= ROWWISE_BELOW {
             return (0..self.channels)
@@ -76,9 +94,8 @@ impl NormGeometry {
                     run_wide(ChannelSums {
                         geometry: self,
                         c,
-                        a,
-                        b,
-                        f: |u, v| f(u, v, pc),
+                        src: [a, b, m],
+                        f: |u, v, w| f(u, v, w, pc),
                     })
                 })
                 .collect();
@@ -96,8 +113,7 @@ impl NormGeometry {
                 run_wide(RowSums {
                     geometry: self,
                     images: start..(start + per).min(self.batch),
-                    a,
-                    b,
+                    src: [a, b, m],
                     params: &params,
                     f: &f,
                 })
@@ -121,10 +137,9 @@ impl NormGeometry {
     fn row_sums(
         &self,
         images: std::ops::Range<usize>,
-        a: &[f32],
-        b: &[f32],
+        [a, b, m]: [&[f32]; 3],
         params: &[f32],
-        f: impl Fn(f32, f32, f32) -> [f32; 2],
+        f: impl Fn(f32, f32, f32, f32) -> [f32; 2],
     ) -> Vec<[f64; 2]> {
         let width = self.channels * self.spatial;
         let mut total = vec![[0.0f64; 2]; width];
@@ -134,9 +149,10 @@ impl NormGeometry {
             acc[1].fill(0.0);
             for img in block..(block + ROW_BLOCK).min(images.end) {
                 let (ra, rb) = (&a[img * width..][..width], &b[img * width..][..width]);
+                let rm = &m[img * width..][..width];
                 let [s0, s1] = &mut acc;
                 for i in 0..width {
-                    let [u, v] = f(ra[i], rb[i], params[i]);
+                    let [u, v] = f(ra[i], rb[i], rm[i], params[i]);
                     s0[i] += u;
                     s1[i] += v;
                 }
@@ -158,15 +174,16 @@ impl NormGeometry {
         scale: &[f32],
         shift: &[f32],
         z: Option<(&[f32], &[f32])>,
+        mask: Option<&[f32]>,
     ) {
-        self.affine_relu(out, x, scale, shift, z, false)
+        self.affine_relu(out, (x, mask), scale, shift, z, false)
     }
 
-    /// [`NormGeometry::affine`], then `max(0, ·)` when `relu`.
+    /// [`NormGeometry::affine`], then `max(0, ·)` when `relu`. Writes every element of `out`.
     fn affine_relu(
         &self,
         out: &mut [f32],
-        x: &[f32],
+        x: (&[f32], Option<&[f32]>),
         scale: &[f32],
         shift: &[f32],
         z: Option<(&[f32], &[f32])>,
@@ -187,33 +204,55 @@ impl NormGeometry {
         });
     }
 
-    /// [`NormGeometry::affine`] of image `b` into `dst`.
+    /// [`NormGeometry::affine`] of image `b` into `dst`; with a mask, `x` counts as 0 where
+    /// the mask is not above 0.
     #[inline(always)]
     fn affine_image(
         &self,
         b: usize,
         dst: &mut [f32],
-        x: &[f32],
+        (x, mask): (&[f32], Option<&[f32]>),
         scale: &[f32],
         shift: &[f32],
         z: Option<(&[f32], &[f32])>,
     ) {
-        {
-            for (c, run) in dst.chunks_mut(self.spatial.max(1)).enumerate() {
-                let start = (b * self.channels + c) * self.spatial;
-                let src = &x[start..start + self.spatial];
-                let (s, t) = (scale[c], shift[c]);
-                match z {
-                    None => {
-                        for (o, &v) in run.iter_mut().zip(src) {
-                            *o = v * s + t;
-                        }
+        match mask {
+            // The unused mask is `x` again; its loads are dead code once inlined.
+            None => self.affine_image_of(b, dst, [x, x], scale, shift, z, |v, _| v),
+            Some(m) => self.affine_image_of(b, dst, [x, m], scale, shift, z, |v, m| {
+                if m > 0.0 { v } else { 0.0 }
+            }),
+        }
+    }
+
+    /// [`NormGeometry::affine_image`] of `pick(x, m)`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn affine_image_of(
+        &self,
+        b: usize,
+        dst: &mut [f32],
+        [x, m]: [&[f32]; 2],
+        scale: &[f32],
+        shift: &[f32],
+        z: Option<(&[f32], &[f32])>,
+        pick: impl Fn(f32, f32) -> f32,
+    ) {
+        for (c, run) in dst.chunks_mut(self.spatial.max(1)).enumerate() {
+            let start = (b * self.channels + c) * self.spatial;
+            let src = &x[start..start + self.spatial];
+            let msrc = &m[start..start + self.spatial];
+            let (s, t) = (scale[c], shift[c]);
+            match z {
+                None => {
+                    for ((o, &v), &mv) in run.iter_mut().zip(src).zip(msrc) {
+                        *o = pick(v, mv) * s + t;
                     }
-                    Some((z, zs)) => {
-                        let (zsrc, u) = (&z[start..start + self.spatial], zs[c]);
-                        for ((o, &v), &w) in run.iter_mut().zip(src).zip(zsrc) {
-                            *o = v * s + w * u + t;
-                        }
+                }
+                Some((z, zs)) => {
+                    let (zsrc, u) = (&z[start..start + self.spatial], zs[c]);
+                    for (((o, &v), &mv), &w) in run.iter_mut().zip(src).zip(msrc).zip(zsrc) {
+                        *o = pick(v, mv) * s + w * u + t;
                     }
                 }
             }
@@ -229,21 +268,21 @@ const ROW_BLOCK: usize = 64;
 
 /// Two sums of `f(a_i, b_i)` over a run, in 16 independent lanes so the loop vectorizes.
 #[inline(always)]
-fn lane_sums(a: &[f32], b: &[f32], f: &impl Fn(f32, f32) -> [f32; 2]) -> [f32; 2] {
+fn lane_sums(a: &[f32], b: &[f32], m: &[f32], f: &impl Fn(f32, f32, f32) -> [f32; 2]) -> [f32; 2] {
     const L: usize = 16;
     let mut acc = [[0.0f32; L]; 2];
-    let (ac, bc) = (a.chunks_exact(L), b.chunks_exact(L));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (ca, cb) in ac.zip(bc) {
+    let (ac, bc, mc) = (a.chunks_exact(L), b.chunks_exact(L), m.chunks_exact(L));
+    let (ar, br, mr) = (ac.remainder(), bc.remainder(), mc.remainder());
+    for ((ca, cb), cm) in ac.zip(bc).zip(mc) {
         for l in 0..L {
-            let [u, v] = f(ca[l], cb[l]);
+            let [u, v] = f(ca[l], cb[l], cm[l]);
             acc[0][l] += u;
             acc[1][l] += v;
         }
     }
     let mut out = [acc[0].iter().sum::<f32>(), acc[1].iter().sum::<f32>()];
-    for (&x, &y) in ar.iter().zip(br) {
-        let [u, v] = f(x, y);
+    for ((&x, &y), &z) in ar.iter().zip(br).zip(mr) {
+        let [u, v] = f(x, y, z);
         out[0] += u;
         out[1] += v;
     }
@@ -257,17 +296,16 @@ fn lane_sums(a: &[f32], b: &[f32], f: &impl Fn(f32, f32) -> [f32; 2]) -> [f32; 2
 struct ChannelSums<'a, F> {
     geometry: &'a NormGeometry,
     c: usize,
-    a: &'a [f32],
-    b: &'a [f32],
+    src: [&'a [f32]; 3],
     f: F,
 }
 
-impl<F: Fn(f32, f32) -> [f32; 2]> WideKernel for ChannelSums<'_, F> {
+impl<F: Fn(f32, f32, f32) -> [f32; 2]> WideKernel for ChannelSums<'_, F> {
     type Output = [f64; 2];
 
     #[inline(always)]
     fn run(self) -> [f64; 2] {
-        self.geometry.channel_sums(self.c, self.a, self.b, self.f)
+        self.geometry.channel_sums(self.c, self.src, self.f)
     }
 }
 
@@ -275,19 +313,18 @@ impl<F: Fn(f32, f32) -> [f32; 2]> WideKernel for ChannelSums<'_, F> {
 struct RowSums<'a, F> {
     geometry: &'a NormGeometry,
     images: std::ops::Range<usize>,
-    a: &'a [f32],
-    b: &'a [f32],
+    src: [&'a [f32]; 3],
     params: &'a [f32],
     f: &'a F,
 }
 
-impl<F: Fn(f32, f32, f32) -> [f32; 2]> WideKernel for RowSums<'_, F> {
+impl<F: Fn(f32, f32, f32, f32) -> [f32; 2]> WideKernel for RowSums<'_, F> {
     type Output = Vec<[f64; 2]>;
 
     #[inline(always)]
     fn run(self) -> Vec<[f64; 2]> {
         let g = self.geometry;
-        g.row_sums(self.images, self.a, self.b, self.params, self.f)
+        g.row_sums(self.images, self.src, self.params, self.f)
     }
 }
 
@@ -296,7 +333,7 @@ struct AffineImage<'a> {
     geometry: &'a NormGeometry,
     b: usize,
     dst: &'a mut [f32],
-    x: &'a [f32],
+    x: (&'a [f32], Option<&'a [f32]>),
     scale: &'a [f32],
     shift: &'a [f32],
     z: Option<(&'a [f32], &'a [f32])>,
@@ -315,24 +352,6 @@ impl WideKernel for AffineImage<'_> {
             for v in dst.iter_mut() {
                 *v = v.max(0.0);
             }
-        }
-    }
-}
-
-/// `out = dy` where `y > 0`, else 0 ([`relu_masked`] of one chunk).
-struct ReluMask<'a> {
-    out: &'a mut [f32],
-    dy: &'a [f32],
-    y: &'a [f32],
-}
-
-impl WideKernel for ReluMask<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn run(self) {
-        for ((o, &d), &y) in self.out.iter_mut().zip(self.dy).zip(self.y) {
-            *o = if y > 0.0 { d } else { 0.0 };
         }
     }
 }
@@ -358,17 +377,6 @@ pub fn batch_norm_relu_forward(
     g: &NormGeometry,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     normalize(x, gamma, beta, epsilon, g, true)
-}
-
-/// The output gradient through a ReLU whose output was `y`: `dy` where `y > 0`, else 0 (the
-/// first step of [`batch_norm_relu_forward`]'s backward pass).
-pub fn relu_masked(dy: &[f32], y: &[f32]) -> Vec<f32> {
-    assert_eq!(dy.len(), y.len(), "relu backward: gradient size");
-    let mut out = vec![0.0f32; dy.len()];
-    out.par_chunks_mut(1 << 14)
-        .zip(dy.par_chunks(1 << 14).zip(y.par_chunks(1 << 14)))
-        .for_each(|(o, (d, y))| run_wide(ReluMask { out: o, dy: d, y }));
-    out
 }
 
 fn normalize(
@@ -398,7 +406,7 @@ fn normalize(
                 .map_or(0.0, |r| x.get(r.start).copied().unwrap_or(0.0))
         })
         .collect();
-    let sums = g.all_channel_sums(x, x, &shift, |v, _, k| {
+    let sums = g.all_channel_sums(x, x, None, &shift, |v, _, k| {
         let d = v - k;
         [d, d * d]
     });
@@ -417,8 +425,12 @@ fn normalize(
             (s, beta[c] - mean[c] * s)
         })
         .unzip();
-    let mut y = vec![0.0f32; x.len()];
-    g.affine_relu(&mut y, x, &scale, &shift, None, relu);
+    // SAFETY: `affine_relu` writes every element.
+    let y = unsafe {
+        written_by(x.len(), |y| {
+            g.affine_relu(y, (x, None), &scale, &shift, None, relu)
+        })
+    };
     (y, mean, var)
 }
 
@@ -434,6 +446,40 @@ pub fn batch_norm_backward(
     g: &NormGeometry,
     want_dx: bool,
 ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+    norm_backward(x, (dy, None), gamma, mean, var, epsilon, g, want_dx)
+}
+
+/// Gradients of [`batch_norm_relu_forward`] given its output `y`: [`batch_norm_backward`] of
+/// `dy` where `y > 0`, else 0. The mask is applied as the two passes read `dy`, so no masked
+/// copy is written: on the 26 MB first-layer maps of the ConvNet-32 step at 28 px a separate
+/// masking pass had been a third of this backward pass.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_relu_backward(
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    epsilon: f64,
+    g: &NormGeometry,
+    want_dx: bool,
+) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+    assert_eq!(y.len(), dy.len(), "relu backward: gradient size");
+    norm_backward(x, (dy, Some(y)), gamma, mean, var, epsilon, g, want_dx)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn norm_backward(
+    x: &[f32],
+    (dy, relu_out): (&[f32], Option<&[f32]>),
+    gamma: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    epsilon: f64,
+    g: &NormGeometry,
+    want_dx: bool,
+) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), dy.len(), "batch norm backward: gradient size");
     let m = g.count().max(1) as f64;
     let inv_std: Vec<f32> = var
@@ -441,7 +487,7 @@ pub fn batch_norm_backward(
         .map(|&v| (1.0 / (v as f64 + epsilon).sqrt()) as f32)
         .collect();
     let sums: Vec<(f32, f32)> = g
-        .all_channel_sums(dy, x, mean, |d, v, mu| [d, d * (v - mu)])
+        .all_channel_sums(dy, x, relu_out, mean, |d, v, mu| [d, d * (v - mu)])
         .iter()
         .zip(&inv_std)
         .map(|(&[dbeta, dxc], &is)| (dbeta as f32, (dxc * is as f64) as f32))
@@ -457,9 +503,12 @@ pub fn batch_norm_backward(
             b[c] = -a[c] * inv_std[c] * (dgamma[c] as f64 / m) as f32;
             k[c] = -a[c] * (dbeta[c] as f64 / m) as f32 - b[c] * mean[c];
         }
-        let mut dx = vec![0.0f32; x.len()];
-        g.affine(&mut dx, dy, &a, &k, Some((x, &b)));
-        dx
+        // SAFETY: `affine` writes every element.
+        unsafe {
+            written_by(x.len(), |dx| {
+                g.affine(dx, dy, &a, &k, Some((x, &b)), relu_out)
+            })
+        }
     });
     (dx, dgamma, dbeta)
 }
@@ -487,9 +536,9 @@ mod tests {
             let (a, b) = (values(n, 0.3), values(n, 1.7));
             let p: Vec<f32> = (0..g.channels).map(|c| c as f32 * 0.1).collect();
             let f = |u: f32, v: f32, k: f32| [u - k, u * (v - k)];
-            let rows = g.all_channel_sums(&a, &b, &p, f);
+            let rows = g.all_channel_sums(&a, &b, None, &p, f);
             for c in 0..g.channels {
-                let one = g.channel_sums(c, &a, &b, |u, v| f(u, v, p[c]));
+                let one = g.channel_sums(c, [&a, &b, &a], |u, v, _| f(u, v, p[c]));
                 for i in 0..2 {
                     let tol = 1e-4 * (1.0 + one[i].abs());
                     assert!((rows[c][i] - one[i]).abs() < tol, "{spatial} {c}: {rows:?}");
@@ -614,6 +663,34 @@ mod tests {
             bm[c] -= h;
             let want = (loss(&x, &gamma, &bp) - loss(&x, &gamma, &bm)) / (2.0 * h);
             assert!((dbeta[c] as f64 - want).abs() < 1e-3, "dbeta[{c}]");
+        }
+    }
+
+    #[test]
+    fn relu_backward_masks_the_gradient_as_it_reads_it() {
+        // Long runs (per-channel sums) and short runs (row sums), with ReLU outputs half zero.
+        for spatial in [1, 3, 100] {
+            let g = NormGeometry {
+                batch: 6,
+                channels: 5,
+                spatial,
+            };
+            let n = g.batch * g.channels * g.spatial;
+            let (x, dy) = (values(n, 0.4), values(n, 2.9));
+            let gamma: Vec<f32> = (0..5).map(|c| 0.5 + c as f32 * 0.25).collect();
+            let beta = vec![0.1f32; 5];
+            let (y, mean, var) = batch_norm_relu_forward(&x, &gamma, &beta, 1e-5, &g);
+            assert!(y.contains(&0.0) && y.iter().any(|&v| v > 0.0));
+            let masked: Vec<f32> = dy
+                .iter()
+                .zip(&y)
+                .map(|(&d, &v)| if v > 0.0 { d } else { 0.0 })
+                .collect();
+            let want = batch_norm_backward(&x, &masked, &gamma, &mean, &var, 1e-5, &g, true);
+            let got = batch_norm_relu_backward(&x, &y, &dy, &gamma, &mean, &var, 1e-5, &g, true);
+            assert_eq!(got.0, want.0, "dx, spatial {spatial}");
+            assert_eq!(got.1, want.1, "dgamma, spatial {spatial}");
+            assert_eq!(got.2, want.2, "dbeta, spatial {spatial}");
         }
     }
 }

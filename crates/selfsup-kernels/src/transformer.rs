@@ -8,7 +8,7 @@
 //! more than half of the time outside the GEMMs of the linear layers.
 
 use crate::gemm::{View, sgemm, sgemm_strided};
-use crate::par::sum_partials;
+use crate::par::{sum_partials, written_by};
 use crate::simd::{WideKernel, run_wide};
 use rayon::prelude::*;
 
@@ -89,21 +89,25 @@ fn normal_cdf_pdf(x: f32) -> (f32, f32) {
 
 /// GELU, `x Φ(x)` (the exact form, not the tanh approximation), element-wise.
 pub fn gelu_forward(x: &[f32]) -> Vec<f32> {
-    let mut y = vec![0.0; x.len()];
-    y.par_chunks_mut(TASK_ELEMS)
-        .zip(x.par_chunks(TASK_ELEMS))
-        .for_each(|(y, x)| run_wide(GeluForward { y, x }));
-    y
+    let fill = |y: &mut [f32]| {
+        y.par_chunks_mut(TASK_ELEMS)
+            .zip(x.par_chunks(TASK_ELEMS))
+            .for_each(|(y, x)| run_wide(GeluForward { y, x }))
+    };
+    // SAFETY: every chunk's kernel writes each of its elements.
+    unsafe { written_by(x.len(), fill) }
 }
 
 /// The input gradient of [`gelu_forward`]: `dy (Φ(x) + x φ(x))`.
 pub fn gelu_backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
     assert_eq!(x.len(), dy.len(), "gelu_backward: shapes differ");
-    let mut dx = vec![0.0; x.len()];
-    dx.par_chunks_mut(TASK_ELEMS)
-        .zip(x.par_chunks(TASK_ELEMS).zip(dy.par_chunks(TASK_ELEMS)))
-        .for_each(|(dx, (x, dy))| run_wide(GeluBackward { dx, x, dy }));
-    dx
+    let fill = |dx: &mut [f32]| {
+        dx.par_chunks_mut(TASK_ELEMS)
+            .zip(x.par_chunks(TASK_ELEMS).zip(dy.par_chunks(TASK_ELEMS)))
+            .for_each(|(dx, (x, dy))| run_wide(GeluBackward { dx, x, dy }))
+    };
+    // SAFETY: every chunk's kernel writes each of its elements.
+    unsafe { written_by(x.len(), fill) }
 }
 
 /// Rows per task for rows of `dim` values.
@@ -127,22 +131,26 @@ pub fn layer_norm_forward(
         x.len()
     );
     let rows = x.len() / dim;
-    let (mut y, mut mean, mut rstd) = (vec![0.0; x.len()], vec![0.0; rows], vec![0.0; rows]);
+    let (mut mean, mut rstd) = (vec![0.0; rows], vec![0.0; rows]);
     let per = rows_per_task(dim);
-    y.par_chunks_mut(per * dim)
-        .zip(mean.par_chunks_mut(per).zip(rstd.par_chunks_mut(per)))
-        .zip(x.par_chunks(per * dim))
-        .for_each(|((y, (mean, rstd)), x)| {
-            run_wide(LayerNormRows {
-                y,
-                mean,
-                rstd,
-                x,
-                gamma,
-                beta,
-                epsilon,
+    let fill = |y: &mut [f32]| {
+        y.par_chunks_mut(per * dim)
+            .zip(mean.par_chunks_mut(per).zip(rstd.par_chunks_mut(per)))
+            .zip(x.par_chunks(per * dim))
+            .for_each(|((y, (mean, rstd)), x)| {
+                run_wide(LayerNormRows {
+                    y,
+                    mean,
+                    rstd,
+                    x,
+                    gamma,
+                    beta,
+                    epsilon,
+                })
             })
-        });
+    };
+    // SAFETY: every row's kernel writes each of its values.
+    let y = unsafe { written_by(x.len(), fill) };
     (y, mean, rstd)
 }
 
@@ -162,22 +170,26 @@ pub fn layer_norm_backward(
         "layer_norm_backward: shapes differ"
     );
     let per = rows_per_task(dim);
-    let mut dx = vec![0.0; x.len()];
-    let partials: Vec<Vec<f32>> = dx
-        .par_chunks_mut(per * dim)
-        .zip(x.par_chunks(per * dim).zip(dy.par_chunks(per * dim)))
-        .zip(mean.par_chunks(per).zip(rstd.par_chunks(per)))
-        .map(|((dx, (x, dy)), (mean, rstd))| {
-            run_wide(LayerNormGradientRows {
-                dx,
-                x,
-                dy,
-                mean,
-                rstd,
-                gamma,
+    let mut partials: Vec<Vec<f32>> = Vec::new();
+    let fill = |dx: &mut [f32]| {
+        partials = dx
+            .par_chunks_mut(per * dim)
+            .zip(x.par_chunks(per * dim).zip(dy.par_chunks(per * dim)))
+            .zip(mean.par_chunks(per).zip(rstd.par_chunks(per)))
+            .map(|((dx, (x, dy)), (mean, rstd))| {
+                run_wide(LayerNormGradientRows {
+                    dx,
+                    x,
+                    dy,
+                    mean,
+                    rstd,
+                    gamma,
+                })
             })
-        })
-        .collect();
+            .collect()
+    };
+    // SAFETY: every row's kernel writes each of its values.
+    let dx = unsafe { written_by(x.len(), fill) };
     let mut both = sum_partials(partials, 2 * dim);
     let dbeta = both.split_off(dim);
     (dx, both, dbeta)

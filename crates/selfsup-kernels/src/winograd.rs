@@ -11,7 +11,7 @@
 
 use crate::conv::{ConvGeometry, Plan, with_scratch};
 use crate::gemm::{View, sgemm};
-use crate::par::{SharedMut, sum_partials};
+use crate::par::{SharedMut, sum_partials, written_by};
 use crate::simd::{WideKernel, run_wide};
 
 /// The transforms of F(M x M, 3 x 3), whose input tiles are `T = M + 2` wide.
@@ -394,44 +394,47 @@ impl<const M: usize, const T: usize> Family<M, T> {
             family: self,
             work: KernelTransform::Forward { w, cout, cin },
         });
-        let mut out = vec![0.0f32; g.batch * cout * out_px];
         let plan = Plan::with_image_size(g.batch, e_count * cin.max(cout) * per_image, block_elems);
-        let shared = SharedMut::new(&mut out);
-        plan.run(|_, first, images| {
-            let ncols = images * per_image;
-            // SAFETY: blocks cover disjoint image ranges.
-            let dst = unsafe { shared.slice(first * cout * out_px, images * cout * out_px) };
-            with_scratch(e_count * cin * ncols, e_count * cout * ncols, |v, m| {
-                let input = BlockTransform::Input {
-                    x,
-                    g,
-                    first,
-                    images,
-                    v: &mut *v,
-                };
-                run_wide(Job {
-                    family: self,
-                    work: input,
-                });
-                for e in 0..e_count {
-                    let a = View::rows(&u[e * cout * cin..][..cout * cin], cin);
-                    let b = View::rows(&v[e * cin * ncols..][..cin * ncols], ncols);
-                    let dst = &mut m[e * cout * ncols..][..cout * ncols];
-                    sgemm(cout, ncols, cin, dst, false, a, b, plan.parallelism);
-                }
-                let output = BlockTransform::Output {
-                    m,
-                    g,
-                    images,
-                    out: &mut *dst,
-                };
-                run_wide(Job {
-                    family: self,
-                    work: output,
+        let fill = |out: &mut [f32]| {
+            let shared = SharedMut::new(out);
+            plan.run(|_, first, images| {
+                let ncols = images * per_image;
+                // SAFETY: blocks cover disjoint image ranges.
+                let dst = unsafe { shared.slice(first * cout * out_px, images * cout * out_px) };
+                with_scratch(e_count * cin * ncols, e_count * cout * ncols, |v, m| {
+                    let input = BlockTransform::Input {
+                        x,
+                        g,
+                        first,
+                        images,
+                        v: &mut *v,
+                    };
+                    run_wide(Job {
+                        family: self,
+                        work: input,
+                    });
+                    for e in 0..e_count {
+                        let a = View::rows(&u[e * cout * cin..][..cout * cin], cin);
+                        let b = View::rows(&v[e * cin * ncols..][..cin * ncols], ncols);
+                        let dst = &mut m[e * cout * ncols..][..cout * ncols];
+                        sgemm(cout, ncols, cin, dst, false, a, b, plan.parallelism);
+                    }
+                    let output = BlockTransform::Output {
+                        m,
+                        g,
+                        images,
+                        out: &mut *dst,
+                    };
+                    run_wide(Job {
+                        family: self,
+                        work: output,
+                    });
                 });
             });
-        });
-        out
+        };
+        // SAFETY: the blocks cover every image and the output transform writes every pixel of
+        // its block (the tiles cover the output, clipped at its edges).
+        unsafe { written_by(g.batch * cout * out_px, fill) }
     }
 
     /// Since the output is linear in the transformed kernels `U = G g Gᵀ`,
