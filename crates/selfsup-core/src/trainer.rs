@@ -168,62 +168,42 @@ impl Stepper {
     pub fn step<O: Objective>(
         &mut self,
         objective: &mut O,
-        mut model: O::Model,
+        model: O::Model,
         batch: &O::Batch,
         info: &StepInfo,
         lr: f64,
         updates: u64,
     ) -> Result<(O::Model, StepResult)> {
-        let mut metrics = Vec::new();
-        let mut loss = 0.0;
-        let mut times = StepTimes::default();
-        for phase in 0..self.optims.len() {
-            let Some(phase_updates) = objective.phase_updates(phase, updates) else {
-                continue;
-            };
-            let t = Instant::now();
-            let out = objective.loss(&model, batch, phase, info);
-            let value = out.loss.clone().into_scalar::<f64>();
-            times.forward += t.elapsed().as_secs_f64();
-            if !value.is_finite() {
-                self.nonfinite(objective, info, "loss", value)?;
-                return Ok((model, StepResult::Skipped));
-            }
-            loss += value;
-            metrics.extend(out.metrics);
-            let t = Instant::now();
-            let mut raw = out.loss.backward();
-            let g = match objective.phase_params(&model, phase) {
-                Some(ids) => GradientsParams::from_params(&mut raw, &model, &ids),
-                None => GradientsParams::from_grads(raw, &model),
-            };
-            times.backward += t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            let (next, updated) = self.update(
-                objective,
-                model,
-                g,
-                phase,
-                phase_updates,
-                info,
-                lr,
-                &mut metrics,
-            )?;
-            model = next;
-            times.optimizer += t.elapsed().as_secs_f64();
-            if !updated {
-                // Earlier phases' updates of this step stand (a GAN's discriminator).
-                return Ok((model, StepResult::Skipped));
-            }
-        }
-        Ok((
+        let merge = Metrics::Extend;
+        self.run_phases(
+            objective,
             model,
-            StepResult::Updated {
-                loss,
-                metrics,
-                times,
+            info,
+            lr,
+            updates,
+            merge,
+            |o, m, phase, times| {
+                let t = Instant::now();
+                let out = o.loss(m, batch, phase, info);
+                let value = out.loss.clone().into_scalar::<f64>();
+                times.forward += t.elapsed().as_secs_f64();
+                if !value.is_finite() {
+                    return Ok(Err(value));
+                }
+                let t = Instant::now();
+                let mut raw = out.loss.backward();
+                let grads = match o.phase_params(m, phase) {
+                    Some(ids) => GradientsParams::from_params(&mut raw, m, &ids),
+                    None => GradientsParams::from_grads(raw, m),
+                };
+                times.backward += t.elapsed().as_secs_f64();
+                Ok(Ok(ParallelGrads {
+                    loss: value,
+                    metrics: out.metrics,
+                    grads,
+                }))
             },
-        ))
+        )
     }
 
     /// [`Stepper::step`] with the batch split over `parallel`'s devices: one gathered loss,
@@ -281,7 +261,7 @@ impl Stepper {
     fn step_gathered<O: Shardable>(
         &mut self,
         objective: &mut O,
-        mut model: O::Model,
+        model: O::Model,
         info: &StepInfo,
         lr: f64,
         updates: u64,
@@ -291,27 +271,68 @@ impl Stepper {
             usize,
         ) -> Result<std::result::Result<ParallelGrads, f64>>,
     ) -> Result<(O::Model, StepResult)> {
+        let merge = Metrics::AddSameNames;
+        self.run_phases(
+            objective,
+            model,
+            info,
+            lr,
+            updates,
+            merge,
+            |o, m, phase, times| {
+                let t = Instant::now();
+                let g = gradients(o, m, phase);
+                times.backward += t.elapsed().as_secs_f64();
+                g
+            },
+        )
+    }
+
+    /// The loop every kind of step shares: for each phase that updates at `updates`, its loss
+    /// and gradients from `phase` (`Err(loss)` when the loss is not finite), then its update;
+    /// the step stops, skipped, at a non-finite loss or gradient norm (when steps are skipped
+    /// rather than failed). Earlier phases' updates of a skipped step stand (a GAN's
+    /// discriminator).
+    #[allow(clippy::too_many_arguments)]
+    fn run_phases<O: Objective>(
+        &mut self,
+        objective: &mut O,
+        mut model: O::Model,
+        info: &StepInfo,
+        lr: f64,
+        updates: u64,
+        merge: Metrics,
+        mut phase: impl FnMut(
+            &mut O,
+            &O::Model,
+            usize,
+            &mut StepTimes,
+        ) -> Result<std::result::Result<ParallelGrads, f64>>,
+    ) -> Result<(O::Model, StepResult)> {
         let mut metrics: Vec<(String, f64)> = Vec::new();
         let mut loss = 0.0;
         let mut times = StepTimes::default();
-        for phase in 0..self.optims.len() {
-            let Some(phase_updates) = objective.phase_updates(phase, updates) else {
+        for p in 0..self.optims.len() {
+            let Some(phase_updates) = objective.phase_updates(p, updates) else {
                 continue;
             };
-            let t = Instant::now();
-            let g = match gradients(objective, &model, phase)? {
+            let g = match phase(objective, &model, p, &mut times)? {
                 Ok(g) => g,
                 Err(value) => {
                     self.nonfinite(objective, info, "loss", value)?;
                     return Ok((model, StepResult::Skipped));
                 }
             };
-            times.backward += t.elapsed().as_secs_f64();
             loss += g.loss;
-            for (name, value) in g.metrics {
-                match metrics.iter_mut().find(|(n, _)| *n == name) {
-                    Some((_, v)) => *v += value,
-                    None => metrics.push((name, value)),
+            match merge {
+                Metrics::Extend => metrics.extend(g.metrics),
+                Metrics::AddSameNames => {
+                    for (name, value) in g.metrics {
+                        match metrics.iter_mut().find(|(n, _)| *n == name) {
+                            Some((_, v)) => *v += value,
+                            None => metrics.push((name, value)),
+                        }
+                    }
                 }
             }
             let t = Instant::now();
@@ -319,7 +340,7 @@ impl Stepper {
                 objective,
                 model,
                 g.grads,
-                phase,
+                p,
                 phase_updates,
                 info,
                 lr,
@@ -328,7 +349,6 @@ impl Stepper {
             model = next;
             times.optimizer += t.elapsed().as_secs_f64();
             if !updated {
-                // Earlier phases' updates of this step stand (a GAN's discriminator).
                 return Ok((model, StepResult::Skipped));
             }
         }
@@ -925,4 +945,13 @@ fn set_param_settings<O: Objective>(stepper: &mut Stepper, objective: &O, model:
             stepper.set_param_settings(phase, settings);
         }
     }
+}
+
+/// How the metrics of a step's phases combine.
+#[derive(Clone, Copy)]
+enum Metrics {
+    /// Listed phase after phase (one device: each phase names its own).
+    Extend,
+    /// Added up by name (the exchanges' time and bytes, reported by every phase).
+    AddSameNames,
 }
