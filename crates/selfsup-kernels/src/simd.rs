@@ -149,4 +149,13 @@ mod tests {
         }
         assert_eq!(run_wide(AffineSum(&x)).to_bits(), plain.to_bits());
     }
+
+    #[test]
+    fn detects_the_instruction_set_ci_expects() {
+        // CI runs these tests under emulated CPUs (.ci/run) and names the set each one has, so
+        // a run that silently took another path fails here.
+        if let Ok(want) = std::env::var("SELFSUP_EXPECT_ISA") {
+            assert_eq!(isa().name(), want);
+        }
+    }
 }
