@@ -30,20 +30,6 @@ const BLOCK_ELEMS: usize = 1 << 20;
 /// faster with the smaller blocks (52.1 against 50.2 images/s, within the noise).
 const IM2COL_BLOCK_ELEMS: usize = 1 << 18;
 
-/// Output pixels per image from which an im2col block holds one image: its GEMM is then wide
-/// enough alone, and writes the NCHW output (or reads the output gradient) in place, with no
-/// copy between `[cout, (image, pixel)]` and `[image, cout, pixel]`.
-const ONE_IMAGE_FROM_PIXELS: usize = 512;
-
-/// The im2col block size for `g`, elements (see [`ONE_IMAGE_FROM_PIXELS`]).
-fn im2col_block(g: &ConvGeometry, block_elems: usize) -> usize {
-    if g.out_pixels() >= ONE_IMAGE_FROM_PIXELS {
-        1
-    } else {
-        block_elems.min(IM2COL_BLOCK_ELEMS)
-    }
-}
-
 /// Shapes and options of a convolution with one group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvGeometry {
@@ -399,7 +385,7 @@ fn forward_in_blocks(x: &[f32], w: &[f32], g: &ConvGeometry, block_elems: usize)
     if winograd::applies(g) {
         return winograd::forward(x, w, g, block_elems);
     }
-    let plan = Plan::new(g, im2col_block(g, block_elems));
+    let plan = Plan::new(g, block_elems.min(IM2COL_BLOCK_ELEMS));
     let fill = |out: &mut [f32]| {
         let shared = SharedMut::new(out);
         plan.run(|_, first, images| {
@@ -473,7 +459,7 @@ fn backward_in_blocks(
     if scatter {
         dx = Some(vec![0.0f32; g.batch * in_len]);
     }
-    let plan = Plan::new(g, im2col_block(g, block_elems));
+    let plan = Plan::new(g, block_elems.min(IM2COL_BLOCK_ELEMS));
     // One weight-gradient accumulator per range, summed at the end.
     let mut partial: Vec<Vec<f32>> = if want_dw {
         plan.ranges.iter().map(|_| vec![0.0f32; cout * k]).collect()
