@@ -303,9 +303,9 @@ impl Backward<Flex, 3> for NormBackward {
         // The ReLU's output, when one followed: its mask is applied as the gradient is read.
         let mask = relu_out.as_ref().map(values);
         let (dx, dgamma, dbeta) = match (all, mask) {
-            ([Some(xv), Some(gv), Some(gm), Some(m), Some(v)], None | Some(Some(_))) => {
+            ([Some(xv), Some(gv), Some(gm), Some(m), Some(v)], y @ (None | Some(Some(_)))) => {
                 let g = norm_geometry(&x);
-                let y = relu_out.as_ref().and_then(values);
+                let y = y.flatten();
                 let (xs, gs, gms, ms, vs) =
                     (slice(&xv), slice(&gv), slice(&gm), slice(&m), slice(&v));
                 let want_dx = node_x.is_some();
