@@ -266,7 +266,7 @@ const ROWWISE_BELOW: usize = 64;
 /// Images summed in `f32` before their sums are added in `f64`.
 const ROW_BLOCK: usize = 64;
 
-/// Two sums of `f(a_i, b_i)` over a run, in 16 independent lanes so the loop vectorizes.
+/// Two sums of `f(a_i, b_i, m_i)` over a run, in 16 independent lanes so the loop vectorizes.
 #[inline(always)]
 fn lane_sums(a: &[f32], b: &[f32], m: &[f32], f: &impl Fn(f32, f32, f32) -> [f32; 2]) -> [f32; 2] {
     const L: usize = 16;
