@@ -4,7 +4,7 @@ use burn::module::Module;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
-use selfsup_kernels::{batch_norm, batch_norm_relu};
+use selfsup_kernels::{batch_norm, batch_norm_relu, linear};
 use serde::{Deserialize, Serialize};
 
 /// Shape of a projection head.
@@ -76,7 +76,7 @@ impl ProjectionHead {
     pub fn forward(&self, mut x: Tensor<2>) -> Tensor<2> {
         let n = self.linears.len();
         for (i, (l, bn)) in self.linears.iter().zip(&self.norms).enumerate() {
-            x = l.forward(x);
+            x = linear(l, x);
             let hidden = i + 1 < n;
             x = match bn {
                 Some(bn) if hidden => batch_norm_relu(bn, x),

@@ -4,6 +4,7 @@
 
 use crate::activation::{leaky_relu_backward, leaky_relu_forward};
 use crate::conv::{ConvGeometry, conv2d_backward, conv2d_forward};
+use crate::linear::{LinearGeometry, linear_backward, linear_forward};
 use crate::norm::{
     NormGeometry, batch_norm_backward, batch_norm_forward, batch_norm_relu_backward,
     batch_norm_relu_forward,
@@ -63,6 +64,18 @@ pub trait GemmKernels: Backend {
 
     /// Leaky ReLU with negative slope `slope` (`f32` only).
     fn fused_leaky_relu(x: FloatTensor<Self>, slope: f32) -> FloatTensor<Self>;
+
+    /// `x · weight + bias` for `x` `[rows, d_input]` and burn's `[d_input, d_output]` weight
+    /// (`f32` only), each product written straight into its output (`linear.rs` says why).
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// [`GemmKernels::fused_linear`] of a layer without a bias: `x · weight`. (The extension
+    /// macro of burn 0.22 does not pass an `Option` of a tensor through, hence two operations.)
+    fn fused_linear_unbiased(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self>;
 
     /// Multi-head self-attention from the fused projection `[batch, tokens, 3 dim]` (`f32`
     /// only), causal or not: the context `[batch, tokens, dim]` and the attention `[batch,
@@ -188,6 +201,14 @@ impl GemmKernels for Flex {
         tensor(y, x.layout().shape().clone())
     }
 
+    fn fused_linear(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        flex_linear(&x, &weight, Some(&bias))
+    }
+
+    fn fused_linear_unbiased(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
+        flex_linear(&x, &weight, None)
+    }
+
     fn fused_self_attention(
         qkv: FlexTensor,
         heads: usize,
@@ -206,6 +227,27 @@ impl GemmKernels for Flex {
 /// burn's operations, so anything else here is a caller's bug.
 fn f32s(t: &FlexTensor) -> FlexTensor {
     values(t).expect("selfsup-kernels: the transformer kernels take f32 tensors")
+}
+
+fn flex_linear(x: &FlexTensor, weight: &FlexTensor, bias: Option<&FlexTensor>) -> FlexTensor {
+    let g = linear_geometry(x, weight);
+    let (xv, wv) = (f32s(x), f32s(weight));
+    let bv = bias.map(f32s);
+    let y = linear_forward(slice(&xv), slice(&wv), bv.as_ref().map(slice), &g);
+    tensor(y, [g.rows, g.d_output])
+}
+
+fn linear_geometry(x: &FlexTensor, weight: &FlexTensor) -> LinearGeometry {
+    let (s, w) = (x.layout().shape(), weight.layout().shape());
+    assert!(
+        s.num_dims() == 2 && w.num_dims() == 2 && s[1] == w[0],
+        "linear: x must be [rows, d_input] and the weight [d_input, d_output], got {s:?} and {w:?}"
+    );
+    LinearGeometry {
+        rows: s[0],
+        d_input: s[1],
+        d_output: w[1],
+    }
 }
 
 fn attention_geometry(qkv: &FlexTensor, heads: usize, causal: bool) -> AttentionGeometry {
@@ -435,6 +477,64 @@ impl Backward<Flex, 1> for LeakyReluBackward {
 }
 
 #[derive(Debug)]
+struct LinearBackward;
+
+/// The gradients of `x`, the weight and (with a third parent) the bias, where their nodes ask
+/// for one, from the output's gradient.
+fn linear_grads<const N: usize>(
+    ops: Ops<(NodeId, NodeId), N>,
+    grads: &mut Gradients,
+    checkpointer: &mut Checkpointer,
+) {
+    let grad = grads.consume::<Flex>(&ops.node);
+    let (x_id, w_id) = ops.state;
+    let x = checkpointer.retrieve_node_output::<FlexTensor>(x_id);
+    let w = checkpointer.retrieve_node_output::<FlexTensor>(w_id);
+    let g = linear_geometry(&x, &w);
+    let (xv, wv, gv) = (f32s(&x), f32s(&w), f32s(&grad));
+    let want = [0, 1, 2].map(|i| ops.parents.get(i).is_some_and(Option::is_some));
+    let (dx, dw, db) = linear_backward(slice(&xv), slice(&wv), slice(&gv), &g, want);
+    let shapes = [
+        Shape::from([g.rows, g.d_input]),
+        Shape::from([g.d_input, g.d_output]),
+        Shape::from([g.d_output]),
+    ];
+    for (i, (d, shape)) in [dx, dw, db].into_iter().zip(shapes).enumerate() {
+        if let (Some(Some(node)), Some(d)) = (ops.parents.get(i), d) {
+            grads.register::<Flex>(node.id, tensor(d, shape));
+        }
+    }
+}
+
+impl Backward<Flex, 3> for LinearBackward {
+    /// The input and the weight (checkpointed); the third parent is the bias.
+    type State = (NodeId, NodeId);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        linear_grads(ops, grads, checkpointer);
+    }
+}
+
+impl Backward<Flex, 2> for LinearBackward {
+    /// The input and the weight (checkpointed); a layer without a bias.
+    type State = (NodeId, NodeId);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        linear_grads(ops, grads, checkpointer);
+    }
+}
+
+#[derive(Debug)]
 struct AttentionBackward;
 
 impl Backward<Flex, 1> for AttentionBackward {
@@ -572,6 +672,49 @@ impl<C: CheckpointStrategy> GemmKernels for Autodiff<Flex, C> {
             }
             OpsKind::UnTracked(prep) => {
                 prep.finish(Flex::fused_leaky_relu(x.into_primitive(), slope))
+            }
+        }
+    }
+
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        match <LinearBackward as Backward<Flex, 3>>::prepare::<C>(
+            LinearBackward,
+            [x.node(), weight.node(), bias.node()],
+        )
+        .compute_bound()
+        .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&x), prep.checkpoint(&weight));
+                let y = flex_linear(x.primitive(), weight.primitive(), Some(bias.primitive()));
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(flex_linear(
+                x.primitive(),
+                weight.primitive(),
+                Some(bias.primitive()),
+            )),
+        }
+    }
+
+    fn fused_linear_unbiased(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        match <LinearBackward as Backward<Flex, 2>>::prepare::<C>(
+            LinearBackward,
+            [x.node(), weight.node()],
+        )
+        .compute_bound()
+        .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&x), prep.checkpoint(&weight));
+                prep.finish(state, flex_linear(x.primitive(), weight.primitive(), None))
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(flex_linear(x.primitive(), weight.primitive(), None))
             }
         }
     }

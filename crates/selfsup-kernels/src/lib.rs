@@ -15,7 +15,8 @@
 //! [`conv2d`], [`batch_norm`] and [`layer_norm`] take burn's own modules (same parameters, same
 //! records); they, [`gelu`] and [`self_attention`] run our kernels only on flex devices; `wgpu`
 //! and `cuda` tensors go to burn's native operations. [`linear`] folds a `Linear`'s leading
-//! dimensions into one GEMM on every device.
+//! dimensions into one GEMM on every device, and on flex writes its products straight into
+//! their outputs.
 //! Setting the environment variable `SELFSUP_KERNELS=burn` sends flex to burn's kernels too (to
 //! compare, or to rule ours out when hunting a bug).
 
@@ -25,6 +26,7 @@ mod allocator;
 mod conv;
 mod extension;
 mod gemm;
+mod linear;
 mod norm;
 mod par;
 mod simd;
@@ -36,6 +38,7 @@ pub use activation::{leaky_relu_backward, leaky_relu_forward};
 pub use allocator::{BIG_BLOCK, BigBlocks, StepAllocator, big_blocks, keep_freed_memory};
 pub use conv::{ConvGeometry, conv2d_backward, conv2d_forward};
 pub use extension::GemmKernels;
+pub use linear::{LinearGeometry, linear_backward, linear_forward};
 pub use norm::{
     NormGeometry, batch_norm_backward, batch_norm_forward, batch_norm_relu_backward,
     batch_norm_relu_forward,
@@ -301,15 +304,31 @@ fn attention(qkv: Tensor<3>, heads: usize, causal: bool) -> (Tensor<3>, Tensor<4
 /// `layer.forward(x)` as one GEMM over all leading dimensions. burn 0.22 keeps a `[N, T, D]`
 /// input as N products of `T` rows each when folding them would not make the output squarer
 /// (a transformer's 65 tokens of 128 values, for example): each packs the weight anew. Folded,
-/// the MAE step of issue 5 went from 115 to 160 images/s.
+/// the MAE step of issue 5 went from 115 to 160 images/s. On flex (`f32`) the layer is one
+/// operation of ours, forward and backward, whose products are written straight into their
+/// outputs (`linear.rs`: burn's copied each output once more on the calling thread); the values
+/// are burn's, bit for bit.
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
-    if D <= 2 {
+    let ours = serves(&x.device())
+        && x.dtype() == DType::F32
+        && layer.weight.dtype() == DType::F32
+        && layer.bias.as_ref().is_none_or(|b| b.dtype() == DType::F32);
+    if D <= 2 && !ours {
         return layer.forward(x);
     }
     let mut dims = x.dims();
     let d_in = dims[D - 1];
     let rows = dims[..D - 1].iter().product();
-    let y = layer.forward(x.reshape([rows, d_in]));
+    let x = x.reshape([rows, d_in]);
+    let y = if ours {
+        let (x, w) = (x.into_dispatch(), layer.weight.val().into_dispatch());
+        Tensor::<2>::from_dispatch(match &layer.bias {
+            Some(b) => <Dispatch as GemmKernels>::fused_linear(x, w, b.val().into_dispatch()),
+            None => <Dispatch as GemmKernels>::fused_linear_unbiased(x, w),
+        })
+    } else {
+        layer.forward(x)
+    };
     dims[D - 1] = y.dims()[1];
     y.reshape(dims)
 }

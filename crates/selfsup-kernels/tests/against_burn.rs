@@ -347,3 +347,61 @@ fn leaky_relu_matches_burn_bit_for_bit() {
         );
     }
 }
+
+/// A linear layer: the same bits as burn's `Linear` on the rows folded together (what
+/// `linear` did before it had an operation of its own), output and the gradients of the input,
+/// weight and bias; with and without a bias, products small and large enough to run on
+/// several threads, and the same without autodiff.
+#[test]
+fn linear_matches_burn_bit_for_bit() {
+    use burn::module::Module;
+    use burn::nn::LinearConfig;
+    let dev = device();
+    dev.seed(9);
+    for (shape, d_out, bias) in [
+        ([2, 3, 5], 7, true),
+        ([4, 65, 192], 576, true),
+        ([16, 17, 768], 192, true),
+        ([1, 256, 512], 128, false),
+    ] {
+        let d_in = shape[2];
+        let layer = LinearConfig::new(d_in, d_out).with_bias(bias).init(&dev);
+        let x = Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), &dev);
+        let r = Tensor::<3>::random([shape[0], shape[1], d_out], Distribution::Default, &dev);
+        let run = |ours: bool| {
+            let x = x.clone().detach().require_grad();
+            let y = if ours {
+                selfsup_kernels::linear(&layer, x.clone())
+            } else {
+                let rows = shape[0] * shape[1];
+                let y = layer.forward(x.clone().reshape([rows, d_in]));
+                y.reshape([shape[0], shape[1], d_out])
+            };
+            let grads = (y.clone() * r.clone()).sum().backward();
+            let v = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
+            let mut out = vec![
+                v(flat(y.detach())),
+                v(flat(x.grad(&grads).unwrap())),
+                v(flat(layer.weight.val().grad(&grads).unwrap())),
+            ];
+            if let Some(b) = &layer.bias {
+                out.push(v(b.val().grad(&grads).unwrap()));
+            }
+            out
+        };
+        let names = ["output", "dx", "dweight", "dbias"];
+        for ((a, b), what) in run(true).into_iter().zip(run(false)).zip(names) {
+            assert!(a == b, "{shape:?} -> {d_out}: {what} differs from burn's");
+        }
+        let plain = Device::flex();
+        let layer = layer.valid();
+        let xp = Tensor::<3>::from_data(x.clone().into_data(), &plain);
+        let rows = shape[0] * shape[1];
+        let theirs = layer.forward(xp.clone().reshape([rows, d_in]));
+        assert_eq!(
+            flat(selfsup_kernels::linear(&layer, xp)).into_data(),
+            flat(theirs).into_data(),
+            "{shape:?}: without autodiff"
+        );
+    }
+}
