@@ -76,11 +76,23 @@ pub fn masking_from_noise(noise: Tensor<2>, ratio: f64) -> Masking {
 }
 
 /// The rows of `tokens` (`[N, L, D]`) at `indices` (`[N, K]`): `[N, K, D]`.
+///
+/// A `select` of whole rows of the `[N L, D]` matrix rather than an element-wise `gather` by an
+/// index expanded to `[N, K, D]`: burn's flex backend runs the gather's backward pass as a
+/// scatter that reads one index per value, on the calling thread (1.4 % of the MAE step's perf
+/// samples, 2 threads); the select's backward adds whole rows. The values are the same.
 pub fn gather_tokens(tokens: Tensor<3>, indices: Tensor<2, Int>) -> Tensor<3> {
     let [n, k] = indices.dims();
-    let [_, _, d] = tokens.dims();
-    let index = indices.reshape([n, k, 1]).expand([n, k, d]);
-    tokens.gather(1, index)
+    let [_, l, d] = tokens.dims();
+    let first_rows = Tensor::<1, Int>::arange(0..n as i64, &indices.device())
+        .mul_scalar(l as i64)
+        .cast(indices.dtype())
+        .reshape([n, 1]);
+    let rows = (indices + first_rows).reshape([n * k]);
+    tokens
+        .reshape([n * l, d])
+        .select(0, rows)
+        .reshape([n, k, d])
 }
 
 #[cfg(test)]
