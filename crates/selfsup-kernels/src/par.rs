@@ -1,5 +1,6 @@
 //! Disjoint mutable access to one buffer from several rayon tasks.
 
+use rayon::prelude::*;
 use std::marker::PhantomData;
 
 /// A mutable slice that parallel tasks write to at disjoint ranges.
@@ -34,15 +35,24 @@ impl<'a> SharedMut<'a> {
     }
 }
 
-/// The element-wise sum of per-task accumulators of `len` elements (zeros when there are none).
+/// The element-wise sum of per-task accumulators of `len` elements (zeros when there are none),
+/// `((p0 + p1) + p2) + ...` for every element, split among the threads: on the calling thread
+/// alone it held the workers up (0.3 % of the DINO ResNet-18 step's perf samples).
 pub(crate) fn sum_partials(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    const TASK: usize = 1 << 14;
     let mut parts = partials.into_iter();
     let mut sum = parts.next().unwrap_or_else(|| vec![0.0; len]);
-    for p in parts {
-        for (s, v) in sum.iter_mut().zip(p) {
-            *s += v;
-        }
+    let rest: Vec<Vec<f32>> = parts.collect();
+    if rest.is_empty() {
+        return sum;
     }
+    sum.par_chunks_mut(TASK).enumerate().for_each(|(i, s)| {
+        for p in &rest {
+            for (s, v) in s.iter_mut().zip(&p[i * TASK..]) {
+                *s += v;
+            }
+        }
+    });
     sum
 }
 
