@@ -16,6 +16,8 @@ rows=(
   "--method simclr --encoder convnet --width 32 --image-size 28 --channels 1 --batch 128 --head-hidden 512 --optimizer sgd"
   "--method mae --encoder vit --vit-dim 192 --vit-depth 6 --vit-heads 3 --patch-size 4 --decoder-dim 128 --decoder-depth 2 --set mae.decoder_heads=4 --batch 128"
   "--method simclr --encoder resnet18 --batch 128 --head-hidden 2048 --optimizer sgd"
+  "--method dino --encoder resnet18 --batch 64 --local-crops 4 --local-size 16 --set dino.head.hidden_dim=2048 --set dino.head.bottleneck_dim=256 --dino-out 4096 --optimizer adamw"
+  "--method gan --encoder dcgan --width 64 --batch 128 --image-size 28 --channels 1"
 )
 for row in "${rows[@]}"; do
   t=1
