@@ -124,8 +124,9 @@ pub(crate) fn weight_gradient(
 const CHUNK: usize = 128;
 
 /// Kernels per rayon task of the kernel transforms (a multiple of [`CHUNK`]). Run on the
-/// calling thread alone, they were 2.4 % of the perf samples of the DINO ResNet-18 step with 2
-/// threads (a 512 x 512 layer's transformed kernels are 38 MB), the workers waiting.
+/// calling thread alone, they were most of its 2 % of wide-kernel samples (under the Winograd
+/// forward pass and weight gradient) in the DINO ResNet-18 step with 2 threads, the workers
+/// waiting (a 512 x 512 layer's transformed kernels are 38 MB).
 const TASK_KERNELS: usize = 8 * CHUNK;
 
 /// `dst = Σ_q coefs[q] · src(q)[..dst.len()]`, skipping zero coefficients: the transforms are
