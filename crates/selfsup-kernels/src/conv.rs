@@ -13,7 +13,7 @@
 
 use crate::gemm::{View, sgemm};
 use crate::par::{SharedMut, sum_partials, written_by};
-use crate::winograd;
+use crate::{stride2, winograd};
 use gemm::Parallelism;
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -139,6 +139,21 @@ impl ConvGeometry {
 /// Fills `col` (`patch x (images * out_pixels)`, row-major) with the patches of `images`
 /// consecutive images of `x` starting at image `first`. Writes every element.
 fn im2col(x: &[f32], g: &ConvGeometry, first: usize, images: usize, col: &mut [f32]) {
+    if stride2::applies(g) {
+        stride2::im2col(x, g, first, images, col);
+    } else {
+        im2col_general(x, g, first, images, col);
+    }
+}
+
+/// [`im2col`] for any geometry.
+pub(crate) fn im2col_general(
+    x: &[f32],
+    g: &ConvGeometry,
+    first: usize,
+    images: usize,
+    col: &mut [f32],
+) {
     let [kh, kw] = g.kernel;
     let ow = g.output[1];
     let iw = g.input[1];
@@ -236,9 +251,19 @@ fn scatter_add(dst: &mut [f32], src: &[f32], stride: usize) {
     }
 }
 
-/// Adds the patches in `col` into `dx`, the gradient of the `images` images from image `first`
-/// (the transpose of [`im2col`]); `dx` starts at image `first`.
+/// Writes into `dx`, the gradient of `images` images, the sum of the patches in `col` (the
+/// transpose of [`im2col`]). Writes every element.
 fn col2im(col: &[f32], g: &ConvGeometry, images: usize, dx: &mut [f32]) {
+    if stride2::applies(g) {
+        stride2::col2im(col, g, images, dx);
+    } else {
+        col2im_general(col, g, images, dx);
+    }
+}
+
+/// [`col2im`] for any geometry.
+pub(crate) fn col2im_general(col: &[f32], g: &ConvGeometry, images: usize, dx: &mut [f32]) {
+    dx.fill(0.0);
     let [kh, kw] = g.kernel;
     let ow = g.output[1];
     let iw = g.input[1];
@@ -456,9 +481,6 @@ fn backward_in_blocks(
     if !scatter && !want_dw {
         return (dx, dw);
     }
-    if scatter {
-        dx = Some(vec![0.0f32; g.batch * in_len]);
-    }
     let plan = Plan::new(g, block_elems.min(IM2COL_BLOCK_ELEMS));
     // One weight-gradient accumulator per range, summed at the end.
     let mut partial: Vec<Vec<f32>> = if want_dw {
@@ -467,40 +489,47 @@ fn backward_in_blocks(
         Vec::new()
     };
     let partials: Vec<SharedMut> = partial.iter_mut().map(|p| SharedMut::new(p)).collect();
-    let dx_shared = dx.as_mut().filter(|_| scatter).map(|d| SharedMut::new(d));
-    plan.run(|range, first, images| {
-        let width = images * out_px;
-        let src = &dy[first * cout * out_px..][..images * cout * out_px];
-        let tmp_len = if images > 1 { cout * width } else { 0 };
-        with_scratch(k * width, tmp_len, |col, tmp| {
-            // dY of the block as [cout, (image, pixel)].
-            let dyv: &[f32] = if images == 1 {
-                src
-            } else {
-                for b in 0..images {
-                    for o in 0..cout {
-                        tmp[o * width + b * out_px..][..out_px]
-                            .copy_from_slice(&src[(b * cout + o) * out_px..][..out_px]);
+    let run = |dx: Option<SharedMut>| {
+        plan.run(|range, first, images| {
+            let width = images * out_px;
+            let src = &dy[first * cout * out_px..][..images * cout * out_px];
+            let tmp_len = if images > 1 { cout * width } else { 0 };
+            with_scratch(k * width, tmp_len, |col, tmp| {
+                // dY of the block as [cout, (image, pixel)].
+                let dyv: &[f32] = if images == 1 {
+                    src
+                } else {
+                    for b in 0..images {
+                        for o in 0..cout {
+                            tmp[o * width + b * out_px..][..out_px]
+                                .copy_from_slice(&src[(b * cout + o) * out_px..][..out_px]);
+                        }
                     }
+                    tmp
+                };
+                if let Some(acc) = partials.get(range) {
+                    // SAFETY: each range's accumulator is used by that range's task alone.
+                    let acc = unsafe { acc.slice(0, cout * k) };
+                    im2col(x, g, first, images, col);
+                    let (a, b) = (View::rows(dyv, width), View::transposed(col, width));
+                    sgemm(cout, k, width, acc, true, a, b, plan.parallelism);
                 }
-                tmp
-            };
-            if let Some(acc) = partials.get(range) {
-                // SAFETY: each range's accumulator is used by that range's task alone.
-                let acc = unsafe { acc.slice(0, cout * k) };
-                im2col(x, g, first, images, col);
-                let (a, b) = (View::rows(dyv, width), View::transposed(col, width));
-                sgemm(cout, k, width, acc, true, a, b, plan.parallelism);
-            }
-            if let Some(dx) = &dx_shared {
-                let (a, b) = (View::transposed(w, k), View::rows(dyv, width));
-                sgemm(k, width, cout, col, false, a, b, plan.parallelism);
-                // SAFETY: blocks cover disjoint image ranges.
-                let dst = unsafe { dx.slice(first * in_len, images * in_len) };
-                col2im(col, g, images, dst);
-            }
+                if let Some(dx) = &dx {
+                    let (a, b) = (View::transposed(w, k), View::rows(dyv, width));
+                    sgemm(k, width, cout, col, false, a, b, plan.parallelism);
+                    // SAFETY: blocks cover disjoint image ranges.
+                    let dst = unsafe { dx.slice(first * in_len, images * in_len) };
+                    col2im(col, g, images, dst);
+                }
+            });
         });
-    });
+    };
+    if scatter {
+        // SAFETY: the blocks cover every image, and col2im writes all of each block's values.
+        dx = Some(unsafe { written_by(g.batch * in_len, |d| run(Some(SharedMut::new(d)))) });
+    } else {
+        run(None);
+    }
     if want_dw {
         dw = Some(sum_partials(partial, cout * k));
     }

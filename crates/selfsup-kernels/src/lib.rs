@@ -30,6 +30,7 @@ mod linear;
 mod norm;
 mod par;
 mod simd;
+mod stride2;
 mod transformer;
 mod winograd;
 
