@@ -6,7 +6,8 @@
 //! forward and twelve backward (`shared/notes/cpu-performance.md`). Here a 3x3 stride-1
 //! convolution runs through Winograd's transforms (`winograd.rs`), forward and both gradients;
 //! any other is one im2col GEMM over a block of whole images for the forward pass, one for the
-//! weight gradient and one for the input gradient; batch normalization is two passes each way.
+//! weight gradient and one for the input gradient (a stride-2 one's im2col and col2im through a
+//! column-parity split of each plane, `stride2.rs`); batch normalization is two passes each way.
 //! For transformers (`transformer.rs`): layer normalization in one pass each way, a vectorized
 //! exact GELU, and multi-head self-attention read in place from the fused `[q | k | v]`
 //! projection. They are a burn backend extension ([`GemmKernels`]) with their own backward
