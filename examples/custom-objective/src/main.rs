@@ -85,6 +85,24 @@ enum Command {
         /// Seed.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Device: flex (CPU), wgpu, cuda:N.
+        #[arg(long, default_value = "flex")]
+        device: DeviceSpec,
+        /// Cap the steps (0: none).
+        #[arg(long, default_value_t = 0)]
+        max_steps: usize,
+        /// Use at most this many training images (0: all).
+        #[arg(long, default_value_t = 0)]
+        max_train: usize,
+        /// Score on at most this many test images (0: all).
+        #[arg(long, default_value_t = 0)]
+        max_test: usize,
+        /// Run in this process instead of a child process.
+        #[arg(long)]
+        in_process: bool,
+        /// Hide the progress bars.
+        #[arg(long)]
+        quiet: bool,
     },
     /// Print VICReg's preset config as TOML.
     Config,
@@ -151,6 +169,12 @@ fn run(cli: Cli) -> Result<()> {
             data,
             budget,
             seed,
+            device,
+            max_steps,
+            max_train,
+            max_test,
+            in_process,
+            quiet,
         } => {
             let args = SuiteArgs {
                 methods: vec![VicRegRecipe.name().to_string()],
@@ -158,7 +182,12 @@ fn run(cli: Cli) -> Result<()> {
                 data,
                 budget,
                 seed,
-                ..SuiteArgs::default()
+                device,
+                max_steps,
+                max_train,
+                max_test,
+                in_process,
+                quiet,
             };
             let r = run_suite(&args, &registry)?;
             if std::env::var_os(CHILD_ENV).is_none() {
