@@ -19,8 +19,9 @@
 //! 115.7 / 117.0 / 117.7 after. col2im writing every value also spares the zero fill of the
 //! input gradient.
 //!
-//! The column split and the additions use SSE2 (baseline x86-64, so no dispatch): the compiler
-//! left them one value at a time, the split being 40 % of the stride-2 im2col's samples.
+//! The column split, the interleave back and the additions use SSE2 (baseline x86-64, so no
+//! dispatch): the compiler left them one value at a time, the split being 40 % of the stride-2
+//! im2col's samples in the one-thread probe above.
 
 use crate::conv::ConvGeometry;
 
